@@ -1,0 +1,35 @@
+# Two commands set everything up: `make run` (the whole stack on the embedded default) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install redis lint typecheck pytest clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+redis:
+	@bash scripts/ensure-redis
+
+lint: install
+	$(BIN)/ruff check adapter tests scripts
+
+typecheck: install
+	$(BIN)/mypy adapter
+
+pytest: install redis
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+run: install
+	$(BIN)/adapter dev
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,35 @@
+"""Liveness and readiness probes, and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapter.endpoint import Call, Endpoint
+from adapter.errors import AppError
+
+
+async def healthz(call: Call) -> dict[str, Any]:
+    return {"alive": True}
+
+
+async def readyz(call: Call) -> dict[str, Any]:
+    try:
+        await call.svc.redis.ping()
+    except Exception:
+        raise AppError("unavailable", "redis does not answer", headers={"Retry-After": "1"}) from None
+    return {"redis": "ok"}
+
+
+async def openapi_json(call: Call) -> dict[str, Any]:
+    doc: dict[str, Any] = call.request.app.state.openapi
+    return doc
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/healthz", healthz, "The process is up", access="public", tag="ops",
+             response={"type": "object", "required": ["alive"], "properties": {"alive": {"const": True}}}),
+    Endpoint("GET", "/readyz", readyz, "Redis answers", access="public", tag="ops",
+             response={"type": "object", "required": ["redis"], "properties": {"redis": {"const": "ok"}}}),
+    Endpoint("GET", "/iot/api/v1/openapi.json", openapi_json, "This document (inside the envelope's data)",
+             response={"type": "object", "required": ["openapi", "paths"]}),
+]

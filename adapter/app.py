@@ -1,0 +1,73 @@
+"""The application factory: routes, error handlers and lifespan meet here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.exceptions
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from adapter.api import auth as auth_api
+from adapter.api import health as health_api
+from adapter.auth import UserStore
+from adapter.endpoint import Endpoint
+from adapter.envelope import err
+from adapter.errors import AppError
+from adapter.openapi import document
+from adapter.services import build_services
+from adapter.settings import Settings
+
+log = logging.getLogger("adapter.app")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 400: "invalid_params"}
+
+
+def endpoints() -> list[Endpoint]:
+    return [*health_api.ENDPOINTS, *auth_api.ENDPOINTS]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "invalid_params" if exc.status_code < 500 else "internal")
+    msg = {404: "no such endpoint", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
+    error = AppError(code, msg, status=exc.status_code, headers=dict(exc.headers or {}))
+    return err(error)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return err(AppError("internal", "internal error"))
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    eps = endpoints()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services = build_services(settings)
+        app.state.services = services
+        if settings.admin_password:
+            try:
+                await UserStore(services.redis, services.keys).ensure_admin(settings.admin_password,
+                                                                            reset=settings.dev)
+            except redis.exceptions.RedisError as exc:
+                log.warning("could not check the admin user: %s", exc)
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    app = Starlette(
+        routes=[ep.route() for ep in eps],
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.openapi = document(eps)
+    return app

@@ -1,0 +1,103 @@
+"""The `adapter` command line (DESIGN §14). Each command fails with one line, never a traceback,
+when its configuration is wrong or Redis does not answer."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from adapter.settings import ConfigError, Settings
+
+
+def _api(args: argparse.Namespace) -> int:
+    from adapter import runner
+
+    settings = Settings.from_env()
+    return runner.run_api(settings, host=args.host, port=args.port, workers=args.workers)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from adapter import worker
+
+    return worker.run(Settings.from_env(), burst=args.burst)
+
+
+def _user(args: argparse.Namespace) -> int:
+    from adapter import users_cli
+
+    return users_cli.run(Settings.from_env(), args)
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from adapter import dev
+
+    return dev.run(args)
+
+
+def _devbroker(args: argparse.Namespace) -> int:
+    from adapter.devbroker import main as devbroker_main
+
+    return devbroker_main(args.rest)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from adapter.simulator import main as simulate_main
+
+    return simulate_main(args.rest)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="adapter", description="EMQX device-management adapter")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    api.set_defaults(run=_api)
+
+    worker = sub.add_parser("worker", help="run an RQ worker with the scheduler")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.set_defaults(run=_worker)
+
+    user = sub.add_parser("user", help="manage API users")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="add a user (password from stdin or a prompt)")
+    add.add_argument("name")
+    add.add_argument("--role", choices=["admin", "viewer"], default="viewer")
+    user_sub.add_parser("list", help="list users")
+    passwd = user_sub.add_parser("passwd", help="set a user's password (ends its logins)")
+    passwd.add_argument("name")
+    delete = user_sub.add_parser("del", help="delete a user")
+    delete.add_argument("name")
+    user.set_defaults(run=_user)
+
+    dev = sub.add_parser("dev", help="the whole stack on the embedded default")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--mqtt-port", type=int, default=1884)
+    dev.add_argument("--broker-api-port", type=int, default=18083)
+    dev.set_defaults(run=_dev)
+
+    for name, func, text in (("devbroker", _devbroker, "the dev broker alone"),
+                             ("simulate", _simulate, "simulated DMA devices")):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(run=func)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except ConfigError as exc:
+        print(f"adapter: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

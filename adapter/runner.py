@@ -1,0 +1,39 @@
+"""Start the API under uvicorn, after the checks that make a bad start a one-line error."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import uvicorn
+
+from adapter.auth import UserStore
+from adapter.keys import Keys
+from adapter.services import async_redis, check_redis
+from adapter.settings import ConfigError, Settings
+
+
+async def _has_users(settings: Settings) -> bool:
+    client = async_redis(settings)
+    try:
+        return await UserStore(client, Keys(settings.key_prefix)).has_users()
+    finally:
+        await client.aclose()
+
+
+def preflight(settings: Settings) -> None:
+    """What `adapter api` needs before it serves: the ingest token, Redis, and a user or the admin password."""
+    settings.require("ingest_token")
+    check_redis(settings)
+    if not settings.admin_password and not asyncio.run(_has_users(settings)):
+        raise ConfigError("ADAPTER_ADMIN_PASSWORD is required while no user exists "
+                          "(it creates user admin; or add one with `adapter user add`)")
+
+
+def run_api(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
+    preflight(settings)
+    if workers > 1:
+        os.environ.setdefault("ADAPTER_REDIS_URL", settings.redis_url)
+    uvicorn.run("adapter.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="info", access_log=False, proxy_headers=True, server_header=False)
+    return 0

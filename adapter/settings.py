@@ -1,0 +1,140 @@
+"""Configuration: read once from the environment (and an optional `.env`), validated at start.
+
+`Settings.from_env` never raises anything but `ConfigError`, whose message is one line fit for a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class ConfigError(Exception):
+    """A missing or invalid setting; the message is one line."""
+
+
+def _bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def _int(name: str, raw: str, minimum: int = 0) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, not {value}")
+    return value
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
+        raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL, not {raw!r}")
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service. Field names map to `ADAPTER_<NAME>` environment variables."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "iot"
+    ingest_token: str = ""
+    emqx_api_url: str = "http://127.0.0.1:18083/api/v5"
+    emqx_api_key: str = ""
+    emqx_api_secret: str = ""
+    emqx_timeout: float = 2.5
+    admin_password: str = ""
+    token_ttl: int = 86400
+    allow_private_urls: bool = False
+    max_body_bytes: int = 1024 * 1024
+    login_max_failures: int = 5
+    login_window: int = 900
+    login_max_failures_per_ip: int = 50
+    dev: bool = field(default=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, dev: bool = False,
+                 dotenv: Path | None = Path(".env")) -> Settings:
+        env = dict(read_dotenv(dotenv)) if dotenv is not None else {}
+        env.update(os.environ if environ is None else environ)
+        dev = dev or _bool("ADAPTER_DEV", env.get("ADAPTER_DEV", "false"))
+        values: dict[str, object] = {"dev": dev}
+        if dev:
+            values["allow_private_urls"] = True
+        for f in fields(cls):
+            raw = env.get(f"ADAPTER_{f.name.upper()}")
+            if raw is None or f.name == "dev":
+                continue
+            values[f.name] = _convert(f.name, f.type, raw)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check_basic()
+        return settings
+
+    def check_basic(self) -> None:
+        _url("ADAPTER_REDIS_URL", self.redis_url, ("redis", "rediss", "unix"))
+        _url("ADAPTER_EMQX_API_URL", self.emqx_api_url, ("http", "https"))
+        if not self.key_prefix or any(c in self.key_prefix for c in " :{}"):
+            raise ConfigError(f"ADAPTER_KEY_PREFIX must be a non-empty word without ':', not {self.key_prefix!r}")
+
+    def require(self, *names: str) -> None:
+        """Fail with one line when a setting that this command needs is empty."""
+        for name in names:
+            if not getattr(self, name):
+                hint = " (or run `adapter dev`, which makes one up)" if name in _DEV_GENERATED else ""
+                raise ConfigError(f"ADAPTER_{name.upper()} is required{hint}")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+_DEV_GENERATED = ("ingest_token", "admin_password")
+
+
+def _convert(name: str, kind: object, raw: str) -> object:
+    env_name = f"ADAPTER_{name.upper()}"
+    if kind in ("bool", bool):
+        return _bool(env_name, raw)
+    if kind in ("int", int):
+        return _int(env_name, raw, minimum=1)
+    if kind in ("float", float):
+        return _float(env_name, raw)
+    return raw
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """`KEY=value` lines; `#` comments and blank lines skipped; optional quotes stripped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.removeprefix("export ").strip()] = value
+    return out

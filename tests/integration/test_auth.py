@@ -1,0 +1,167 @@
+"""Login, tokens, roles and the login rate limit against the real Redis (issue: foundation, item 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import httpx
+import pytest
+import redis
+
+from adapter.app import create_app, endpoints
+from adapter.auth import UserStore, digest
+from adapter.keys import Keys
+from adapter.services import async_redis
+from adapter.settings import Settings
+from tests.conftest import ADMIN_PASSWORD, login
+from tests.integration.test_api_envelope import assert_err
+from tests.support.servers import serve
+
+LOGIN = "/iot/api/v1/auth/login"
+UNAUTHENTICATED = {("POST", LOGIN), ("GET", "/healthz"), ("GET", "/readyz")}
+
+
+def add_user(settings: Settings, name: str, role: str, password: str) -> None:
+    async def run() -> None:
+        client = async_redis(settings)
+        try:
+            await UserStore(client, Keys(settings.key_prefix)).add(name, role, password)
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_login_answers_the_seed_shape(client: httpx.Client) -> None:
+    r = client.post(LOGIN, json={"user": "admin", "password": ADMIN_PASSWORD})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok"
+    assert set(body["data"]) == {"user", "token"}
+    assert body["data"]["user"] == {"user": "admin", "roles": ["admin"], "privileges": ["admin", "view"]}
+    assert re.fullmatch(r"[0-9a-f]{64}", body["data"]["token"])
+
+
+def test_token_is_kept_hashed_with_the_ttl(client: httpx.Client, redis_db: redis.Redis, settings: Settings) -> None:
+    token = login(client)
+    key = Keys(settings.key_prefix).token(digest(token))
+    assert redis_db.hgetall(key) == {"user": "admin", "role": "admin"}
+    assert 0 < redis_db.ttl(key) <= settings.token_ttl
+    assert not any(token in k for k in redis_db.keys("*"))
+
+
+def test_wrong_user_and_wrong_password_get_the_same_answer(client: httpx.Client) -> None:
+    a = client.post(LOGIN, json={"user": "admin", "password": "wrong-password"})
+    b = client.post(LOGIN, json={"user": "nobody", "password": ADMIN_PASSWORD})
+    assert_err(a, 401, "unauthorized")
+    assert_err(b, 401, "unauthorized")
+    assert a.json() == b.json()
+
+
+@pytest.mark.parametrize("header", [None, "Bearer", "Bearer " + "0" * 64, "Basic YWRtaW46eA==", "Bearer short"])
+def test_every_v1_endpoint_but_login_needs_a_valid_token(client: httpx.Client, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+    checked = 0
+    for ep in endpoints():
+        if (ep.method, ep.path) in UNAUTHENTICATED:
+            continue
+        path = ep.path.replace("{", "").replace("}", "")
+        r = client.request(ep.method, path, headers=headers, json={})
+        assert_err(r, 401, "unauthorized")
+        checked += 1
+    assert checked >= 3
+
+
+def test_me_and_logout(client: httpx.Client) -> None:
+    token = login(client)
+    auth = {"Authorization": f"Bearer {token}"}
+    me = client.get("/iot/api/v1/auth/me", headers=auth)
+    assert me.json()["data"]["user"]["user"] == "admin"
+    assert client.post("/iot/api/v1/auth/logout", headers=auth).status_code == 200
+    assert_err(client.get("/iot/api/v1/auth/me", headers=auth), 401, "unauthorized")
+
+
+def test_changing_endpoints_are_admin_only(client: httpx.Client, settings: Settings) -> None:
+    """Every v1 endpoint that changes anything is declared admin, and a viewer gets 403 on each."""
+    session_only = {LOGIN, "/iot/api/v1/auth/logout"}
+    changing = [ep for ep in endpoints() if ep.method != "GET" and ep.path not in session_only]
+    for ep in changing:
+        assert ep.access == "admin", f"{ep.method} {ep.path} changes state but is open to viewers"
+    add_user(settings, "vera", "viewer", "viewer-secret")
+    token = login(client, "vera", "viewer-secret")
+    me = client.get("/iot/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}).json()["data"]["user"]
+    assert me == {"user": "vera", "roles": ["viewer"], "privileges": ["view"]}
+    for ep in changing:
+        path = ep.path.replace("{", "").replace("}", "")
+        r = client.request(ep.method, path, headers={"Authorization": f"Bearer {token}"}, json={})
+        assert_err(r, 403, "forbidden")
+
+
+def test_viewer_is_forbidden_on_an_admin_endpoint(settings: Settings) -> None:
+    """The access check itself, on an admin endpoint added for the test."""
+    from adapter.endpoint import Endpoint
+
+    async def change(call: object) -> dict:
+        return {"changed": True}
+
+    app = create_app(settings)
+    app.router.routes.append(Endpoint("POST", "/iot/api/v1/test/change", change, "test", access="admin").route())
+    with serve(app) as url, httpx.Client(base_url=url) as c:
+        add_user(settings, "vic", "viewer", "viewer-secret")
+        viewer = {"Authorization": f"Bearer {login(c, 'vic', 'viewer-secret')}"}
+        admin = {"Authorization": f"Bearer {login(c)}"}
+        assert_err(c.post("/iot/api/v1/test/change", headers=viewer), 403, "forbidden")
+        assert c.post("/iot/api/v1/test/change", headers=admin).json() == {"status": "ok", "data": {"changed": True}}
+
+
+def test_failed_logins_are_rate_limited_per_user(client: httpx.Client, settings: Settings) -> None:
+    for _ in range(settings.login_max_failures):
+        assert_err(client.post(LOGIN, json={"user": "admin", "password": "bad-password"}), 401, "unauthorized")
+    r = client.post(LOGIN, json={"user": "admin", "password": ADMIN_PASSWORD})
+    assert_err(r, 429, "rate_limited")
+    assert int(r.headers["retry-after"]) > 0
+    # another user from the same address is not locked out by admin's failures
+    add_user(settings, "other", "viewer", "other-secret")
+    assert client.post(LOGIN, json={"user": "other", "password": "other-secret"}).status_code == 200
+
+
+def test_failed_logins_are_rate_limited_per_address(settings: Settings) -> None:
+    strict = settings.with_overrides(login_max_failures_per_ip=3, login_max_failures=100)
+    with serve(create_app(strict)) as url, httpx.Client(base_url=url) as c:
+        for i in range(3):
+            assert_err(c.post(LOGIN, json={"user": f"guess{i}", "password": "x"}), 401, "unauthorized")
+        assert_err(c.post(LOGIN, json={"user": "admin", "password": ADMIN_PASSWORD}), 429, "rate_limited")
+
+
+def test_password_change_and_delete_end_logins(client: httpx.Client, settings: Settings) -> None:
+    add_user(settings, "carol", "admin", "carol-secret")
+    token = login(client, "carol", "carol-secret")
+    auth = {"Authorization": f"Bearer {token}"}
+    assert client.get("/iot/api/v1/auth/me", headers=auth).status_code == 200
+
+    async def change() -> None:
+        r = async_redis(settings)
+        try:
+            await UserStore(r, Keys(settings.key_prefix)).set_password("carol", "carol-secret-2")
+        finally:
+            await r.aclose()
+
+    asyncio.run(change())
+    assert_err(client.get("/iot/api/v1/auth/me", headers=auth), 401, "unauthorized")
+    assert_err(client.post(LOGIN, json={"user": "carol", "password": "carol-secret"}), 401, "unauthorized")
+    login(client, "carol", "carol-secret-2")
+
+
+def test_first_admin_comes_from_the_configured_password(redis_db: redis.Redis, settings: Settings) -> None:
+    keys = Keys(settings.key_prefix)
+    assert redis_db.smembers(keys.users()) == set()
+    with serve(create_app(settings)):
+        pass
+    assert redis_db.smembers(keys.users()) == {"admin"}
+    stored = redis_db.hget(keys.user("admin"), "hash")
+    assert stored is not None and stored.startswith("$argon2id$")
+    # a second start with another password does not overwrite an existing user outside dev
+    with serve(create_app(settings.with_overrides(admin_password="another-one"))) as url, \
+            httpx.Client(base_url=url) as c:
+        login(c)

@@ -1,0 +1,58 @@
+"""Settings from the environment: defaults, conversions and one-line errors."""
+
+from pathlib import Path
+
+import pytest
+
+from adapter.settings import ConfigError, Settings, read_dotenv
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({}, dotenv=None)
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.key_prefix == "iot"
+    assert s.emqx_api_url == "http://127.0.0.1:18083/api/v5"
+    assert s.token_ttl == 86400
+    assert s.allow_private_urls is False
+    assert s.max_body_bytes == 1024 * 1024
+
+
+def test_dev_allows_private_urls_unless_told_otherwise() -> None:
+    assert Settings.from_env({}, dev=True, dotenv=None).allow_private_urls is True
+    assert Settings.from_env({"ADAPTER_ALLOW_PRIVATE_URLS": "false"}, dev=True, dotenv=None).allow_private_urls is False
+
+
+def test_conversions() -> None:
+    s = Settings.from_env({"ADAPTER_TOKEN_TTL": "60", "ADAPTER_ALLOW_PRIVATE_URLS": "yes",
+                           "ADAPTER_KEY_PREFIX": "acme"}, dotenv=None)
+    assert (s.token_ttl, s.allow_private_urls, s.key_prefix) == (60, True, "acme")
+
+
+@pytest.mark.parametrize(("env", "fragment"), [
+    ({"ADAPTER_TOKEN_TTL": "soon"}, "ADAPTER_TOKEN_TTL must be an integer"),
+    ({"ADAPTER_TOKEN_TTL": "0"}, "at least 1"),
+    ({"ADAPTER_ALLOW_PRIVATE_URLS": "maybe"}, "true or false"),
+    ({"ADAPTER_REDIS_URL": "http://x"}, "ADAPTER_REDIS_URL"),
+    ({"ADAPTER_EMQX_API_URL": "ftp://x"}, "ADAPTER_EMQX_API_URL"),
+    ({"ADAPTER_KEY_PREFIX": "a:b"}, "ADAPTER_KEY_PREFIX"),
+])
+def test_invalid_values_are_one_line_errors(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env, dotenv=None)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_require_names_the_variable() -> None:
+    s = Settings.from_env({}, dotenv=None)
+    with pytest.raises(ConfigError, match="ADAPTER_INGEST_TOKEN is required"):
+        s.require("ingest_token")
+    Settings.from_env({"ADAPTER_INGEST_TOKEN": "t"}, dotenv=None).require("ingest_token")
+
+
+def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("# comment\nADAPTER_KEY_PREFIX='fromfile'\nexport ADAPTER_TOKEN_TTL=77\n\nBROKEN\n")
+    assert read_dotenv(env_file) == {"ADAPTER_KEY_PREFIX": "fromfile", "ADAPTER_TOKEN_TTL": "77"}
+    s = Settings.from_env({"ADAPTER_TOKEN_TTL": "5"}, dotenv=env_file)
+    assert (s.key_prefix, s.token_ttl) == ("fromfile", 5)
