@@ -45,3 +45,48 @@ class Keys:
     def queue(self, name: str) -> str:
         """An RQ queue name (RQ adds its own `rq:queue:` in front)."""
         return f"{self.prefix}-{name}"
+
+    # clients, devices and peripherals (DESIGN §5, §11)
+    def client(self, clientid: str) -> str:
+        """Hash of one MQTT client: presence (online "1"/"0", connected_at, ended_through, version, online_time,
+        offline_time, all ms) and, once the client is a device (`device` = "1"), its record: activeTime,
+        bootTime, dur, procs, sys, versions (the last reports as JSON strings with `revtime`)."""
+        return self._k("client", clientid)
+
+    def devices(self) -> str:
+        """Sorted set of every device sn, all scores 0 (lexical order: pages and sn prefixes by range)."""
+        return self._k("devices")
+
+    def devices_online(self) -> str:
+        """Sorted set of the online device sns (scores 0)."""
+        return self._k("devices", "online")
+
+    def devices_offline(self) -> str:
+        """Sorted set of the offline device sns (scores 0)."""
+        return self._k("devices", "offline")
+
+    def peripheral(self, sn: str, nid: str) -> str:
+        """Hash of one peripheral behind gateway `sn`: nId, gwId, sn, online, activeTime, revTime, msg."""
+        return self._k("peri", sn, nid)
+
+    def peripherals(self) -> str:
+        """Sorted set of every peripheral as `{sn}/{nId}`, scores 0."""
+        return self._k("peris")
+
+    def peripherals_online(self) -> str:
+        return self._k("peris", "online")
+
+    def peripherals_offline(self) -> str:
+        return self._k("peris", "offline")
+
+    def peripherals_of_gw(self, gw_id: str) -> str:
+        """Sorted set of `{sn}/{nId}` members whose gwId is `gw_id`."""
+        return self._k("peris", "gw", gw_id)
+
+    def outbox(self) -> str:
+        """List of presence transitions (JSON) written in the same step as the state change."""
+        return self._k("outbox", "presence")
+
+    def seen(self, event_key: str) -> str:
+        """Marks an event already applied (message ids), so that a redelivery changes nothing."""
+        return self._k("seen", event_key)

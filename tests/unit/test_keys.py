@@ -13,6 +13,17 @@ def test_every_key_is_pinned() -> None:
     assert k.login_failures_ip("10.0.0.1") == "iot:login-fail:ip:10.0.0.1"
     assert k.metrics() == "iot:metrics"
     assert k.queue("default") == "iot-default"
+    assert k.client("SN1") == "iot:client:SN1"
+    assert k.devices() == "iot:devices"
+    assert k.devices_online() == "iot:devices:online"
+    assert k.devices_offline() == "iot:devices:offline"
+    assert k.peripheral("GW1", "P1") == "iot:peri:GW1:P1"
+    assert k.peripherals() == "iot:peris"
+    assert k.peripherals_online() == "iot:peris:online"
+    assert k.peripherals_offline() == "iot:peris:offline"
+    assert k.peripherals_of_gw("G") == "iot:peris:gw:G"
+    assert k.outbox() == "iot:outbox:presence"
+    assert k.seen("msg:AB") == "iot:seen:msg:AB"
 
 
 def test_prefix_applies_everywhere() -> None:

@@ -1,0 +1,112 @@
+"""Presence in Redis: `presence.lua` applied with one EVALSHA per event, and its hash read back.
+
+The caller names the keys (they come from `adapter/keys.py`): the client's presence hash and,
+optionally, an outbox list that receives each transition as JSON in the same atomic step, so a
+transition can never be recorded without its follow-up work being recorded too.
+
+`queue_apply` only queues the command, so it works the same on a sync `redis.Redis` pipeline and on a
+`redis.asyncio` pipeline (many events batched into one round trip, inside MULTI or not); the pipeline
+loads the script on the server when it is missing (as redis-py's own `Script` objects do).
+`parse_reply` turns that command's result into a `Transition` or None.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import redis
+import redis.asyncio
+
+from adapter.events import Connected, Disconnected
+from adapter.presence import PresenceState, Transition, ends_connection
+
+STATE_FIELDS = ("online", "connected_at", "ended_through", "version", "online_time", "offline_time")
+
+
+class LuaScript:
+    """A script a redis-py pipeline can load before running it (it needs `sha` and `script`)."""
+
+    def __init__(self, script: str) -> None:
+        self.script = script
+        self.sha = hashlib.sha1(script.encode()).hexdigest()
+
+
+PRESENCE_SCRIPT = LuaScript(Path(__file__).with_name("presence.lua").read_text(encoding="utf-8"))
+
+
+class Queue(Protocol):
+    """What `queue_apply` needs: a redis-py pipeline, sync or asyncio."""
+
+    scripts: Any
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any: ...
+
+
+def script_argv(ev: Connected | Disconnected) -> list[str]:
+    if isinstance(ev, Connected):
+        return ["c", ev.clientid, str(ev.connected_at), "", ""]
+    kind = "d" if ends_connection(ev) else "k"
+    connected_at = "" if ev.connected_at is None else str(ev.connected_at)
+    return [kind, ev.clientid, connected_at, str(ev.disconnected_at), ev.reason]
+
+
+def queue_apply(pipe: Queue, key: str, ev: Connected | Disconnected, *, outbox: str | None = None) -> None:
+    """Queue the presence step for `ev` on `pipe`; its result goes through `parse_reply`."""
+    keys = [key] if outbox is None else [key, outbox]
+    pipe.scripts.add(PRESENCE_SCRIPT)
+    pipe.evalsha(PRESENCE_SCRIPT.sha, len(keys), *keys, *script_argv(ev))
+
+
+def parse_reply(reply: Any, clientid: str) -> Transition | None:
+    if reply is None:
+        return None
+    online, time, reason, version, connected_at = reply
+    return Transition(
+        clientid=clientid, online=int(online) == 1, time=int(time), reason=_text(reason),
+        version=int(version), connected_at=int(connected_at) if connected_at not in ("", b"") else None,
+    )
+
+
+def apply_now(client: redis.Redis, key: str, ev: Connected | Disconnected, *,
+              outbox: str | None = None) -> Transition | None:
+    """Apply one event right away on a sync client."""
+    with client.pipeline(transaction=False) as pipe:
+        queue_apply(pipe, key, ev, outbox=outbox)
+        [reply] = pipe.execute()
+    return parse_reply(reply, ev.clientid)
+
+
+async def apply_now_async(client: redis.asyncio.Redis, key: str, ev: Connected | Disconnected, *,
+                          outbox: str | None = None) -> Transition | None:
+    """Apply one event right away on an asyncio client."""
+    async with client.pipeline(transaction=False) as pipe:
+        queue_apply(pipe, key, ev, outbox=outbox)
+        [reply] = await pipe.execute()
+    return parse_reply(reply, ev.clientid)
+
+
+def state_from_hash(mapping: Mapping[Any, Any]) -> PresenceState | None:
+    """The state from the presence hash as HGETALL returns it (bytes or str); None when empty."""
+    fields = {_text(k): _text(v) for k, v in mapping.items()}
+    if not fields:
+        return None
+    ints = {name: int(fields[name]) if fields.get(name) else None for name in STATE_FIELDS[1:]}
+    return PresenceState(online=fields.get("online") == "1", connected_at=ints["connected_at"],
+                         ended_through=ints["ended_through"], version=ints["version"] or 0,
+                         online_time=ints["online_time"], offline_time=ints["offline_time"])
+
+
+def transition_from_outbox(item: bytes | str) -> Transition:
+    """One outbox entry (the JSON the script pushes) back as a Transition."""
+    data = orjson.loads(item)
+    return Transition(clientid=data["clientid"], online=data["online"], time=int(data["time"]),
+                      reason=data["reason"], version=int(data["version"]),
+                      connected_at=None if data["connected_at"] is None else int(data["connected_at"]))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
