@@ -12,12 +12,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from adapter import device_store
 from adapter.api import auth as auth_api
 from adapter.api import health as health_api
+from adapter.api import ingest as ingest_api
 from adapter.auth import UserStore
+from adapter.batcher import Batcher
 from adapter.endpoint import Endpoint
 from adapter.envelope import err
 from adapter.errors import AppError
+from adapter.ingest import Ingest
 from adapter.openapi import document
 from adapter.services import build_services
 from adapter.settings import Settings
@@ -28,7 +32,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 40
 
 
 def endpoints() -> list[Endpoint]:
-    return [*health_api.ENDPOINTS, *auth_api.ENDPOINTS]
+    return [*health_api.ENDPOINTS, *auth_api.ENDPOINTS, *ingest_api.ENDPOINTS]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -52,6 +56,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
+        batcher = Batcher(services.redis, device_store.SCRIPTS)
+        services.extras["ingest"] = Ingest(batcher, services.keys)
+        try:
+            await batcher.load_scripts()
+        except redis.exceptions.RedisError as exc:
+            log.warning("could not load the Redis scripts yet: %s", exc)
         if settings.admin_password:
             try:
                 await UserStore(services.redis, services.keys).ensure_admin(settings.admin_password,

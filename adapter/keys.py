@@ -69,6 +69,14 @@ class Keys:
         """Hash of one peripheral behind gateway `sn`: nId, gwId, sn, online, activeTime, revTime, msg."""
         return self._k("peri", sn, nid)
 
+    def peripheral_prefix(self) -> str:
+        """What `peripheral(sn, nid)` starts with, for Lua scripts that build it: `{prefix}{sn}:{nid}`."""
+        return self._k("peri", "")
+
+    def peripherals_of_gw_prefix(self) -> str:
+        """What `peripherals_of_gw(gw)` starts with, for Lua scripts: `{prefix}{gw}`."""
+        return self._k("peris", "gw", "")
+
     def peripherals(self) -> str:
         """Sorted set of every peripheral as `{sn}/{nId}`, scores 0."""
         return self._k("peris")
@@ -82,6 +90,10 @@ class Keys:
     def peripherals_of_gw(self, gw_id: str) -> str:
         """Sorted set of `{sn}/{nId}` members whose gwId is `gw_id`."""
         return self._k("peris", "gw", gw_id)
+
+    def callbacks_enabled(self) -> str:
+        """Set of enabled status-change callback ids; while empty, no transition is queued for delivery."""
+        return self._k("callbacks", "enabled")
 
     def outbox(self) -> str:
         """List of presence transitions (JSON) written in the same step as the state change."""

@@ -22,6 +22,9 @@ def test_every_key_is_pinned() -> None:
     assert k.peripherals_online() == "iot:peris:online"
     assert k.peripherals_offline() == "iot:peris:offline"
     assert k.peripherals_of_gw("G") == "iot:peris:gw:G"
+    assert k.peripheral_prefix() + "GW1:P1" == k.peripheral("GW1", "P1")
+    assert k.peripherals_of_gw_prefix() + "G" == k.peripherals_of_gw("G")
+    assert k.callbacks_enabled() == "iot:callbacks:enabled"
     assert k.outbox() == "iot:outbox:presence"
     assert k.seen("msg:AB") == "iot:seen:msg:AB"
 

@@ -1,0 +1,254 @@
+"""`POST /emqx/events` against the real Redis: auth, dispatch, durable-before-200, quirks (ingest issue, item 1)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from adapter.app import create_app
+from adapter.keys import Keys
+from adapter.settings import Settings
+from tests.conftest import INGEST_TOKEN
+from tests.integration.test_api_envelope import assert_err
+from tests.support.servers import serve
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "emqx"
+AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
+K = Keys("iot")
+
+
+def sample(name: str, **changes: object) -> dict:
+    path = SHARED / "events" / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"EMQX samples not found at {SHARED}")
+    body = json.loads(path.read_text())
+    body.update(changes)
+    return body
+
+
+def connected(sn: str, at: int) -> dict:
+    return sample("client_connected", clientid=sn, username=sn, connected_at=at, proto_ver=4)
+
+
+def disconnected(sn: str, at: int, end: int, reason: str = "normal") -> dict:
+    return sample("client_disconnected", clientid=sn, username=sn, connected_at=at, disconnected_at=end,
+                  reason=reason, proto_ver=4)
+
+
+def subscribed(sn: str, topic: str | None = None) -> dict:
+    return sample("session_subscribed", clientid=sn, username=sn, topic=topic or f"dma/cmd/{sn}")
+
+
+def published(sn: str, topic: str, payload: object, at: int = 1717000000122, msg_id: str = "A" * 32) -> dict:
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    return sample("message_publish", clientid=sn, username=sn, topic=topic, payload=text,
+                  publish_received_at=at, id=msg_id)
+
+
+@pytest.fixture
+def ingest(client: httpx.Client) -> Iterator[httpx.Client]:
+    client.headers.update(AUTH)
+    yield client
+
+
+def post(c: httpx.Client, body: object) -> httpx.Response:
+    return c.post("/emqx/events", content=json.dumps(body))
+
+
+def test_token_is_required(client: httpx.Client, redis_db: redis.Redis) -> None:
+    body = connected("SN1", 1000)
+    assert_err(client.post("/emqx/events", json=body), 401, "unauthorized")
+    assert_err(client.post("/emqx/events", json=body, headers={"Authorization": "Bearer wrong"}), 401,
+               "unauthorized")
+    assert redis_db.exists(K.client("SN1")) == 0
+
+
+def test_connect_of_a_device_and_its_presence(ingest: httpx.Client, redis_db: redis.Redis) -> None:
+    assert post(ingest, connected("SN1", 1_700_000_000_000)).status_code == 200
+    assert redis_db.hget(K.client("SN1"), "online") == "1"
+    assert redis_db.zcard(K.devices()) == 0  # a client is not a device until it subscribes or reports
+    assert post(ingest, subscribed("SN1")).status_code == 200
+    assert redis_db.zrange(K.devices(), 0, -1) == ["SN1"]
+    assert redis_db.zrange(K.devices_online(), 0, -1) == ["SN1"]
+    assert redis_db.hget(K.client("SN1"), "version") == "2"  # connect, then becoming a device while online
+    assert post(ingest, disconnected("SN1", 1_700_000_000_000, 1_700_000_060_000)).status_code == 200
+    assert redis_db.zrange(K.devices_offline(), 0, -1) == ["SN1"]
+    assert redis_db.zcard(K.devices_online()) == 0
+
+
+def test_redelivery_changes_nothing(ingest: httpx.Client, redis_db: redis.Redis) -> None:
+    events = [connected("SN2", 5000), subscribed("SN2"),
+              published("SN2", "dma/report/SN2/sys", {"sn": "SN2", "time": 3, "d": {"free": 1}}),
+              disconnected("SN2", 5000, 9000)]
+    for ev in events:
+        assert post(ingest, ev).status_code == 200
+    before = redis_db.hgetall(K.client("SN2"))
+    for ev in events:
+        assert post(ingest, ev).status_code == 200
+    after = redis_db.hgetall(K.client("SN2"))
+    assert after == before
+
+
+def test_takeover_keeps_the_device_online(ingest: httpx.Client, redis_db: redis.Redis) -> None:
+    post(ingest, connected("SN3", 1000))
+    post(ingest, subscribed("SN3"))
+    post(ingest, connected("SN3", 2000))
+    post(ingest, disconnected("SN3", 1000, 2001, reason="takenover"))
+    assert redis_db.hget(K.client("SN3"), "online") == "1"
+    # the late disconnect of an old connection does not take the new one down
+    post(ingest, disconnected("SN3", 1000, 1500, reason="tcp_closed"))
+    assert redis_db.hget(K.client("SN3"), "online") == "1"
+
+
+def test_reports_update_the_device_record(ingest: httpx.Client, redis_db: redis.Redis) -> None:
+    post(ingest, connected("SN4", 1000))
+    procs = {"sn": "SN4", "time": 31853, "d": [{"n": "monitor", "mem": 1088, "cpu": 0.2}]}
+    assert post(ingest, published("SN4", "dma/report/SN4/procs", procs, at=1_542_188_564_123)).status_code == 200
+    post(ingest, published("SN4", "dma/report/SN4/heartbeat", {"sn": "SN4", "time": 5, "bootTime": 77, "dur": 15},
+                           at=1_542_188_565_000))
+    record = redis_db.hgetall(K.client("SN4"))
+    assert json.loads(record["procs"]) == {**procs, "revtime": 1_542_188_564}
+    assert (record["bootTime"], record["dur"], record["activeTime"]) == ("77", "15", "1542188565")
+    assert redis_db.zrange(K.devices_online(), 0, -1) == ["SN4"]
+
+
+def test_an_older_report_does_not_overwrite_a_newer_one(ingest: httpx.Client, redis_db: redis.Redis) -> None:
+    new = {"sn": "SN5", "time": 2, "d": {"free": 2}}
+    old = {"sn": "SN5", "time": 1, "d": {"free": 1}}
+    post(ingest, published("SN5", "dma/report/SN5/sys", new, at=2000_000))
+    post(ingest, published("SN5", "dma/report/SN5/sys", old, at=1000_000))
+    assert json.loads(redis_db.hget(K.client("SN5"), "sys"))["time"] == 2
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    ({"sn": "OTHER", "time": 1, "d": {}}, "sn_mismatch"),
+    ("not json {", "not_json"),
+    ("[1, 2]", "bad_shape"),
+    ({"sn": "SN6", "d": "x" * 70_000}, "too_large"),
+])
+def test_rejected_reports_are_counted_and_change_nothing(ingest: httpx.Client, redis_db: redis.Redis,
+                                                         payload: object, reason: str) -> None:
+    r = post(ingest, published("SN6", "dma/report/SN6/procs", payload))
+    assert r.status_code == 200
+    assert r.json()["data"]["rejected"] == reason
+    assert redis_db.exists(K.client("SN6")) == 0
+    assert redis_db.hget(K.metrics(), f'ingest_rejected_total{{reason="{reason}"}}') == "1"
+
+
+def test_peripherals_follow_reports_and_their_gateway(ingest: httpx.Client, redis_db: redis.Redis) -> None:
+    post(ingest, connected("GW1", 1000))
+    report = {"sn": "GW1", "time": 1, "d": [
+        {"nId": "P1", "gwId": "G", "online": True, "msg": {"t": 1}},
+        {"nId": "P2", "gwId": "G", "online": False, "msg": {}}]}
+    post(ingest, published("GW1", "dma/report/GW1/peripherals", report, at=2_000_000))
+    assert redis_db.zrange(K.peripherals(), 0, -1) == ["GW1/P1", "GW1/P2"]
+    assert redis_db.zrange(K.peripherals_online(), 0, -1) == ["GW1/P1"]
+    assert redis_db.zrange(K.peripherals_of_gw("G"), 0, -1) == ["GW1/P1", "GW1/P2"]
+    assert json.loads(redis_db.hget(K.peripheral("GW1", "P1"), "msg")) == {"t": 1}
+    post(ingest, disconnected("GW1", 1000, 3_000_000, reason="keepalive_timeout"))
+    assert redis_db.zcard(K.peripherals_online()) == 0
+    assert redis_db.hget(K.peripheral("GW1", "P1"), "online") == "0"
+
+
+def test_base64_payload_marked_by_the_rule(ingest: httpx.Client, redis_db: redis.Redis) -> None:
+    raw = json.dumps({"sn": "SN7", "time": 1, "d": {"free": 9}}).encode()
+    body = published("SN7", "dma/report/SN7/sys", base64.b64encode(raw).decode())
+    body["payload_encoding"] = "base64"
+    assert post(ingest, body).status_code == 200
+    assert json.loads(redis_db.hget(K.client("SN7"), "sys"))["d"] == {"free": 9}
+
+
+def test_messages_published_by_the_rest_api_are_ignored(ingest: httpx.Client, redis_db: redis.Redis) -> None:
+    body = published("http_api", "dma/report/http_api/sys", {"d": {}})
+    body.update(username="undefined", peerhost="undefined")
+    assert post(ingest, body).status_code == 200
+    assert redis_db.exists(K.client("http_api")) == 0
+
+
+def test_emqx4_bodies(ingest: httpx.Client, redis_db: redis.Redis) -> None:
+    body = json.loads((SHARED / "emqx4-webhook" / "client_connected.json").read_text())
+    assert post(ingest, body).status_code == 200
+    assert redis_db.hget(K.client("device-001"), "online") == "1"
+    off = json.loads((SHARED / "emqx4-webhook" / "client_disconnected.json").read_text())
+    off["reason"] = "takeovered"
+    assert post(ingest, off).status_code == 200
+    assert redis_db.hget(K.client("device-001"), "online") == "1"
+
+
+def test_unknown_event_is_200_counted_no_state(ingest: httpx.Client, redis_db: redis.Redis) -> None:
+    r = post(ingest, sample("client_connack"))
+    assert r.status_code == 200 and r.json()["data"]["event"] == "unknown"
+    assert redis_db.hget(K.metrics(), 'ingest_events_total{type="unknown"}') == "1"
+    assert redis_db.keys(K.client("*")) == []
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[]", b'{"event": "client.connected"}',
+                                  b'{"event": "client.connected", "clientid": "x", "connected_at": "soon"}'])
+def test_malformed_bodies_are_400_counted_no_state(ingest: httpx.Client, redis_db: redis.Redis, body: bytes) -> None:
+    assert_err(ingest.post("/emqx/events", content=body), 400, "invalid_params")
+    assert redis_db.hget(K.metrics(), 'ingest_rejected_total{reason="malformed"}') == "1"
+    assert redis_db.keys(K.client("*")) == []
+
+
+def test_redis_unavailable_is_503(settings: Settings) -> None:
+    """EMQX retries 503 (and drops 500): a stopped Redis must answer 503, and state written before stays."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from tests.support.servers import free_port, wait_for
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    tmp = tempfile.mkdtemp()
+    proc = subprocess.Popen([binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", tmp],
+                            stdout=subprocess.DEVNULL)
+    own = redis.Redis(port=port, decode_responses=True)
+    try:
+        wait_for(lambda: _pings(own), what="private redis")
+        s = settings.with_overrides(redis_url=f"redis://127.0.0.1:{port}/0")
+        with serve(create_app(s)) as url, httpx.Client(base_url=url, headers=AUTH) as c:
+            assert post(c, connected("SN8", 1000)).status_code == 200
+            proc.terminate()
+            proc.wait(10)
+            r = post(c, connected("SN9", 2000))
+            assert_err(r, 503, "unavailable")
+            proc2 = subprocess.Popen([binary, "--port", str(port), "--save", "", "--appendonly", "no",
+                                      "--dir", tmp], stdout=subprocess.DEVNULL)
+            try:
+                wait_for(lambda: _pings(own), what="restarted redis")
+                # a fresh Redis has no scripts loaded: the ingest loads them again by itself
+                assert post(c, connected("SN9", 2000)).status_code == 200
+                assert own.hget(K.client("SN9"), "online") == "1"
+            finally:
+                proc2.terminate()
+                proc2.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+        own.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+def test_samples_are_not_mutated() -> None:
+    a = sample("client_connected")
+    b = copy.deepcopy(a)
+    sample("client_connected", clientid="zzz")
+    assert a == b
