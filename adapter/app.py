@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -68,9 +70,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                                                             reset=settings.dev)
             except redis.exceptions.RedisError as exc:
                 log.warning("could not check the admin user: %s", exc)
+        flusher = asyncio.get_running_loop().create_task(
+            services.latency.run(services.redis, services.keys.metrics()))
         try:
             yield
         finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
             await services.aclose()
 
     app = Starlette(

@@ -7,6 +7,7 @@ the `data` of the success envelope. It raises `AppError` for anything else.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -58,6 +59,7 @@ class Endpoint:
     tag: str = "v1"
     errors: tuple[int, ...] = ()
     status: int = 200
+    media_type: str = "application/json"  # anything else: the handler returns its own Response
 
     def route(self) -> Route:
         return Route(self.path, _endpoint_function(self), methods=[self.method], name=self.handler.__name__)
@@ -78,23 +80,32 @@ async def authenticate(call: Call, access: Access) -> None:
 
 def _endpoint_function(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
+        started = time.perf_counter()
         svc: Services = request.app.state.services
-        call = Call(request=request, svc=svc, path=request.path_params)
-        try:
-            await authenticate(call, ep.access)
-            call.query = check_query(ep.query, request.query_params)
-            if ep.body is not None:
-                raw = await read_body(request, svc.settings.max_body_bytes)
-                call.body = check_body(ep.body, decode_json(raw))
-            data = await ep.handler(call)
-        except AppError as exc:
-            return err(exc)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            return err(redis_unavailable())
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.url.path)
-            return err(AppError("internal", "internal error"))
-        return ok(data, ep.status)
+        response = await _answer(ep, svc, request)
+        svc.latency.observe(ep.method, ep.path, time.perf_counter() - started)
+        return response
 
     run.__name__ = ep.handler.__name__
     return run
+
+
+async def _answer(ep: Endpoint, svc: Services, request: Request) -> Response:
+    call = Call(request=request, svc=svc, path=request.path_params)
+    try:
+        await authenticate(call, ep.access)
+        call.query = check_query(ep.query, request.query_params)
+        if ep.body is not None:
+            raw = await read_body(request, svc.settings.max_body_bytes)
+            call.body = check_body(ep.body, decode_json(raw))
+        data = await ep.handler(call)
+    except AppError as exc:
+        return err(exc)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        return err(redis_unavailable())
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return err(AppError("internal", "internal error"))
+    if isinstance(data, Response):
+        return data
+    return ok(data, ep.status)

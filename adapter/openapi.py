@@ -66,16 +66,7 @@ def operation(ep: Endpoint) -> dict[str, Any]:
         "summary": ep.summary,
         "operationId": ep.handler.__name__,
         "tags": [ep.tag],
-        "responses": {
-            str(ep.status): {
-                "description": "success",
-                "content": {"application/json": {"schema": {
-                    "type": "object",
-                    "required": ["status", "data"],
-                    "properties": {"status": {"const": "ok"}, "data": dict(ep.response)},
-                }}},
-            },
-        },
+        "responses": {str(ep.status): {"description": "success", "content": _success_content(ep)}},
     }
     for code in error_statuses(ep):
         op["responses"][str(code)] = {
@@ -93,6 +84,16 @@ def operation(ep: Endpoint) -> dict[str, Any]:
     if ep.access != "public":
         op["security"] = [{"bearer": []}]
     return op
+
+
+def _success_content(ep: Endpoint) -> dict[str, Any]:
+    if ep.media_type != "application/json":
+        return {ep.media_type: {"schema": {"type": "string"}}}
+    return {"application/json": {"schema": {
+        "type": "object",
+        "required": ["status", "data"],
+        "properties": {"status": {"const": "ok"}, "data": dict(ep.response)},
+    }}}
 
 
 def _path_names(path: str) -> list[str]:

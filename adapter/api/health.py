@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.responses import Response
+
 from adapter.endpoint import Call, Endpoint
 from adapter.errors import AppError
+from adapter.metrics import render
+from adapter.services import texts
 
 
 async def healthz(call: Call) -> dict[str, Any]:
@@ -20,6 +24,11 @@ async def readyz(call: Call) -> dict[str, Any]:
     return {"redis": "ok"}
 
 
+async def metrics(call: Call) -> Response:
+    fields = texts(await call.svc.redis.hgetall(call.svc.keys.metrics()))
+    return Response(render(fields), media_type="text/plain; version=0.0.4")
+
+
 async def openapi_json(call: Call) -> dict[str, Any]:
     doc: dict[str, Any] = call.request.app.state.openapi
     return doc
@@ -30,6 +39,8 @@ ENDPOINTS = [
              response={"type": "object", "required": ["alive"], "properties": {"alive": {"const": True}}}),
     Endpoint("GET", "/readyz", readyz, "Redis answers", access="public", tag="ops",
              response={"type": "object", "required": ["redis"], "properties": {"redis": {"const": "ok"}}}),
+    Endpoint("GET", "/metrics", metrics, "Prometheus metrics, summed over every API process", access="public",
+             tag="ops", media_type="text/plain"),
     Endpoint("GET", "/iot/api/v1/openapi.json", openapi_json, "This document (inside the envelope's data)",
              response={"type": "object", "required": ["openapi", "paths"]}),
 ]

@@ -1,0 +1,91 @@
+"""Prometheus metrics that are right across several API processes.
+
+Counters live in one Redis hash (`Keys.metrics()`), incremented in the same pipelines as the writes they
+count. Request latencies are gathered per process in a histogram and added to the same hash about once a
+second (and at shutdown), so `GET /metrics` on any process shows the sum over all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LATENCY = "http_request_duration_seconds"
+_FIELD = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?$")
+
+HELP = {
+    "ingest_events_total": ("counter", "EMQX events received on /emqx/events, by type"),
+    "ingest_rejected_total": ("counter", "events or device messages rejected, by reason"),
+    LATENCY: ("histogram", "HTTP request latency by route, seconds"),
+}
+
+
+class LatencyRecorder:
+    """Per-process histogram of request latencies, flushed into the shared hash."""
+
+    def __init__(self) -> None:
+        self._fields: dict[str, float] = defaultdict(float)
+
+    def observe(self, method: str, route: str, seconds: float) -> None:
+        labels = f'method="{method}",route="{route}"'
+        i = bisect.bisect_left(BUCKETS, seconds)
+        for le in BUCKETS[i:]:
+            self._fields[f'{LATENCY}_bucket{{{labels},le="{le}"}}'] += 1
+        self._fields[f'{LATENCY}_bucket{{{labels},le="+Inf"}}'] += 1
+        self._fields[f"{LATENCY}_count{{{labels}}}"] += 1
+        self._fields[f"{LATENCY}_sum{{{labels}}}"] += seconds
+
+    def take(self) -> dict[str, float]:
+        fields, self._fields = dict(self._fields), defaultdict(float)
+        return fields
+
+    async def flush(self, client: aioredis.Redis, key: str) -> None:
+        fields = self.take()
+        if not fields:
+            return
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for name, value in fields.items():
+                    if name.startswith(f"{LATENCY}_sum"):
+                        pipe.hincrbyfloat(key, name, value)
+                    else:
+                        pipe.hincrby(key, name, int(value))
+                await pipe.execute()
+        except redis.exceptions.RedisError:
+            for name, value in fields.items():  # keep them for the next flush
+                self._fields[name] += value
+
+    async def run(self, client: aioredis.Redis, key: str, every: float = 1.0) -> None:
+        try:
+            while True:
+                await asyncio.sleep(every)
+                await self.flush(client, key)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.flush(client, key))
+
+
+def render(fields: Mapping[str, str]) -> str:
+    """The Prometheus text exposition of the shared hash."""
+    by_metric: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for field, value in sorted(fields.items()):
+        m = _FIELD.match(field)
+        if not m:
+            continue
+        name = m.group(1)
+        family = re.sub(r"_(bucket|count|sum)$", "", name) if name.startswith(LATENCY) else name
+        by_metric[family].append((field, value))
+    lines = []
+    for family, samples in sorted(by_metric.items()):
+        kind, text = HELP.get(family, ("counter", family))
+        lines += [f"# HELP {family} {text}", f"# TYPE {family} {kind}"]
+        lines += [f"{field} {value}" for field, value in samples]
+    return "\n".join(lines) + "\n"
