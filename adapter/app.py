@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services = build_services(settings)
         app.state.services = services
         batcher = Batcher(services.redis, device_store.SCRIPTS)
-        services.extras["ingest"] = Ingest(batcher, services.keys)
+        services.extras["ingest"] = Ingest(batcher, services.keys, services.metrics)
         try:
             await batcher.load_scripts()
         except redis.exceptions.RedisError as exc:
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             except redis.exceptions.RedisError as exc:
                 log.warning("could not check the admin user: %s", exc)
         flusher = asyncio.get_running_loop().create_task(
-            services.latency.run(services.redis, services.keys.metrics()))
+            services.metrics.run(services.redis, services.keys.metrics()))
         try:
             yield
         finally:

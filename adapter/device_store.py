@@ -1,17 +1,17 @@
 """Device state in Redis: presence plus device bookkeeping (`device.lua`) and the uplink (`uplink.lua`).
 
-Every function here only queues commands on a pipeline (sync or asyncio), so the ingest can batch many
-events into one round trip; each event is one atomic script.
+`DeviceCommands` packs each event's one atomic script call as RESP bytes (see resp.py) for the batcher, so
+the ingest can send many events in one round trip.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from adapter.events import Connected, Disconnected
 from adapter.keys import Keys
 from adapter.presence_store import LuaScript, script_argv
+from adapter.resp import Arg, PreparedCall
 from adapter.uplink import Peripheral
 
 _HERE = Path(__file__).parent
@@ -23,48 +23,43 @@ def _presence_function() -> str:
 
 DEVICE_PRESENCE = LuaScript(_presence_function() + (_HERE / "device.lua").read_text())
 UPLINK = LuaScript((_HERE / "uplink.lua").read_text())
-
-
-def script_keys(keys: Keys, clientid: str) -> list[str]:
-    return [keys.client(clientid), keys.devices(), keys.devices_online(), keys.devices_offline(),
-            keys.peripherals(), keys.peripherals_online(), keys.peripherals_offline(), keys.outbox(),
-            keys.callbacks_enabled()]
-
-
 SCRIPTS = (DEVICE_PRESENCE, UPLINK)
 
 
-def _run(pipe: Any, script: LuaScript, keys: list[str], argv: list[Any]) -> None:
-    """EVALSHA only: the batcher loads the scripts once and again after a NOSCRIPT (see batcher.py)."""
-    pipe.evalsha(script.sha, len(keys), *keys, *argv)
+def fixed_keys(keys: Keys) -> list[str]:
+    """KEYS[1..8] of both scripts; KEYS[9] is the client's hash."""
+    return [keys.devices(), keys.devices_online(), keys.devices_offline(), keys.peripherals(),
+            keys.peripherals_online(), keys.peripherals_offline(), keys.outbox(), keys.callbacks_enabled()]
 
 
-def queue_presence(pipe: Any, keys: Keys, ev: Connected | Disconnected) -> None:
-    _run(pipe, DEVICE_PRESENCE, script_keys(keys, ev.clientid), [*script_argv(ev), keys.peripheral_prefix()])
+class DeviceCommands:
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+        self._presence = PreparedCall(DEVICE_PRESENCE, fixed_keys(keys), 1)
+        self._uplink = PreparedCall(UPLINK, fixed_keys(keys), 1)
+        self._peri_prefix = keys.peripheral_prefix()
+        self._gw_prefix = keys.peripherals_of_gw_prefix()
 
+    def presence(self, ev: Connected | Disconnected) -> bytes:
+        return self._presence.pack([self.keys.client(ev.clientid)], [*script_argv(ev), self._peri_prefix])
 
-def _uplink(pipe: Any, keys: Keys, mode: str, sn: str, received_at: int, extra: list[Any]) -> None:
-    _run(pipe, UPLINK, script_keys(keys, sn), [mode, sn, received_at, received_at // 1000, *extra])
+    def _up(self, mode: str, sn: str, at: int, extra: list[Arg]) -> bytes:
+        return self._uplink.pack([self.keys.client(sn)], [mode, sn, at, at // 1000, *extra])
 
+    def mark(self, sn: str, at: int) -> bytes:
+        return self._up("mark", sn, at, [])
 
-def queue_mark(pipe: Any, keys: Keys, sn: str, at: int) -> None:
-    _uplink(pipe, keys, "mark", sn, at, [])
+    def active(self, sn: str, at: int) -> bytes:
+        return self._up("active", sn, at, [])
 
+    def report(self, sn: str, at: int, field: str, stored: str) -> bytes:
+        return self._up("report", sn, at, [field, stored])
 
-def queue_active(pipe: Any, keys: Keys, sn: str, at: int) -> None:
-    _uplink(pipe, keys, "active", sn, at, [])
+    def heartbeat(self, sn: str, at: int, boot_time: int, dur: int) -> bytes:
+        return self._up("heartbeat", sn, at, [boot_time, dur])
 
-
-def queue_report(pipe: Any, keys: Keys, sn: str, at: int, field: str, stored: str) -> None:
-    _uplink(pipe, keys, "report", sn, at, [field, stored])
-
-
-def queue_heartbeat(pipe: Any, keys: Keys, sn: str, at: int, boot_time: int, dur: int) -> None:
-    _uplink(pipe, keys, "heartbeat", sn, at, [boot_time, dur])
-
-
-def queue_peripherals(pipe: Any, keys: Keys, sn: str, at: int, items: list[Peripheral]) -> None:
-    flat: list[Any] = [keys.peripheral_prefix(), keys.peripherals_of_gw_prefix()]
-    for p in items:
-        flat += [p.nid, p.gw_id, "1" if p.online else "0", p.msg]
-    _uplink(pipe, keys, "peripherals", sn, at, flat)
+    def peripherals(self, sn: str, at: int, items: list[Peripheral]) -> bytes:
+        flat: list[Arg] = [self._peri_prefix, self._gw_prefix]
+        for p in items:
+            flat += [p.nid, p.gw_id, "1" if p.online else "0", p.msg]
+        return self._up("peripherals", sn, at, flat)

@@ -83,7 +83,7 @@ def _endpoint_function(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]
         started = time.perf_counter()
         svc: Services = request.app.state.services
         response = await _answer(ep, svc, request)
-        svc.latency.observe(ep.method, ep.path, time.perf_counter() - started)
+        svc.metrics.observe(ep.method, ep.path, time.perf_counter() - started)
         return response
 
     run.__name__ = ep.handler.__name__

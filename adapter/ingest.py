@@ -1,19 +1,17 @@
 """The ingest (DESIGN §4): what each EMQX event changes, queued as atomic scripts on a shared pipeline.
 
 `plan` is pure: it turns an event into a label for the counters, an optional rejection reason, and the
-commands to queue. `Ingest.apply` runs them through the batcher and answers once they are written.
+packed script calls to send. `Ingest.apply` sends them through the batcher and answers once written.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from adapter import device_store as ds
 from adapter import uplink
 from adapter.batcher import Batcher
+from adapter.device_store import DeviceCommands
 from adapter.events import (
     Connected,
     Disconnected,
@@ -25,16 +23,16 @@ from adapter.events import (
     Unsubscribed,
 )
 from adapter.keys import Keys
+from adapter.metrics import MetricsBuffer
 
 REST_API_CLIENT = "http_api"
-Build = Callable[[Any], None]
 
 
 @dataclass(frozen=True)
 class Plan:
     label: str
     rejected: str | None = None
-    queue: Build | None = None
+    commands: tuple[bytes, ...] = ()
 
 
 def _label(ev: Event) -> str:
@@ -56,63 +54,55 @@ def _label(ev: Event) -> str:
     return "unknown"
 
 
-def plan(ev: Event, keys: Keys, now_ms: int) -> Plan:
+def plan(ev: Event, cmd: DeviceCommands, now_ms: int) -> Plan:
     label = _label(ev)
     match ev:
         case Connected() | Disconnected():
-            return Plan(label, queue=lambda p: ds.queue_presence(p, keys, ev))
+            return Plan(label, commands=(cmd.presence(ev),))
         case Subscribed() if uplink.is_own_command_topic(ev.clientid, ev.topic):
-            return Plan(label, queue=lambda p: ds.queue_mark(p, keys, ev.clientid, now_ms))
+            return Plan(label, commands=(cmd.mark(ev.clientid, now_ms),))
         case MessagePublished() if ev.clientid != REST_API_CLIENT:
-            return _message_plan(ev, keys, label)
+            return _message_plan(ev, cmd, label)
     return Plan(label)
 
 
-def _message_plan(msg: MessagePublished, keys: Keys, label: str) -> Plan:
+def _message_plan(msg: MessagePublished, cmd: DeviceCommands, label: str) -> Plan:
     kind = uplink.report_kind(msg)
     sn, at = msg.clientid, msg.received_at
     if kind is None:
-        return Plan(label, queue=lambda p: ds.queue_active(p, keys, sn, at))
+        return Plan(label, commands=(cmd.active(sn, at),))
     report = uplink.parse_report(msg, kind)
     if isinstance(report, uplink.Rejected):
         return Plan(label, rejected=report.reason)
     if kind in ("procs", "sys", "versions"):
-        stored = uplink.stored_report(report)
-        return Plan(label, queue=lambda p: ds.queue_report(p, keys, sn, at, kind, stored))
+        return Plan(label, commands=(cmd.report(sn, at, kind, uplink.stored_report(report)),))
     if kind == "heartbeat":
         boot, dur = uplink.heartbeat_fields(report)
-        return Plan(label, queue=lambda p: ds.queue_heartbeat(p, keys, sn, at, boot, dur))
+        return Plan(label, commands=(cmd.heartbeat(sn, at, boot, dur),))
     if kind == "peripherals":
         items = uplink.peripherals_of(report)
         if isinstance(items, uplink.Rejected):
             return Plan(label, rejected=items.reason)
-        return Plan(label, queue=lambda p: ds.queue_peripherals(p, keys, sn, at, items))
-    return Plan(label, queue=lambda p: ds.queue_mark(p, keys, sn, at))
+        return Plan(label, commands=(cmd.peripherals(sn, at, items),))
+    return Plan(label, commands=(cmd.mark(sn, at),))
 
 
 class Ingest:
-    def __init__(self, batcher: Batcher, keys: Keys) -> None:
+    def __init__(self, batcher: Batcher, keys: Keys, metrics: MetricsBuffer) -> None:
         self.batcher = batcher
-        self.keys = keys
+        self.commands = DeviceCommands(keys)
+        self.metrics = metrics
 
     async def apply(self, ev: Event) -> Plan:
-        """Write the event's effects and its counters; return once Redis has them."""
-        p = plan(ev, self.keys, int(time.time() * 1000))
-        metrics = self.keys.metrics()
-
-        def build(pipe: Any) -> None:
-            pipe.hincrby(metrics, f'ingest_events_total{{type="{p.label}"}}', 1)
-            if p.rejected:
-                pipe.hincrby(metrics, f'ingest_rejected_total{{reason="{p.rejected}"}}', 1)
-            elif p.queue is not None:
-                p.queue(pipe)
-
-        results = await self.batcher.submit(build)
-        for result in results:
+        """Write the event's effects; return once Redis has them. Counted once written."""
+        p = plan(ev, self.commands, int(time.time() * 1000))
+        for result in await self.batcher.submit(p.commands):
             if isinstance(result, Exception):
                 raise result
+        self.metrics.inc(f'ingest_events_total{{type="{p.label}"}}')
+        if p.rejected:
+            self.metrics.inc(f'ingest_rejected_total{{reason="{p.rejected}"}}')
         return p
 
-    async def count_malformed(self) -> None:
-        metrics = self.keys.metrics()
-        await self.batcher.submit(lambda p: p.hincrby(metrics, 'ingest_rejected_total{reason="malformed"}', 1))
+    def count_malformed(self) -> None:
+        self.metrics.inc('ingest_rejected_total{reason="malformed"}')

@@ -1,8 +1,8 @@
 """Prometheus metrics that are right across several API processes.
 
-Counters live in one Redis hash (`Keys.metrics()`), incremented in the same pipelines as the writes they
-count. Request latencies are gathered per process in a histogram and added to the same hash about once a
-second (and at shutdown), so `GET /metrics` on any process shows the sum over all of them.
+Counters and request-latency histograms are gathered per process and added to one Redis hash
+(`Keys.metrics()`) about once a second and at shutdown (a failed flush keeps them for the next), so
+`GET /metrics` on any process shows the sum over all of them, at most a second late.
 """
 
 from __future__ import annotations
@@ -28,11 +28,14 @@ HELP = {
 }
 
 
-class LatencyRecorder:
-    """Per-process histogram of request latencies, flushed into the shared hash."""
+class MetricsBuffer:
+    """Per-process counters and latency histograms, flushed into the shared hash."""
 
     def __init__(self) -> None:
         self._fields: dict[str, float] = defaultdict(float)
+
+    def inc(self, field: str, n: int = 1) -> None:
+        self._fields[field] += n
 
     def observe(self, method: str, route: str, seconds: float) -> None:
         labels = f'method="{method}",route="{route}"'

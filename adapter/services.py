@@ -11,7 +11,7 @@ import redis.exceptions
 
 from adapter.errors import AppError
 from adapter.keys import Keys
-from adapter.metrics import LatencyRecorder
+from adapter.metrics import MetricsBuffer
 from adapter.settings import ConfigError, Settings
 
 
@@ -21,7 +21,7 @@ class Services:
     keys: Keys
     redis: aioredis.Redis
     extras: dict[str, Any] = field(default_factory=dict)
-    latency: LatencyRecorder = field(default_factory=LatencyRecorder)
+    metrics: MetricsBuffer = field(default_factory=MetricsBuffer)
 
     async def aclose(self) -> None:
         for extra in self.extras.values():

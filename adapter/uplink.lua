@@ -1,6 +1,6 @@
 -- What a device says about itself (DESIGN §3), applied atomically to its record.
 --
--- KEYS  as device.lua (1 client hash ... 9 the enabled-callbacks set)
+-- KEYS  as device.lua (1 devices ... 8 the enabled-callbacks set, 9 the client hash)
 -- ARGV  1 mode: mark | active | report | heartbeat | peripherals
 --       2 sn (= the publishing client id)  3 received_at (ms)  4 revtime (s)
 --       report: 5 field (procs|sys|versions)  6 JSON string
@@ -9,14 +9,14 @@
 --                    then groups of 4: nId, gwId, online "1"/"0", msg
 -- Returns the number of transitions written (device and peripherals).
 
-local key, sn, mode = KEYS[1], ARGV[2], ARGV[1]
+local key, sn, mode = KEYS[9], ARGV[2], ARGV[1]
 local received_at, revtime = tonumber(ARGV[3]), ARGV[4]
 local transitions = 0
 
 local function outbox(item)
   transitions = transitions + 1
-  if redis.call('EXISTS', KEYS[9]) == 1 then
-    redis.call('RPUSH', KEYS[8], cjson.encode(item))
+  if redis.call('EXISTS', KEYS[8]) == 1 then
+    redis.call('RPUSH', KEYS[7], cjson.encode(item))
   end
 end
 
@@ -26,17 +26,17 @@ local function mark()
     return
   end
   redis.call('HSET', key, 'device', '1')
-  redis.call('ZADD', KEYS[2], 0, sn)
+  redis.call('ZADD', KEYS[1], 0, sn)
   if redis.call('HGET', key, 'online') == '1' then
-    redis.call('ZADD', KEYS[3], 0, sn)
-    redis.call('ZREM', KEYS[4], sn)
+    redis.call('ZADD', KEYS[2], 0, sn)
+    redis.call('ZREM', KEYS[3], sn)
     local v = redis.call('HINCRBY', key, 'version', 1)
     local since = tonumber(redis.call('HGET', key, 'online_time')) or received_at
     outbox({type = 'device', sn = sn, online = true, time = since, reason = 'connected', version = v,
             eventId = 'd:' .. sn .. ':' .. v})
   else
-    redis.call('ZADD', KEYS[4], 0, sn)
-    redis.call('ZREM', KEYS[3], sn)
+    redis.call('ZADD', KEYS[3], 0, sn)
+    redis.call('ZREM', KEYS[2], sn)
   end
 end
 
@@ -91,14 +91,14 @@ elseif mode == 'peripherals' and newest('peripherals') then
     local was = redis.call('HGET', pkey, 'online')
     redis.call('HSET', pkey, 'nId', nid, 'gwId', gw, 'sn', sn, 'online', on, 'activeTime', revtime,
                'revTime', revtime, 'msg', msg)
-    redis.call('ZADD', KEYS[5], 0, member)
+    redis.call('ZADD', KEYS[4], 0, member)
     redis.call('ZADD', gw_prefix .. gw, 0, member)
     if on == '1' then
-      redis.call('ZADD', KEYS[6], 0, member)
-      redis.call('ZREM', KEYS[7], member)
-    else
-      redis.call('ZADD', KEYS[7], 0, member)
+      redis.call('ZADD', KEYS[5], 0, member)
       redis.call('ZREM', KEYS[6], member)
+    else
+      redis.call('ZADD', KEYS[6], 0, member)
+      redis.call('ZREM', KEYS[5], member)
     end
     if (was == '1') ~= (on == '1') and not (was == false and on == '0') then
       local v = redis.call('HINCRBY', pkey, 'version', 1)

@@ -6,11 +6,8 @@ any other status); 400 for a malformed body, 200 for event types the service doe
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 from typing import Any
-
-import redis.exceptions
 
 from adapter.auth import bearer
 from adapter.endpoint import Call, Endpoint
@@ -39,8 +36,7 @@ async def emqx_events(call: Call) -> dict[str, Any]:
     try:
         ev = parse_event(decode_json(raw))
     except AppError:
-        with contextlib.suppress(redis.exceptions.RedisError):
-            await ingest.count_malformed()
+        ingest.count_malformed()
         raise
     p = await ingest.apply(ev)
     return {"event": p.label, **({"rejected": p.rejected} if p.rejected else {})}

@@ -1,0 +1,36 @@
+"""Redis commands packed as RESP bytes, for the hot path: the parts that never change (the command, the
+script's sha, the fixed keys) are encoded once; a call encodes only its own keys and arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from adapter.presence_store import LuaScript
+
+Arg = str | bytes | int
+
+
+def _bulk(value: Arg) -> bytes:
+    data = value if isinstance(value, bytes) else str(value).encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def pack(*args: Arg) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(_bulk(a) for a in args)
+
+
+class PreparedCall:
+    """EVALSHA of one script with its fixed keys first and the call's own keys after them."""
+
+    def __init__(self, script: LuaScript, fixed_keys: Sequence[str], own_keys: int) -> None:
+        self.script = script
+        self.own_keys = own_keys
+        self.fixed = len(fixed_keys)
+        numkeys = len(fixed_keys) + own_keys
+        self.head = b"".join(_bulk(a) for a in ("EVALSHA", script.sha, numkeys, *fixed_keys))
+
+    def pack(self, keys: Sequence[Arg], argv: Sequence[Arg]) -> bytes:
+        assert len(keys) == self.own_keys
+        count = 3 + self.fixed + len(keys) + len(argv)
+        own = b"".join(_bulk(k) for k in keys)
+        return b"*%d\r\n" % count + self.head + own + b"".join(_bulk(a) for a in argv)

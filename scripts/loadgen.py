@@ -1,0 +1,84 @@
+"""A lean HTTP/1.1 load generator for the benchmarks: N keep-alive connections over raw asyncio sockets,
+each sending pre-built requests one after another and timing each answer. Cheap enough on the client side
+that the server, not the generator, is what gets measured on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass
+class Result:
+    requests: int
+    seconds: float
+    latencies: list[float]
+    statuses: dict[int, int]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def line(self, name: str) -> str:
+        return (f"{name:<22} {self.rate:9.0f} req/s   p50 {self.pct(0.5):6.2f} ms   p99 {self.pct(0.99):6.2f} ms"
+                f"   ({self.requests} requests, statuses {dict(sorted(self.statuses.items()))})")
+
+
+def build_request(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    head = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", "Connection: keep-alive"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def _connection(host: str, port: int, requests: Sequence[bytes], start: int, step: int,
+                      deadline: float, out: Result) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    i = start
+    try:
+        while time.perf_counter() < deadline:
+            req = requests[i % len(requests)]
+            i += step
+            t0 = time.perf_counter()
+            writer.write(req)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await reader.readexactly(length)
+            out.latencies.append(time.perf_counter() - t0)
+            out.statuses[status] = out.statuses.get(status, 0) + 1
+            out.requests += 1
+    finally:
+        writer.close()
+
+
+async def run_load(host: str, port: int, requests: Sequence[bytes], connections: int, seconds: float,
+                   warmup: float = 1.0) -> Result:
+    """Send `requests` round-robin over `connections` keep-alive connections for `seconds`."""
+    if warmup:
+        await run_load(host, port, requests, connections, warmup, warmup=0)
+    out = Result(0, 0.0, [], {})
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    await asyncio.gather(*(_connection(host, port, requests, c, connections, deadline, out)
+                           for c in range(connections)))
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def summary(values: list[float]) -> str:
+    return f"median {statistics.median(values):.0f}, min {min(values):.0f}, max {max(values):.0f}"
