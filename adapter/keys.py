@@ -102,3 +102,56 @@ class Keys:
     def seen(self, event_key: str) -> str:
         """Marks an event already applied (message ids), so that a redelivery changes nothing."""
         return self._k("seen", event_key)
+
+    # status-change callbacks and message routes: the delivery targets (DESIGN §6)
+    def target_seq(self, kind: str) -> str:
+        """Counter of the ids of `kind` ("callback" or "route")."""
+        return self._k("seq", kind)
+
+    def target(self, kind: str, target_id: int | str) -> str:
+        """Hash of one target: url, enabled, secret, createTime, updateTime, succCount, failedCount, and
+        type (callbacks) or name, topic (routes)."""
+        return self._k(kind, str(target_id))
+
+    def targets(self, kind: str) -> str:
+        """Sorted set of the ids of `kind`, scored by id."""
+        return self._k(f"{kind}s")
+
+    def callbacks_enabled_of(self, cb_type: str) -> str:
+        """Set of the enabled callback ids of one type (device | peripheral): the ingest fans out to these."""
+        return self._k("callbacks", "enabled", cb_type)
+
+    def callback_stats(self, cb_type: str) -> str:
+        """Hash succ, failed: deliveries of one callback type."""
+        return self._k("callbacks", "stats", cb_type)
+
+    # the delivery engine
+    def delivery_stream(self, partition: int) -> str:
+        """Stream of deliveries waiting to be sent, one per partition (a device's items share one)."""
+        return self._k("dq", str(partition))
+
+    def delivery_stream_prefix(self) -> str:
+        return self._k("dq", "")
+
+    def delivery_retry(self) -> str:
+        """Sorted set of deliveries waiting for their next attempt, scored by due time (ms)."""
+        return self._k("dq", "retry")
+
+    def delivery_hold(self, target: str, key: str) -> str:
+        """List of deliveries held behind one that is being retried (same target, same device)."""
+        return self._k("dq", "hold", target, key)
+
+    def delivery_lease(self, partition: int) -> str:
+        return self._k("dq", "lease", str(partition))
+
+    def delivery_pumps(self) -> str:
+        """Sorted set of live delivery pumps, scored by their last heartbeat (ms)."""
+        return self._k("dq", "pumps")
+
+    def attempts(self, target: str) -> str:
+        """List of the most recent attempts of one target (JSON), newest first, capped."""
+        return self._k("attempts", target)
+
+    def dead(self, target: str) -> str:
+        """Hash of dead-lettered deliveries of one target: delivery id -> JSON."""
+        return self._k("dead", target)

@@ -70,6 +70,11 @@ class Settings:
     login_max_failures: int = 5
     login_window: int = 900
     login_max_failures_per_ip: int = 50
+    delivery_partitions: int = 4
+    delivery_schedule: str = "5s,30s,2m,10m,30m,1h,3h,6h"
+    delivery_timeout: float = 10.0
+    delivery_lease: float = 15.0
+    delivery_concurrency: int = 64
     dev: bool = field(default=False)
 
     @classmethod

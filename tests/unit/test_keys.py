@@ -25,6 +25,21 @@ def test_every_key_is_pinned() -> None:
     assert k.peripheral_prefix() + "GW1:P1" == k.peripheral("GW1", "P1")
     assert k.peripherals_of_gw_prefix() + "G" == k.peripherals_of_gw("G")
     assert k.callbacks_enabled() == "iot:callbacks:enabled"
+    assert k.target_seq("callback") == "iot:seq:callback"
+    assert k.target("callback", 3) == "iot:callback:3"
+    assert k.target("route", "7") == "iot:route:7"
+    assert k.targets("callback") == "iot:callbacks"
+    assert k.targets("route") == "iot:routes"
+    assert k.callbacks_enabled_of("device") == "iot:callbacks:enabled:device"
+    assert k.callback_stats("peripheral") == "iot:callbacks:stats:peripheral"
+    assert k.delivery_stream(2) == "iot:dq:2"
+    assert k.delivery_stream_prefix() + "2" == k.delivery_stream(2)
+    assert k.delivery_retry() == "iot:dq:retry"
+    assert k.delivery_hold("callback:1", "SN1") == "iot:dq:hold:callback:1:SN1"
+    assert k.delivery_lease(0) == "iot:dq:lease:0"
+    assert k.delivery_pumps() == "iot:dq:pumps"
+    assert k.attempts("route:4") == "iot:attempts:route:4"
+    assert k.dead("route:4") == "iot:dead:route:4"
     assert k.outbox() == "iot:outbox:presence"
     assert k.seen("msg:AB") == "iot:seen:msg:AB"
 
