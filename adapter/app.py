@@ -59,7 +59,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services = build_services(settings)
         app.state.services = services
         batcher = Batcher(services.redis, device_store.SCRIPTS)
-        services.extras["ingest"] = Ingest(batcher, services.keys, services.metrics)
+        services.extras["ingest"] = Ingest(batcher, services.keys, services.metrics,
+                                             settings.delivery_partitions)
         try:
             await batcher.load_scripts()
         except redis.exceptions.RedisError as exc:

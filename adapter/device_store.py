@@ -21,30 +21,38 @@ def _presence_function() -> str:
     return "local function presence(KEYS, ARGV)\n" + (_HERE / "presence.lua").read_text() + "\nend\n"
 
 
-DEVICE_PRESENCE = LuaScript(_presence_function() + (_HERE / "device.lua").read_text())
-UPLINK = LuaScript((_HERE / "uplink.lua").read_text())
+def _with_fanout(stream_argv: int, body: str) -> str:
+    head = f"local stream_prefix, partitions = ARGV[{stream_argv}], tonumber(ARGV[{stream_argv + 1}])\n"
+    return head + (_HERE / "fanout.lua").read_text() + body
+
+
+DEVICE_PRESENCE = LuaScript(_with_fanout(7, _presence_function() + (_HERE / "device.lua").read_text()))
+UPLINK = LuaScript(_with_fanout(5, (_HERE / "uplink.lua").read_text()))
 SCRIPTS = (DEVICE_PRESENCE, UPLINK)
 
 
 def fixed_keys(keys: Keys) -> list[str]:
     """KEYS[1..8] of both scripts; KEYS[9] is the client's hash."""
     return [keys.devices(), keys.devices_online(), keys.devices_offline(), keys.peripherals(),
-            keys.peripherals_online(), keys.peripherals_offline(), keys.outbox(), keys.callbacks_enabled()]
+            keys.peripherals_online(), keys.peripherals_offline(), keys.callbacks_enabled_of("device"),
+            keys.callbacks_enabled_of("peripheral")]
 
 
 class DeviceCommands:
-    def __init__(self, keys: Keys) -> None:
+    def __init__(self, keys: Keys, partitions: int) -> None:
         self.keys = keys
+        self._stream = [keys.delivery_stream_prefix(), partitions]
         self._presence = PreparedCall(DEVICE_PRESENCE, fixed_keys(keys), 1)
         self._uplink = PreparedCall(UPLINK, fixed_keys(keys), 1)
         self._peri_prefix = keys.peripheral_prefix()
         self._gw_prefix = keys.peripherals_of_gw_prefix()
 
     def presence(self, ev: Connected | Disconnected) -> bytes:
-        return self._presence.pack([self.keys.client(ev.clientid)], [*script_argv(ev), self._peri_prefix])
+        return self._presence.pack([self.keys.client(ev.clientid)],
+                                   [*script_argv(ev), self._peri_prefix, *self._stream])
 
     def _up(self, mode: str, sn: str, at: int, extra: list[Arg]) -> bytes:
-        return self._uplink.pack([self.keys.client(sn)], [mode, sn, at, at // 1000, *extra])
+        return self._uplink.pack([self.keys.client(sn)], [mode, sn, at, at // 1000, *self._stream, *extra])
 
     def mark(self, sn: str, at: int) -> bytes:
         return self._up("mark", sn, at, [])

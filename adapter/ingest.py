@@ -88,9 +88,9 @@ def _message_plan(msg: MessagePublished, cmd: DeviceCommands, label: str) -> Pla
 
 
 class Ingest:
-    def __init__(self, batcher: Batcher, keys: Keys, metrics: MetricsBuffer) -> None:
+    def __init__(self, batcher: Batcher, keys: Keys, metrics: MetricsBuffer, partitions: int) -> None:
         self.batcher = batcher
-        self.commands = DeviceCommands(keys)
+        self.commands = DeviceCommands(keys, partitions)
         self.metrics = metrics
 
     async def apply(self, ev: Event) -> Plan:

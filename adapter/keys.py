@@ -91,14 +91,6 @@ class Keys:
         """Sorted set of `{sn}/{nId}` members whose gwId is `gw_id`."""
         return self._k("peris", "gw", gw_id)
 
-    def callbacks_enabled(self) -> str:
-        """Set of enabled status-change callback ids; while empty, no transition is queued for delivery."""
-        return self._k("callbacks", "enabled")
-
-    def outbox(self) -> str:
-        """List of presence transitions (JSON) written in the same step as the state change."""
-        return self._k("outbox", "presence")
-
     def seen(self, event_key: str) -> str:
         """Marks an event already applied (message ids), so that a redelivery changes nothing."""
         return self._k("seen", event_key)

@@ -1,24 +1,19 @@
 -- What a device says about itself (DESIGN §3), applied atomically to its record.
 --
--- KEYS  as device.lua (1 devices ... 8 the enabled-callbacks set, 9 the client hash)
+-- Appended to fanout.lua by device_store.py.
+-- KEYS  as device.lua (1 devices ... 7, 8 the enabled callbacks of each type, 9 the client hash)
 -- ARGV  1 mode: mark | active | report | heartbeat | peripherals
 --       2 sn (= the publishing client id)  3 received_at (ms)  4 revtime (s)
---       report: 5 field (procs|sys|versions)  6 JSON string
---       heartbeat: 5 bootTime  6 dur
---       peripherals: 5 the prefix of peripheral hash keys, 6 the prefix of the per-gateway sets,
+--       5 the prefix of the delivery streams  6 the number of partitions
+--       report: 7 field (procs|sys|versions)  8 JSON string
+--       heartbeat: 7 bootTime  8 dur
+--       peripherals: 7 the prefix of peripheral hash keys, 8 the prefix of the per-gateway sets,
 --                    then groups of 4: nId, gwId, online "1"/"0", msg
--- Returns the number of transitions written (device and peripherals).
+-- Returns the number of transitions (device and peripherals).
 
 local key, sn, mode = KEYS[9], ARGV[2], ARGV[1]
 local received_at, revtime = tonumber(ARGV[3]), ARGV[4]
 local transitions = 0
-
-local function outbox(item)
-  transitions = transitions + 1
-  if redis.call('EXISTS', KEYS[8]) == 1 then
-    redis.call('RPUSH', KEYS[7], cjson.encode(item))
-  end
-end
 
 -- a client becomes a device; when it is connected, that is the device coming online
 local function mark()
@@ -32,8 +27,8 @@ local function mark()
     redis.call('ZREM', KEYS[3], sn)
     local v = redis.call('HINCRBY', key, 'version', 1)
     local since = tonumber(redis.call('HGET', key, 'online_time')) or received_at
-    outbox({type = 'device', sn = sn, online = true, time = since, reason = 'connected', version = v,
-            eventId = 'd:' .. sn .. ':' .. v})
+    transitions = transitions + 1
+    fanout(KEYS[7], sn, device_event(key, sn, true, since, 'connected', v))
   else
     redis.call('ZADD', KEYS[3], 0, sn)
     redis.call('ZREM', KEYS[2], sn)
@@ -67,17 +62,17 @@ end
 mark()
 active()
 if mode == 'report' then
-  if newest(ARGV[5]) then
-    redis.call('HSET', key, ARGV[5], ARGV[6])
+  if newest(ARGV[7]) then
+    redis.call('HSET', key, ARGV[7], ARGV[8])
   end
 elseif mode == 'heartbeat' then
   if newest('heartbeat') then
-    redis.call('HSET', key, 'bootTime', ARGV[5], 'dur', ARGV[6])
+    redis.call('HSET', key, 'bootTime', ARGV[7], 'dur', ARGV[8])
   end
 elseif mode == 'peripherals' and newest('peripherals') then
-  local prefix, gw_prefix = ARGV[5], ARGV[6]
+  local prefix, gw_prefix = ARGV[7], ARGV[8]
   local gw_online = redis.call('HGET', key, 'online') == '1'
-  for i = 7, #ARGV, 4 do
+  for i = 9, #ARGV, 4 do
     local nid, gw, on, msg = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local member = sn .. '/' .. nid
     local pkey = prefix .. sn .. ':' .. nid
@@ -107,8 +102,12 @@ elseif mode == 'peripherals' and newest('peripherals') then
         field = 'onlineTime'
       end
       redis.call('HSET', pkey, field, revtime)
-      outbox({type = 'peripheral', sn = sn, nId = nid, gwId = gw, online = on == '1', time = received_at,
-              reason = 'report', version = v, eventId = 'p:' .. sn .. '/' .. nid .. ':' .. v})
+      transitions = transitions + 1
+      fanout(KEYS[8], sn, {type = 'peripheral', sn = sn, nId = nid, gwId = gw, online = on == '1',
+              time = tonumber(revtime), reason = 'report', version = v,
+              onlineTime = tonumber(redis.call('HGET', pkey, 'onlineTime')) or 0,
+              offlineTime = tonumber(redis.call('HGET', pkey, 'offlineTime')) or 0,
+              eventId = 'p:' .. sn .. '/' .. nid .. ':' .. v})
     end
   end
 end

@@ -15,7 +15,7 @@ from tests.support.servers import serve
 
 REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
-TEST_DB = 15
+TEST_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
 ADMIN_PASSWORD = "admin-secret-1"
 INGEST_TOKEN = "ingest-secret"
 
@@ -72,3 +72,10 @@ def admin(client: httpx.Client) -> httpx.Client:
     """The client, logged in as admin."""
     client.headers["Authorization"] = f"Bearer {login(client)}"
     return client
+
+
+@pytest.fixture
+def ingest(client: httpx.Client) -> Iterator[httpx.Client]:
+    """The client, with the ingest token (for `POST /emqx/events`)."""
+    client.headers["Authorization"] = f"Bearer {INGEST_TOKEN}"
+    yield client

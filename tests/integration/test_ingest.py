@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,49 +15,11 @@ from adapter.keys import Keys
 from adapter.settings import Settings
 from tests.conftest import INGEST_TOKEN
 from tests.integration.test_api_envelope import assert_err
+from tests.support.emqx import SHARED, connected, disconnected, post, published, sample, subscribed
 from tests.support.servers import serve, wait_for
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "emqx"
-AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 K = Keys("iot")
-
-
-def sample(name: str, **changes: object) -> dict:
-    path = SHARED / "events" / f"{name}.json"
-    if not path.exists():
-        pytest.skip(f"EMQX samples not found at {SHARED}")
-    body = json.loads(path.read_text())
-    body.update(changes)
-    return body
-
-
-def connected(sn: str, at: int) -> dict:
-    return sample("client_connected", clientid=sn, username=sn, connected_at=at, proto_ver=4)
-
-
-def disconnected(sn: str, at: int, end: int, reason: str = "normal") -> dict:
-    return sample("client_disconnected", clientid=sn, username=sn, connected_at=at, disconnected_at=end,
-                  reason=reason, proto_ver=4)
-
-
-def subscribed(sn: str, topic: str | None = None) -> dict:
-    return sample("session_subscribed", clientid=sn, username=sn, topic=topic or f"dma/cmd/{sn}")
-
-
-def published(sn: str, topic: str, payload: object, at: int = 1717000000122, msg_id: str = "A" * 32) -> dict:
-    text = payload if isinstance(payload, str) else json.dumps(payload)
-    return sample("message_publish", clientid=sn, username=sn, topic=topic, payload=text,
-                  publish_received_at=at, id=msg_id)
-
-
-@pytest.fixture
-def ingest(client: httpx.Client) -> Iterator[httpx.Client]:
-    client.headers.update(AUTH)
-    yield client
-
-
-def post(c: httpx.Client, body: object) -> httpx.Response:
-    return c.post("/emqx/events", content=json.dumps(body))
+AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 
 
 def test_token_is_required(client: httpx.Client, redis_db: redis.Redis) -> None:

@@ -10,7 +10,7 @@ from adapter.app import create_app
 from adapter.metrics import MetricsBuffer, render
 from adapter.settings import Settings
 from tests.conftest import INGEST_TOKEN
-from tests.integration.test_ingest import connected, sample
+from tests.support.emqx import connected, sample
 from tests.support.servers import serve, wait_for
 
 AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}

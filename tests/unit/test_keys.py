@@ -24,7 +24,6 @@ def test_every_key_is_pinned() -> None:
     assert k.peripherals_of_gw("G") == "iot:peris:gw:G"
     assert k.peripheral_prefix() + "GW1:P1" == k.peripheral("GW1", "P1")
     assert k.peripherals_of_gw_prefix() + "G" == k.peripherals_of_gw("G")
-    assert k.callbacks_enabled() == "iot:callbacks:enabled"
     assert k.target_seq("callback") == "iot:seq:callback"
     assert k.target("callback", 3) == "iot:callback:3"
     assert k.target("route", "7") == "iot:route:7"
@@ -40,7 +39,6 @@ def test_every_key_is_pinned() -> None:
     assert k.delivery_pumps() == "iot:dq:pumps"
     assert k.attempts("route:4") == "iot:attempts:route:4"
     assert k.dead("route:4") == "iot:dead:route:4"
-    assert k.outbox() == "iot:outbox:presence"
     assert k.seen("msg:AB") == "iot:seen:msg:AB"
 
 
