@@ -16,6 +16,8 @@ from starlette.responses import Response
 
 from adapter import device_store
 from adapter.api import auth as auth_api
+from adapter.api import brokers as brokers_api
+from adapter.api import devices as devices_api
 from adapter.api import health as health_api
 from adapter.api import ingest as ingest_api
 from adapter.auth import UserStore
@@ -34,7 +36,9 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 40
 
 
 def endpoints() -> list[Endpoint]:
-    return [*health_api.ENDPOINTS, *auth_api.ENDPOINTS, *ingest_api.ENDPOINTS]
+    # devices last: its `/monitor/devices/{sn}` would capture GET routes below /monitor/devices/ declared after it
+    return [*health_api.ENDPOINTS, *auth_api.ENDPOINTS, *ingest_api.ENDPOINTS, *brokers_api.ENDPOINTS,
+            *devices_api.ENDPOINTS]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

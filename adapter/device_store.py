@@ -41,7 +41,7 @@ def fixed_keys(keys: Keys) -> list[str]:
 class DeviceCommands:
     def __init__(self, keys: Keys, partitions: int) -> None:
         self.keys = keys
-        self._stream = [keys.delivery_stream_prefix(), partitions]
+        self._stream: list[Arg] = [keys.delivery_stream_prefix(), partitions]
         self._presence = PreparedCall(DEVICE_PRESENCE, fixed_keys(keys), 1)
         self._uplink = PreparedCall(UPLINK, fixed_keys(keys), 1)
         self._peri_prefix = keys.peripheral_prefix()

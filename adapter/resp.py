@@ -27,7 +27,8 @@ class PreparedCall:
         self.own_keys = own_keys
         self.fixed = len(fixed_keys)
         numkeys = len(fixed_keys) + own_keys
-        self.head = b"".join(_bulk(a) for a in ("EVALSHA", script.sha, numkeys, *fixed_keys))
+        head: list[Arg] = ["EVALSHA", script.sha, numkeys, *fixed_keys]
+        self.head = b"".join(_bulk(a) for a in head)
 
     def pack(self, keys: Sequence[Arg], argv: Sequence[Arg]) -> bytes:
         assert len(keys) == self.own_keys

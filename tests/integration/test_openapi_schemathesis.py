@@ -6,7 +6,9 @@ lands later without changes here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -24,9 +26,10 @@ from adapter.app import create_app, endpoints
 from adapter.openapi import document
 from adapter.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, redis_url
+from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
 from tests.support.servers import serve
 
-DB = 12
+DB = int(os.environ.get("TEST_SCHEMA_DB", "12"))
 schema = schemathesis.openapi.from_dict(document(endpoints()))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
@@ -35,15 +38,22 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def live_api() -> Iterator[tuple[str, str]]:
     client = redis.Redis.from_url(redis_url(DB))
     client.flushdb()
+    with serve(FakeEmqx().app()) as emqx, _app(emqx) as live:
+        yield live
+    client.flushdb()
+    client.close()
+
+
+@contextmanager
+def _app(emqx: str) -> Iterator[tuple[str, str]]:
     s = Settings.from_env({"ADAPTER_REDIS_URL": redis_url(DB), "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
-                           "ADAPTER_INGEST_TOKEN": INGEST_TOKEN,
+                           "ADAPTER_INGEST_TOKEN": INGEST_TOKEN, "ADAPTER_EMQX_API_URL": f"{emqx}/api/v5",
+                           "ADAPTER_EMQX_API_KEY": KEY, "ADAPTER_EMQX_API_SECRET": SECRET,
                            "ADAPTER_LOGIN_MAX_FAILURES": "1000000",
                            "ADAPTER_LOGIN_MAX_FAILURES_PER_IP": "1000000"}, dotenv=None)
     with serve(create_app(s)) as url:
         r = httpx.post(f"{url}/iot/api/v1/auth/login", json={"user": "admin", "password": ADMIN_PASSWORD})
         yield url, r.json()["data"]["token"]
-    client.flushdb()
-    client.close()
 
 
 def test_the_document_is_served_and_valid_openapi(live_api: tuple[str, str]) -> None:
