@@ -98,6 +98,12 @@ class Settings:
     def check_basic(self) -> None:
         _url("ADAPTER_REDIS_URL", self.redis_url, ("redis", "rediss", "unix"))
         _url("ADAPTER_EMQX_API_URL", self.emqx_api_url, ("http", "https"))
+        from adapter.retry import parse_schedule
+
+        try:
+            parse_schedule(self.delivery_schedule)
+        except ValueError as exc:
+            raise ConfigError(f"ADAPTER_DELIVERY_SCHEDULE: {exc}") from None
         if not self.key_prefix or any(c in self.key_prefix for c in " :{}"):
             raise ConfigError(f"ADAPTER_KEY_PREFIX must be a non-empty word without ':', not {self.key_prefix!r}")
 

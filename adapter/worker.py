@@ -1,14 +1,26 @@
-"""`adapter worker`: one RQ worker, scheduler on, on every queue the service uses."""
+"""`adapter worker`: an RQ worker (scheduler on) on every queue the service uses, with the delivery pump
+beside it in the same process.
+
+Why the pump is not an RQ job: RQ runs one job at a time per worker, so a long-lived stream consumer held
+as a job would starve every other job, and RQ notices a dead worker's job only after minutes. The pump
+keeps its own leases and claims a dead pump's deliveries within one lease (DESIGN §6, docs/delivery.md).
+"""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+import threading
 
 from rq import Queue, Worker
 
 from adapter.keys import Keys
+from adapter.pump import run_pump
 from adapter.services import check_redis, sync_redis
 from adapter.settings import Settings
 
 QUEUES = ("default",)
+log = logging.getLogger("adapter.worker")
 
 
 def queues(settings: Settings) -> list[Queue]:
@@ -17,9 +29,46 @@ def queues(settings: Settings) -> list[Queue]:
     return [Queue(keys.queue(name), connection=conn) for name in QUEUES]
 
 
+class PumpThread:
+    """The delivery pump on its own event loop in a thread; `stop()` lets it finish what is in flight."""
+
+    def __init__(self, settings: Settings, *, burst: bool) -> None:
+        self.settings = settings
+        self.burst = burst
+        self.loop = asyncio.new_event_loop()
+        self.stopping: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._main, name="delivery-pump", daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.stopping = asyncio.Event()
+        try:
+            self.loop.run_until_complete(run_pump(self.settings, self.stopping, burst=self.burst))
+        except Exception:
+            log.exception("delivery pump stopped")
+        finally:
+            self.loop.close()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.stopping is not None and self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.stopping.set)
+        self.thread.join(timeout)
+
+
 def run(settings: Settings, *, burst: bool = False) -> int:
     check_redis(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     qs = queues(settings)
-    worker = Worker(qs, connection=qs[0].connection)
-    worker.work(burst=burst, with_scheduler=True)
+    pump = PumpThread(settings, burst=burst)
+    pump.start()
+    try:
+        worker = Worker(qs, connection=qs[0].connection)
+        worker.work(burst=burst, with_scheduler=True)
+        if burst:
+            pump.thread.join()
+    finally:
+        pump.stop()
     return 0

@@ -35,6 +35,7 @@ def test_conversions() -> None:
     ({"ADAPTER_REDIS_URL": "http://x"}, "ADAPTER_REDIS_URL"),
     ({"ADAPTER_EMQX_API_URL": "ftp://x"}, "ADAPTER_EMQX_API_URL"),
     ({"ADAPTER_KEY_PREFIX": "a:b"}, "ADAPTER_KEY_PREFIX"),
+    ({"ADAPTER_DELIVERY_SCHEDULE": "5s,soon"}, "ADAPTER_DELIVERY_SCHEDULE"),
 ])
 def test_invalid_values_are_one_line_errors(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError) as info:

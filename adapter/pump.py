@@ -1,0 +1,277 @@
+"""The delivery pump: runs beside the RQ worker in every `adapter worker` process (DESIGN §6).
+
+Pumps share the partitions of the delivery streams by leases (a fair share each: partitions / live pumps).
+A pump reads its partitions through one consumer group, sends each delivery (signed), and writes the
+outcome; deliveries of one target and key go one after another, others concurrently. A pump that dies
+leaves its unacknowledged entries pending and its leases expiring: the pump that takes a lease over claims
+them first, so nothing is lost (at-least-once). Any pump also moves due retries back to the streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from adapter import retry, signing
+from adapter.delivery import HEAD, MOVE_DUE, Delivery, Outcome, kind_and_id, queue_outcome
+from adapter.keys import Keys
+from adapter.sender import Attempt, Sender
+from adapter.settings import Settings
+
+log = logging.getLogger("adapter.pump")
+GROUP = "pumps"
+
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+@dataclass
+class Target:
+    url: str
+    enabled: bool
+    key: bytes
+    cb_type: str | None
+    fetched: float
+
+
+@dataclass
+class PartitionState:
+    task: asyncio.Task[None]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Pump:
+    def __init__(self, settings: Settings, client: aioredis.Redis, sender: Sender,
+                 rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.redis = client
+        self.sender = sender
+        self.rng = rng or random.Random()
+        self.schedule = retry.parse_schedule(settings.delivery_schedule)
+        self.id = secrets.token_hex(6)
+        self.lease_ms = int(settings.delivery_lease * 1000)
+        self.partitions: dict[int, PartitionState] = {}
+        self.targets: dict[str, Target] = {}
+        self.slots = asyncio.Semaphore(settings.delivery_concurrency)
+        self.tails: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self.delivered = 0
+
+    # --- the control loop: heartbeat, leases, due retries -------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
+        try:
+            while not stop.is_set():
+                await self._tick()
+                if burst and await self._idle():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=0.2)
+        finally:
+            await self._release_all()
+
+    async def _tick(self) -> None:
+        now = int(time.time() * 1000)
+        try:
+            await self.redis.zadd(self.keys.delivery_pumps(), {self.id: now})
+            await self.redis.zremrangebyscore(self.keys.delivery_pumps(), "-inf", now - 3 * self.lease_ms)
+            await self.redis.eval(MOVE_DUE, 1, self.keys.delivery_retry(), now, 500,
+                                  self.keys.delivery_stream_prefix(), self.settings.delivery_partitions)
+            await self._balance(now)
+        except redis.exceptions.RedisError as exc:
+            log.warning("delivery pump: redis: %s", exc)
+
+    async def _balance(self, now: int) -> None:
+        live = max(1, await self.redis.zcount(self.keys.delivery_pumps(), now - 2 * self.lease_ms, "+inf"))
+        share = math.ceil(self.settings.delivery_partitions / live)
+        for p, state in list(self.partitions.items()):
+            renewed = await self.redis.eval(_RENEW, 1, self.keys.delivery_lease(p), self.id, self.lease_ms)
+            if not renewed or state.task.done():
+                state.stop.set()
+                self.partitions.pop(p)
+        while len(self.partitions) > share:
+            p = max(self.partitions)
+            await self._release(p)
+        for p in self._order():
+            if len(self.partitions) >= share:
+                break
+            if p in self.partitions:
+                continue
+            if await self.redis.set(self.keys.delivery_lease(p), self.id, nx=True, px=self.lease_ms):
+                state = PartitionState(task=asyncio.get_running_loop().create_task(self._partition(p)))
+                self.partitions[p] = state
+
+    def _order(self) -> list[int]:
+        order = list(range(self.settings.delivery_partitions))
+        self.rng.shuffle(order)
+        return order
+
+    async def _release(self, p: int) -> None:
+        state = self.partitions.pop(p)
+        state.stop.set()
+        await asyncio.gather(state.task, return_exceptions=True)
+        await self.redis.eval(_RELEASE, 1, self.keys.delivery_lease(p), self.id)
+
+    async def _release_all(self) -> None:
+        for p in list(self.partitions):
+            with contextlib.suppress(redis.exceptions.RedisError):
+                await self._release(p)
+        with contextlib.suppress(redis.exceptions.RedisError):
+            await self.redis.zrem(self.keys.delivery_pumps(), self.id)
+
+    async def _idle(self) -> bool:
+        """Burst mode: nothing left to send (streams empty, no retry waiting, nothing in flight)."""
+        for p in range(self.settings.delivery_partitions):
+            if await self.redis.xlen(self.keys.delivery_stream(p)):
+                return False
+        waiting = await self.redis.zcard(self.keys.delivery_retry())
+        return waiting == 0 and not self.tails
+
+    # --- one partition ------------------------------------------------------------------------------------
+
+    async def _partition(self, p: int) -> None:
+        stream = self.keys.delivery_stream(p)
+        state_stop = self.partitions[p].stop if p in self.partitions else asyncio.Event()
+        try:
+            await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        inflight: set[asyncio.Task[None]] = set()
+        try:
+            await self._claim_stale(stream, inflight)
+            while not state_stop.is_set():
+                free = self.settings.delivery_concurrency - len(inflight)
+                if free <= 0:
+                    await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                reply: Any = await self.redis.xreadgroup(GROUP, self.id, {stream: ">"}, count=free, block=200)
+                for _, entries in reply or []:
+                    for entry_id, fields in entries:
+                        self._spawn(stream, entry_id, fields, inflight)
+        except redis.exceptions.RedisError as exc:
+            log.warning("delivery pump: partition %d: %s", p, exc)
+        finally:
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+
+    async def _claim_stale(self, stream: str, inflight: set[asyncio.Task[None]]) -> None:
+        """Entries a previous holder of this lease read but never finished: ours now."""
+        cursor: Any = "0-0"
+        while True:
+            reply = await self.redis.xautoclaim(stream, GROUP, self.id, min_idle_time=0, start_id=cursor, count=500)
+            cursor, entries = reply[0], reply[1]
+            for entry_id, fields in entries:
+                if fields:
+                    self._spawn(stream, entry_id, fields, inflight)
+                else:  # deleted while pending
+                    await self.redis.xack(stream, GROUP, entry_id)
+            if cursor in (b"0-0", "0-0"):
+                return
+
+    def _spawn(self, stream: str, entry_id: Any, fields: dict[Any, Any], inflight: set[asyncio.Task[None]]) -> None:
+        d = Delivery.from_fields(fields)
+        chain = (d.target, d.key)
+        before = self.tails.get(chain)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.tails[chain] = done
+
+        async def run() -> None:
+            try:
+                if before is not None:
+                    await before
+                await self._one(stream, entry_id, d)
+            finally:
+                done.set_result(None)
+                if self.tails.get(chain) is done:
+                    del self.tails[chain]
+
+        task = asyncio.get_running_loop().create_task(run())
+        inflight.add(task)
+        task.add_done_callback(inflight.discard)
+
+    # --- one delivery -------------------------------------------------------------------------------------
+
+    async def _one(self, stream: str, entry_id: Any, d: Delivery) -> None:
+        hold = self.keys.delivery_hold(d.target, d.key)
+        head = await self.redis.lindex(hold, 0)
+        if head is not None and _text(head) != HEAD + d.id:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(hold, d.to_json())
+                pipe.xack(stream, GROUP, entry_id)
+                pipe.xdel(stream, entry_id)
+                await pipe.execute()
+            return
+        target = await self._target(d.target)
+        outcome = await self._attempt(d, target)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            queue_outcome(pipe, self.keys, stream, GROUP, _text(entry_id), d, outcome,
+                          target.cb_type if target else None)
+            await pipe.execute()
+        self.delivered += outcome.name == "success"
+
+    async def _attempt(self, d: Delivery, target: Target | None) -> Outcome:
+        if target is None or not target.enabled:
+            return Outcome("dropped", error="target deleted" if target is None else "target disabled")
+        async with self.slots:
+            headers = signing.headers(target.key, d.id, int(time.time()), d.body)
+            a = await self.sender.post(target.url, d.body, headers, self.settings.delivery_timeout)
+        verdict = retry.classify(a.status, a.error)
+        if verdict == "success":
+            return _outcome("success", a)
+        if verdict == "fail":
+            return _outcome("failed", a)
+        delay = retry.next_delay(d.attempts + 1, self.schedule, self.rng, a.retry_after)
+        if delay is None:
+            return _outcome("dead", a)
+        return _outcome("retry", a, due_ms=int((time.time() + delay) * 1000))
+
+    async def _target(self, target: str) -> Target | None:
+        cached = self.targets.get(target)
+        if cached and time.monotonic() - cached.fetched < 1.0:
+            return cached
+        kind, target_id = kind_and_id(target)
+        url, enabled, secret, cb_type = await self.redis.hmget(
+            self.keys.target(kind, target_id), "url", "enabled", "secret", "type")
+        if url is None or secret is None:
+            self.targets.pop(target, None)
+            return None
+        t = Target(_text(url), _text(enabled or b"") in ("1", "true"), signing.secret_bytes(_text(secret)),
+                   _text(cb_type) if cb_type is not None and kind == "callback" else None, time.monotonic())
+        self.targets[target] = t
+        return t
+
+
+def _outcome(name: str, a: Attempt, due_ms: int | None = None) -> Outcome:
+    return Outcome(name, status=a.status, duration_ms=a.duration_ms, error=a.error, excerpt=a.excerpt, due_ms=due_ms)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def run_pump(settings: Settings, stop: asyncio.Event, *, burst: bool = False,
+                   on_ready: Callable[[Pump], Awaitable[None]] | None = None) -> Pump:
+    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=False, socket_connect_timeout=2,
+                                     socket_timeout=10)
+    sender = Sender(limit=settings.delivery_concurrency, allow_private=settings.allow_private_urls)
+    pump = Pump(settings, client, sender)
+    try:
+        if on_ready is not None:
+            await on_ready(pump)
+        await pump.run(stop, burst=burst)
+    finally:
+        await sender.aclose()
+        await client.aclose()
+    return pump

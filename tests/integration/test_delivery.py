@@ -1,0 +1,199 @@
+"""The delivery engine with the real Redis, the real pump and real receivers on loopback (delivery issue, item 4).
+
+Retry timing runs on a compressed schedule; the pump runs in burst mode (it stops when nothing is left).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+from standardwebhooks import Webhook
+
+from adapter.keys import Keys
+from adapter.pump import run_pump
+from adapter.settings import Settings
+from adapter.signing import new_secret
+from tests.support.emqx import connected, disconnected, post, subscribed
+from tests.support.receiver import Receiver
+from tests.support.servers import serve
+
+K = Keys("iot")
+
+
+@pytest.fixture
+def fast(settings: Settings) -> Settings:
+    return settings.with_overrides(allow_private_urls=True, delivery_schedule="0.2s,0.2s,0.2s",
+                                   delivery_timeout=0.5, delivery_lease=2.0)
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    rec = Receiver()
+    with serve(rec.app()) as url:
+        yield rec, url
+    rec.release.set()
+
+
+def add_callback(r: redis.Redis, cb_id: int, url: str, cb_type: str = "device") -> str:
+    secret = new_secret()
+    r.hset(K.target("callback", cb_id), mapping={"type": cb_type, "url": url, "enabled": "1", "secret": secret,
+                                                 "createTime": 1, "updateTime": 1, "succCount": 0, "failedCount": 0})
+    r.zadd(K.targets("callback"), {str(cb_id): cb_id})
+    r.sadd(K.callbacks_enabled_of(cb_type), str(cb_id))
+    return secret
+
+
+def pump(settings: Settings) -> None:
+    asyncio.run(run_pump(settings, asyncio.Event(), burst=True))
+
+
+def online_then_offline(ingest: httpx.Client, sn: str) -> None:
+    post(ingest, connected(sn, 1_700_000_000_000))
+    post(ingest, subscribed(sn))
+    post(ingest, disconnected(sn, 1_700_000_000_000, 1_700_000_005_000))
+
+
+def attempts(r: redis.Redis, target: str) -> list[dict]:
+    return [json.loads(a) for a in reversed(r.lrange(K.attempts(target), 0, -1))]
+
+
+def test_signed_delivery_and_counters(ingest: httpx.Client, redis_db: redis.Redis, fast: Settings,
+                                      receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    secret = add_callback(redis_db, 1, f"{url}/device")
+    online_then_offline(ingest, "DL1")
+    pump(fast)
+    assert len(rec.received) == 2
+    wh = Webhook(secret)
+    bodies = [wh.verify(r.body, r.headers) for r in rec.received]
+    assert [(b["sn"], b["online"], b["version"]) for b in bodies] == [("DL1", True, 2), ("DL1", False, 3)]
+    assert rec.received[0].headers["webhook-id"] == "d:DL1:2:callback:1"
+    assert redis_db.hget(K.target("callback", 1), "succCount") == "2"
+    assert redis_db.hgetall(K.callback_stats("device")) == {"succ": "2"}
+    log = attempts(redis_db, "callback:1")
+    assert [(a["outcome"], a["status"], a["attempt"]) for a in log] == [("success", 200, 1), ("success", 200, 1)]
+    assert all(a["durationMs"] >= 0 and a["excerpt"] == '{"ok":true}' for a in log)
+
+
+def test_500_is_retried_then_delivered_in_order(ingest: httpx.Client, redis_db: redis.Redis, fast: Settings,
+                                               receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    calls = {"n": 0}
+
+    def answer(r: object) -> int:
+        calls["n"] += 1
+        return 500 if calls["n"] == 1 else 200
+
+    rec.answer = answer
+    add_callback(redis_db, 1, url)
+    online_then_offline(ingest, "DL2")
+    pump(fast)
+    versions = [json.loads(b)["version"] for b in rec.bodies()]
+    assert versions == [2, 2, 3]  # the failed first one again, and the second one only after it
+    log = attempts(redis_db, "callback:1")
+    assert [a["outcome"] for a in log] == ["retry", "success", "success"]
+    assert log[1]["attempt"] == 2
+    gap = rec.received[1].at - rec.received[0].at
+    assert 0.15 <= gap < 5  # about the compressed schedule's 0.2 s (±20% jitter)
+    assert redis_db.hget(K.target("callback", 1), "succCount") == "2"
+    assert redis_db.exists(K.delivery_hold("callback:1", "DL2")) == 0
+
+
+def test_429_honours_retry_after(ingest: httpx.Client, redis_db: redis.Redis, fast: Settings,
+                                 receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    rec.answer = lambda r: (429, {"Retry-After": "1"}) if len(rec.received) == 1 else 200
+    add_callback(redis_db, 1, url)
+    post(ingest, connected("DL3", 1000))
+    post(ingest, subscribed("DL3"))
+    pump(fast)
+    assert len(rec.received) == 2
+    assert rec.received[1].at - rec.received[0].at >= 0.95
+
+
+def test_hang_past_the_timeout_is_retried(ingest: httpx.Client, redis_db: redis.Redis, fast: Settings,
+                                          receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    rec.answer = lambda r: "hang" if len(rec.received) == 1 else 200
+    add_callback(redis_db, 1, url)
+    post(ingest, connected("DL4", 1000))
+    post(ingest, subscribed("DL4"))
+    pump(fast)
+    log = attempts(redis_db, "callback:1")
+    assert [(a["outcome"], a["status"]) for a in log] == [("retry", None), ("success", 200)]
+    assert log[0]["error"] == "timeout"
+
+
+@pytest.mark.parametrize("status", [400, 410])
+def test_other_4xx_fail_at_once_to_the_dead_letter_and_replay(ingest: httpx.Client, redis_db: redis.Redis,
+                                                             fast: Settings, receiver: tuple[Receiver, str],
+                                                             status: int) -> None:
+    rec, url = receiver
+    rec.answer = lambda r: status
+    add_callback(redis_db, 1, url)
+    post(ingest, connected("DL5", 1000))
+    post(ingest, subscribed("DL5"))
+    pump(fast)
+    assert len(rec.received) == 1
+    assert redis_db.hget(K.target("callback", 1), "failedCount") == "1"
+    dead = redis_db.hgetall(K.dead("callback:1"))
+    assert list(dead) == ["d:DL5:2:callback:1"]
+    item = json.loads(dead["d:DL5:2:callback:1"])
+    assert item["lastStatus"] == status and item["attempts"] == 1
+    # replay: back on the stream with the same delivery id, delivered now that the receiver answers 200
+    from adapter.delivery import partition_of
+
+    rec.answer = lambda r: 200
+    redis_db.xadd(K.delivery_stream(partition_of("DL5", fast.delivery_partitions)),
+                  {"t": "callback:1", "k": "DL5", "id": item["deliveryId"], "b": item["body"], "n": "0"})
+    redis_db.hdel(K.dead("callback:1"), item["deliveryId"])
+    pump(fast)
+    assert len(rec.received) == 2 and rec.received[1].body == rec.received[0].body
+    assert rec.received[1].headers["webhook-id"] == "d:DL5:2:callback:1"
+
+
+def test_retries_exhausted_is_dead(ingest: httpx.Client, redis_db: redis.Redis, fast: Settings,
+                                   receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    rec.answer = lambda r: 503
+    add_callback(redis_db, 1, url)
+    post(ingest, connected("DL6", 1000))
+    post(ingest, subscribed("DL6"))
+    pump(fast.with_overrides(delivery_schedule="0.1s,0.1s"))
+    assert len(rec.received) == 3  # the first try and two retries
+    assert [a["outcome"] for a in attempts(redis_db, "callback:1")] == ["retry", "retry", "dead"]
+    assert redis_db.hlen(K.dead("callback:1")) == 1
+    assert redis_db.hget(K.target("callback", 1), "failedCount") == "1"
+
+
+def test_disabled_target_drops_and_private_urls_are_refused(ingest: httpx.Client, redis_db: redis.Redis,
+                                                            fast: Settings, receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    add_callback(redis_db, 1, url)
+    post(ingest, connected("DL7", 1000))
+    post(ingest, subscribed("DL7"))
+    pump(fast.with_overrides(allow_private_urls=False))  # the SSRF guard at send time: loopback refused
+    assert rec.received == []
+    log = attempts(redis_db, "callback:1")
+    assert log[0]["outcome"] == "failed" and log[0]["error"] == "ssrf_blocked"
+
+
+def test_two_callbacks_each_get_every_transition(ingest: httpx.Client, redis_db: redis.Redis, fast: Settings,
+                                                 receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    add_callback(redis_db, 1, f"{url}/a")
+    add_callback(redis_db, 2, f"{url}/b")
+    add_callback(redis_db, 3, f"{url}/p", cb_type="peripheral")
+    for n in range(5):
+        online_then_offline(ingest, f"MULTI{n}")
+    t0 = time.monotonic()
+    pump(fast)
+    assert time.monotonic() - t0 < 10
+    paths = sorted(r.path for r in rec.received)
+    assert paths == ["/a"] * 10 + ["/b"] * 10
