@@ -147,3 +147,17 @@ class Keys:
     def dead(self, target: str) -> str:
         """Hash of dead-lettered deliveries of one target: delivery id -> JSON."""
         return self._k("dead", target)
+
+    # device credentials for EMQX's HTTP authentication (issue: run with real EMQX)
+    def credential(self, sn: str) -> str:
+        """Hash of one device's credential: hash (argon2id of the secret), created (s)."""
+        return self._k("cred", sn)
+
+    def credentials(self) -> str:
+        """Sorted set of the sns that have a credential, scored by creation time (s)."""
+        return self._k("creds")
+
+    def authn_cache(self, sn: str) -> str:
+        """A short-lived mark that a device's secret was verified (sha256 of sn + secret), so that reconnect
+        storms do not each pay a full argon2id check."""
+        return self._k("authn-ok", sn)

@@ -33,6 +33,9 @@ def test_every_key_is_pinned() -> None:
     assert k.callback_stats("peripheral") == "iot:callbacks:stats:peripheral"
     assert k.delivery_stream(2) == "iot:dq:2"
     assert k.delivery_stream_prefix() + "2" == k.delivery_stream(2)
+    assert k.credential("SN1") == "iot:cred:SN1"
+    assert k.credentials() == "iot:creds"
+    assert k.authn_cache("SN1") == "iot:authn-ok:SN1"
     assert k.delivery_retry() == "iot:dq:retry"
     assert k.delivery_hold("callback:1", "SN1") == "iot:dq:hold:callback:1:SN1"
     assert k.delivery_lease(0) == "iot:dq:lease:0"
