@@ -17,6 +17,7 @@ from starlette.responses import Response
 from adapter import device_store
 from adapter.api import auth as auth_api
 from adapter.api import brokers as brokers_api
+from adapter.api import callbacks as callbacks_api
 from adapter.api import devices as devices_api
 from adapter.api import health as health_api
 from adapter.api import ingest as ingest_api
@@ -38,7 +39,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 40
 def endpoints() -> list[Endpoint]:
     # devices last: its `/monitor/devices/{sn}` would capture GET routes below /monitor/devices/ declared after it
     return [*health_api.ENDPOINTS, *auth_api.ENDPOINTS, *ingest_api.ENDPOINTS, *brokers_api.ENDPOINTS,
-            *devices_api.ENDPOINTS]
+            *callbacks_api.ENDPOINTS, *devices_api.ENDPOINTS]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
