@@ -14,11 +14,14 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from adapter import resp
 from adapter.keys import Keys
+from adapter.presence_store import LuaScript
 
 ATTEMPTS_KEPT = 200
 HEAD = "head:"
@@ -92,60 +95,31 @@ class Outcome:
     due_ms: int | None = None
 
 
-def queue_outcome(pipe: Any, keys: Keys, stream: str, group: str, entry_id: str, d: Delivery, o: Outcome,
-                  cb_type: str | None) -> None:
-    """Everything an attempt's outcome writes, queued on one MULTI pipeline."""
+OUTCOME = LuaScript((Path(__file__).parent / "outcome.lua").read_text())
+
+
+def outcome_command(keys: Keys, stream: str, group: str, entry_id: str, d: Delivery, o: Outcome,
+                    cb_type: str | None) -> bytes:
+    """Everything an attempt's outcome writes, as one atomic script call (outcome.lua)."""
     kind, target_id = kind_and_id(d.target)
-    target_key = keys.target(kind, target_id)
-    pipe.xack(stream, group, entry_id)
-    pipe.xdel(stream, entry_id)
-    pipe.lpush(keys.attempts(d.target), attempt_record(d, o.name, o.status, o.duration_ms, o.error, o.excerpt))
-    pipe.ltrim(keys.attempts(d.target), 0, ATTEMPTS_KEPT - 1)
-    hold = keys.delivery_hold(d.target, d.key)
+    record = attempt_record(d, o.name, o.status, o.duration_ms, o.error, o.excerpt)
+    extra: bytes = b""
     if o.name == "retry":
-        assert o.due_ms is not None
-        retried = Delivery(d.target, d.key, d.id, d.body, d.attempts + 1)
-        pipe.zadd(keys.delivery_retry(), {retried.to_json(): o.due_ms})
-        pipe.eval(_HOLD_HEAD, 1, hold, HEAD + d.id)
-        return
-    pipe.eval(RELEASE_HOLD, 2, hold, stream, HEAD + d.id)
-    if o.name == "dropped":
-        return
-    counter, stat = ("succCount", "succ") if o.name == "success" else ("failedCount", "failed")
-    pipe.eval(_COUNT_IF_EXISTS, 1, target_key, counter)
-    if cb_type:
-        pipe.hincrby(keys.callback_stats(cb_type), stat, 1)
-    if o.name != "success":
-        pipe.hset(keys.dead(d.target), d.id, dead_record(d, o.error, o.status))
+        extra = Delivery(d.target, d.key, d.id, d.body, d.attempts + 1).to_json()
+    elif o.name in ("failed", "dead"):
+        extra = dead_record(d, o.error, o.status)
+    call_keys = [stream, keys.target(kind, target_id), keys.attempts(d.target), keys.delivery_retry(),
+                 keys.delivery_hold(d.target, d.key), keys.dead(d.target),
+                 keys.callback_stats(cb_type) if cb_type else ""]
+    return resp.pack("EVALSHA", OUTCOME.sha, len(call_keys), *call_keys, group, entry_id, o.name, record,
+                     ATTEMPTS_KEPT, d.id, extra, o.due_ms or 0)
 
 
-# make `head` the first element of the hold list (creating it), unless it already is
-_HOLD_HEAD = """
-if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then
-  redis.call('LPUSH', KEYS[1], ARGV[1])
-end
-"""
+def hold_commands(keys: Keys, stream: str, group: str, entry_id: str, d: Delivery) -> list[bytes]:
+    """Park `d` behind the delivery of its target and key that is being retried (acknowledged last)."""
+    return [resp.pack("RPUSH", keys.delivery_hold(d.target, d.key), d.to_json()),
+            resp.pack("XACK", stream, group, entry_id), resp.pack("XDEL", stream, entry_id)]
 
-_COUNT_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-end
-"""
-
-# the delivery that headed the hold list ended: put the held ones back on the stream, in order
-RELEASE_HOLD = """
-local head = redis.call('LINDEX', KEYS[1], 0)
-if head ~= ARGV[1] then
-  return 0
-end
-local held = redis.call('LRANGE', KEYS[1], 1, -1)
-redis.call('DEL', KEYS[1])
-for _, raw in ipairs(held) do
-  local d = cjson.decode(raw)
-  redis.call('XADD', KEYS[2], '*', 't', d.t, 'k', d.k, 'id', d.id, 'b', d.b, 'n', tostring(d.n))
-end
-return #held
-"""
 
 # move due retries back to their partition streams
 MOVE_DUE = """

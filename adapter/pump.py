@@ -24,8 +24,10 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from adapter import retry, signing
-from adapter.delivery import HEAD, MOVE_DUE, Delivery, Outcome, kind_and_id, queue_outcome
+from adapter.batcher import Batcher
+from adapter.delivery import HEAD, MOVE_DUE, OUTCOME, Delivery, Outcome, hold_commands, kind_and_id, outcome_command
 from adapter.keys import Keys
+from adapter.resp import pack
 from adapter.sender import Attempt, Sender
 from adapter.settings import Settings
 
@@ -57,6 +59,7 @@ class Pump:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.redis = client
+        self.batcher = Batcher(client, [OUTCOME])
         self.sender = sender
         self.rng = rng or random.Random()
         self.schedule = retry.parse_schedule(settings.delivery_schedule)
@@ -66,12 +69,15 @@ class Pump:
         self.targets: dict[str, Target] = {}
         self.slots = asyncio.Semaphore(settings.delivery_concurrency)
         self.tails: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self.working: set[str] = set()  # entry ids read and not yet finished, by this pump
         self.delivered = 0
 
     # --- the control loop: heartbeat, leases, due retries -------------------------------------------------
 
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         try:
+            with contextlib.suppress(redis.exceptions.RedisError):
+                await self.batcher.load_scripts()
             while not stop.is_set():
                 await self._tick()
                 if burst and await self._idle():
@@ -150,8 +156,13 @@ class Pump:
                 raise
         inflight: set[asyncio.Task[None]] = set()
         try:
-            await self._claim_stale(stream, inflight)
+            await self._claim_stale(stream, inflight, 0)
+            reclaimed = time.monotonic()
             while not state_stop.is_set():
+                if time.monotonic() - reclaimed > self.settings.delivery_timeout + 5:
+                    # entries whose processing failed (Redis errors) are tried again
+                    await self._claim_stale(stream, inflight, int((self.settings.delivery_timeout + 5) * 1000))
+                    reclaimed = time.monotonic()
                 free = self.settings.delivery_concurrency - len(inflight)
                 if free <= 0:
                     await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
@@ -166,13 +177,17 @@ class Pump:
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
 
-    async def _claim_stale(self, stream: str, inflight: set[asyncio.Task[None]]) -> None:
-        """Entries a previous holder of this lease read but never finished: ours now."""
+    async def _claim_stale(self, stream: str, inflight: set[asyncio.Task[None]], min_idle_ms: int) -> None:
+        """Entries read but never finished (by a previous holder of this lease, or by this pump when
+        writing their outcome failed): ours now."""
         cursor: Any = "0-0"
         while True:
-            reply = await self.redis.xautoclaim(stream, GROUP, self.id, min_idle_time=0, start_id=cursor, count=500)
+            reply = await self.redis.xautoclaim(stream, GROUP, self.id, min_idle_time=min_idle_ms,
+                                                start_id=cursor, count=500)
             cursor, entries = reply[0], reply[1]
             for entry_id, fields in entries:
+                if _text(entry_id) in self.working:
+                    continue
                 if fields:
                     self._spawn(stream, entry_id, fields, inflight)
                 else:  # deleted while pending
@@ -187,12 +202,18 @@ class Pump:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.tails[chain] = done
 
+        entry = _text(entry_id)
+        self.working.add(entry)
+
         async def run() -> None:
             try:
                 if before is not None:
                     await before
-                await self._one(stream, entry_id, d)
+                await self._one(stream, entry, d)
+            except Exception as exc:  # left pending: claimed again after a while
+                log.warning("delivery %s: %s", d.id, exc)
             finally:
+                self.working.discard(entry)
                 done.set_result(None)
                 if self.tails.get(chain) is done:
                     del self.tails[chain]
@@ -203,23 +224,23 @@ class Pump:
 
     # --- one delivery -------------------------------------------------------------------------------------
 
-    async def _one(self, stream: str, entry_id: Any, d: Delivery) -> None:
-        hold = self.keys.delivery_hold(d.target, d.key)
-        head = await self.redis.lindex(hold, 0)
+    async def _one(self, stream: str, entry_id: str, d: Delivery) -> None:
+        [head] = await self._write([pack("LINDEX", self.keys.delivery_hold(d.target, d.key), 0)])
         if head is not None and _text(head) != HEAD + d.id:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(hold, d.to_json())
-                pipe.xack(stream, GROUP, entry_id)
-                pipe.xdel(stream, entry_id)
-                await pipe.execute()
+            await self._write(hold_commands(self.keys, stream, GROUP, entry_id, d))
             return
         target = await self._target(d.target)
         outcome = await self._attempt(d, target)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            queue_outcome(pipe, self.keys, stream, GROUP, _text(entry_id), d, outcome,
-                          target.cb_type if target else None)
-            await pipe.execute()
+        await self._write([outcome_command(self.keys, stream, GROUP, entry_id, d, outcome,
+                                           target.cb_type if target else None)])
         self.delivered += outcome.name == "success"
+
+    async def _write(self, commands: list[bytes]) -> list[Any]:
+        replies = await self.batcher.submit(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     async def _attempt(self, d: Delivery, target: Target | None) -> Outcome:
         if target is None or not target.enabled:
@@ -263,8 +284,9 @@ def _text(value: Any) -> str:
 
 async def run_pump(settings: Settings, stop: asyncio.Event, *, burst: bool = False,
                    on_ready: Callable[[Pump], Awaitable[None]] | None = None) -> Pump:
-    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=False, socket_connect_timeout=2,
-                                     socket_timeout=10)
+    pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=32, timeout=10,
+                                                    socket_connect_timeout=2, socket_timeout=10)
+    client = aioredis.Redis.from_pool(pool)  # closes the pool with the client
     sender = Sender(limit=settings.delivery_concurrency, allow_private=settings.allow_private_urls)
     pump = Pump(settings, client, sender)
     try:
