@@ -21,13 +21,16 @@ from adapter.api import callbacks as callbacks_api
 from adapter.api import devices as devices_api
 from adapter.api import health as health_api
 from adapter.api import ingest as ingest_api
+from adapter.api import routes as routes_api
 from adapter.auth import UserStore
 from adapter.batcher import Batcher
 from adapter.endpoint import Endpoint
 from adapter.envelope import err
 from adapter.errors import AppError
+from adapter.forwarding import FORWARD
 from adapter.ingest import Ingest
 from adapter.openapi import document
+from adapter.route_table import RouteTable
 from adapter.services import build_services
 from adapter.settings import Settings
 
@@ -39,7 +42,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 40
 def endpoints() -> list[Endpoint]:
     # devices last: its `/monitor/devices/{sn}` would capture GET routes below /monitor/devices/ declared after it
     return [*health_api.ENDPOINTS, *auth_api.ENDPOINTS, *ingest_api.ENDPOINTS, *brokers_api.ENDPOINTS,
-            *callbacks_api.ENDPOINTS, *devices_api.ENDPOINTS]
+            *callbacks_api.ENDPOINTS, *routes_api.ENDPOINTS, *devices_api.ENDPOINTS]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -63,9 +66,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
-        batcher = Batcher(services.redis, device_store.SCRIPTS)
+        batcher = Batcher(services.redis, [*device_store.SCRIPTS, FORWARD])
+        routes = RouteTable(services.keys)
         services.extras["ingest"] = Ingest(batcher, services.keys, services.metrics,
-                                             settings.delivery_partitions)
+                                           settings.delivery_partitions, routes)
+        stop = asyncio.Event()
+        follower = asyncio.get_running_loop().create_task(routes.follow(services.redis, stop))
         try:
             await batcher.load_scripts()
         except redis.exceptions.RedisError as exc:
@@ -81,6 +87,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            stop.set()
+            await follower
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher

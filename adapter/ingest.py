@@ -7,7 +7,7 @@ packed script calls to send. `Ingest.apply` sends them through the batcher and a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from adapter import uplink
 from adapter.batcher import Batcher
@@ -22,8 +22,10 @@ from adapter.events import (
     Unknown,
     Unsubscribed,
 )
+from adapter.forwarding import forward_command
 from adapter.keys import Keys
 from adapter.metrics import MetricsBuffer
+from adapter.route_table import RouteTable
 
 REST_API_CLIENT = "http_api"
 
@@ -87,15 +89,28 @@ def _message_plan(msg: MessagePublished, cmd: DeviceCommands, label: str) -> Pla
     return Plan(label, commands=(cmd.mark(sn, at),))
 
 
+def with_routes(p: Plan, ev: Event, routes: RouteTable, keys: Keys, partitions: int) -> Plan:
+    """Every message (DMA uplink included, even one the device layer rejected) also goes to its routes."""
+    if not isinstance(ev, MessagePublished):
+        return p
+    forward = forward_command(ev, routes.match(ev.topic), keys, partitions)
+    return replace(p, commands=(*p.commands, forward)) if forward else p
+
+
 class Ingest:
-    def __init__(self, batcher: Batcher, keys: Keys, metrics: MetricsBuffer, partitions: int) -> None:
+    def __init__(self, batcher: Batcher, keys: Keys, metrics: MetricsBuffer, partitions: int,
+                 routes: RouteTable) -> None:
         self.batcher = batcher
+        self.keys = keys
+        self.partitions = partitions
         self.commands = DeviceCommands(keys, partitions)
         self.metrics = metrics
+        self.routes = routes
 
     async def apply(self, ev: Event) -> Plan:
         """Write the event's effects; return once Redis has them. Counted once written."""
         p = plan(ev, self.commands, int(time.time() * 1000))
+        p = with_routes(p, ev, self.routes, self.keys, self.partitions)
         for result in await self.batcher.submit(p.commands):
             if isinstance(result, Exception):
                 raise result

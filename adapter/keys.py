@@ -109,6 +109,18 @@ class Keys:
         """Sorted set of the ids of `kind`, scored by id."""
         return self._k(f"{kind}s")
 
+    def routes_enabled(self) -> str:
+        """Hash id -> topic filter of the enabled message routes (what every API process's table loads)."""
+        return self._k("routes", "enabled")
+
+    def routes_version(self) -> str:
+        """Counter bumped by every change of any route."""
+        return self._k("routes", "version")
+
+    def routes_channel(self) -> str:
+        """Pub/sub channel every change of any route publishes on (the message is the route id)."""
+        return self._k("routes", "changed")
+
     def callbacks_enabled_of(self, cb_type: str) -> str:
         """Set of the enabled callback ids of one type (device | peripheral): the ingest fans out to these."""
         return self._k("callbacks", "enabled", cb_type)

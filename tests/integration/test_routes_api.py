@@ -1,0 +1,449 @@
+"""Message route endpoints against the real Redis through the real app: the seed's shapes, the added
+endpoints, 400/401/403/404, the enabled-routes hash the route tables load, and the version and notification
+of every change."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import orjson
+import pytest
+import redis
+from starlette.applications import Starlette
+
+from adapter.api import routes as routes_api
+from adapter.app import create_app
+from adapter.delivery import partition_of
+from adapter.keys import Keys
+from adapter.routes import RouteStore
+from adapter.services import async_redis
+from adapter.settings import Settings
+from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, login, redis_url
+from tests.integration.test_api_envelope import assert_err
+from tests.integration.test_auth import add_user
+from tests.support.servers import serve, wait_for
+
+BASE = "/iot/api/v1/msgroute/configs"
+HOOK = "https://example.com/cmdrespcallback"
+ITEM_FIELDS = {"id", "name", "topic", "url", "createTime", "updateTime"}
+LISTED_FIELDS = ITEM_FIELDS | {"succCount", "failedCount"}
+
+
+def app_with_routes(settings: Settings) -> Starlette:
+    app = create_app(settings)
+    app.router.routes[0:0] = [ep.route() for ep in routes_api.ENDPOINTS]
+    return app
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    settings: Settings
+    admin: str
+    viewer: str
+    sessions: dict[str, tuple[bytes, int]]  # users and tokens as DUMP and PTTL, restored after each flush
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    """One app for the module (logins cost an argon2 hash each); each test still starts from a flushed DB."""
+    settings = Settings.from_env({"ADAPTER_REDIS_URL": redis_url(), "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                                  "ADAPTER_INGEST_TOKEN": INGEST_TOKEN}, dotenv=None)
+    raw = redis.Redis.from_url(redis_url())
+    raw.flushdb()
+    try:
+        with serve(app_with_routes(settings)) as url, httpx.Client(base_url=url, timeout=10) as c:
+            add_user(settings, "vera", "viewer", "viewer-secret")
+            admin, viewer = login(c), login(c, "vera", "viewer-secret")
+            sessions = {k.decode(): (raw.dump(k), max(raw.pttl(k), 0)) for k in raw.scan_iter()}
+            yield Server(url, settings, admin, viewer, sessions)
+    finally:
+        raw.flushdb()
+        raw.close()
+
+
+@pytest.fixture
+def api(server: Server, redis_db: redis.Redis) -> Iterator[httpx.Client]:
+    """The admin's client on a flushed database (but for the users and their logins)."""
+    raw = redis.Redis.from_url(redis_url())
+    for key, (dumped, ttl) in server.sessions.items():
+        raw.restore(key, ttl, dumped, replace=True)
+    raw.close()
+    auth = {"Authorization": f"Bearer {server.admin}"}
+    with httpx.Client(base_url=server.url, timeout=10, headers=auth) as c:
+        yield c
+
+
+@pytest.fixture
+def keys(server: Server) -> Keys:
+    return Keys(server.settings.key_prefix)
+
+
+def data(r: httpx.Response) -> dict:
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok"
+    return body["data"]
+
+
+def create(api: httpx.Client, topic: str = "dma/resp/cmd", name: str = "test", url: str = HOOK,
+           **extra: object) -> dict:
+    return data(api.post(BASE, json={"topic": topic, "name": name, "url": url, **extra}))
+
+
+def enabled_hash(redis_db: redis.Redis, keys: Keys) -> dict[str, str]:
+    return redis_db.hgetall(keys.routes_enabled())
+
+
+def version(redis_db: redis.Redis, keys: Keys) -> int:
+    return int(redis_db.get(keys.routes_version()) or 0)
+
+
+def assert_enabled_hash_matches(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
+    """The invariant the route tables rely on: the hash holds exactly the enabled routes, id -> filter."""
+    expected = {}
+    for item in data(api.get(BASE))["list"]:
+        stored = redis_db.hgetall(keys.target("route", item["id"]))
+        assert stored["topic"] == item["topic"]
+        if stored["enabled"] == "1":
+            expected[str(item["id"])] = item["topic"]
+    assert enabled_hash(redis_db, keys) == expected
+
+
+# --- the seed's four endpoints ---------------------------------------------------------------------------
+
+def test_create_answers_the_seed_item_and_the_secret_once(api: httpx.Client, redis_db: redis.Redis,
+                                                          keys: Keys) -> None:
+    before = int(time.time())
+    item = create(api, "dma/mem", "Forward topic test")
+    assert set(item) == ITEM_FIELDS | {"secret"}
+    assert (item["id"], item["topic"], item["name"]) == (1, "dma/mem", "Forward topic test")
+    assert item["url"] == HOOK
+    assert before <= item["createTime"] == item["updateTime"] <= int(time.time())
+    assert item["secret"].startswith("whsec_")
+    stored = redis_db.hgetall(keys.target("route", 1))
+    assert stored == {"name": "Forward topic test", "topic": "dma/mem", "url": HOOK, "enabled": "1",
+                      "secret": item["secret"], "createTime": str(item["createTime"]),
+                      "updateTime": str(item["updateTime"]), "succCount": "0", "failedCount": "0"}
+    assert redis_db.zrange(keys.targets("route"), 0, -1) == ["1"]
+    assert enabled_hash(redis_db, keys) == {"1": "dma/mem"}
+    second = create(api, "dma/+/cmd", enabled=False)
+    assert second["id"] == 2
+    assert enabled_hash(redis_db, keys) == {"1": "dma/mem"}
+    assert redis_db.hget(keys.target("route", 2), "enabled") == "0"
+    assert version(redis_db, keys) == 2
+
+
+def test_list_answers_the_seed_shape_with_counters_and_no_secret(api: httpx.Client, redis_db: redis.Redis,
+                                                                 keys: Keys) -> None:
+    assert data(api.get(BASE)) == {"count": 0, "list": []}
+    first = create(api, "dma/resp/cmd", "test", "http://example.com:5000/cmdrespcallback")
+    create(api, "dma/#", "all of dma")
+    redis_db.hincrby(keys.target("route", first["id"]), "succCount", 4)
+    redis_db.hincrby(keys.target("route", first["id"]), "failedCount", 16)
+    listed = data(api.get(BASE))
+    assert listed["count"] == 2
+    assert [set(i) for i in listed["list"]] == [LISTED_FIELDS, LISTED_FIELDS]
+    one, two = listed["list"]
+    assert one == {**{k: first[k] for k in ITEM_FIELDS}, "succCount": 4, "failedCount": 16}
+    assert (two["id"], two["topic"], two["name"]) == (2, "dma/#", "all of dma")
+    assert (two["succCount"], two["failedCount"]) == (0, 0)
+    assert "secret" not in str(listed) and "whsec_" not in str(listed)
+
+
+def test_update_changes_name_url_topic_and_enabled(api: httpx.Client, redis_db: redis.Redis,
+                                                   keys: Keys) -> None:
+    route = create(api, "dma/resp/cmd")
+    rid = route["id"]
+    renamed = data(api.put(BASE, json={"id": rid, "name": "Forward topic test", "url": "https://example.org/new"}))
+    assert set(renamed) == ITEM_FIELDS
+    assert (renamed["name"], renamed["url"], renamed["topic"]) == ("Forward topic test", "https://example.org/new",
+                                                                   "dma/resp/cmd")
+    assert renamed["createTime"] == route["createTime"] <= renamed["updateTime"]
+    moved = data(api.put(BASE, json={"id": rid, "topic": "dma/+/cmd"}))
+    assert moved["topic"] == "dma/+/cmd" and enabled_hash(redis_db, keys) == {str(rid): "dma/+/cmd"}
+    data(api.put(BASE, json={"id": rid, "enabled": False}))
+    assert enabled_hash(redis_db, keys) == {}
+    assert redis_db.hget(keys.target("route", rid), "enabled") == "0"
+    data(api.put(BASE, json={"id": rid, "enabled": True, "topic": "$SYS/#"}))
+    assert enabled_hash(redis_db, keys) == {str(rid): "$SYS/#"}
+    assert redis_db.hget(keys.target("route", rid), "secret") == route["secret"]
+    assert data(api.get(BASE))["list"][0]["topic"] == "$SYS/#"
+
+
+def test_update_refuses_bad_fields_and_unknown_ids(api: httpx.Client, redis_db: redis.Redis,
+                                                   keys: Keys) -> None:
+    route = create(api)
+    for change, field in (({"topic": "dma/#/x"}, "topic"), ({"topic": "dma/cmd+"}, "topic"),
+                          ({"topic": ""}, "topic"),
+                          ({"url": "http://192.168.1.1/"}, "url"), ({"url": "ftp://example.com/"}, "url"),
+                          ({"name": ""}, "name"), ({"enabled": "no"}, "enabled"), ({"id": "1"}, "id")):
+        body = assert_err(api.put(BASE, json={"id": route["id"], **change}), 400, "invalid_params")
+        assert body["msg"].startswith(f"{field}:"), body["msg"]
+    assert_err(api.put(BASE, json={"id": 42, "name": "x"}), 404, "not_found")
+    assert_err(api.put(BASE, json={"name": "x"}), 400, "invalid_params")
+    assert data(api.get(BASE))["list"][0] == {**{k: route[k] for k in ITEM_FIELDS}, "succCount": 0,
+                                              "failedCount": 0}
+    assert enabled_hash(redis_db, keys) == {str(route["id"]): "dma/resp/cmd"}
+
+
+def test_update_time_and_version_move_only_on_a_change(server: Server, redis_db: redis.Redis,
+                                                       keys: Keys) -> None:
+    async def run() -> None:
+        client = async_redis(server.settings)
+        try:
+            store = RouteStore(client, keys)
+            route, _ = await store.create("r", "a/b", HOOK, now=1000)
+            at = version(redis_db, keys)
+            same = await store.update(route.id, name="r", topic="a/b", enabled=True, now=2000)
+            assert same.update_time == 1000
+            assert version(redis_db, keys) == at
+            changed = await store.update(route.id, topic="a/+", now=3000)
+            assert (changed.create_time, changed.update_time) == (1000, 3000)
+            assert version(redis_db, keys) == at + 1
+            await store.rotate_secret(route.id, now=4000)
+            assert (await store.get(route.id)).update_time == 4000
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_delete_removes_everything_of_the_route(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
+    keep = create(api, "keep/#")
+    gone = create(api, "gone/+")
+    name = f"route:{gone['id']}"
+    redis_db.lpush(keys.attempts(name), orjson.dumps({"deliveryId": "d1"}))
+    redis_db.hset(keys.dead(name), "d1", orjson.dumps({"deliveryId": "d1"}))
+    assert data(api.delete(BASE, params={"id": gone["id"]})) == {"rows": 1}
+    assert data(api.delete(BASE, params={"id": gone["id"]})) == {"rows": 0}
+    assert data(api.delete(BASE, params={"id": 12345})) == {"rows": 0}
+    assert [i["id"] for i in data(api.get(BASE))["list"]] == [keep["id"]]
+    assert enabled_hash(redis_db, keys) == {str(keep["id"]): "keep/#"}
+    assert not redis_db.exists(keys.target("route", gone["id"]), keys.attempts(name), keys.dead(name))
+    assert_err(api.put(BASE, json={"id": gone["id"], "enabled": True}), 404, "not_found")
+    assert enabled_hash(redis_db, keys) == {str(keep["id"]): "keep/#"}
+
+
+# --- validation ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("payload", "field"), [
+    ({"name": "n", "url": HOOK}, "topic"),
+    ({"topic": "a/b", "url": HOOK}, "name"),
+    ({"topic": "a/b", "name": "n"}, "url"),
+    ({"topic": 5, "name": "n", "url": HOOK}, "topic"),
+    ({"topic": "", "name": "n", "url": HOOK}, "topic"),
+    ({"topic": "a/#/b", "name": "n", "url": HOOK}, "topic"),
+    ({"topic": "a/b#", "name": "n", "url": HOOK}, "topic"),
+    ({"topic": "a/+b", "name": "n", "url": HOOK}, "topic"),
+    ({"topic": "a/\u0000", "name": "n", "url": HOOK}, "topic"),
+    ({"topic": "a/b", "name": "", "url": HOOK}, "name"),
+    ({"topic": "a/b", "name": "x" * 201, "url": HOOK}, "name"),
+    ({"topic": "a/b", "name": "n", "url": "ftp://example.com/x"}, "url"),
+    ({"topic": "a/b", "name": "n", "url": "not a url"}, "url"),
+    ({"topic": "a/b", "name": "n", "url": "http://127.0.0.1:5000/cmdrespcallback"}, "url"),
+    ({"topic": "a/b", "name": "n", "url": "http://localhost/x"}, "url"),
+    ({"topic": "a/b", "name": "n", "url": HOOK, "enabled": "yes"}, "enabled"),
+])
+def test_create_refuses_bad_fields_naming_them(api: httpx.Client, redis_db: redis.Redis, keys: Keys,
+                                               payload: dict, field: str) -> None:
+    body = assert_err(api.post(BASE, json=payload), 400, "invalid_params")
+    assert body["msg"].startswith(f"{field}:"), body["msg"]
+    assert redis_db.zcard(keys.targets("route")) == 0 and version(redis_db, keys) == 0
+
+
+def test_valid_filters_are_accepted_as_given(api: httpx.Client) -> None:
+    for topic in ("#", "+", "+/+", "/", "dma/+/cmd/#", "$SYS/broker/+", "a//b", "sport/tennis/+/#", "数据/+"):
+        assert create(api, topic)["topic"] == topic
+
+
+def test_the_seed_bodies_accept_extra_fields_the_added_refuse_them(api: httpx.Client) -> None:
+    route = create(api, console="v1")
+    assert data(api.put(BASE, json={"id": route["id"], "name": "n", "console": "v1"}))["name"] == "n"
+    for path in ("/secret", "/replay"):
+        body = assert_err(api.post(BASE + path, json={"id": route["id"], "extra": 1}), 400, "invalid_params")
+        assert body["msg"].startswith("extra:"), body["msg"]
+
+
+def test_queries_name_the_wrong_field(api: httpx.Client) -> None:
+    for r in (api.delete(BASE), api.delete(BASE, params={"id": "x"}), api.get(f"{BASE}/deliveries"),
+              api.get(f"{BASE}/dead", params={"id": 0}), api.get(f"{BASE}/deliveries?id=1&status=lost")):
+        body = assert_err(r, 400, "invalid_params")
+        assert body["msg"].split(":")[0] in ("id", "status"), body["msg"]
+
+
+# --- the added endpoints ---------------------------------------------------------------------------------
+
+def test_secret_rotation(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
+    route = create(api)
+    rotated = data(api.post(f"{BASE}/secret", json={"id": route["id"]}))
+    assert set(rotated) == {"id", "secret"} and rotated["id"] == route["id"]
+    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != route["secret"]
+    assert redis_db.hget(keys.target("route", route["id"]), "secret") == rotated["secret"]
+    assert_err(api.post(f"{BASE}/secret", json={"id": 77}), 404, "not_found")
+    assert not redis_db.exists(keys.target("route", 77))
+
+
+def attempt(n: int, outcome: str) -> bytes:
+    return orjson.dumps({"deliveryId": f"m:{n}:route:1", "eventId": f"m:{n}", "attempt": 1,
+                         "time": 1700000000 + n,
+                         "status": 200 if outcome == "success" else 503, "durationMs": 12.5,
+                         "error": None if outcome == "success" else "http 503", "excerpt": "ok",
+                         "outcome": outcome})
+
+
+def test_deliveries_list_the_engines_attempts(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
+    route = create(api)
+    other = create(api)
+    key = keys.attempts(f"route:{route['id']}")
+    for n, outcome in enumerate(["retry", "retry", "dead", "success"]):
+        redis_db.lpush(key, attempt(n, outcome))
+    redis_db.lpush(key, b"not json")
+    everything = data(api.get(f"{BASE}/deliveries", params={"id": route["id"]}))
+    assert everything["count"] == 4
+    assert [a["eventId"] for a in everything["list"]] == ["m:3", "m:2", "m:1", "m:0"]  # newest first
+    assert everything["list"][0] == orjson.loads(attempt(3, "success"))
+    retries = data(api.get(f"{BASE}/deliveries", params={"id": route["id"], "status": "retry"}))
+    assert [a["eventId"] for a in retries["list"]] == ["m:1", "m:0"] and retries["count"] == 2
+    assert data(api.get(f"{BASE}/deliveries", params={"id": other["id"]})) == {"count": 0, "list": []}
+    assert_err(api.get(f"{BASE}/deliveries", params={"id": 999}), 404, "not_found")
+
+
+def dead_letter(delivery_id: str, key: str, when: int) -> bytes:
+    body = orjson.dumps({"topic": "dma/resp/cmd", "payload": "{}", "clientid": key, "routeId": 1}).decode()
+    return orjson.dumps({"deliveryId": delivery_id, "body": body, "key": key, "attempts": 8,
+                         "lastError": "http 503", "time": when})
+
+
+def stream_entries(redis_db: redis.Redis, keys: Keys, partitions: int) -> list[dict[str, str]]:
+    out = []
+    for p in range(partitions):
+        out += [{**fields, "_p": str(p)} for _, fields in redis_db.xrange(keys.delivery_stream(p))]
+    return out
+
+
+def test_dead_letters_list_and_replay(api: httpx.Client, redis_db: redis.Redis, keys: Keys,
+                                      server: Server) -> None:
+    route = create(api)
+    target = f"route:{route['id']}"
+    dead = keys.dead(target)
+    letters = {f"m:{n}:{target}": dead_letter(f"m:{n}:{target}", f"SN{n}", 10 - n) for n in range(4)}
+    redis_db.hset(dead, mapping=letters)
+    listed = data(api.get(f"{BASE}/dead", params={"id": route["id"]}))
+    oldest_first = [f"m:{n}:{target}" for n in (3, 2, 1, 0)]
+    assert [i["deliveryId"] for i in listed["list"]] == oldest_first
+    assert listed["list"][0] == orjson.loads(letters[f"m:3:{target}"]) and listed["count"] == 4
+    assert_err(api.get(f"{BASE}/dead", params={"id": 999}), 404, "not_found")
+
+    one = f"m:2:{target}"
+    assert data(api.post(f"{BASE}/replay", json={"id": route["id"], "deliveryId": one})) == {"replayed": 1}
+    parts = server.settings.delivery_partitions
+    [entry] = stream_entries(redis_db, keys, parts)
+    assert entry == {"t": target, "k": "SN2", "id": one, "b": orjson.loads(letters[one])["body"], "n": "0",
+                     "_p": str(partition_of("SN2", parts))}
+    assert_err(api.post(f"{BASE}/replay", json={"id": route["id"], "deliveryId": one}), 404, "not_found")
+    assert data(api.post(f"{BASE}/replay", json={"id": route["id"]})) == {"replayed": 3}
+    assert sorted(e["id"] for e in stream_entries(redis_db, keys, parts)) == sorted(letters)
+    assert not redis_db.exists(dead)
+    assert_err(api.post(f"{BASE}/replay", json={"id": 999}), 404, "not_found")
+
+
+# --- access ----------------------------------------------------------------------------------------------
+
+def test_viewers_read_but_do_not_change(server: Server, api: httpx.Client) -> None:
+    route = create(api)
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        c.headers["Authorization"] = f"Bearer {server.viewer}"
+        assert data(c.get(BASE))["count"] == 1
+        assert data(c.get(f"{BASE}/deliveries", params={"id": route["id"]}))["count"] == 0
+        assert data(c.get(f"{BASE}/dead", params={"id": route["id"]}))["count"] == 0
+        changing = [ep for ep in routes_api.ENDPOINTS if ep.method != "GET"]
+        assert len(changing) == 5 and all(ep.access == "admin" for ep in changing)
+        for ep in changing:
+            payload = {"id": route["id"], "name": "x", "topic": "x", "url": HOOK}
+            answer = c.request(ep.method, ep.path, params={"id": route["id"]}, json=payload)
+            assert_err(answer, 403, "forbidden")
+    assert data(api.get(BASE))["list"][0]["name"] == "test"
+
+
+def test_every_endpoint_needs_a_token(server: Server, api: httpx.Client) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        for ep in routes_api.ENDPOINTS:
+            assert_err(c.request(ep.method, ep.path), 401, "unauthorized")
+
+
+# --- the enabled hash, the version and the notifications -------------------------------------------------
+
+def test_every_change_bumps_the_version_and_publishes(api: httpx.Client, redis_db: redis.Redis,
+                                                      keys: Keys) -> None:
+    pubsub = redis_db.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.routes_channel())
+    wait_for(lambda: redis_db.pubsub_numsub(keys.routes_channel())[0][1] >= 1, 2, what="the subscription")
+    try:
+        route = create(api)
+        changes = [lambda: api.put(BASE, json={"id": route["id"], "topic": "x/#"}),
+                   lambda: api.put(BASE, json={"id": route["id"], "enabled": False}),
+                   lambda: api.post(f"{BASE}/secret", json={"id": route["id"]}),
+                   lambda: api.delete(BASE, params={"id": route["id"]})]
+        for change in changes:
+            data(change())
+        assert version(redis_db, keys) == 1 + len(changes)
+        heard: list[str] = []
+        while len(heard) < 1 + len(changes):
+            message = wait_for(lambda: pubsub.get_message(timeout=0.05), 2, what="a notification")
+            heard.append(message["data"])
+        assert heard == [str(route["id"])] * (1 + len(changes))
+    finally:
+        pubsub.close()
+
+
+def test_enabled_hash_follows_every_change(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
+    rng = random.Random(7)
+    topics = ["dma/resp/cmd", "dma/+/cmd", "dma/#", "#", "a/b"]
+    ids = [create(api, rng.choice(topics), enabled=rng.random() < 0.5)["id"] for _ in range(6)]
+    for _ in range(40):
+        rid = rng.choice(ids)
+        action = rng.choice(["enable", "disable", "topic", "delete", "secret", "create"])
+        if action == "delete":
+            api.delete(BASE, params={"id": rid})
+        elif action == "create":
+            ids.append(create(api, rng.choice(topics), enabled=rng.random() < 0.5)["id"])
+        elif action == "secret":
+            api.post(f"{BASE}/secret", json={"id": rid})
+        elif action == "topic":
+            api.put(BASE, json={"id": rid, "topic": rng.choice(topics)})
+        else:
+            api.put(BASE, json={"id": rid, "enabled": action == "enable"})
+        assert_enabled_hash_matches(api, redis_db, keys)
+
+
+def test_concurrent_changes_and_deletes_keep_the_enabled_hash(server: Server, redis_db: redis.Redis,
+                                                              keys: Keys) -> None:
+    async def run() -> None:
+        client = async_redis(server.settings)
+        try:
+            store = RouteStore(client, keys)
+            made = [await store.create(f"r{n}", f"t/{n}", HOOK) for n in range(10)]
+            rng = random.Random(3)
+            jobs: list[Awaitable[object]] = []
+            for route, _ in made:
+                jobs += [store.update(route.id, enabled=rng.random() < 0.5, topic=f"t/{rng.randrange(3)}/#")
+                         for _ in range(3)]
+                jobs.append(store.delete(route.id) if rng.random() < 0.4 else store.rotate_secret(route.id))
+            rng.shuffle(jobs)
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            assert all(not isinstance(r, Exception) or "no such route" in str(r) for r in results), results
+            alive = await store.all()
+            loaded = await client.hgetall(keys.routes_enabled())
+            assert {str(r.id): r.topic for r in alive if r.enabled} == loaded
+            indexed = await client.zrange(keys.targets("route"), 0, -1)
+            assert {int(m) for m in indexed} == {r.id for r in alive}
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
