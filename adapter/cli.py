@@ -35,16 +35,20 @@ def _dev(args: argparse.Namespace) -> int:
     return dev.run(args)
 
 
-def _devbroker(args: argparse.Namespace) -> int:
+def _devbroker(argv: list[str]) -> int:
     from adapter.devbroker import main as devbroker_main
 
-    return devbroker_main(args.rest)
+    return devbroker_main(argv)
 
 
-def _simulate(args: argparse.Namespace) -> int:
+def _simulate(argv: list[str]) -> int:
     from adapter.simulator import main as simulate_main
 
-    return simulate_main(args.rest)
+    return simulate_main(argv)
+
+
+# commands with a parser of their own: everything after the command's name is theirs
+PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {"devbroker": _devbroker, "simulate": _simulate}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -79,18 +83,18 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--broker-api-port", type=int, default=18083)
     dev.set_defaults(run=_dev)
 
-    for name, func, text in (("devbroker", _devbroker, "the dev broker alone"),
-                             ("simulate", _simulate, "simulated DMA devices")):
-        p = sub.add_parser(name, help=text, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(run=func)
+    sub.add_parser("devbroker", help="the dev broker alone (see `adapter devbroker --help`)", add_help=False)
+    sub.add_parser("simulate", help="simulated DMA devices (see `adapter simulate --help`)", add_help=False)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    run: Callable[[argparse.Namespace], int] = args.run
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv and argv[0] in PASS_THROUGH:
+            return PASS_THROUGH[argv[0]](argv[1:])
+        args = parser().parse_args(argv)
+        run: Callable[[argparse.Namespace], int] = args.run
         return run(args)
     except ConfigError as exc:
         print(f"adapter: {exc}", file=sys.stderr)

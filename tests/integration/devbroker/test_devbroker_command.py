@@ -56,8 +56,6 @@ def test_runs_until_signalled_then_exits_0(tmp_path: Path, receiver: Receiver, s
     assert receiver.posted[0].headers["authorization"] == "Bearer cli-token"
 
 
-@pytest.mark.xfail(strict=True, reason="adapter/cli.py hands `devbroker` its args through argparse.REMAINDER, "
-                                       "which refuses arguments that start with '-' (fix belongs in adapter/cli.py)")
 def test_the_adapter_command_reaches_it(tmp_path: Path) -> None:
     with devbroker_process(["-m", "adapter", "devbroker", "--webhook", ""], tmp_path) as (proc, ready):
         assert ready.group(3) == "nowhere"
