@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import redis.exceptions
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[ep.route() for ep in eps],
+        middleware=[Middleware(ingest_api.FastIngest)],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
         lifespan=lifespan,
     )
