@@ -11,7 +11,7 @@ What they match in the mix (2,000 devices x 10 events, 3 of them heartbeats, 1 a
 So matched messages also cost their delivery XADDs: that is part of the routing cost. No delivery pump runs;
 the deliveries stay queued and are counted ("queued"), and the database is flushed after each count.
 
-It also times, in this process, the table load and `match` + `delivery_commands` per event of the mix.
+It also times, in this process, the table load and `match` + `forward_command` per event of the mix.
 
 Goal (routes issue): 10,000 routes cost at most 10 % of the throughput with 0 routes (ratio >= 0.9).
 Not here yet: publish-to-forward latency p50/p99 through the dev broker (goal p99 <= 250 ms).
@@ -38,7 +38,7 @@ from bench_ingest import TOKEN, event_mix, start_server, wait_up  # noqa: E402
 from loadgen import Result, build_request, run_load  # noqa: E402
 
 from adapter.events import MessagePublished, parse_event  # noqa: E402
-from adapter.forwarding import delivery_commands  # noqa: E402
+from adapter.forwarding import forward_command  # noqa: E402
 from adapter.keys import Keys  # noqa: E402
 from adapter.route_table import RouteTable  # noqa: E402
 from adapter.routes import RouteStore  # noqa: E402
@@ -79,7 +79,7 @@ def queued(r: redis.Redis, keys: Keys) -> int:
 
 
 async def match_cost(url: str, keys: Keys, messages: list[MessagePublished], partitions: int) -> str:
-    """In this process: the table load, then µs per event for match + delivery_commands (best of 3)."""
+    """In this process: the table load, then µs per event for match + forward_command (best of 3)."""
     client = aioredis.Redis.from_url(url, decode_responses=True)
     table = RouteTable(keys)
     try:
@@ -93,7 +93,8 @@ async def match_cost(url: str, keys: Keys, messages: list[MessagePublished], par
         made = 0
         started = time.perf_counter()
         for msg in messages:
-            made += len(delivery_commands(msg, table.match(msg.topic), keys, partitions))
+            matched = table.match(msg.topic)
+            made += len(matched) if forward_command(msg, matched, keys, partitions) else 0
         best = min(best, time.perf_counter() - started)
     per_message = best / len(messages) * 1e6
     return (f"table of {len(table)} loaded in {load_ms:.1f} ms; match + pack {per_message:.2f} µs "
