@@ -98,7 +98,7 @@ class Outcome:
 OUTCOME = LuaScript((Path(__file__).parent / "outcome.lua").read_text())
 
 
-def outcome_command(keys: Keys, stream: str, group: str, entry_id: str, d: Delivery, o: Outcome,
+def outcome_command(keys: Keys, partition: int, group: str, entry_id: str, d: Delivery, o: Outcome,
                     cb_type: str | None) -> bytes:
     """Everything an attempt's outcome writes, as one atomic script call (outcome.lua)."""
     kind, target_id = kind_and_id(d.target)
@@ -108,9 +108,9 @@ def outcome_command(keys: Keys, stream: str, group: str, entry_id: str, d: Deliv
         extra = Delivery(d.target, d.key, d.id, d.body, d.attempts + 1).to_json()
     elif o.name in ("failed", "dead"):
         extra = dead_record(d, o.error, o.status)
-    call_keys = [stream, keys.target(kind, target_id), keys.attempts(d.target), keys.delivery_retry(),
-                 keys.delivery_hold(d.target, d.key), keys.dead(d.target),
-                 keys.callback_stats(cb_type) if cb_type else ""]
+    call_keys = [keys.delivery_stream(partition), keys.target(kind, target_id), keys.attempts(d.target),
+                 keys.delivery_retry(), keys.delivery_hold(d.target, d.key), keys.dead(d.target),
+                 keys.callback_stats(cb_type) if cb_type else "", keys.delivery_holds(partition)]
     return resp.pack("EVALSHA", OUTCOME.sha, len(call_keys), *call_keys, group, entry_id, o.name, record,
                      ATTEMPTS_KEPT, d.id, extra, o.due_ms or 0)
 

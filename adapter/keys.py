@@ -145,6 +145,10 @@ class Keys:
         """List of deliveries held behind one that is being retried (same target, same device)."""
         return self._k("dq", "hold", target, key)
 
+    def delivery_holds(self, partition: int) -> str:
+        """Set of the hold lists of one partition (a pump taking the partition over loads them)."""
+        return self._k("dq", "holds", str(partition))
+
     def delivery_lease(self, partition: int) -> str:
         return self._k("dq", "lease", str(partition))
 
@@ -173,3 +177,65 @@ class Keys:
         """A short-lived mark that a device's secret was verified (sha256 of sn + secret), so that reconnect
         storms do not each pay a full argon2id check."""
         return self._k("authn-ok", sn)
+
+    # --- remote control: commands to devices (issue 7, docs/commands.md) ---------------------------------
+    def command_seq(self, day: str) -> str:
+        """Counter of one day's command ids (`YYYYMMDD`); expires two days after its last use."""
+        return self._k("cmd-seq", day)
+
+    def command(self, id_str: str) -> str:
+        """Hash of one command (the v1 fields plus phase, expireAt, errors, rewake); expires with it."""
+        return self._k("cmd", id_str)
+
+    def command_prefix(self) -> str:
+        """What `command(id)` starts with, for Lua scripts."""
+        return self._k("cmd", "")
+
+    def command_response(self, id_str: str) -> str:
+        """String: the device's last answer to a command (JSON with `revtime`); expires with the command."""
+        return self._k("cmd-resp", id_str)
+
+    def command_response_prefix(self) -> str:
+        return self._k("cmd-resp", "")
+
+    def commands(self) -> str:
+        """Sorted set of every live command id, scored by its ordinal (creation order)."""
+        return self._k("cmds")
+
+    def commands_from(self, sender: str) -> str:
+        """Sorted set of the live command ids of one `from`, scored by ordinal."""
+        return self._k("cmds", "from", sender)
+
+    def commands_from_prefix(self) -> str:
+        return self._k("cmds", "from", "")
+
+    def commands_of_sn(self, sn: str) -> str:
+        """Sorted set of the live command ids of one device, scored by ordinal."""
+        return self._k("cmds", "sn", sn)
+
+    def commands_of_sn_prefix(self) -> str:
+        return self._k("cmds", "sn", "")
+
+    def commands_from_sn(self, sender: str, sn: str) -> str:
+        """Sorted set of the live command ids of one `from` (never holds ':') and one device."""
+        return self._k("cmds", "from-sn", sender, sn)
+
+    def commands_from_sn_prefix(self) -> str:
+        """What `commands_from_sn(from, sn)` starts with: `{prefix}{from}:{sn}`."""
+        return self._k("cmds", "from-sn", "")
+
+    def commands_active(self, sn: str) -> str:
+        """Sorted set of one device's commands that are not finished (what its coming online wakes)."""
+        return self._k("cmds", "active", sn)
+
+    def commands_active_prefix(self) -> str:
+        return self._k("cmds", "active", "")
+
+    def commands_expiry(self) -> str:
+        """Sorted set of `[id, from, sn]` (JSON) scored by expiry (ms): what pruning removes from the indexes."""
+        return self._k("cmds", "expiry")
+
+    def commands_due(self) -> str:
+        """Sorted set of command ids scored by when the runner must look at them next (ms): send, resend,
+        retry after a broker error, or give up after the ack timeout."""
+        return self._k("cmds", "due")

@@ -27,7 +27,6 @@ from adapter import retry, signing
 from adapter.batcher import Batcher
 from adapter.delivery import HEAD, MOVE_DUE, OUTCOME, Delivery, Outcome, hold_commands, kind_and_id, outcome_command
 from adapter.keys import Keys
-from adapter.resp import pack
 from adapter.sender import Attempt, Sender
 from adapter.settings import Settings
 
@@ -70,6 +69,7 @@ class Pump:
         self.slots = asyncio.Semaphore(settings.delivery_concurrency)
         self.tails: dict[tuple[str, str], asyncio.Future[None]] = {}
         self.working: set[str] = set()  # entry ids read and not yet finished, by this pump
+        self.holds: dict[int, dict[tuple[str, str], str]] = {}  # partition -> (target, key) -> head delivery
         self.delivered = 0
 
     # --- the control loop: heartbeat, leases, due retries -------------------------------------------------
@@ -156,12 +156,13 @@ class Pump:
                 raise
         inflight: set[asyncio.Task[None]] = set()
         try:
-            await self._claim_stale(stream, inflight, 0)
+            await self._load_holds(p)
+            await self._claim_stale(p, inflight, 0)
             reclaimed = time.monotonic()
             while not state_stop.is_set():
                 if time.monotonic() - reclaimed > self.settings.delivery_timeout + 5:
                     # entries whose processing failed (Redis errors) are tried again
-                    await self._claim_stale(stream, inflight, int((self.settings.delivery_timeout + 5) * 1000))
+                    await self._claim_stale(p, inflight, int((self.settings.delivery_timeout + 5) * 1000))
                     reclaimed = time.monotonic()
                 free = self.settings.delivery_concurrency - len(inflight)
                 if free <= 0:
@@ -170,17 +171,29 @@ class Pump:
                 reply: Any = await self.redis.xreadgroup(GROUP, self.id, {stream: ">"}, count=free, block=200)
                 for _, entries in reply or []:
                     for entry_id, fields in entries:
-                        self._spawn(stream, entry_id, fields, inflight)
+                        self._spawn(p, entry_id, fields, inflight)
         except redis.exceptions.RedisError as exc:
             log.warning("delivery pump: partition %d: %s", p, exc)
         finally:
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
 
-    async def _claim_stale(self, stream: str, inflight: set[asyncio.Task[None]], min_idle_ms: int) -> None:
+    async def _load_holds(self, p: int) -> None:
+        """Which target and key of this partition wait behind a retry, and behind which delivery: kept in
+        memory while this pump holds the partition (only its own outcomes change them)."""
+        holds: dict[tuple[str, str], str] = {}
+        for hold_key in await self.redis.smembers(self.keys.delivery_holds(p)):
+            head = await self.redis.lindex(hold_key, 0)
+            chain = _chain_of(_text(hold_key), self.keys)
+            if head is not None and _text(head).startswith(HEAD) and chain is not None:
+                holds[chain] = _text(head)[len(HEAD):]
+        self.holds[p] = holds
+
+    async def _claim_stale(self, p: int, inflight: set[asyncio.Task[None]], min_idle_ms: int) -> None:
         """Entries read but never finished (by a previous holder of this lease, or by this pump when
         writing their outcome failed): ours now."""
         cursor: Any = "0-0"
+        stream = self.keys.delivery_stream(p)
         while True:
             reply = await self.redis.xautoclaim(stream, GROUP, self.id, min_idle_time=min_idle_ms,
                                                 start_id=cursor, count=500)
@@ -189,13 +202,13 @@ class Pump:
                 if _text(entry_id) in self.working:
                     continue
                 if fields:
-                    self._spawn(stream, entry_id, fields, inflight)
+                    self._spawn(p, entry_id, fields, inflight)
                 else:  # deleted while pending
                     await self.redis.xack(stream, GROUP, entry_id)
             if cursor in (b"0-0", "0-0"):
                 return
 
-    def _spawn(self, stream: str, entry_id: Any, fields: dict[Any, Any], inflight: set[asyncio.Task[None]]) -> None:
+    def _spawn(self, p: int, entry_id: Any, fields: dict[Any, Any], inflight: set[asyncio.Task[None]]) -> None:
         d = Delivery.from_fields(fields)
         chain = (d.target, d.key)
         before = self.tails.get(chain)
@@ -209,7 +222,7 @@ class Pump:
             try:
                 if before is not None:
                     await before
-                await self._one(stream, entry, d)
+                await self._one(p, entry, d)
             except Exception as exc:  # left pending: claimed again after a while
                 log.warning("delivery %s: %s", d.id, exc)
             finally:
@@ -224,15 +237,21 @@ class Pump:
 
     # --- one delivery -------------------------------------------------------------------------------------
 
-    async def _one(self, stream: str, entry_id: str, d: Delivery) -> None:
-        [head] = await self._write([pack("LINDEX", self.keys.delivery_hold(d.target, d.key), 0)])
-        if head is not None and _text(head) != HEAD + d.id:
-            await self._write(hold_commands(self.keys, stream, GROUP, entry_id, d))
+    async def _one(self, p: int, entry_id: str, d: Delivery) -> None:
+        holds = self.holds.setdefault(p, {})
+        chain = (d.target, d.key)
+        head = holds.get(chain)
+        if head is not None and head != d.id:
+            await self._write(hold_commands(self.keys, self.keys.delivery_stream(p), GROUP, entry_id, d))
             return
         target = await self._target(d.target)
         outcome = await self._attempt(d, target)
-        await self._write([outcome_command(self.keys, stream, GROUP, entry_id, d, outcome,
+        await self._write([outcome_command(self.keys, p, GROUP, entry_id, d, outcome,
                                            target.cb_type if target else None)])
+        if outcome.name == "retry":
+            holds[chain] = d.id
+        elif head == d.id:
+            del holds[chain]
         self.delivered += outcome.name == "success"
 
     async def _write(self, commands: list[bytes]) -> list[Any]:
@@ -272,6 +291,13 @@ class Pump:
                    _text(cb_type) if cb_type is not None and kind == "callback" else None, time.monotonic())
         self.targets[target] = t
         return t
+
+
+def _chain_of(hold_key: str, keys: Keys) -> tuple[str, str] | None:
+    """(target, key) of a hold list's key, `<prefix>:dq:hold:<kind>:<id>:<key>`."""
+    rest = hold_key[len(keys.delivery_hold("", "")) - 1:]
+    parts = rest.split(":", 2)
+    return (f"{parts[0]}:{parts[1]}", parts[2]) if len(parts) == 3 else None
 
 
 def _outcome(name: str, a: Attempt, due_ms: int | None = None) -> Outcome:

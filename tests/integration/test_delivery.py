@@ -197,3 +197,31 @@ def test_two_callbacks_each_get_every_transition(ingest: httpx.Client, redis_db:
     assert time.monotonic() - t0 < 10
     paths = sorted(r.path for r in rec.received)
     assert paths == ["/a"] * 10 + ["/b"] * 10
+
+
+def test_order_behind_a_retry_survives_a_pump_taking_over(ingest: httpx.Client, redis_db: redis.Redis,
+                                                           fast: Settings, receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    rec.answer = lambda r: 500 if len(rec.received) == 1 else 200
+    add_callback(redis_db, 1, url)
+    online_then_offline(ingest, "DLH")
+    slow = fast.with_overrides(delivery_schedule="1s")
+    hold = K.delivery_hold("callback:1", "DLH")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        first = asyncio.create_task(run_pump(slow, stop))
+        deadline = time.monotonic() + 10
+        while redis_db.llen(hold) < 2:  # the head mark and the second transition parked behind it
+            assert time.monotonic() < deadline, "no hold formed"
+            await asyncio.sleep(0.02)
+        stop.set()
+        await first
+        await run_pump(slow, asyncio.Event(), burst=True)  # a new pump: it learns the hold from Redis
+
+    asyncio.run(run())
+    versions = [json.loads(b)["version"] for b in rec.bodies()]
+    assert versions == [2, 2, 3]
+    assert redis_db.exists(hold) == 0
+    assert redis_db.scard(K.delivery_holds(0)) + redis_db.scard(K.delivery_holds(1)) + \
+        redis_db.scard(K.delivery_holds(2)) + redis_db.scard(K.delivery_holds(3)) == 0

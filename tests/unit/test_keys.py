@@ -42,10 +42,28 @@ def test_every_key_is_pinned() -> None:
     assert k.delivery_retry() == "iot:dq:retry"
     assert k.delivery_hold("callback:1", "SN1") == "iot:dq:hold:callback:1:SN1"
     assert k.delivery_lease(0) == "iot:dq:lease:0"
+    assert k.delivery_holds(3) == "iot:dq:holds:3"
     assert k.delivery_pumps() == "iot:dq:pumps"
     assert k.attempts("route:4") == "iot:attempts:route:4"
     assert k.dead("route:4") == "iot:dead:route:4"
     assert k.seen("msg:AB") == "iot:seen:msg:AB"
+    # remote control commands
+    assert k.command_seq("20181126") == "iot:cmd-seq:20181126"
+    assert k.command("201811260000000001") == "iot:cmd:201811260000000001"
+    assert k.command_prefix() + "7" == k.command("7")
+    assert k.command_response("201811260000000001") == "iot:cmd-resp:201811260000000001"
+    assert k.command_response_prefix() + "7" == k.command_response("7")
+    assert k.commands() == "iot:cmds"
+    assert k.commands_from("iot_web_console") == "iot:cmds:from:iot_web_console"
+    assert k.commands_from_prefix() + "web" == k.commands_from("web")
+    assert k.commands_of_sn("SN1") == "iot:cmds:sn:SN1"
+    assert k.commands_of_sn_prefix() + "SN1" == k.commands_of_sn("SN1")
+    assert k.commands_from_sn("web", "SN1") == "iot:cmds:from-sn:web:SN1"
+    assert k.commands_from_sn_prefix() + "web:SN1" == k.commands_from_sn("web", "SN1")
+    assert k.commands_active("SN1") == "iot:cmds:active:SN1"
+    assert k.commands_active_prefix() + "SN1" == k.commands_active("SN1")
+    assert k.commands_expiry() == "iot:cmds:expiry"
+    assert k.commands_due() == "iot:cmds:due"
 
 
 def test_prefix_applies_everywhere() -> None:
