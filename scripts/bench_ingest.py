@@ -21,7 +21,7 @@ import httpx
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import build_request, run_load  # noqa: E402
+from loadgen import build_request, run_load
 
 TOKEN = "bench-token"
 BARE_APP = '''
