@@ -1,0 +1,55 @@
+"""The command line fails with one line and a non-zero exit, never a traceback (foundation, item 2), and manages
+users (item 5)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from tests.conftest import redis_url
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+
+
+def adapter(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTER_")}
+    return subprocess.run([sys.executable, "-m", "adapter", *args], env={**clean, **env}, input=stdin,
+                          capture_output=True, text=True, timeout=60, cwd="/")
+
+
+@pytest.mark.parametrize(("args", "env", "fragment"), [
+    (("api",), {}, "ADAPTER_INGEST_TOKEN is required"),
+    (("api",), {"ADAPTER_INGEST_TOKEN": "t", "ADAPTER_REDIS_URL": DEAD_REDIS}, "does not answer"),
+    (("worker", "--burst"), {"ADAPTER_REDIS_URL": DEAD_REDIS}, "does not answer"),
+    (("user", "list"), {"ADAPTER_REDIS_URL": DEAD_REDIS}, "does not answer"),
+    (("api",), {"ADAPTER_TOKEN_TTL": "soon"}, "ADAPTER_TOKEN_TTL must be an integer"),
+])
+def test_bad_configuration_is_one_line(args: tuple[str, ...], env: dict[str, str], fragment: str) -> None:
+    done = adapter(*args, env=env)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert fragment in lines[0] and "Traceback" not in done.stderr
+
+
+def test_api_needs_the_admin_password_while_no_user_exists(redis_db: redis.Redis) -> None:
+    done = adapter("api", env={"ADAPTER_INGEST_TOKEN": "t", "ADAPTER_REDIS_URL": redis_url()})
+    assert done.returncode == 2
+    assert "ADAPTER_ADMIN_PASSWORD is required" in done.stderr
+
+
+def test_user_add_list_passwd_del(redis_db: redis.Redis) -> None:
+    env = {"ADAPTER_REDIS_URL": redis_url()}
+    assert adapter("user", "add", "ops", "--role", "viewer", env=env, stdin="ops-password\n").returncode == 0
+    assert adapter("user", "list", env=env).stdout.split() == ["ops", "viewer"]
+    again = adapter("user", "add", "ops", env=env, stdin="ops-password\n")
+    assert again.returncode == 1 and "exists" in again.stderr
+    assert adapter("user", "passwd", "ops", env=env, stdin="new-password\n").returncode == 0
+    short = adapter("user", "passwd", "ops", env=env, stdin="short\n")
+    assert short.returncode == 1 and "at least 8" in short.stderr
+    assert adapter("user", "del", "ops", env=env).returncode == 0
+    assert adapter("user", "list", env=env).stdout == ""
