@@ -218,18 +218,22 @@ class Pump:
         entry = _text(entry_id)
         self.working.add(entry)
 
+        def release() -> None:
+            if not done.done():
+                done.set_result(None)
+            if self.tails.get(chain) is done:
+                del self.tails[chain]
+
         async def run() -> None:
             try:
                 if before is not None:
                     await before
-                await self._one(p, entry, d)
+                await self._one(p, entry, d, release)
             except Exception as exc:  # left pending: claimed again after a while
                 log.warning("delivery %s: %s", d.id, exc)
             finally:
                 self.working.discard(entry)
-                done.set_result(None)
-                if self.tails.get(chain) is done:
-                    del self.tails[chain]
+                release()
 
         task = asyncio.get_running_loop().create_task(run())
         inflight.add(task)
@@ -237,7 +241,10 @@ class Pump:
 
     # --- one delivery -------------------------------------------------------------------------------------
 
-    async def _one(self, p: int, entry_id: str, d: Delivery) -> None:
+    async def _one(self, p: int, entry_id: str, d: Delivery, release: Callable[[], None]) -> None:
+        """Send one delivery and record its outcome. `release` lets the next delivery of the same target and
+        key go as soon as this one's outcome is known (the hold state it needs is in memory), not after the
+        outcome is written."""
         holds = self.holds.setdefault(p, {})
         chain = (d.target, d.key)
         head = holds.get(chain)
@@ -246,12 +253,13 @@ class Pump:
             return
         target = await self._target(d.target)
         outcome = await self._attempt(d, target)
-        await self._write([outcome_command(self.keys, p, GROUP, entry_id, d, outcome,
-                                           target.cb_type if target else None)])
         if outcome.name == "retry":
             holds[chain] = d.id
         elif head == d.id:
             del holds[chain]
+        release()
+        await self._write([outcome_command(self.keys, p, GROUP, entry_id, d, outcome,
+                                           target.cb_type if target else None)])
         self.delivered += outcome.name == "success"
 
     async def _write(self, commands: list[bytes]) -> list[Any]:
