@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from adapter import __version__
@@ -61,10 +62,10 @@ def error_statuses(ep: Endpoint) -> list[int]:
     return sorted(codes)
 
 
-def operation(ep: Endpoint) -> dict[str, Any]:
+def operation(ep: Endpoint, operation_id: str) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": ep.summary,
-        "operationId": ep.handler.__name__,
+        "operationId": operation_id,
         "tags": [ep.tag],
         "responses": {str(ep.status): {"description": "success", "content": _success_content(ep)}},
     }
@@ -100,10 +101,18 @@ def _path_names(path: str) -> list[str]:
     return [part[1:-1].split(":")[0] for part in path.split("/") if part.startswith("{")]
 
 
+def operation_ids(endpoints: list[Endpoint]) -> list[str]:
+    """The handler's name, made unique with its path where handlers are shared (callbacks and routes)."""
+    names = [ep.handler.__name__ for ep in endpoints]
+    shared = {n for n in names if names.count(n) > 1}
+    return [n if n not in shared else n + "_" + re.sub(r"[^a-z0-9]+", "_", ep.path.lower()).strip("_")
+            for n, ep in zip(names, endpoints, strict=True)]
+
+
 def document(endpoints: list[Endpoint]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for ep in endpoints:
-        paths.setdefault(ep.path, {})[ep.method.lower()] = operation(ep)
+    for ep, op_id in zip(endpoints, operation_ids(endpoints), strict=True):
+        paths.setdefault(ep.path, {})[ep.method.lower()] = operation(ep, op_id)
     return {
         "openapi": "3.1.0",
         "info": {"title": "EMQX device adapter, v1 API", "version": __version__},

@@ -7,11 +7,9 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import httpx
-import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -19,83 +17,35 @@ from starlette.applications import Starlette
 
 from adapter import callbacks
 from adapter.api import callbacks as callbacks_api
-from adapter.app import create_app
-from adapter.callbacks import CallbackStore, stream_fields
+from adapter.callbacks import CallbackStore
 from adapter.delivery import partition_of
 from adapter.errors import AppError
 from adapter.keys import Keys
-from adapter.services import async_redis
 from adapter.settings import Settings
-from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, login, redis_url
+from adapter.targets import stream_fields
+from tests.conftest import login
 from tests.integration.test_api_envelope import assert_err
-from tests.integration.test_auth import add_user
+from tests.support import targets_api as shared
 from tests.support.servers import serve
+from tests.support.targets_api import Server, data, dead_letter, stream_entries
 
 BASE = "/iot/api/v1/monitor/devices/callbacks"
 HOOK = "https://example.com/hook"
 ITEM_FIELDS = {"id", "type", "url", "enabled", "createTime", "updateTime"}
-LISTED_FIELDS = ITEM_FIELDS | {"succCount", "failedCount"}
-
-
-def app_with_callbacks(settings: Settings) -> Starlette:
-    app = create_app(settings)
-    app.router.routes[0:0] = [ep.route() for ep in callbacks_api.ENDPOINTS]
-    return app
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    settings: Settings
-    admin: str
-    viewer: str
-    sessions: dict[str, tuple[bytes, int]]  # users and tokens as DUMP and PTTL, restored after each flush
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    """One app for the module (logins cost an argon2 hash each); each test still starts from a flushed DB."""
-    settings = Settings.from_env({"ADAPTER_REDIS_URL": redis_url(), "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
-                                  "ADAPTER_INGEST_TOKEN": INGEST_TOKEN}, dotenv=None)
-    raw = redis.Redis.from_url(redis_url())
-    raw.flushdb()
-    try:
-        with serve(app_with_callbacks(settings)) as url, httpx.Client(base_url=url, timeout=10) as c:
-            add_user(settings, "vera", "viewer", "viewer-secret")
-            admin, viewer = login(c), login(c, "vera", "viewer-secret")
-            sessions = {k.decode(): (raw.dump(k), max(raw.pttl(k), 0)) for k in raw.scan_iter()}
-            yield Server(url, settings, admin, viewer, sessions)
-    finally:
-        raw.flushdb()
-        raw.close()
-
-
-@pytest.fixture
-def api(server: Server, redis_db: redis.Redis) -> Iterator[httpx.Client]:
-    """The admin's client on a flushed database (but for the users and their logins)."""
-    raw = redis.Redis.from_url(redis_url())
-    for key, (dumped, ttl) in server.sessions.items():
-        raw.restore(key, ttl, dumped, replace=True)
-    raw.close()
-    auth = {"Authorization": f"Bearer {server.admin}"}
-    with httpx.Client(base_url=server.url, timeout=10, headers=auth) as c:
-        yield c
-
-
-@pytest.fixture
-def keys(server: Server) -> Keys:
-    return Keys(server.settings.key_prefix)
-
-
-def data(r: httpx.Response) -> dict:
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["status"] == "ok"
-    return body["data"]
+STATUS = {"sn": "SN1", "online": True}  # what a dead letter of a callback carries
 
 
 def create(api: httpx.Client, cb_type: str = "device", url: str = HOOK, **extra: object) -> dict:
     return data(api.post(BASE, json={"type": cb_type, "url": url, **extra}))
+
+
+CALLBACKS = shared.Kind("callback", BASE, callbacks_api.ENDPOINTS, create, STATUS, 6, {"enabled": False},
+                        reads={"/device/stats": {"succ": 0, "failed": 0}}, path_params={"type": "device"})
+server, api, keys = shared.fixtures(CALLBACKS)
+
+
+def app_with_callbacks(settings: Settings) -> Starlette:
+    return CALLBACKS.app(settings)
 
 
 def enabled_sets(redis_db: redis.Redis, keys: Keys) -> dict[str, set[str]]:
@@ -134,14 +84,9 @@ def test_list_answers_the_seed_shape_with_counters_and_no_secret(api: httpx.Clie
     assert data(api.get(BASE)) == {"count": 0, "list": []}
     first = create(api, "device")
     create(api, "peripheral", "https://example.com/p", enabled=False)
-    redis_db.hincrby(keys.target("callback", first["id"]), "succCount", 389)
-    listed = data(api.get(BASE))
-    assert listed["count"] == 2
-    assert [set(i) for i in listed["list"]] == [LISTED_FIELDS, LISTED_FIELDS]
-    one, two = listed["list"]
-    assert one == {**{k: first[k] for k in ITEM_FIELDS}, "succCount": 389, "failedCount": 0}
-    assert (two["id"], two["type"], two["enabled"], two["succCount"]) == (2, "peripheral", False, 0)
-    assert "secret" not in str(listed)
+    two = shared.listed_with_counters(api, redis_db, keys, CALLBACKS, first, ITEM_FIELDS)
+    assert (two["id"], two["type"], two["enabled"]) == (2, "peripheral", False)
+    assert two["url"] == "https://example.com/p"
 
 
 def test_enable_toggles_the_enabled_set(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
@@ -208,13 +153,6 @@ def test_bodies_name_the_wrong_field(api: httpx.Client, path: str, payload: dict
     assert body["msg"].startswith(f"{field}:"), body["msg"]
 
 
-def test_queries_name_the_wrong_field(api: httpx.Client) -> None:
-    for r in (api.delete(BASE), api.get(f"{BASE}/deliveries"), api.get(f"{BASE}/dead?id=x"),
-              api.get(f"{BASE}/deliveries?id=1&status=lost")):
-        body = assert_err(r, 400, "invalid_params")
-        assert body["msg"].split(":")[0] in ("id", "status"), body["msg"]
-
-
 # --- the added endpoints ---------------------------------------------------------------------------------
 
 def test_update_changes_url_and_enabled(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
@@ -238,150 +176,39 @@ def test_update_changes_url_and_enabled(api: httpx.Client, redis_db: redis.Redis
 
 
 def test_update_time_moves_only_on_a_change(server: Server, redis_db: redis.Redis, keys: Keys) -> None:
-    async def run() -> None:
-        client = async_redis(server.settings)
-        try:
-            store = CallbackStore(client, keys)
-            cb, _ = await store.create("device", HOOK, now=1000)
-            assert (await store.set_enabled(cb.id, True, now=2000)).update_time == 1000
-            changed = await store.update(cb.id, url="https://example.org/", now=3000)
-            assert (changed.create_time, changed.update_time) == (1000, 3000)
-            await store.rotate_secret(cb.id, now=4000)
-            assert (await store.get(cb.id)).update_time == 4000
-        finally:
-            await client.aclose()
+    async def run(store: CallbackStore, client: aioredis.Redis) -> None:
+        cb, _ = await store.create("device", HOOK, now=1000)
+        assert (await store.set_enabled(cb.id, True, now=2000)).update_time == 1000
+        changed = await store.update(cb.id, url="https://example.org/", now=3000)
+        assert (changed.create_time, changed.update_time) == (1000, 3000)
+        await store.rotate_secret(cb.id, now=4000)
+        assert (await store.get(cb.id)).update_time == 4000
 
-    asyncio.run(run())
+    shared.on_store(server, CallbackStore, run)
 
 
 def test_delete_removes_everything_of_the_callback(api: httpx.Client, redis_db: redis.Redis,
                                                    keys: Keys) -> None:
     keep = create(api, "device", "https://example.com/keep")
     gone = create(api, "device")
-    redis_db.lpush(keys.attempts(f"callback:{gone['id']}"), orjson.dumps({"deliveryId": "d1"}))
-    redis_db.hset(keys.dead(f"callback:{gone['id']}"), "d1", orjson.dumps({"deliveryId": "d1"}))
-    assert data(api.delete(f"{BASE}?id={gone['id']}")) == {"rows": 1}
-    assert data(api.delete(f"{BASE}?id={gone['id']}")) == {"rows": 0}
-    assert data(api.delete(f"{BASE}?id=12345")) == {"rows": 0}
+    shared.check_delete_removes_attempts_and_dead_letters(api, redis_db, keys, CALLBACKS, gone["id"])
     assert [i["id"] for i in data(api.get(BASE))["list"]] == [keep["id"]]
     assert enabled_sets(redis_db, keys) == {"device": {str(keep["id"])}, "peripheral": set()}
-    name = f"callback:{gone['id']}"
-    assert not redis_db.exists(keys.target("callback", gone["id"]), keys.attempts(name), keys.dead(name))
     assert_err(api.post(f"{BASE}/enable", json={"id": gone["id"], "enabled": True}), 404, "not_found")
     assert enabled_sets(redis_db, keys)["device"] == {str(keep["id"])}
-
-
-def test_secret_rotation(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
-    cb = create(api)
-    rotated = data(api.post(f"{BASE}/secret", json={"id": cb["id"]}))
-    assert set(rotated) == {"id", "secret"} and rotated["id"] == cb["id"]
-    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != cb["secret"]
-    assert redis_db.hget(keys.target("callback", cb["id"]), "secret") == rotated["secret"]
-    assert_err(api.post(f"{BASE}/secret", json={"id": 77}), 404, "not_found")
-
-
-def attempt(n: int, outcome: str) -> bytes:
-    return orjson.dumps({"deliveryId": f"d{n}", "eventId": f"e{n}", "attempt": 1, "time": 1700000000 + n,
-                         "status": 200 if outcome == "success" else 503, "durationMs": 12.5,
-                         "error": None if outcome == "success" else "http 503", "excerpt": "ok",
-                         "outcome": outcome})
-
-
-def test_deliveries_list_the_engines_attempts(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
-    cb = create(api)
-    other = create(api)
-    key = keys.attempts(f"callback:{cb['id']}")
-    for n, outcome in enumerate(["retry", "retry", "dead", "success"]):
-        redis_db.lpush(key, attempt(n, outcome))
-    redis_db.lpush(key, b"not json")
-    everything = data(api.get(f"{BASE}/deliveries", params={"id": cb["id"]}))
-    assert everything["count"] == 4
-    assert [a["deliveryId"] for a in everything["list"]] == ["d3", "d2", "d1", "d0"]  # newest first
-    assert everything["list"][0] == orjson.loads(attempt(3, "success"))
-    retries = data(api.get(f"{BASE}/deliveries", params={"id": cb["id"], "status": "retry"}))
-    assert [a["deliveryId"] for a in retries["list"]] == ["d1", "d0"] and retries["count"] == 2
-    assert data(api.get(f"{BASE}/deliveries", params={"id": other["id"]})) == {"count": 0, "list": []}
-    assert_err(api.get(f"{BASE}/deliveries", params={"id": 999}), 404, "not_found")
-
-
-def dead_letter(delivery_id: str, key: str, when: int) -> bytes:
-    body = orjson.dumps({"sn": key, "online": True}).decode()
-    return orjson.dumps({"deliveryId": delivery_id, "body": body, "key": key, "attempts": 8,
-                         "lastError": "http 503", "time": when})
-
-
-def test_dead_lists_the_dead_letters(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
-    cb = create(api)
-    dead = keys.dead(f"callback:{cb['id']}")
-    redis_db.hset(dead, mapping={"b": dead_letter("b", "SN2", 20), "a": dead_letter("a", "SN1", 10)})
-    listed = data(api.get(f"{BASE}/dead", params={"id": cb["id"]}))
-    assert listed["count"] == 2
-    assert [i["deliveryId"] for i in listed["list"]] == ["a", "b"]  # oldest first
-    assert listed["list"][0] == orjson.loads(dead_letter("a", "SN1", 10))
-    assert_err(api.get(f"{BASE}/dead", params={"id": 999}), 404, "not_found")
-
-
-def stream_entries(redis_db: redis.Redis, keys: Keys, partitions: int) -> list[dict[str, str]]:
-    out = []
-    for p in range(partitions):
-        out += [{**fields, "_p": str(p)} for _, fields in redis_db.xrange(keys.delivery_stream(p))]
-    return out
-
-
-def test_replay_moves_dead_letters_onto_their_streams(api: httpx.Client, redis_db: redis.Redis, keys: Keys,
-                                                      server: Server) -> None:
-    cb = create(api)
-    target = f"callback:{cb['id']}"
-    dead = keys.dead(target)
-    letters = {f"d{n}": dead_letter(f"d{n}", f"SN{n}", n) for n in range(5)}
-    redis_db.hset(dead, mapping=letters)
-    assert data(api.post(f"{BASE}/replay", json={"id": cb["id"], "deliveryId": "d3"})) == {"replayed": 1}
-    parts = server.settings.delivery_partitions
-    [entry] = stream_entries(redis_db, keys, parts)
-    body = orjson.loads(letters["d3"])["body"]
-    assert entry == {"t": target, "k": "SN3", "id": "d3", "b": body, "n": "0",
-                     "_p": str(partition_of("SN3", parts))}
-    assert sorted(redis_db.hkeys(dead)) == ["d0", "d1", "d2", "d4"]
-    assert_err(api.post(f"{BASE}/replay", json={"id": cb["id"], "deliveryId": "d3"}), 404, "not_found")
-
-    assert data(api.post(f"{BASE}/replay", json={"id": cb["id"]})) == {"replayed": 4}
-    entries = stream_entries(redis_db, keys, parts)
-    assert sorted(e["id"] for e in entries) == ["d0", "d1", "d2", "d3", "d4"]
-    assert all(e["_p"] == str(partition_of(e["k"], parts)) and e["t"] == target for e in entries)
-    assert not redis_db.exists(dead)
-    assert data(api.post(f"{BASE}/replay", json={"id": cb["id"]})) == {"replayed": 0}
-    assert_err(api.post(f"{BASE}/replay", json={"id": 999}), 404, "not_found")
 
 
 def test_partition_is_the_sha1_prefix_modulo() -> None:
     for key in ("SN1", "", "gw/3"):
         assert partition_of(key, 7) == int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % 7
-    fields = stream_fields(3, {"deliveryId": "x", "key": "SN1", "body": {"a": 1}})
+    fields = stream_fields("callback:3", {"deliveryId": "x", "key": "SN1", "body": {"a": 1}})
     assert fields == {"t": "callback:3", "k": "SN1", "id": "x", "b": '{"a":1}', "n": "0"}
 
 
-# --- access ----------------------------------------------------------------------------------------------
+class TestSharedEndpoints(shared.SharedEndpoints):
+    """Secret rotation, deliveries, dead letters and replay, queries and access, as every target has them."""
 
-def test_viewers_read_but_do_not_change(server: Server, api: httpx.Client) -> None:
-    cb = create(api)
-    with httpx.Client(base_url=server.url, timeout=10) as c:
-        c.headers["Authorization"] = f"Bearer {server.viewer}"
-        assert data(c.get(BASE))["count"] == 1
-        assert data(c.get(f"{BASE}/device/stats")) == {"succ": 0, "failed": 0}
-        assert data(c.get(f"{BASE}/deliveries", params={"id": cb["id"]}))["count"] == 0
-        assert data(c.get(f"{BASE}/dead", params={"id": cb["id"]}))["count"] == 0
-        changing = [ep for ep in callbacks_api.ENDPOINTS if ep.method != "GET"]
-        assert len(changing) == 6 and all(ep.access == "admin" for ep in changing)
-        for ep in changing:
-            assert_err(c.request(ep.method, ep.path, params={"id": cb["id"]}, json={"id": cb["id"]}),
-                       403, "forbidden")
-    assert data(api.get(BASE))["list"][0]["enabled"] is True
-
-
-def test_every_endpoint_needs_a_token(server: Server, api: httpx.Client) -> None:
-    with httpx.Client(base_url=server.url, timeout=10) as c:
-        for ep in callbacks_api.ENDPOINTS:
-            assert_err(c.request(ep.method, ep.path.replace("{type}", "device")), 401, "unauthorized")
+    KIND = CALLBACKS
 
 
 async def warm_pool(client: aioredis.Redis, n: int) -> None:
@@ -411,82 +238,67 @@ def test_enabled_sets_follow_every_change(api: httpx.Client, redis_db: redis.Red
 def test_enabled_sets_hold_under_concurrent_changes(server: Server, redis_db: redis.Redis,
                                                     keys: Keys) -> None:
     """Toggles, deletes and counter bumps (as the engine does) racing: the sets still match the hashes."""
-    async def run() -> None:
-        client = async_redis(server.settings)
-        try:
-            store = CallbackStore(client, keys)
-            made = [(await store.create(t, HOOK))[0].id for t in ("device", "peripheral") * 4]
+    async def run(store: CallbackStore, client: aioredis.Redis) -> None:
+        made = [(await store.create(t, HOOK))[0].id for t in ("device", "peripheral") * 4]
 
-            async def toggle(cb_id: int, n: int) -> None:
-                for i in range(n):
-                    try:
-                        await store.set_enabled(cb_id, i % 2 == 0)
-                    except Exception as exc:  # deleted meanwhile
-                        assert getattr(exc, "code", "") == "not_found", exc
-                        return
+        async def toggle(cb_id: int, n: int) -> None:
+            for i in range(n):
+                try:
+                    await store.set_enabled(cb_id, i % 2 == 0)
+                except Exception as exc:  # deleted meanwhile
+                    assert getattr(exc, "code", "") == "not_found", exc
+                    return
 
-            async def bump(cb_id: int) -> None:
-                for _ in range(40):
-                    await client.hincrby(keys.target("callback", cb_id), "succCount", 1)
+        async def bump(cb_id: int) -> None:
+            for _ in range(40):
+                await client.hincrby(keys.target("callback", cb_id), "succCount", 1)
 
-            await warm_pool(client, 32)
-            tasks = [toggle(cb_id, 15) for cb_id in made for _ in range(3)]
-            tasks += [bump(cb_id) for cb_id in made[:2]] + [store.delete(cb_id) for cb_id in made[::3]]
-            await asyncio.gather(*tasks)
-            alive = await store.all()
-            for t in ("device", "peripheral"):
-                expected = {str(cb.id) for cb in alive if cb.enabled and cb.type == t}
-                assert await client.smembers(keys.callbacks_enabled_of(t)) == expected
-            assert {cb.id for cb in alive} == set(made) - set(made[::3])
-        finally:
-            await client.aclose()
+        await warm_pool(client, 32)
+        tasks = [toggle(cb_id, 15) for cb_id in made for _ in range(3)]
+        tasks += [bump(cb_id) for cb_id in made[:2]] + [store.delete(cb_id) for cb_id in made[::3]]
+        await asyncio.gather(*tasks)
+        alive = await store.all()
+        for t in ("device", "peripheral"):
+            expected = {str(cb.id) for cb in alive if cb.enabled and cb.type == t}
+            assert await client.smembers(keys.callbacks_enabled_of(t)) == expected
+        assert {cb.id for cb in alive} == set(made) - set(made[::3])
 
-    asyncio.run(run())
+    shared.on_store(server, CallbackStore, run)
 
 
 def test_a_change_racing_a_delete_does_not_revive_the_callback(
         server: Server, redis_db: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
     """The delete lands between the change's read and its write: the change answers 404 and writes nothing."""
-    async def run() -> None:
-        client = async_redis(server.settings)
-        try:
-            store = CallbackStore(client, keys)
-            cb, _ = await store.create("device", HOOK, enabled=False)
-            read = callbacks.from_hash
+    async def run(store: CallbackStore, client: aioredis.Redis) -> None:
+        cb, _ = await store.create("device", HOOK, enabled=False)
+        read = callbacks.from_hash
 
-            def read_then_delete(cb_id: int, record: Mapping[str, str]) -> callbacks.Callback | None:
-                with redis_db.pipeline(transaction=True) as pipe:  # what a concurrent delete does
-                    pipe.zrem(keys.targets("callback"), str(cb_id)).delete(keys.target("callback", cb_id))
-                    pipe.srem(keys.callbacks_enabled_of("device"), str(cb_id)).execute()
-                return read(cb_id, record)
+        def read_then_delete(cb_id: int, record: Mapping[str, str]) -> callbacks.Callback | None:
+            with redis_db.pipeline(transaction=True) as pipe:  # what a concurrent delete does
+                pipe.zrem(keys.targets("callback"), str(cb_id)).delete(keys.target("callback", cb_id))
+                pipe.srem(keys.callbacks_enabled_of("device"), str(cb_id)).execute()
+            return read(cb_id, record)
 
-            monkeypatch.setattr(callbacks, "from_hash", read_then_delete)
-            with pytest.raises(AppError) as caught:
-                await store.set_enabled(cb.id, True)
-            assert caught.value.code == "not_found"
-        finally:
-            await client.aclose()
+        monkeypatch.setattr(callbacks, "from_hash", read_then_delete)
+        with pytest.raises(AppError) as caught:
+            await store.set_enabled(cb.id, True)
+        assert caught.value.code == "not_found"
 
-    asyncio.run(run())
+    shared.on_store(server, CallbackStore, run)
     assert not redis_db.exists(keys.target("callback", 1))
     assert redis_db.smembers(keys.callbacks_enabled_of("device")) == set()
 
 
 def test_concurrent_replays_move_each_dead_letter_once(server: Server, redis_db: redis.Redis,
                                                        keys: Keys) -> None:
-    async def run() -> list[int]:
-        client = async_redis(server.settings)
-        try:
-            store = CallbackStore(client, keys)
-            cb, _ = await store.create("device", HOOK)
-            letters = {f"d{n}": dead_letter(f"d{n}", f"SN{n}", n) for n in range(5)}
-            await client.hset(keys.dead(f"callback:{cb.id}"), mapping=letters)
-            parts = server.settings.delivery_partitions
-            await warm_pool(client, 8)
-            return list(await asyncio.gather(*(store.replay(cb.id, None, parts) for _ in range(4))))
-        finally:
-            await client.aclose()
+    async def run(store: CallbackStore, client: aioredis.Redis) -> list[int]:
+        cb, _ = await store.create("device", HOOK)
+        letters = {f"d{n}": dead_letter(f"d{n}", f"SN{n}", n, STATUS) for n in range(5)}
+        await client.hset(keys.dead(f"callback:{cb.id}"), mapping=letters)
+        parts = server.settings.delivery_partitions
+        await warm_pool(client, 8)
+        return list(await asyncio.gather(*(store.replay(cb.id, None, parts) for _ in range(4))))
 
-    assert sorted(asyncio.run(run())) == [0, 0, 0, 5]
+    assert sorted(shared.on_store(server, CallbackStore, run)) == [0, 0, 0, 5]
     entries = stream_entries(redis_db, keys, server.settings.delivery_partitions)
     assert sorted(e["id"] for e in entries) == ["d0", "d1", "d2", "d3", "d4"]

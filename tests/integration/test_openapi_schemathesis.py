@@ -63,6 +63,8 @@ def test_the_document_is_served_and_valid_openapi(live_api: tuple[str, str]) -> 
     assert doc["openapi"] == "3.1.0"
     assert set(doc["paths"]) >= {"/iot/api/v1/auth/login", "/healthz", "/readyz"}
     schemathesis.openapi.from_dict(doc).validate()
+    ids = [op["operationId"] for path in doc["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)), "operationIds must be unique"
 
 
 @schema.parametrize()

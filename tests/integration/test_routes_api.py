@@ -7,93 +7,41 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable
 
 import httpx
-import orjson
 import pytest
 import redis
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
 from adapter.api import routes as routes_api
-from adapter.app import create_app
-from adapter.delivery import partition_of
 from adapter.keys import Keys
 from adapter.routes import RouteStore
-from adapter.services import async_redis
 from adapter.settings import Settings
-from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, login, redis_url
 from tests.integration.test_api_envelope import assert_err
-from tests.integration.test_auth import add_user
-from tests.support.servers import serve, wait_for
+from tests.support import targets_api as shared
+from tests.support.servers import wait_for
+from tests.support.targets_api import Server, data
 
 BASE = "/iot/api/v1/msgroute/configs"
 HOOK = "https://example.com/cmdrespcallback"
 ITEM_FIELDS = {"id", "name", "topic", "url", "createTime", "updateTime"}
-LISTED_FIELDS = ITEM_FIELDS | {"succCount", "failedCount"}
-
-
-def app_with_routes(settings: Settings) -> Starlette:
-    app = create_app(settings)
-    app.router.routes[0:0] = [ep.route() for ep in routes_api.ENDPOINTS]
-    return app
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    settings: Settings
-    admin: str
-    viewer: str
-    sessions: dict[str, tuple[bytes, int]]  # users and tokens as DUMP and PTTL, restored after each flush
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    """One app for the module (logins cost an argon2 hash each); each test still starts from a flushed DB."""
-    settings = Settings.from_env({"ADAPTER_REDIS_URL": redis_url(), "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
-                                  "ADAPTER_INGEST_TOKEN": INGEST_TOKEN}, dotenv=None)
-    raw = redis.Redis.from_url(redis_url())
-    raw.flushdb()
-    try:
-        with serve(app_with_routes(settings)) as url, httpx.Client(base_url=url, timeout=10) as c:
-            add_user(settings, "vera", "viewer", "viewer-secret")
-            admin, viewer = login(c), login(c, "vera", "viewer-secret")
-            sessions = {k.decode(): (raw.dump(k), max(raw.pttl(k), 0)) for k in raw.scan_iter()}
-            yield Server(url, settings, admin, viewer, sessions)
-    finally:
-        raw.flushdb()
-        raw.close()
-
-
-@pytest.fixture
-def api(server: Server, redis_db: redis.Redis) -> Iterator[httpx.Client]:
-    """The admin's client on a flushed database (but for the users and their logins)."""
-    raw = redis.Redis.from_url(redis_url())
-    for key, (dumped, ttl) in server.sessions.items():
-        raw.restore(key, ttl, dumped, replace=True)
-    raw.close()
-    auth = {"Authorization": f"Bearer {server.admin}"}
-    with httpx.Client(base_url=server.url, timeout=10, headers=auth) as c:
-        yield c
-
-
-@pytest.fixture
-def keys(server: Server) -> Keys:
-    return Keys(server.settings.key_prefix)
-
-
-def data(r: httpx.Response) -> dict:
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["status"] == "ok"
-    return body["data"]
+MESSAGE = {"topic": "dma/resp/cmd", "payload": "{}", "clientid": "SN1", "routeId": 1}  # a forwarded body
 
 
 def create(api: httpx.Client, topic: str = "dma/resp/cmd", name: str = "test", url: str = HOOK,
            **extra: object) -> dict:
     return data(api.post(BASE, json={"topic": topic, "name": name, "url": url, **extra}))
+
+
+ROUTES = shared.Kind("route", BASE, routes_api.ENDPOINTS, create, MESSAGE, 5,
+                     {"name": "x", "topic": "x", "url": HOOK, "enabled": False})
+server, api, keys = shared.fixtures(ROUTES)
+
+
+def app_with_routes(settings: Settings) -> Starlette:
+    return ROUTES.app(settings)
 
 
 def enabled_hash(redis_db: redis.Redis, keys: Keys) -> dict[str, str]:
@@ -144,16 +92,8 @@ def test_list_answers_the_seed_shape_with_counters_and_no_secret(api: httpx.Clie
     assert data(api.get(BASE)) == {"count": 0, "list": []}
     first = create(api, "dma/resp/cmd", "test", "http://example.com:5000/cmdrespcallback")
     create(api, "dma/#", "all of dma")
-    redis_db.hincrby(keys.target("route", first["id"]), "succCount", 4)
-    redis_db.hincrby(keys.target("route", first["id"]), "failedCount", 16)
-    listed = data(api.get(BASE))
-    assert listed["count"] == 2
-    assert [set(i) for i in listed["list"]] == [LISTED_FIELDS, LISTED_FIELDS]
-    one, two = listed["list"]
-    assert one == {**{k: first[k] for k in ITEM_FIELDS}, "succCount": 4, "failedCount": 16}
+    two = shared.listed_with_counters(api, redis_db, keys, ROUTES, first, ITEM_FIELDS)
     assert (two["id"], two["topic"], two["name"]) == (2, "dma/#", "all of dma")
-    assert (two["succCount"], two["failedCount"]) == (0, 0)
-    assert "secret" not in str(listed) and "whsec_" not in str(listed)
 
 
 def test_update_changes_name_url_topic_and_enabled(api: httpx.Client, redis_db: redis.Redis,
@@ -194,38 +134,27 @@ def test_update_refuses_bad_fields_and_unknown_ids(api: httpx.Client, redis_db: 
 
 def test_update_time_and_version_move_only_on_a_change(server: Server, redis_db: redis.Redis,
                                                        keys: Keys) -> None:
-    async def run() -> None:
-        client = async_redis(server.settings)
-        try:
-            store = RouteStore(client, keys)
-            route, _ = await store.create("r", "a/b", HOOK, now=1000)
-            at = version(redis_db, keys)
-            same = await store.update(route.id, name="r", topic="a/b", enabled=True, now=2000)
-            assert same.update_time == 1000
-            assert version(redis_db, keys) == at
-            changed = await store.update(route.id, topic="a/+", now=3000)
-            assert (changed.create_time, changed.update_time) == (1000, 3000)
-            assert version(redis_db, keys) == at + 1
-            await store.rotate_secret(route.id, now=4000)
-            assert (await store.get(route.id)).update_time == 4000
-        finally:
-            await client.aclose()
+    async def run(store: RouteStore, client: aioredis.Redis) -> None:
+        route, _ = await store.create("r", "a/b", HOOK, now=1000)
+        at = version(redis_db, keys)
+        same = await store.update(route.id, name="r", topic="a/b", enabled=True, now=2000)
+        assert same.update_time == 1000
+        assert version(redis_db, keys) == at
+        changed = await store.update(route.id, topic="a/+", now=3000)
+        assert (changed.create_time, changed.update_time) == (1000, 3000)
+        assert version(redis_db, keys) == at + 1
+        await store.rotate_secret(route.id, now=4000)
+        assert (await store.get(route.id)).update_time == 4000
 
-    asyncio.run(run())
+    shared.on_store(server, RouteStore, run)
 
 
 def test_delete_removes_everything_of_the_route(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
     keep = create(api, "keep/#")
     gone = create(api, "gone/+")
-    name = f"route:{gone['id']}"
-    redis_db.lpush(keys.attempts(name), orjson.dumps({"deliveryId": "d1"}))
-    redis_db.hset(keys.dead(name), "d1", orjson.dumps({"deliveryId": "d1"}))
-    assert data(api.delete(BASE, params={"id": gone["id"]})) == {"rows": 1}
-    assert data(api.delete(BASE, params={"id": gone["id"]})) == {"rows": 0}
-    assert data(api.delete(BASE, params={"id": 12345})) == {"rows": 0}
+    shared.check_delete_removes_attempts_and_dead_letters(api, redis_db, keys, ROUTES, gone["id"])
     assert [i["id"] for i in data(api.get(BASE))["list"]] == [keep["id"]]
     assert enabled_hash(redis_db, keys) == {str(keep["id"]): "keep/#"}
-    assert not redis_db.exists(keys.target("route", gone["id"]), keys.attempts(name), keys.dead(name))
     assert_err(api.put(BASE, json={"id": gone["id"], "enabled": True}), 404, "not_found")
     assert enabled_hash(redis_db, keys) == {str(keep["id"]): "keep/#"}
 
@@ -270,111 +199,10 @@ def test_the_seed_bodies_accept_extra_fields_the_added_refuse_them(api: httpx.Cl
         assert body["msg"].startswith("extra:"), body["msg"]
 
 
-def test_queries_name_the_wrong_field(api: httpx.Client) -> None:
-    for r in (api.delete(BASE), api.delete(BASE, params={"id": "x"}), api.get(f"{BASE}/deliveries"),
-              api.get(f"{BASE}/dead", params={"id": 0}), api.get(f"{BASE}/deliveries?id=1&status=lost")):
-        body = assert_err(r, 400, "invalid_params")
-        assert body["msg"].split(":")[0] in ("id", "status"), body["msg"]
+class TestSharedEndpoints(shared.SharedEndpoints):
+    """Secret rotation, deliveries, dead letters and replay, queries and access, as every target has them."""
 
-
-# --- the added endpoints ---------------------------------------------------------------------------------
-
-def test_secret_rotation(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
-    route = create(api)
-    rotated = data(api.post(f"{BASE}/secret", json={"id": route["id"]}))
-    assert set(rotated) == {"id", "secret"} and rotated["id"] == route["id"]
-    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != route["secret"]
-    assert redis_db.hget(keys.target("route", route["id"]), "secret") == rotated["secret"]
-    assert_err(api.post(f"{BASE}/secret", json={"id": 77}), 404, "not_found")
-    assert not redis_db.exists(keys.target("route", 77))
-
-
-def attempt(n: int, outcome: str) -> bytes:
-    return orjson.dumps({"deliveryId": f"m:{n}:route:1", "eventId": f"m:{n}", "attempt": 1,
-                         "time": 1700000000 + n,
-                         "status": 200 if outcome == "success" else 503, "durationMs": 12.5,
-                         "error": None if outcome == "success" else "http 503", "excerpt": "ok",
-                         "outcome": outcome})
-
-
-def test_deliveries_list_the_engines_attempts(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
-    route = create(api)
-    other = create(api)
-    key = keys.attempts(f"route:{route['id']}")
-    for n, outcome in enumerate(["retry", "retry", "dead", "success"]):
-        redis_db.lpush(key, attempt(n, outcome))
-    redis_db.lpush(key, b"not json")
-    everything = data(api.get(f"{BASE}/deliveries", params={"id": route["id"]}))
-    assert everything["count"] == 4
-    assert [a["eventId"] for a in everything["list"]] == ["m:3", "m:2", "m:1", "m:0"]  # newest first
-    assert everything["list"][0] == orjson.loads(attempt(3, "success"))
-    retries = data(api.get(f"{BASE}/deliveries", params={"id": route["id"], "status": "retry"}))
-    assert [a["eventId"] for a in retries["list"]] == ["m:1", "m:0"] and retries["count"] == 2
-    assert data(api.get(f"{BASE}/deliveries", params={"id": other["id"]})) == {"count": 0, "list": []}
-    assert_err(api.get(f"{BASE}/deliveries", params={"id": 999}), 404, "not_found")
-
-
-def dead_letter(delivery_id: str, key: str, when: int) -> bytes:
-    body = orjson.dumps({"topic": "dma/resp/cmd", "payload": "{}", "clientid": key, "routeId": 1}).decode()
-    return orjson.dumps({"deliveryId": delivery_id, "body": body, "key": key, "attempts": 8,
-                         "lastError": "http 503", "time": when})
-
-
-def stream_entries(redis_db: redis.Redis, keys: Keys, partitions: int) -> list[dict[str, str]]:
-    out = []
-    for p in range(partitions):
-        out += [{**fields, "_p": str(p)} for _, fields in redis_db.xrange(keys.delivery_stream(p))]
-    return out
-
-
-def test_dead_letters_list_and_replay(api: httpx.Client, redis_db: redis.Redis, keys: Keys,
-                                      server: Server) -> None:
-    route = create(api)
-    target = f"route:{route['id']}"
-    dead = keys.dead(target)
-    letters = {f"m:{n}:{target}": dead_letter(f"m:{n}:{target}", f"SN{n}", 10 - n) for n in range(4)}
-    redis_db.hset(dead, mapping=letters)
-    listed = data(api.get(f"{BASE}/dead", params={"id": route["id"]}))
-    oldest_first = [f"m:{n}:{target}" for n in (3, 2, 1, 0)]
-    assert [i["deliveryId"] for i in listed["list"]] == oldest_first
-    assert listed["list"][0] == orjson.loads(letters[f"m:3:{target}"]) and listed["count"] == 4
-    assert_err(api.get(f"{BASE}/dead", params={"id": 999}), 404, "not_found")
-
-    one = f"m:2:{target}"
-    assert data(api.post(f"{BASE}/replay", json={"id": route["id"], "deliveryId": one})) == {"replayed": 1}
-    parts = server.settings.delivery_partitions
-    [entry] = stream_entries(redis_db, keys, parts)
-    assert entry == {"t": target, "k": "SN2", "id": one, "b": orjson.loads(letters[one])["body"], "n": "0",
-                     "_p": str(partition_of("SN2", parts))}
-    assert_err(api.post(f"{BASE}/replay", json={"id": route["id"], "deliveryId": one}), 404, "not_found")
-    assert data(api.post(f"{BASE}/replay", json={"id": route["id"]})) == {"replayed": 3}
-    assert sorted(e["id"] for e in stream_entries(redis_db, keys, parts)) == sorted(letters)
-    assert not redis_db.exists(dead)
-    assert_err(api.post(f"{BASE}/replay", json={"id": 999}), 404, "not_found")
-
-
-# --- access ----------------------------------------------------------------------------------------------
-
-def test_viewers_read_but_do_not_change(server: Server, api: httpx.Client) -> None:
-    route = create(api)
-    with httpx.Client(base_url=server.url, timeout=10) as c:
-        c.headers["Authorization"] = f"Bearer {server.viewer}"
-        assert data(c.get(BASE))["count"] == 1
-        assert data(c.get(f"{BASE}/deliveries", params={"id": route["id"]}))["count"] == 0
-        assert data(c.get(f"{BASE}/dead", params={"id": route["id"]}))["count"] == 0
-        changing = [ep for ep in routes_api.ENDPOINTS if ep.method != "GET"]
-        assert len(changing) == 5 and all(ep.access == "admin" for ep in changing)
-        for ep in changing:
-            payload = {"id": route["id"], "name": "x", "topic": "x", "url": HOOK}
-            answer = c.request(ep.method, ep.path, params={"id": route["id"]}, json=payload)
-            assert_err(answer, 403, "forbidden")
-    assert data(api.get(BASE))["list"][0]["name"] == "test"
-
-
-def test_every_endpoint_needs_a_token(server: Server, api: httpx.Client) -> None:
-    with httpx.Client(base_url=server.url, timeout=10) as c:
-        for ep in routes_api.ENDPOINTS:
-            assert_err(c.request(ep.method, ep.path), 401, "unauthorized")
+    KIND = ROUTES
 
 
 # --- the enabled hash, the version and the notifications -------------------------------------------------
@@ -424,26 +252,21 @@ def test_enabled_hash_follows_every_change(api: httpx.Client, redis_db: redis.Re
 
 def test_concurrent_changes_and_deletes_keep_the_enabled_hash(server: Server, redis_db: redis.Redis,
                                                               keys: Keys) -> None:
-    async def run() -> None:
-        client = async_redis(server.settings)
-        try:
-            store = RouteStore(client, keys)
-            made = [await store.create(f"r{n}", f"t/{n}", HOOK) for n in range(10)]
-            rng = random.Random(3)
-            jobs: list[Awaitable[object]] = []
-            for route, _ in made:
-                jobs += [store.update(route.id, enabled=rng.random() < 0.5, topic=f"t/{rng.randrange(3)}/#")
-                         for _ in range(3)]
-                jobs.append(store.delete(route.id) if rng.random() < 0.4 else store.rotate_secret(route.id))
-            rng.shuffle(jobs)
-            results = await asyncio.gather(*jobs, return_exceptions=True)
-            assert all(not isinstance(r, Exception) or "no such route" in str(r) for r in results), results
-            alive = await store.all()
-            loaded = await client.hgetall(keys.routes_enabled())
-            assert {str(r.id): r.topic for r in alive if r.enabled} == loaded
-            indexed = await client.zrange(keys.targets("route"), 0, -1)
-            assert {int(m) for m in indexed} == {r.id for r in alive}
-        finally:
-            await client.aclose()
+    async def run(store: RouteStore, client: aioredis.Redis) -> None:
+        made = [await store.create(f"r{n}", f"t/{n}", HOOK) for n in range(10)]
+        rng = random.Random(3)
+        jobs: list[Awaitable[object]] = []
+        for route, _ in made:
+            jobs += [store.update(route.id, enabled=rng.random() < 0.5, topic=f"t/{rng.randrange(3)}/#")
+                     for _ in range(3)]
+            jobs.append(store.delete(route.id) if rng.random() < 0.4 else store.rotate_secret(route.id))
+        rng.shuffle(jobs)
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        assert all(not isinstance(r, Exception) or "no such route" in str(r) for r in results), results
+        alive = await store.all()
+        loaded = await client.hgetall(keys.routes_enabled())
+        assert {str(r.id): r.topic for r in alive if r.enabled} == loaded
+        indexed = await client.zrange(keys.targets("route"), 0, -1)
+        assert {int(m) for m in indexed} == {r.id for r in alive}
 
-    asyncio.run(run())
+    shared.on_store(server, RouteStore, run)
