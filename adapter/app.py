@@ -15,10 +15,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapter import device_store
+from adapter import commands, device_store
 from adapter.api import auth as auth_api
 from adapter.api import brokers as brokers_api
 from adapter.api import callbacks as callbacks_api
+from adapter.api import commands as commands_api
 from adapter.api import devices as devices_api
 from adapter.api import health as health_api
 from adapter.api import ingest as ingest_api
@@ -43,7 +44,8 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 40
 def endpoints() -> list[Endpoint]:
     # devices last: its `/monitor/devices/{sn}` would capture GET routes below /monitor/devices/ declared after it
     return [*health_api.ENDPOINTS, *auth_api.ENDPOINTS, *ingest_api.ENDPOINTS, *brokers_api.ENDPOINTS,
-            *callbacks_api.ENDPOINTS, *routes_api.ENDPOINTS, *devices_api.ENDPOINTS]
+            *callbacks_api.ENDPOINTS, *routes_api.ENDPOINTS, *commands_api.ENDPOINTS,
+            *devices_api.ENDPOINTS]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -67,7 +69,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
-        batcher = Batcher(services.redis, [*device_store.SCRIPTS, FORWARD])
+        batcher = Batcher(services.redis, [*device_store.SCRIPTS, FORWARD, *commands.SCRIPTS])
         routes = RouteTable(services.keys)
         services.extras["ingest"] = Ingest(batcher, services.keys, services.metrics,
                                            settings.delivery_partitions, routes)

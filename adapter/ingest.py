@@ -2,6 +2,10 @@
 
 `plan` is pure: it turns an event into a label for the counters, an optional rejection reason, and the
 packed script calls to send. `Ingest.apply` sends them through the batcher and answers once written.
+
+Remote control (adapter/commands.py) rides on the same plans: a device subscribing to its own command
+topic or sending a heartbeat wakes its waiting commands; an answer on `dma/resp/cmd` and EMQX's
+`message.acked` of a command delivery update the command.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from dataclasses import dataclass, replace
 
 from adapter import uplink
 from adapter.batcher import Batcher
+from adapter.commands import CommandCalls, acked_command, parse_response
 from adapter.device_store import DeviceCommands
 from adapter.events import (
     Connected,
@@ -56,21 +61,30 @@ def _label(ev: Event) -> str:
     return "unknown"
 
 
-def plan(ev: Event, cmd: DeviceCommands, now_ms: int) -> Plan:
+def plan(ev: Event, cmd: DeviceCommands, now_ms: int, ctl: CommandCalls) -> Plan:
+    """`cmd` packs the device calls, `ctl` the remote-control calls."""
     label = _label(ev)
     match ev:
         case Connected() | Disconnected():
             return Plan(label, commands=(cmd.presence(ev),))
         case Subscribed() if uplink.is_own_command_topic(ev.clientid, ev.topic):
-            return Plan(label, commands=(cmd.mark(ev.clientid, now_ms),))
+            return Plan(label, commands=(cmd.mark(ev.clientid, now_ms), ctl.wake(ev.clientid)))
         case MessagePublished() if ev.clientid != REST_API_CLIENT:
-            return _message_plan(ev, cmd, label)
+            return _message_plan(ev, cmd, ctl, label)
+        case MessageAcked():
+            cid = acked_command(ev)
+            return Plan(label, commands=(ctl.delivered(cid, ev.clientid),) if cid is not None else ())
     return Plan(label)
 
 
-def _message_plan(msg: MessagePublished, cmd: DeviceCommands, label: str) -> Plan:
+def _message_plan(msg: MessagePublished, cmd: DeviceCommands, ctl: CommandCalls, label: str) -> Plan:
     kind = uplink.report_kind(msg)
     sn, at = msg.clientid, msg.received_at
+    if msg.topic == uplink.RESPONSE_TOPIC:
+        answer = parse_response(msg)
+        if isinstance(answer, uplink.Rejected):
+            return Plan(label, rejected=answer.reason)
+        return Plan(label, commands=(cmd.active(sn, at), ctl.respond(msg.id, answer)))
     if kind is None:
         return Plan(label, commands=(cmd.active(sn, at),))
     report = uplink.parse_report(msg, kind)
@@ -80,7 +94,7 @@ def _message_plan(msg: MessagePublished, cmd: DeviceCommands, label: str) -> Pla
         return Plan(label, commands=(cmd.report(sn, at, kind, uplink.stored_report(report)),))
     if kind == "heartbeat":
         boot, dur = uplink.heartbeat_fields(report)
-        return Plan(label, commands=(cmd.heartbeat(sn, at, boot, dur),))
+        return Plan(label, commands=(cmd.heartbeat(sn, at, boot, dur), ctl.wake(sn)))
     if kind == "peripherals":
         items = uplink.peripherals_of(report)
         if isinstance(items, uplink.Rejected):
@@ -104,12 +118,13 @@ class Ingest:
         self.keys = keys
         self.partitions = partitions
         self.commands = DeviceCommands(keys, partitions)
+        self.command_calls = CommandCalls(keys)
         self.metrics = metrics
         self.routes = routes
 
     async def apply(self, ev: Event) -> Plan:
         """Write the event's effects; return once Redis has them. Counted once written."""
-        p = plan(ev, self.commands, int(time.time() * 1000))
+        p = plan(ev, self.commands, int(time.time() * 1000), self.command_calls)
         p = with_routes(p, ev, self.routes, self.keys, self.partitions)
         for result in await self.batcher.submit(p.commands):
             if isinstance(result, Exception):

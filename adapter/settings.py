@@ -75,6 +75,15 @@ class Settings:
     delivery_timeout: float = 10.0
     delivery_lease: float = 15.0
     delivery_concurrency: int = 64
+    # remote control commands (docs/commands.md)
+    command_ack_timeout: float = 30.0
+    command_max_targets: int = 10_000
+    command_body_max_bytes: int = 64 * 1024
+    command_default_expires: int = 86_400
+    command_max_expires: int = 30 * 86_400
+    command_publish_batch: int = 250
+    command_publish_concurrency: int = 8
+    command_retry_schedule: str = "1s,2s,5s,10s,30s"
     dev: bool = field(default=False)
 
     @classmethod
@@ -100,10 +109,11 @@ class Settings:
         _url("ADAPTER_EMQX_API_URL", self.emqx_api_url, ("http", "https"))
         from adapter.retry import parse_schedule
 
-        try:
-            parse_schedule(self.delivery_schedule)
-        except ValueError as exc:
-            raise ConfigError(f"ADAPTER_DELIVERY_SCHEDULE: {exc}") from None
+        for name in ("delivery_schedule", "command_retry_schedule"):
+            try:
+                parse_schedule(getattr(self, name))
+            except ValueError as exc:
+                raise ConfigError(f"ADAPTER_{name.upper()}: {exc}") from None
         if not self.key_prefix or any(c in self.key_prefix for c in " :{}"):
             raise ConfigError(f"ADAPTER_KEY_PREFIX must be a non-empty word without ':', not {self.key_prefix!r}")
 

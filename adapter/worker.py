@@ -1,5 +1,5 @@
 """`adapter worker`: an RQ worker (scheduler on) on every queue the service uses, with the delivery pump
-beside it in the same process.
+and the command runner (adapter/command_runner.py) beside it in the same process.
 
 Why the pump is not an RQ job: RQ runs one job at a time per worker, so a long-lived stream consumer held
 as a job would starve every other job, and RQ notices a dead worker's job only after minutes. The pump
@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 
 from rq import Queue, Worker
 
+from adapter.command_runner import run_commands
 from adapter.keys import Keys
 from adapter.pump import run_pump
 from adapter.services import check_redis, sync_redis
@@ -29,23 +31,23 @@ def queues(settings: Settings) -> list[Queue]:
     return [Queue(keys.queue(name), connection=conn) for name in QUEUES]
 
 
-class PumpThread:
-    """The delivery pump on its own event loop in a thread; `stop()` lets it finish what is in flight."""
+class LoopThread:
+    """An asyncio service on its own event loop in a thread of the worker process; `stop()` lets it finish
+    what it has in flight."""
 
-    def __init__(self, settings: Settings, *, burst: bool) -> None:
-        self.settings = settings
-        self.burst = burst
+    def __init__(self, name: str, service: Callable[[asyncio.Event], Awaitable[object]]) -> None:
+        self.service = service
         self.loop = asyncio.new_event_loop()
         self.stopping: asyncio.Event | None = None
-        self.thread = threading.Thread(target=self._main, name="delivery-pump", daemon=True)
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.stopping = asyncio.Event()
         try:
-            self.loop.run_until_complete(run_pump(self.settings, self.stopping, burst=self.burst))
+            self.loop.run_until_complete(self.service(self.stopping))
         except Exception:
-            log.exception("delivery pump stopped")
+            log.exception("%s stopped", self.thread.name)
         finally:
             self.loop.close()
 
@@ -61,14 +63,19 @@ class PumpThread:
 def run(settings: Settings, *, burst: bool = False) -> int:
     check_redis(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per publish of the command runner
     qs = queues(settings)
-    pump = PumpThread(settings, burst=burst)
+    commands = LoopThread("command-runner", lambda stop: run_commands(settings, stop, burst=burst))
+    pump = LoopThread("delivery-pump", lambda stop: run_pump(settings, stop, burst=burst))
     pump.start()
+    commands.start()
     try:
         worker = Worker(qs, connection=qs[0].connection)
         worker.work(burst=burst, with_scheduler=True)
         if burst:
             pump.thread.join()
+            commands.thread.join()
     finally:
+        commands.stop()
         pump.stop()
     return 0

@@ -1,0 +1,162 @@
+"""The command runner against the real Redis and a fake EMQX on loopback: bulk publishing, 202, 503 and
+an unreachable broker retried with backoff, a bulk 400 narrowed down to its culprit, and how fast a
+`publishNow` command goes out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from adapter.broker import EmqxClient
+from adapter.command_runner import CommandRunner
+from adapter.command_store import CommandStore
+from adapter.commands import Limits, parse_request
+from adapter.keys import Keys
+from adapter.settings import Settings
+from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
+from tests.support.servers import serve
+
+K = Keys("iot")
+
+
+class Emqx(FakeEmqx):
+    """Answers per device: `statuses[sn]` is a list of HTTP statuses to give in turn (then 200)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: dict[str, list[int]] = {}
+        self.bulk_sizes: list[int] = []
+
+    def _answer(self, message: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # type: ignore[override]
+        sn = message["topic"].removeprefix("dma/cmd/")
+        queue = self.statuses.get(sn) or [200]
+        status = queue.pop(0) if len(queue) > 1 else queue[0]
+        return status, {200: {"id": "00061A4C2B1E5F3AF4420000030F0003"},
+                        202: {"reason_code": 16, "message": "no_matching_subscribers"},
+                        400: {"reason_code": 151, "message": "packet_too_large"},
+                        503: {"reason_code": 131, "message": "failed_to_dispatch"}}[status]
+
+    async def bulk(self, request: Any) -> Any:
+        self.bulk_sizes.append(len(orjson.loads(await request.body())))
+        return await super().bulk(request)
+
+
+Fake = tuple[Emqx, str]
+
+
+@pytest.fixture
+def emqx() -> Iterator[Fake]:
+    fake = Emqx()
+    with serve(fake.app()) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def cfg(settings: Settings, emqx: Fake) -> Settings:
+    return settings.with_overrides(emqx_api_url=f"{emqx[1]}/api/v5", emqx_api_key=KEY, emqx_api_secret=SECRET,
+                                   command_retry_schedule="0.1s", command_publish_batch=250,
+                                   command_publish_concurrency=2, emqx_timeout=1.0)
+
+
+def run(cfg: Settings, sns: list[str], until: Callable[[redis.Redis], bool], r: redis.Redis,
+        timeout: float = 5.0, **fields: Any) -> tuple[list[str], float]:
+    """Create commands, then run a runner until `until` holds; answers the ids and the seconds it took."""
+    async def go() -> tuple[list[str], float]:
+        client = aioredis.Redis.from_url(cfg.redis_url, decode_responses=True)
+        emqx = EmqxClient.from_settings(cfg)
+        runner = CommandRunner(cfg, client, emqx)
+        try:
+            req = parse_request({"to": [{"sn": sn} for sn in sns], "command": "sh", **fields}, Limits.of(cfg))
+            ids = [t["idStr"] for t in await CommandStore(client, K).create(req)]
+            started = time.perf_counter()
+            while not until(r):
+                assert time.perf_counter() - started < timeout, "the runner did not get there in time"
+                if not await runner.step():
+                    await asyncio.sleep(0.02)
+            took = time.perf_counter() - started
+            await asyncio.gather(*runner.inflight)
+            return ids, took
+        finally:
+            await emqx.aclose()
+            await client.aclose()
+    return asyncio.run(go())
+
+
+def states(r: redis.Redis, ids: list[str]) -> list[tuple[str, str]]:
+    return [(r.hget(K.command(i), "state") or "", r.hget(K.command(i), "tryTimes") or "0") for i in ids]
+
+
+def all_sent(ids_count: int) -> Callable[[redis.Redis], bool]:
+    return lambda r: r.hget(K.metrics(), 'commands_sends_total{outcome="sent"}') == str(ids_count)
+
+
+def test_publish_now_goes_out_at_once_in_the_documented_shape(cfg: Settings, emqx: Fake,
+                                                              redis_db: redis.Redis) -> None:
+    fake, _ = emqx
+    [cid], took = run(cfg, ["SN1"], all_sent(1), redis_db, body={"shcmd": "whoami"}, detached=True)
+    assert took < 0.5
+    [message] = fake.published
+    assert (message["topic"], message["qos"], message["retain"]) == ("dma/cmd/SN1", 1, False)
+    payload = orjson.loads(message["payload"])
+    assert payload.pop("time") >= int(time.time()) - 5
+    assert payload == {"id": int(cid), "from": "iot_web_console", "command": "sh", "method": "",
+                       "d": {"shcmd": "whoami"}, "detached": True, "expires": cfg.command_default_expires}
+    assert states(redis_db, [cid]) == [("1", "1")]
+
+
+def test_many_commands_go_out_in_bulk_chunks(cfg: Settings, emqx: Fake, redis_db: redis.Redis) -> None:
+    fake, _ = emqx
+    sns = [f"SN{i:04d}" for i in range(600)]
+    ids, _ = run(cfg, sns, all_sent(600), redis_db)
+    assert sorted(fake.bulk_sizes, reverse=True) == [250, 250, 100]
+    assert {m["topic"] for m in fake.published} == {f"dma/cmd/{sn}" for sn in sns}
+    assert set(states(redis_db, ids)) == {("1", "1")}
+
+
+def test_no_subscriber_waits_for_online(cfg: Settings, emqx: Fake, redis_db: redis.Redis) -> None:
+    fake, _ = emqx
+    fake.statuses["OFF"] = [202]
+    ids, _ = run(cfg, ["ON", "OFF"], lambda r: all_sent(1)(r) and bool(
+        r.hget(K.metrics(), 'commands_sends_total{outcome="no_subscribers"}')), redis_db)
+    assert states(redis_db, ids) == [("1", "1"), ("0", "0")]
+    assert redis_db.zscore(K.commands_due(), ids[1]) is None
+    assert redis_db.zscore(K.commands_active("OFF"), ids[1]) is not None
+
+
+def test_broker_errors_are_retried_with_backoff(cfg: Settings, emqx: Fake,
+                                                redis_db: redis.Redis) -> None:
+    fake, _ = emqx
+    fake.statuses["SN1"] = [503, 503, 200]
+    [cid], took = run(cfg, ["SN1"], all_sent(1), redis_db)
+    assert took >= 0.15  # two waits of ~0.1 s
+    assert redis_db.hget(K.metrics(), 'commands_sends_total{outcome="retry"}') == "2"
+    assert states(redis_db, [cid]) == [("1", "1")]
+
+
+def test_an_unreachable_broker_is_retried(cfg: Settings, emqx: Fake, redis_db: redis.Redis) -> None:
+    fake, _ = emqx
+    fake.status = 500
+
+    def heal(r: redis.Redis) -> bool:
+        if r.hget(K.metrics(), 'commands_sends_total{outcome="retry"}'):
+            fake.status = None
+        return all_sent(1)(r)
+
+    [cid], _ = run(cfg, ["SN1"], heal, redis_db)
+    assert states(redis_db, [cid]) == [("1", "1")]
+
+
+def test_a_bulk_400_is_narrowed_down_to_its_culprit(cfg: Settings, emqx: Fake,
+                                                    redis_db: redis.Redis) -> None:
+    fake, _ = emqx
+    fake.statuses["BIG"] = [400]
+    ids, _ = run(cfg, ["A", "BIG", "C"], all_sent(2), redis_db)
+    assert states(redis_db, ids) == [("1", "1"), ("3", "0"), ("1", "1")]
+    assert redis_db.hget(K.command(ids[1]), "reason") == "rejected"
