@@ -208,20 +208,7 @@ end
 -- ARGV 8 sn: the device is online (subscribed to its command topic, or a heartbeat); its idle commands
 -- are due now, and one being sent right now goes again at once should that send find no subscriber.
 local function wake()
-  local active = P_ACTIVE .. ARGV[8]
-  local woken = 0
-  for _, id in ipairs(redis.call('ZRANGE', active, 0, -1)) do
-    local f = redis.call('HMGET', P_CMD .. id, 'state', 'phase', 'expireAt')
-    if not f[1] or final(f[1]) or tonumber(f[3]) <= now then
-      redis.call('ZREM', active, id)
-    elseif not f[2] or f[2] == '' then
-      redis.call('ZADD', due, 'LT', now, id)  -- added, or moved earlier (a broker-error backoff)
-      woken = woken + 1
-    elseif f[2] == 'sending' then
-      redis.call('HSET', P_CMD .. id, 'rewake', '1')
-    end
-  end
-  return woken
+  return wake_commands(P_ACTIVE .. ARGV[8], P_CMD, due, now)
 end
 
 -- ARGV 8 id. Returns not_found | finished | canceled.

@@ -5,7 +5,7 @@
   `reason` and `deliverTime`.
 - `downlink`: the payload published on `dma/cmd/{sn}`.
 - `parse_response` / `acked_command`: what the ingest reads from `dma/resp/cmd` and `message.acked`.
-- `CommandCalls`: the ingest's packed calls of `commands.lua` (wake a device's commands, an answer, a
+- `CommandCalls`: the ingest's packed calls of `commands.lua` (an answer, a
   delivery), sent with the ingest's other writes in one round trip.
 
 The store the API uses is adapter/command_store.py; the worker side that publishes is
@@ -45,7 +45,8 @@ SEEN_TTL = 600  # s: longer than EMQX retries an event
 STATES = {0: "ready", 1: "in progress", 2: "success", 3: "failed"}
 REASONS = ("retries_exhausted", "canceled", "rejected")
 
-COMMANDS = LuaScript((Path(__file__).parent / "commands.lua").read_text(encoding="utf-8"))
+COMMANDS = LuaScript((Path(__file__).parent / "wake.lua").read_text(encoding="utf-8")
+                     + (Path(__file__).parent / "commands.lua").read_text(encoding="utf-8"))
 SCRIPTS = (COMMANDS,)
 NUMKEYS = 4
 
@@ -306,9 +307,6 @@ class CommandCalls:
 
     def _pack(self, mode: str, *args: Arg) -> bytes:
         return self._call.pack([], [*self._prefixes, mode, *args])
-
-    def wake(self, sn: str) -> bytes:
-        return self._pack("wake", sn)
 
     def respond(self, message_id: str, r: CommandResponse) -> bytes:
         return self._pack("respond", self.keys.seen(f"cmd-resp:{message_id}"), SEEN_TTL, id_str(r.id), r.sn,

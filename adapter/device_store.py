@@ -27,7 +27,7 @@ def _with_fanout(stream_argv: int, body: str) -> str:
 
 
 DEVICE_PRESENCE = LuaScript(_with_fanout(7, _presence_function() + (_HERE / "device.lua").read_text()))
-UPLINK = LuaScript(_with_fanout(5, (_HERE / "uplink.lua").read_text()))
+UPLINK = LuaScript(_with_fanout(5, (_HERE / "wake.lua").read_text() + (_HERE / "uplink.lua").read_text()))
 SCRIPTS = (DEVICE_PRESENCE, UPLINK)
 
 
@@ -54,8 +54,13 @@ class DeviceCommands:
     def _up(self, mode: str, sn: str, at: int, extra: list[Arg]) -> bytes:
         return self._uplink.pack([self.keys.client(sn)], [mode, sn, at, at // 1000, *self._stream, *extra])
 
+    def _wake(self, sn: str) -> list[Arg]:
+        """What the uplink script needs to wake the device's waiting commands (see wake.lua)."""
+        return [self.keys.commands_active(sn), self.keys.command_prefix(), self.keys.commands_due()]
+
     def mark(self, sn: str, at: int) -> bytes:
-        return self._up("mark", sn, at, [])
+        """The client subscribed to its command topic (or reported): a device, online for commands."""
+        return self._up("mark", sn, at, self._wake(sn))
 
     def active(self, sn: str, at: int) -> bytes:
         return self._up("active", sn, at, [])
@@ -64,7 +69,7 @@ class DeviceCommands:
         return self._up("report", sn, at, [field, stored])
 
     def heartbeat(self, sn: str, at: int, boot_time: int, dur: int) -> bytes:
-        return self._up("heartbeat", sn, at, [boot_time, dur])
+        return self._up("heartbeat", sn, at, [boot_time, dur, *self._wake(sn)])
 
     def peripherals(self, sn: str, at: int, items: list[Peripheral]) -> bytes:
         flat: list[Arg] = [self._peri_prefix, self._gw_prefix]

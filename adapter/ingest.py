@@ -4,8 +4,8 @@
 packed script calls to send. `Ingest.apply` sends them through the batcher and answers once written.
 
 Remote control (adapter/commands.py) rides on the same plans: a device subscribing to its own command
-topic or sending a heartbeat wakes its waiting commands; an answer on `dma/resp/cmd` and EMQX's
-`message.acked` of a command delivery update the command.
+topic or sending a heartbeat wakes its waiting commands (inside the device script, wake.lua); an answer on
+`dma/resp/cmd` and EMQX's `message.acked` of a command delivery update the command.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def plan(ev: Event, cmd: DeviceCommands, now_ms: int, ctl: CommandCalls) -> Plan
         case Connected() | Disconnected():
             return Plan(label, commands=(cmd.presence(ev),))
         case Subscribed() if uplink.is_own_command_topic(ev.clientid, ev.topic):
-            return Plan(label, commands=(cmd.mark(ev.clientid, now_ms), ctl.wake(ev.clientid)))
+            return Plan(label, commands=(cmd.mark(ev.clientid, now_ms),))
         case MessagePublished() if ev.clientid != REST_API_CLIENT:
             return _message_plan(ev, cmd, ctl, label)
         case MessageAcked():
@@ -94,7 +94,7 @@ def _message_plan(msg: MessagePublished, cmd: DeviceCommands, ctl: CommandCalls,
         return Plan(label, commands=(cmd.report(sn, at, kind, uplink.stored_report(report)),))
     if kind == "heartbeat":
         boot, dur = uplink.heartbeat_fields(report)
-        return Plan(label, commands=(cmd.heartbeat(sn, at, boot, dur), ctl.wake(sn)))
+        return Plan(label, commands=(cmd.heartbeat(sn, at, boot, dur),))
     if kind == "peripherals":
         items = uplink.peripherals_of(report)
         if isinstance(items, uplink.Rejected):

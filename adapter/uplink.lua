@@ -6,7 +6,9 @@
 --       2 sn (= the publishing client id)  3 received_at (ms)  4 revtime (s)
 --       5 the prefix of the delivery streams  6 the number of partitions
 --       report: 7 field (procs|sys|versions)  8 JSON string
---       heartbeat: 7 bootTime  8 dur
+--       heartbeat: 7 bootTime  8 dur, then the wake arguments
+--       mark: the wake arguments
+--       wake arguments: the device's active commands set, the prefix of command hashes, the due set
 --       peripherals: 7 the prefix of peripheral hash keys, 8 the prefix of the per-gateway sets,
 --                    then groups of 4: nId, gwId, online "1"/"0", msg
 -- Returns the number of transitions (device and peripherals).
@@ -45,6 +47,14 @@ local function newest(field)
   return true
 end
 
+-- the device's waiting commands, if it has any (ARGV[i..i+2]: active set, command prefix, due set)
+local function wake(i)
+  if redis.call('EXISTS', ARGV[i]) == 1 then
+    local t = redis.call('TIME')
+    wake_commands(ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  end
+end
+
 local function active()
   local was = tonumber(redis.call('HGET', key, 'activeTime'))
   if was == nil or was < tonumber(revtime) then
@@ -61,11 +71,15 @@ end
 
 mark()
 active()
+if mode == 'mark' then
+  wake(7)
+end
 if mode == 'report' then
   if newest(ARGV[7]) then
     redis.call('HSET', key, ARGV[7], ARGV[8])
   end
 elseif mode == 'heartbeat' then
+  wake(9)
   if newest('heartbeat') then
     redis.call('HSET', key, 'bootTime', ARGV[7], 'dur', ARGV[8])
   end

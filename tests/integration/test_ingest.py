@@ -213,3 +213,18 @@ def test_samples_are_not_mutated() -> None:
     b = copy.deepcopy(a)
     sample("client_connected", clientid="zzz")
     assert a == b
+
+
+def test_a_heartbeat_wakes_the_devices_waiting_commands(client: httpx.Client, redis_db: redis.Redis) -> None:
+    """A command for an offline device waits; the device's heartbeat (or subscription) makes it due."""
+    from tests.conftest import login
+
+    admin = {"Authorization": f"Bearer {login(client)}"}
+    r = client.post("/iot/api/v1/remotectl/commands", headers=admin,
+                    json={"to": [{"sn": "WAKE1"}], "command": "sh", "body": {"shcmd": "uptime"}, "publishNow": False})
+    assert r.status_code == 200, r.text
+    cid = r.json()["data"]["to"][0]["idStr"]
+    assert redis_db.zscore(K.commands_due(), cid) is None  # offline: it waits
+    heartbeat = published("WAKE1", "dma/report/WAKE1/heartbeat", {"sn": "WAKE1", "time": 1, "dur": 5})
+    assert client.post("/emqx/events", headers=AUTH, content=json.dumps(heartbeat)).status_code == 200
+    assert redis_db.zscore(K.commands_due(), cid) is not None
