@@ -20,7 +20,9 @@ from adapter.api import auth as auth_api
 from adapter.api import brokers as brokers_api
 from adapter.api import callbacks as callbacks_api
 from adapter.api import commands as commands_api
+from adapter.api import credentials as credentials_api
 from adapter.api import devices as devices_api
+from adapter.api import emqx_hooks as emqx_hooks_api
 from adapter.api import health as health_api
 from adapter.api import ingest as ingest_api
 from adapter.api import routes as routes_api
@@ -45,7 +47,7 @@ def endpoints() -> list[Endpoint]:
     # devices last: its `/monitor/devices/{sn}` would capture GET routes below /monitor/devices/ declared after it
     return [*health_api.ENDPOINTS, *auth_api.ENDPOINTS, *ingest_api.ENDPOINTS, *brokers_api.ENDPOINTS,
             *callbacks_api.ENDPOINTS, *routes_api.ENDPOINTS, *commands_api.ENDPOINTS,
-            *devices_api.ENDPOINTS]
+            *emqx_hooks_api.ENDPOINTS, *credentials_api.ENDPOINTS, *devices_api.ENDPOINTS]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

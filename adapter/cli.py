@@ -41,6 +41,15 @@ def _devbroker(argv: list[str]) -> int:
     return devbroker_main(argv)
 
 
+def _emqx(argv: list[str]) -> int:
+    from adapter import emqx_apply
+
+    if argv[:1] != ["apply"]:
+        print("usage: adapter emqx apply --adapter-url URL [--rules DIR] [--force] [--dry-run]", file=sys.stderr)
+        return 2
+    return emqx_apply.main(argv[1:])
+
+
 def _simulate(argv: list[str]) -> int:
     from adapter.simulator import main as simulate_main
 
@@ -48,7 +57,8 @@ def _simulate(argv: list[str]) -> int:
 
 
 # commands with a parser of their own: everything after the command's name is theirs
-PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {"devbroker": _devbroker, "simulate": _simulate}
+PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {"devbroker": _devbroker, "simulate": _simulate,
+                                                       "emqx": _emqx}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -85,6 +95,8 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devbroker", help="the dev broker alone (see `adapter devbroker --help`)", add_help=False)
     sub.add_parser("simulate", help="simulated DMA devices (see `adapter simulate --help`)", add_help=False)
+    sub.add_parser("emqx", help="`adapter emqx apply`: install connector, action and rules into a running EMQX",
+                   add_help=False)
     return top
 
 

@@ -60,6 +60,7 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     status: int = 200
     media_type: str = "application/json"  # anything else: the handler returns its own Response
+    envelope: bool = True  # False: the handler answers its own JSON (`response` is its schema), e.g. for EMQX
 
     def route(self) -> Route:
         return Route(self.path, _endpoint_function(self), methods=[self.method], name=self.handler.__name__)

@@ -25,6 +25,10 @@ HELP = {
     "ingest_events_total": ("counter", "EMQX events received on /emqx/events, by type"),
     "ingest_rejected_total": ("counter", "events or device messages rejected, by reason"),
     LATENCY: ("histogram", "HTTP request latency by route, seconds"),
+    "emqx_authn_total": ("counter", "EMQX HTTP authentication answers, by result"),
+    "emqx_authz_total": ("counter", "EMQX HTTP authorization answers, by result and action"),
+    "emqx_authn_redis_unavailable_total": ("counter", "authentications answered ignore: Redis did not answer"),
+    "emqx_authn_busy_total": ("counter", "authentications answered ignore: too many secret checks waiting"),
 }
 
 

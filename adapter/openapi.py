@@ -90,6 +90,8 @@ def operation(ep: Endpoint, operation_id: str) -> dict[str, Any]:
 def _success_content(ep: Endpoint) -> dict[str, Any]:
     if ep.media_type != "application/json":
         return {ep.media_type: {"schema": {"type": "string"}}}
+    if not ep.envelope:
+        return {"application/json": {"schema": dict(ep.response)}}
     return {"application/json": {"schema": {
         "type": "object",
         "required": ["status", "data"],

@@ -84,6 +84,9 @@ class Settings:
     command_publish_batch: int = 250
     command_publish_concurrency: int = 8
     command_retry_schedule: str = "1s,2s,5s,10s,30s"
+    # EMQX HTTP authentication and authorization (docs/emqx.md)
+    mqtt_clients: str = ""
+    authn_cache_ttl: int = 86_400
     dev: bool = field(default=False)
 
     @classmethod
@@ -114,6 +117,9 @@ class Settings:
                 parse_schedule(getattr(self, name))
             except ValueError as exc:
                 raise ConfigError(f"ADAPTER_{name.upper()}: {exc}") from None
+        from adapter.emqx_auth import parse_clients
+
+        parse_clients(self.mqtt_clients)
         if not self.key_prefix or any(c in self.key_prefix for c in " :{}"):
             raise ConfigError(f"ADAPTER_KEY_PREFIX must be a non-empty word without ':', not {self.key_prefix!r}")
 

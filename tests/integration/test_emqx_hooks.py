@@ -1,0 +1,222 @@
+"""`POST /emqx/authn` and `/emqx/authz` through the real app and the real Redis: EMQX's answer shape, the
+shared secret, devices by credential, the verified-secret cache, configured clients, and what happens when
+Redis does not answer (authn "ignore", authz unaffected)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from starlette.applications import Starlette
+
+from adapter import credentials as credentials_mod
+from adapter import emqx_auth
+from adapter.api import credentials as credentials_api
+from adapter.api import emqx_hooks
+from adapter.app import create_app
+from adapter.credentials import CredentialStore, VerifyLimiter, cache_digest
+from adapter.keys import Keys
+from adapter.services import async_redis
+from adapter.settings import Settings
+from tests.conftest import INGEST_TOKEN, login
+from tests.support.servers import free_port, serve
+
+CREDS = "/iot/api/v1/devices/credentials"
+EMQX = {"Authorization": f"Bearer {INGEST_TOKEN}"}
+
+
+def app_with_hooks(settings: Settings) -> Starlette:
+    app = create_app(settings)
+    app.router.routes[0:0] = [ep.route() for ep in (*emqx_hooks.ENDPOINTS, *credentials_api.ENDPOINTS)]
+    return app
+
+
+@dataclass
+class Live:
+    http: httpx.Client
+    app: Starlette
+    keys: Keys
+
+    def authn(self, clientid: str, password: str, username: str | None = None,
+              **headers: str) -> httpx.Response:
+        body = {"clientid": clientid, "username": clientid if username is None else username,
+                "password": password, "peerhost": "10.0.0.9"}
+        return self.http.post("/emqx/authn", json=body, headers=headers or EMQX)
+
+    def authz(self, clientid: str, topic: str, action: str, username: str | None = None) -> httpx.Response:
+        body = {"clientid": clientid, "username": clientid if username is None else username, "topic": topic,
+                "action": action}
+        return self.http.post("/emqx/authz", json=body, headers=EMQX)
+
+    def provision(self, sn: str) -> str:
+        token = login(self.http)
+        r = self.http.post(CREDS, json={"sn": sn}, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        return str(r.json()["data"]["secret"])
+
+    def configure(self, clients: list[dict[str, Any]]) -> None:
+        self.app.state.services.extras[emqx_hooks.EXTRA] = emqx_hooks.HookState(
+            emqx_auth.parse_clients(json.dumps(clients)))
+
+
+@pytest.fixture
+def live(settings: Settings) -> Iterator[Live]:
+    app = app_with_hooks(settings)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=10) as http:
+        yield Live(http, app, Keys(settings.key_prefix))
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts the argon2id checks the credential store makes."""
+    calls: list[str] = []
+    real: Callable[[str, str], Any] = credentials_mod._verify
+
+    async def counting(stored: str, password: str) -> bool:
+        calls.append(password)
+        return bool(await real(stored, password))
+
+    monkeypatch.setattr(credentials_mod, "_verify", counting)
+    return calls
+
+
+def result(r: httpx.Response) -> dict[str, Any]:
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_a_device_with_its_secret_is_allowed_and_only_with_it(live: Live) -> None:
+    secret = live.provision("GW0001")
+    assert result(live.authn("GW0001", secret)) == {"result": "allow", "is_superuser": False}
+    assert result(live.authn("GW0001", secret, username="")) == {"result": "allow", "is_superuser": False}
+    assert result(live.authn("GW0001", secret + "x")) == {"result": "deny"}
+    assert result(live.authn("GW0001", "")) == {"result": "deny"}
+
+
+@pytest.mark.parametrize(("clientid", "username"), [("NOPE01", "NOPE01"), ("GW0001", "someone-else"),
+                                                    ("a+b", "a+b"), ("a/b", "")])
+def test_what_is_not_a_device_of_ours_is_ignored(live: Live, clientid: str, username: str) -> None:
+    assert result(live.authn(clientid, "whatever-secret", username=username)) == {"result": "ignore"}
+
+
+def test_the_shared_secret_is_required(live: Live) -> None:
+    assert live.authn("GW0001", "x", Authorization="Bearer wrong").status_code == 401
+    body = {"clientid": "c", "topic": "t", "action": "publish"}
+    assert live.http.post("/emqx/authz", json=body).status_code == 401
+
+
+def test_a_malformed_body_is_400(live: Live) -> None:
+    r = live.http.post("/emqx/authn", content=b"{not json", headers=EMQX)
+    assert r.status_code == 400
+    r = live.http.post("/emqx/authz", json={"clientid": "c", "action": "publish"}, headers=EMQX)
+    assert (r.status_code, r.json()["msg"]) == (400, "topic: is required")
+
+
+def test_a_verified_secret_is_remembered_while_the_device_keeps_connecting(live: Live, redis_db: redis.Redis,
+                                                     verifications: list[str]) -> None:
+    secret = live.provision("GW0002")
+    for _ in range(3):
+        assert result(live.authn("GW0002", secret))["result"] == "allow"
+    assert verifications == [secret], "one argon2id check, then the cache"
+    key = live.keys.authn_cache("GW0002")
+    assert redis_db.get(key) == cache_digest("GW0002", secret)
+    assert 0 < redis_db.ttl(key) <= emqx_hooks.DEFAULT_CACHE_TTL
+    redis_db.expire(key, 50)
+    assert result(live.authn("GW0002", secret))["result"] == "allow"
+    assert redis_db.ttl(key) > 50, "each connect renews the mark"
+    assert result(live.authn("GW0002", "wrong-secret"))["result"] == "deny"
+    assert len(verifications) == 2, "a wrong secret is always checked"
+
+
+def test_too_many_checks_at_once_is_a_quick_ignore(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = live.provision("GW0009")
+
+    async def full(stored: str, password: str) -> bool:
+        raise credentials_mod.Busy
+
+    monkeypatch.setattr(credentials_mod, "_verify", full)
+    assert result(live.authn("GW0009", secret)) == {"result": "ignore"}
+
+
+def test_revoking_takes_effect_at_once(live: Live, redis_db: redis.Redis) -> None:
+    secret = live.provision("GW0003")
+    assert result(live.authn("GW0003", secret))["result"] == "allow"
+    token = login(live.http)
+    r = live.http.delete(CREDS, params={"sn": "GW0003"}, headers={"Authorization": f"Bearer {token}"})
+    assert r.json()["data"] == {"rows": 1}
+    assert redis_db.exists(live.keys.authn_cache("GW0003")) == 0
+    assert result(live.authn("GW0003", secret)) == {"result": "ignore"}
+
+
+def test_a_verification_racing_a_revocation_leaves_no_cache(settings: Settings,
+                                                            redis_db: redis.Redis) -> None:
+    keys = Keys(settings.key_prefix)
+    one = VerifyLimiter(1, 1)
+
+    async def scenario() -> None:
+        client = async_redis(settings)
+        store = CredentialStore(client, keys)
+        try:
+            _, secret = await store.create("GW0004")
+            real = credentials_mod._verify
+
+            async def revoked_meanwhile(stored: str, password: str) -> bool:
+                good = bool(await real(stored, password))
+                await store.revoke("GW0004")
+                await store.create("GW0004")
+                return good
+
+            credentials_mod._verify = revoked_meanwhile  # type: ignore[assignment]
+            try:
+                assert await store.verify("GW0004", secret, cache_ttl=60, limiter=one) is True
+            finally:
+                credentials_mod._verify = real  # type: ignore[assignment]
+            assert await client.exists(keys.authn_cache("GW0004")) == 0
+            assert await store.verify("GW0004", secret, cache_ttl=60, limiter=one) is False
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("topic", "action", "expected"), [
+    ("dma/report/GW0005/heartbeat", "publish", "allow"), ("dma/resp/cmd", "publish", "allow"),
+    ("dma/report/GW0006/heartbeat", "publish", "deny"), ("dma/cmd/GW0005", "subscribe", "allow"),
+    ("dma/cmd/#", "subscribe", "deny"),
+])
+def test_a_device_is_authorized_on_its_own_topics(live: Live, topic: str, action: str, expected: str) -> None:
+    assert result(live.authz("GW0005", topic, action)) == {"result": expected}
+
+
+def test_configured_clients(live: Live) -> None:
+    live.configure([{"username": "simulator", "password": "sim-password-1",
+                     "publish": ["dma/report/{clientid}/#", "dma/resp/cmd"],
+                     "subscribe": ["dma/cmd/{clientid}"]},
+                    {"username": "console", "subscribe": ["dma/report/#"]}])
+    assert result(live.authn("SIM0001", "sim-password-1", username="simulator"))["result"] == "allow"
+    assert result(live.authn("SIM0001", "nope", username="simulator")) == {"result": "deny"}
+    assert result(live.authn("c-1", "anything", username="console")) == {"result": "ignore"}
+    assert result(live.authz("SIM0001", "dma/report/SIM0001/sys", "publish", username="simulator")) \
+        == {"result": "allow"}
+    assert result(live.authz("SIM0001", "dma/cmd/SIM0002", "subscribe", username="simulator")) \
+        == {"result": "deny"}
+    assert result(live.authz("c-1", "dma/report/+/sys", "subscribe", username="console")) \
+        == {"result": "allow"}
+    assert result(live.authz("c-1", "dma/cmd/X", "publish", username="console")) == {"result": "deny"}
+
+
+def test_without_redis_authn_says_ignore_and_authz_still_decides(settings: Settings) -> None:
+    down = settings.with_overrides(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with serve(app_with_hooks(down)) as url, httpx.Client(base_url=url, timeout=10) as http:
+        live = Live(http, Starlette(), Keys(settings.key_prefix))
+        assert result(live.authn("GW0007", "some-secret")) == {"result": "ignore"}
+        assert result(live.authz("GW0007", "dma/cmd/GW0007", "subscribe")) == {"result": "allow"}
+        assert result(live.authz("GW0007", "dma/cmd/GW0008", "subscribe")) == {"result": "deny"}
