@@ -37,22 +37,32 @@ class MetricsBuffer:
 
     def __init__(self) -> None:
         self._fields: dict[str, float] = defaultdict(float)
+        # (method, route) -> observations per bucket (the last one +Inf), then their sum: cheap on the hot
+        # path; the cumulative Prometheus fields are built when taken
+        self._hist: dict[tuple[str, str], list[float]] = {}
 
     def inc(self, field: str, n: int = 1) -> None:
         self._fields[field] += n
 
     def observe(self, method: str, route: str, seconds: float) -> None:
-        labels = f'method="{method}",route="{route}"'
-        i = bisect.bisect_left(BUCKETS, seconds)
-        for le in BUCKETS[i:]:
-            self._fields[f'{LATENCY}_bucket{{{labels},le="{le}"}}'] += 1
-        self._fields[f'{LATENCY}_bucket{{{labels},le="+Inf"}}'] += 1
-        self._fields[f"{LATENCY}_count{{{labels}}}"] += 1
-        self._fields[f"{LATENCY}_sum{{{labels}}}"] += seconds
+        counts = self._hist.get((method, route))
+        if counts is None:
+            counts = self._hist[(method, route)] = [0.0] * (len(BUCKETS) + 2)
+        counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        counts[-1] += seconds
 
     def take(self) -> dict[str, float]:
-        fields, self._fields = dict(self._fields), defaultdict(float)
-        return fields
+        fields, self._fields = self._fields, defaultdict(float)
+        hist, self._hist = self._hist, {}
+        for (method, route), counts in hist.items():
+            labels = f'method="{method}",route="{route}"'
+            running = 0.0
+            for le, n in zip((*BUCKETS, "+Inf"), counts[:-1], strict=True):
+                running += n
+                fields[f'{LATENCY}_bucket{{{labels},le="{le}"}}'] += running
+            fields[f"{LATENCY}_count{{{labels}}}"] += running
+            fields[f"{LATENCY}_sum{{{labels}}}"] += counts[-1]
+        return dict(fields)
 
     async def flush(self, client: aioredis.Redis, key: str) -> None:
         fields = self.take()

@@ -10,7 +10,21 @@ from adapter.presence_store import LuaScript
 Arg = str | bytes | int
 
 
+_encoded: dict[str, bytes] = {}  # strings seen before (prefixes, modes, keys of busy devices)
+
+
 def _bulk(value: Arg) -> bytes:
+    if isinstance(value, str):
+        hit = _encoded.get(value)
+        if hit is not None:
+            return hit
+        data = value.encode()
+        out = b"$%d\r\n%s\r\n" % (len(data), data)
+        if len(data) <= 128:
+            if len(_encoded) >= 50_000:
+                _encoded.clear()
+            _encoded[value] = out
+        return out
     data = value if isinstance(value, bytes) else str(value).encode()
     return b"$%d\r\n%s\r\n" % (len(data), data)
 

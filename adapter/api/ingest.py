@@ -15,13 +15,14 @@ import logging
 import time
 from typing import Any
 
+import orjson
 import redis.exceptions
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapter.auth import bearer
 from adapter.endpoint import Call, Endpoint
-from adapter.envelope import decode_json, err, ok, read_body
+from adapter.envelope import decode_json, err, read_body
 from adapter.errors import AppError
 from adapter.events import parse_event
 from adapter.ingest import Ingest
@@ -73,18 +74,25 @@ class FastIngest:
             return
         started = time.perf_counter()
         svc: Services = scope["app"].state.services
-        response = await answer(svc, scope, receive)
-        await response(scope, receive, send)
+        answered = await answer(svc, scope, receive)
+        if isinstance(answered, bytes):  # success: sent as is, without a Response object
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(answered)).encode())]})
+            await send({"type": "http.response.body", "body": answered})
+        else:
+            await answered(scope, receive, send)
         svc.metrics.observe("POST", PATH, time.perf_counter() - started)
 
 
-async def answer(svc: Services, scope: Scope, receive: Receive) -> Response:
+async def answer(svc: Services, scope: Scope, receive: Receive) -> bytes | Response:
+    """The success envelope's bytes, or the error's Response."""
     try:
         headers = dict(scope["headers"])
         auth = headers.get(b"authorization")
         require_token(svc.settings.ingest_token, auth.decode("latin-1") if auth is not None else None)
         raw = await read_asgi_body(receive, headers.get(b"content-length"), svc.settings.max_body_bytes)
-        return ok(await handle(svc.extras["ingest"], raw))
+        return orjson.dumps({"status": "ok", "data": await handle(svc.extras["ingest"], raw)})
     except AppError as exc:
         return err(exc)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
