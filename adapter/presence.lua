@@ -3,7 +3,6 @@
 --
 -- KEYS[1]  the client's presence hash
 --          (fields: online "1"/"0", connected_at, ended_through, version, online_time, offline_time)
--- KEYS[2]  optional: a list that receives each transition as JSON (an outbox, written in the same step)
 -- ARGV[1]  "c" connected, "d" a disconnect that ends the connection, "k" one that keeps it online
 --          (takenover/discarded)
 -- ARGV[2]  clientid
@@ -66,14 +65,4 @@ else
   t = {0, d, reason, version, c_str}
 end
 
-if KEYS[2] then
-  local connected_at = cjson.null
-  if num(t[5]) ~= nil then
-    connected_at = num(t[5])
-  end
-  redis.call('RPUSH', KEYS[2], cjson.encode({
-    clientid = ARGV[2], online = t[1] == 1, time = t[2], reason = t[3], version = t[4],
-    connected_at = connected_at,
-  }))
-end
 return t

@@ -1,8 +1,8 @@
 """Presence in Redis: `presence.lua` applied with one EVALSHA per event, and its hash read back.
 
-The caller names the keys (they come from `adapter/keys.py`): the client's presence hash and,
-optionally, an outbox list that receives each transition as JSON in the same atomic step, so a
-transition can never be recorded without its follow-up work being recorded too.
+The caller names the key (from `adapter/keys.py`): the client's presence hash. The service itself runs
+the script wrapped in device.lua (see device_store.py); this module runs it alone, which is how the tests
+hold it against the pure function, and it owns the pieces both use (`LuaScript`, `script_argv`).
 
 `queue_apply` only queues the command, so it works the same on a sync `redis.Redis` pipeline and on a
 `redis.asyncio` pipeline (many events batched into one round trip, inside MULTI or not); the pipeline
@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
 import redis
 import redis.asyncio
 
@@ -54,11 +53,10 @@ def script_argv(ev: Connected | Disconnected) -> list[str]:
     return [kind, ev.clientid, connected_at, str(ev.disconnected_at), ev.reason]
 
 
-def queue_apply(pipe: Queue, key: str, ev: Connected | Disconnected, *, outbox: str | None = None) -> None:
+def queue_apply(pipe: Queue, key: str, ev: Connected | Disconnected) -> None:
     """Queue the presence step for `ev` on `pipe`; its result goes through `parse_reply`."""
-    keys = [key] if outbox is None else [key, outbox]
     pipe.scripts.add(PRESENCE_SCRIPT)
-    pipe.evalsha(PRESENCE_SCRIPT.sha, len(keys), *keys, *script_argv(ev))
+    pipe.evalsha(PRESENCE_SCRIPT.sha, 1, key, *script_argv(ev))
 
 
 def parse_reply(reply: Any, clientid: str) -> Transition | None:
@@ -71,20 +69,19 @@ def parse_reply(reply: Any, clientid: str) -> Transition | None:
     )
 
 
-def apply_now(client: redis.Redis, key: str, ev: Connected | Disconnected, *,
-              outbox: str | None = None) -> Transition | None:
+def apply_now(client: redis.Redis, key: str, ev: Connected | Disconnected) -> Transition | None:
     """Apply one event right away on a sync client."""
     with client.pipeline(transaction=False) as pipe:
-        queue_apply(pipe, key, ev, outbox=outbox)
+        queue_apply(pipe, key, ev)
         [reply] = pipe.execute()
     return parse_reply(reply, ev.clientid)
 
 
-async def apply_now_async(client: redis.asyncio.Redis, key: str, ev: Connected | Disconnected, *,
-                          outbox: str | None = None) -> Transition | None:
+async def apply_now_async(client: redis.asyncio.Redis, key: str,
+                          ev: Connected | Disconnected) -> Transition | None:
     """Apply one event right away on an asyncio client."""
     async with client.pipeline(transaction=False) as pipe:
-        queue_apply(pipe, key, ev, outbox=outbox)
+        queue_apply(pipe, key, ev)
         [reply] = await pipe.execute()
     return parse_reply(reply, ev.clientid)
 
@@ -98,14 +95,6 @@ def state_from_hash(mapping: Mapping[Any, Any]) -> PresenceState | None:
     return PresenceState(online=fields.get("online") == "1", connected_at=ints["connected_at"],
                          ended_through=ints["ended_through"], version=ints["version"] or 0,
                          online_time=ints["online_time"], offline_time=ints["offline_time"])
-
-
-def transition_from_outbox(item: bytes | str) -> Transition:
-    """One outbox entry (the JSON the script pushes) back as a Transition."""
-    data = orjson.loads(item)
-    return Transition(clientid=data["clientid"], online=data["online"], time=int(data["time"]),
-                      reason=data["reason"], version=int(data["version"]),
-                      connected_at=None if data["connected_at"] is None else int(data["connected_at"]))
 
 
 def _text(value: bytes | str) -> str:

@@ -14,11 +14,12 @@ does, and serves the EMQX REST subset the adapter uses. Modules:
 - `emitter`    which happenings become events; `events` builds the bodies (pure)
 - `delivery`   the HTTP action: per-client ordered POSTs, retry on 429/503/connection errors, drops
 - `api`        the REST app; `publish`, `views` its pure parts; `monitor` node and stats figures
-- `auth`       the amqtt auth plugin; `counters`, `ids`, `model` shared vocabulary
+- `auth`       the amqtt auth plugins; `http_auth` asks the service's /emqx/authn and /emqx/authz
+               (with `auth_url`); `counters`, `ids`, `model` shared vocabulary
 
 Where amqtt forces a difference from EMQX (see `broker` and `routing` docstrings): MQTT 3.1.1 only,
-no authorization, QoS 0 not queued for offline sessions, packet and process counters reported as 0,
-a PUBLISH to a `$` topic closes the connection (reason `topic_name_invalid`).
+no authorization unless `auth_url` is set, QoS 0 not queued for offline sessions, packet and process
+counters reported as 0, a PUBLISH to a `$` topic closes the connection (reason `topic_name_invalid`).
 """
 
 from adapter.devbroker.command import main

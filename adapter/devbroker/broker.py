@@ -3,8 +3,10 @@
 `DevBroker.stream_connected` replaces amqtt's per-connection path (`_client_connected`,
 `_initialize_client_session`, `_handle_client_session`) and keeps its protocol handler, session,
 message loop and routing. What it adds, because amqtt lacks it:
-- authentication before anything else; a refused client gets CONNACK 4 and leaves no session behind
-  (amqtt registered refused sessions as connected);
+- authentication before anything else; a refused client gets CONNACK 4 (5 when HTTP authentication
+  refused it) and leaves no session behind (amqtt registered refused sessions as connected);
+- with `auth_url`, authorization of each PUBLISH (amqtt's topic check) and SUBSCRIBE (here) through
+  `http_auth.HttpAuthPlugin`, with the message's qos and retain in `http_auth.AUTHZ_DETAIL`;
 - an older connection with the same client id is kicked first and its `client.disconnected` posted
   before the new `client.connected`: reason `discarded` (new clean session) or `takenover` (new
   persistent session) (amqtt kept both, or dropped both);
@@ -15,7 +17,8 @@ message loop and routing. What it adds, because amqtt lacks it:
   the connection, EMQX would only refuse `$`-topics by authorization), `shutdown` (broker stopping);
 - a clean session's state is dropped when its connection ends (amqtt waited up to 1 s).
 Differences that remain: MQTT 3.1.1 only (amqtt refuses MQTT 5 with CONNACK 0x84 and drops 3.1);
-no authorization; QoS 0 messages are not queued for offline sessions (EMQX queues them by default).
+no authorization unless `auth_url` is set; QoS 0 messages are not queued for offline sessions (EMQX
+queues them by default).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import weakref
 from typing import Any, cast
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.contexts import Action
 from amqtt.mqtt.connack import BAD_USERNAME_PASSWORD, ConnackPacket
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -36,9 +40,10 @@ from amqtt.session import Session
 from adapter.devbroker.channels import CREATED_AT, Channel, Conn
 from adapter.devbroker.emitter import now_ms
 from adapter.devbroker.handler import DevHandler, conn_of
+from adapter.devbroker.http_auth import REFUSAL_CODE, authz_detail
 from adapter.devbroker.link import Link, MeteredReader, MeteredWriter
 from adapter.devbroker.model import ConnInfo
-from adapter.devbroker.routing import RoutingBroker
+from adapter.devbroker.routing import REFUSED, RoutingBroker, is_topic_filter
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +90,7 @@ class DevBroker(RoutingBroker):
         self.counters.metric("packets.connect.received")
         self.counters.metric("client.authenticate")
         if not await self._authenticate(incoming, self.listeners_config["default"]):
-            await self._refuse(writer)
+            await self._refuse(writer, incoming.attributes.get(REFUSAL_CODE, BAD_USERNAME_PASSWORD))
             return
         clientid = incoming.client_id or ""
         async with self._lock_for(clientid):
@@ -116,12 +121,12 @@ class DevBroker(RoutingBroker):
         dev_handler.on_undelivered = self.on_undelivered
         return dev_handler, session
 
-    async def _refuse(self, writer: WriterAdapter) -> None:
+    async def _refuse(self, writer: WriterAdapter, code: int) -> None:
         for name in ("authentication.failure", "packets.connack.sent", "packets.connack.auth_error",
                      "packets.connack.error"):
             self.counters.metric(name)
         self.counters.count("connects.refused")
-        await ConnackPacket.build(0, BAD_USERNAME_PASSWORD).to_stream(writer)
+        await ConnackPacket.build(0, code).to_stream(writer)
         await writer.close()
 
     def _lock_for(self, clientid: str) -> asyncio.Lock:
@@ -225,6 +230,24 @@ class DevBroker(RoutingBroker):
         self.counters.metric("client.disconnected")
         self.emitter.disconnected(conn.info, conn.reason, conn.disconnected_at)
         conn.ended.set()
+
+    # -- authorization -------------------------------------------------------------------------------
+
+    async def _handle_message_delivery(self, client_session: Session, handler: BrokerProtocolHandler,
+                                       wait_deliver: asyncio.Future[Any]) -> bool:
+        message = wait_deliver.result()
+        with authz_detail((message and message.qos) or 0, bool(message and message.retain)):
+            return await super()._handle_message_delivery(client_session, handler, wait_deliver)
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        """A SUBSCRIBE's filter, authorized first (amqtt's check is bypassed by RoutingBroker)."""
+        topic_filter, qos = subscription
+        if is_topic_filter(topic_filter):
+            with authz_detail(qos, False):
+                allowed = await self._topic_filtering(session, topic_filter, Action.SUBSCRIBE)
+            if not allowed:
+                return REFUSED
+        return await super().add_subscription(subscription, session)
 
     # -- control -------------------------------------------------------------------------------------
 

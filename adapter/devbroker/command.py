@@ -1,8 +1,10 @@
-"""`adapter devbroker [--mqtt-port M] [--api-port A] [--webhook URL]` (DESIGN §14).
+"""`adapter devbroker [--mqtt-port M] [--api-port A] [--webhook URL] [--auth-url URL]` (DESIGN §14).
 
 Reads ADAPTER_INGEST_TOKEN / ADAPTER_EMQX_API_KEY / ADAPTER_EMQX_API_SECRET from the environment (and
 `.env`), prints one line with the bound addresses once ready, and exits 0 on Ctrl-C or SIGTERM after
-a clean shutdown. `--webhook ""` builds events without sending them.
+a clean shutdown. `--webhook ""` builds events without sending them. `--auth-url` (off by default)
+authenticates and authorizes clients through `{URL}/authn` and `{URL}/authz` as EMQX's HTTP
+authn/authz does (e.g. `--auth-url http://127.0.0.1:8000/emqx`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-port", type=int, default=1883, help="MQTT listener port (0: any free port)")
     p.add_argument("--api-port", type=int, default=18083, help="REST API port (0: any free port)")
     p.add_argument("--webhook", default=DEFAULT_WEBHOOK, help="where events are POSTed ('' : nowhere)")
+    p.add_argument("--auth-url", default="",
+                   help="EMQX-style HTTP authn/authz base URL, e.g. http://127.0.0.1:8000/emqx ('': off)")
     p.add_argument("--host", default="127.0.0.1", help="address both listeners bind to")
     return p
 
@@ -34,14 +38,15 @@ def parser() -> argparse.ArgumentParser:
 def config_from(args: argparse.Namespace, environ: dict[str, str]) -> DevBrokerConfig:
     return DevBrokerConfig.from_env(environ, mqtt_host=args.host, mqtt_port=args.mqtt_port, api_host=args.host,
                                     api_port=args.api_port, ingest_url=args.webhook or None,
-                                    node=f"devbroker@{args.host}")
+                                    auth_url=args.auth_url or None, node=f"devbroker@{args.host}")
 
 
 def banner(runtime: DevBrokerRuntime) -> str:
     config = runtime.config
     target = config.ingest_url or "nowhere"
+    auth = f", auth by {config.auth_url}" if config.auth_url else ""
     return (f"devbroker: MQTT on {config.mqtt_host}:{runtime.mqtt_port}, "
-            f"REST API on http://{config.api_host}:{runtime.api_port}/api/v5, events to {target}")
+            f"REST API on http://{config.api_host}:{runtime.api_port}/api/v5, events to {target}{auth}")
 
 
 async def run(config: DevBrokerConfig) -> None:

@@ -1,8 +1,8 @@
 """`DevBrokerConfig`: everything the dev broker needs, read from the environment (DESIGN §14).
 
 It reads the same variables as the service: `ADAPTER_INGEST_TOKEN` (sent as `Authorization: Bearer …`
-with every event), `ADAPTER_EMQX_API_KEY` / `ADAPTER_EMQX_API_SECRET` (accepted on its REST API).
-An empty or missing key turns the REST API's authentication off (a warning is logged).
+with every event and every authn/authz call), `ADAPTER_EMQX_API_KEY` / `ADAPTER_EMQX_API_SECRET`
+(accepted on its REST API). An empty or missing key turns the REST API's authentication off (a warning is logged).
 """
 
 from __future__ import annotations
@@ -27,6 +27,13 @@ class DevBrokerConfig:
     api_secret: str | None = None
     users: Mapping[str, str] | None = None
     """MQTT username -> password; None lets every client in."""
+    auth_url: str | None = None
+    """Base URL of EMQX-style HTTP authn/authz (`{auth_url}/authn`, `/authz`; e.g.
+    http://127.0.0.1:8000/emqx), called with the ingest token; None: no such calls, no authorization."""
+    auth_timeout: float = 5.0
+    """Seconds an authn/authz call may take; a timeout refuses (EMQX authn `request_timeout`)."""
+    authz_cache_ttl: float = 60.0
+    """Seconds an authorization decision is reused (EMQX `authorization.cache.ttl`); 0: no cache."""
     message_topics: tuple[str, ...] = ("#",)
     """Topic filters whose messages produce `message.publish` (the rule's FROM)."""
     node: str = "devbroker@127.0.0.1"

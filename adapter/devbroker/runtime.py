@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from adapter.devbroker.api import ApiState, create_app
-from adapter.devbroker.auth import PLUGIN_PATH
+from adapter.devbroker.auth import plugins
 from adapter.devbroker.broker import DevBroker
 from adapter.devbroker.channels import Channels
 from adapter.devbroker.config import DevBrokerConfig
@@ -42,7 +42,7 @@ def broker_config(config: DevBrokerConfig) -> dict[str, Any]:
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{config.mqtt_host}:{config.mqtt_port}",
                                   "max_connections": 0}},
-        "plugins": {PLUGIN_PATH: {"users": dict(config.users) if config.users is not None else None}},
+        "plugins": plugins(config),
         "session_expiry_interval": config.session_expiry,
     }
 

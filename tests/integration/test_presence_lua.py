@@ -22,12 +22,10 @@ from adapter.presence_store import (
     parse_reply,
     queue_apply,
     state_from_hash,
-    transition_from_outbox,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 KEY = "test:presence:device-001"
-OUTBOX = "test:presence:outbox"
 CID = "device-001"
 T0 = 1_717_000_000_000
 REASONS = ("normal", "tcp_closed", "keepalive_timeout", "kicked", "takenover", "discarded")
@@ -68,13 +66,6 @@ def test_takeover_changes_nothing_in_redis(r: redis.Redis) -> None:
     assert r.exists(KEY) == 0
 
 
-def test_outbox_gets_each_transition_in_the_same_step(r: redis.Redis) -> None:
-    got = [apply_now(r, KEY, ev, outbox=OUTBOX) for ev in (conn(T0), conn(T0 + 1), disc(T0 + 9))]
-    assert got[1] is None
-    assert [transition_from_outbox(item) for item in r.lrange(OUTBOX, 0, -1)] == [got[0], got[2]]
-    assert got[2] == Transition(CID, False, T0 + 9, "tcp_closed", 2, None)
-
-
 def test_many_events_in_one_transaction_and_a_missing_script_is_loaded(
         r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     fresh = LuaScript(presence_store.PRESENCE_SCRIPT.script + f"\n-- {uuid.uuid4()}\n")
@@ -96,7 +87,7 @@ def test_asyncio_client_and_pipeline(r: redis.Redis) -> None:
         try:
             first = await apply_now_async(client, KEY, conn(T0))
             async with client.pipeline(transaction=True) as pipe:
-                queue_apply(pipe, KEY, disc(T0 + 4, "normal", T0), outbox=OUTBOX)
+                queue_apply(pipe, KEY, disc(T0 + 4, "normal", T0))
                 queue_apply(pipe, KEY, conn(T0))  # a late redelivery
                 replies = await pipe.execute()
             return first, [parse_reply(reply, CID) for reply in replies]
@@ -106,7 +97,6 @@ def test_asyncio_client_and_pipeline(r: redis.Redis) -> None:
     first, rest = asyncio.run(scenario())
     assert first == Transition(CID, True, T0, "connected", 1, T0)
     assert rest == [Transition(CID, False, T0 + 4, "normal", 2, T0), None]
-    assert r.llen(OUTBOX) == 1
 
 
 # Any events at all, not only physically possible histories: the script must agree with the function
@@ -123,11 +113,7 @@ presence_events = st.one_of(
 def test_script_agrees_with_the_pure_function(r: redis.Redis, events: list[PresenceEvent]) -> None:
     r.flushdb()  # the fixture flushes once per test, this once per example
     state: PresenceState | None = None
-    expected: list[Transition] = []
     for ev in events:
         state, want = apply(state, ev)
-        assert apply_now(r, KEY, ev, outbox=OUTBOX) == want
+        assert apply_now(r, KEY, ev) == want
         assert stored(r) == state
-        if want is not None:
-            expected.append(want)
-    assert [transition_from_outbox(item) for item in r.lrange(OUTBOX, 0, -1)] == expected
