@@ -16,10 +16,18 @@
 local key, sn, mode = KEYS[9], ARGV[2], ARGV[1]
 local received_at, revtime = tonumber(ARGV[3]), ARGV[4]
 local transitions = 0
+-- what this message is stamped against (`<stamp>_at`: the newest message applied of its kind)
+local stamp = mode
+if mode == 'report' then
+  stamp = ARGV[7]
+end
+-- one read of what every mode looks at
+local known = redis.call('HMGET', key, 'device', 'activeTime', stamp .. '_at')
+local writes = {}  -- fields of the client hash, written at once at the end
 
 -- a client becomes a device; when it is connected, that is the device coming online
 local function mark()
-  if redis.call('HGET', key, 'device') == '1' then
+  if known[1] == '1' then
     return
   end
   redis.call('HSET', key, 'device', '1')
@@ -37,14 +45,21 @@ local function mark()
   end
 end
 
--- true when this message is not older than the last one applied to `field`
-local function newest(field)
-  local at = tonumber(redis.call('HGET', key, field .. '_at'))
+-- true when this message is not older than the last one of its kind applied
+local function newest()
+  local at = tonumber(known[3])
   if at ~= nil and at > received_at then
     return false
   end
-  redis.call('HSET', key, field .. '_at', ARGV[3])
+  table.insert(writes, stamp .. '_at')
+  table.insert(writes, ARGV[3])
   return true
+end
+
+local function write(...)
+  for _, v in ipairs({...}) do
+    table.insert(writes, v)
+  end
 end
 
 -- the device's waiting commands, if it has any (ARGV[i..i+2]: active set, command prefix, due set)
@@ -56,15 +71,22 @@ local function wake(i)
 end
 
 local function active()
-  local was = tonumber(redis.call('HGET', key, 'activeTime'))
+  local was = tonumber(known[2])
   if was == nil or was < tonumber(revtime) then
-    redis.call('HSET', key, 'activeTime', revtime)
+    write('activeTime', revtime)
+  end
+end
+
+local function flush()
+  if #writes > 0 then
+    redis.call('HSET', key, unpack(writes))
   end
 end
 
 if mode == 'active' then
-  if redis.call('HGET', key, 'device') == '1' then
+  if known[1] == '1' then
     active()
+    flush()
   end
   return 0
 end
@@ -75,15 +97,15 @@ if mode == 'mark' then
   wake(7)
 end
 if mode == 'report' then
-  if newest(ARGV[7]) then
-    redis.call('HSET', key, ARGV[7], ARGV[8])
+  if newest() then
+    write(ARGV[7], ARGV[8])
   end
 elseif mode == 'heartbeat' then
   wake(9)
-  if newest('heartbeat') then
-    redis.call('HSET', key, 'bootTime', ARGV[7], 'dur', ARGV[8])
+  if newest() then
+    write('bootTime', ARGV[7], 'dur', ARGV[8])
   end
-elseif mode == 'peripherals' and newest('peripherals') then
+elseif mode == 'peripherals' and newest() then
   local prefix, gw_prefix = ARGV[7], ARGV[8]
   local gw_online = redis.call('HGET', key, 'online') == '1'
   for i = 9, #ARGV, 4 do
@@ -125,4 +147,5 @@ elseif mode == 'peripherals' and newest('peripherals') then
     end
   end
 end
+flush()
 return transitions
