@@ -47,7 +47,7 @@ def serve(app: Any, *, lifespan: str = "on") -> Iterator[str]:
         sock.close()
 
 
-def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
+def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition", *, interval: float = 0.02) -> Any:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -8,9 +8,8 @@ import json
 import socket
 import struct
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,22 +21,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from adapter.devbroker import DevBrokerConfig, DevBrokerRuntime
+from tests.support.servers import wait_for
 
 API_KEY, API_SECRET, INGEST_TOKEN = "test-key", "test-secret", "test-ingest-token"
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "emqx"
 
 Body = dict[str, Any]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 # -- the ingest receiver -----------------------------------------------------------------------------
