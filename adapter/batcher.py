@@ -9,6 +9,7 @@ only the submissions that got it (a script that answers NOSCRIPT did nothing).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ import redis.exceptions
 from adapter.presence_store import LuaScript
 
 Commands = Sequence[bytes]
+READ_TIMEOUT = 10.0  # s for all the replies of one batch
 
 
 class Batcher:
@@ -77,11 +79,12 @@ class Batcher:
         try:
             await conn.send_packed_command(b"".join(packed), check_health=False)
             replies: list[Any] = []
-            for _ in packed:
-                try:
-                    replies.append(await conn.read_response())
-                except redis.exceptions.ResponseError as exc:
-                    replies.append(exc)
+            async with asyncio.timeout(READ_TIMEOUT):  # one deadline for the batch, not one per reply
+                for _ in packed:
+                    try:
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except redis.exceptions.ResponseError as exc:
+                        replies.append(exc)
         except BaseException:
             await conn.disconnect()  # replies may be left unread on it
             raise
