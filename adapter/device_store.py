@@ -21,13 +21,14 @@ def _presence_function() -> str:
     return "local function presence(KEYS, ARGV)\n" + (_HERE / "presence.lua").read_text() + "\nend\n"
 
 
-def _with_fanout(stream_argv: int, body: str) -> str:
-    head = f"local stream_prefix, partitions = ARGV[{stream_argv}], tonumber(ARGV[{stream_argv + 1}])\n"
+def _with_fanout(body: str) -> str:
+    """The stream prefix and the partition count are the last two ARGV of both scripts."""
+    head = "local stream_prefix, partitions = ARGV[#ARGV - 1], tonumber(ARGV[#ARGV])\n"
     return head + (_HERE / "fanout.lua").read_text() + body
 
 
-DEVICE_PRESENCE = LuaScript(_with_fanout(7, _presence_function() + (_HERE / "device.lua").read_text()))
-UPLINK = LuaScript(_with_fanout(5, (_HERE / "wake.lua").read_text() + (_HERE / "uplink.lua").read_text()))
+DEVICE_PRESENCE = LuaScript(_with_fanout(_presence_function() + (_HERE / "device.lua").read_text()))
+UPLINK = LuaScript(_with_fanout((_HERE / "wake.lua").read_text() + (_HERE / "uplink.lua").read_text()))
 SCRIPTS = (DEVICE_PRESENCE, UPLINK)
 
 
@@ -41,18 +42,18 @@ def fixed_keys(keys: Keys) -> list[str]:
 class DeviceCommands:
     def __init__(self, keys: Keys, partitions: int) -> None:
         self.keys = keys
-        self._stream: list[Arg] = [keys.delivery_stream_prefix(), partitions]
-        self._presence = PreparedCall(DEVICE_PRESENCE, fixed_keys(keys), 1)
-        self._uplink = PreparedCall(UPLINK, fixed_keys(keys), 1)
+        stream: list[Arg] = [keys.delivery_stream_prefix(), partitions]
+        self._presence = PreparedCall(DEVICE_PRESENCE, fixed_keys(keys), 1,
+                                      tail=[keys.peripheral_prefix(), *stream])
+        self._uplink = PreparedCall(UPLINK, fixed_keys(keys), 1, tail=stream)
         self._peri_prefix = keys.peripheral_prefix()
         self._gw_prefix = keys.peripherals_of_gw_prefix()
 
     def presence(self, ev: Connected | Disconnected) -> bytes:
-        return self._presence.pack([self.keys.client(ev.clientid)],
-                                   [*script_argv(ev), self._peri_prefix, *self._stream])
+        return self._presence.pack([self.keys.client(ev.clientid)], script_argv(ev))
 
     def _up(self, mode: str, sn: str, at: int, extra: list[Arg]) -> bytes:
-        return self._uplink.pack([self.keys.client(sn)], [mode, sn, at, at // 1000, *self._stream, *extra])
+        return self._uplink.pack([self.keys.client(sn)], [mode, sn, at, at // 1000, *extra])
 
     def _wake(self, sn: str) -> list[Arg]:
         """What the uplink script needs to wake the device's waiting commands (see wake.lua)."""

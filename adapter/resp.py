@@ -36,16 +36,21 @@ def pack(*args: Arg) -> bytes:
 class PreparedCall:
     """EVALSHA of one script with its fixed keys first and the call's own keys after them."""
 
-    def __init__(self, script: LuaScript, fixed_keys: Sequence[str], own_keys: int) -> None:
+    def __init__(self, script: LuaScript, fixed_keys: Sequence[str], own_keys: int,
+                 tail: Sequence[Arg] = ()) -> None:
         self.script = script
         self.own_keys = own_keys
-        self.fixed = len(fixed_keys)
+        self.fixed = len(fixed_keys) + len(tail)
         numkeys = len(fixed_keys) + own_keys
         head: list[Arg] = ["EVALSHA", script.sha, numkeys, *fixed_keys]
         self.head = b"".join(_bulk(a) for a in head)
+        self.tail = b"".join(_bulk(a) for a in tail)  # constant ARGV that end every call
 
     def pack(self, keys: Sequence[Arg], argv: Sequence[Arg]) -> bytes:
         assert len(keys) == self.own_keys
         count = 3 + self.fixed + len(keys) + len(argv)
-        own = b"".join(_bulk(k) for k in keys)
-        return b"*%d\r\n" % count + self.head + own + b"".join(_bulk(a) for a in argv)
+        parts = [b"*%d\r\n" % count, self.head]
+        parts += [_bulk(k) for k in keys]
+        parts += [_bulk(a) for a in argv]
+        parts.append(self.tail)
+        return b"".join(parts)

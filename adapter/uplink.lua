@@ -4,13 +4,14 @@
 -- KEYS  as device.lua (1 devices ... 7, 8 the enabled callbacks of each type, 9 the client hash)
 -- ARGV  1 mode: mark | active | report | heartbeat | peripherals
 --       2 sn (= the publishing client id)  3 received_at (ms)  4 revtime (s)
---       5 the prefix of the delivery streams  6 the number of partitions
---       report: 7 field (procs|sys|versions)  8 JSON string
---       heartbeat: 7 bootTime  8 dur, then the wake arguments
+--       report: 5 field (procs|sys|versions)  6 JSON string
+--       heartbeat: 5 bootTime  6 dur, then the wake arguments
 --       mark: the wake arguments
 --       wake arguments: the device's active commands set, the prefix of command hashes, the due set
---       peripherals: 7 the prefix of peripheral hash keys, 8 the prefix of the per-gateway sets,
+--       peripherals: 5 the prefix of peripheral hash keys, 6 the prefix of the per-gateway sets,
 --                    then groups of 4: nId, gwId, online "1"/"0", msg
+--       last two: the prefix of the delivery streams, the number of partitions (constants: they end every
+--       call so that the caller encodes them once)
 -- Returns the number of transitions (device and peripherals).
 
 local key, sn, mode = KEYS[9], ARGV[2], ARGV[1]
@@ -19,7 +20,7 @@ local transitions = 0
 -- what this message is stamped against (`<stamp>_at`: the newest message applied of its kind)
 local stamp = mode
 if mode == 'report' then
-  stamp = ARGV[7]
+  stamp = ARGV[5]
 end
 -- one read of what every mode looks at
 local known = redis.call('HMGET', key, 'device', 'activeTime', stamp .. '_at')
@@ -94,21 +95,21 @@ end
 mark()
 active()
 if mode == 'mark' then
-  wake(7)
+  wake(5)
 end
 if mode == 'report' then
   if newest() then
-    write(ARGV[7], ARGV[8])
+    write(ARGV[5], ARGV[6])
   end
 elseif mode == 'heartbeat' then
-  wake(9)
+  wake(7)
   if newest() then
-    write('bootTime', ARGV[7], 'dur', ARGV[8])
+    write('bootTime', ARGV[5], 'dur', ARGV[6])
   end
 elseif mode == 'peripherals' and newest() then
-  local prefix, gw_prefix = ARGV[7], ARGV[8]
+  local prefix, gw_prefix = ARGV[5], ARGV[6]
   local gw_online = redis.call('HGET', key, 'online') == '1'
-  for i = 9, #ARGV, 4 do
+  for i = 7, #ARGV - 2, 4 do
     local nid, gw, on, msg = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local member = sn .. '/' .. nid
     local pkey = prefix .. sn .. ':' .. nid
