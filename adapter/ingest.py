@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from adapter import uplink
 from adapter.batcher import Batcher
@@ -111,6 +112,16 @@ def with_routes(p: Plan, ev: Event, routes: RouteTable, keys: Keys, partitions: 
     return replace(p, commands=(*p.commands, forward)) if forward else p
 
 
+@lru_cache(maxsize=64)
+def _events_field(label: str) -> str:
+    return f'ingest_events_total{{type="{label}"}}'
+
+
+@lru_cache(maxsize=64)
+def _rejected_field(reason: str) -> str:
+    return f'ingest_rejected_total{{reason="{reason}"}}'
+
+
 class Ingest:
     def __init__(self, batcher: Batcher, keys: Keys, metrics: MetricsBuffer, partitions: int,
                  routes: RouteTable) -> None:
@@ -129,9 +140,9 @@ class Ingest:
         for result in await self.batcher.submit(p.commands):
             if isinstance(result, Exception):
                 raise result
-        self.metrics.inc(f'ingest_events_total{{type="{p.label}"}}')
+        self.metrics.inc(_events_field(p.label))
         if p.rejected:
-            self.metrics.inc(f'ingest_rejected_total{{reason="{p.rejected}"}}')
+            self.metrics.inc(_rejected_field(p.rejected))
         return p
 
     def count_malformed(self) -> None:

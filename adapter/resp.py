@@ -14,6 +14,9 @@ _encoded: dict[str, bytes] = {}  # strings seen before (prefixes, modes, keys of
 
 
 def _bulk(value: Arg) -> bytes:
+    if type(value) is int:
+        digits = b"%d" % value
+        return b"$%d\r\n%s\r\n" % (len(digits), digits)
     if isinstance(value, str):
         hit = _encoded.get(value)
         if hit is not None:
