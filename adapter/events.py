@@ -173,14 +173,24 @@ class _Body:
             raise _bad(field, "missing")
         return value
 
+    # the common, valid case first (this runs for every field of every event); errors take the slow path
     def req_str(self, field: str) -> str:
+        value = self.data.get(field)
+        if type(value) is str and value and value != UNDEFINED:
+            return value
         return _as_str(field, self.req(field))
 
     def opt_str(self, field: str) -> str | None:
+        value = self.data.get(field)
+        if type(value) is str and value and value != UNDEFINED:
+            return value
         value = self.opt(field)
         return None if value is None else _as_str(field, value)
 
     def req_int(self, field: str) -> int:
+        value = self.data.get(field)
+        if type(value) is int:
+            return value
         return _as_int(field, self.req(field))
 
     def opt_int(self, field: str) -> int | None:
