@@ -29,40 +29,12 @@ from adapter.events import Connected, Disconnected
 from adapter.keys import Keys
 from adapter.signing import new_secret
 
-RECEIVER = '''
-import time, orjson
-seen = {}
-async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    body = b""
-    while True:
-        m = await receive()
-        body += m.get("body", b"")
-        if not m.get("more_body"):
-            break
-    if scope["method"] == "GET":
-        out = orjson.dumps(seen)
-        seen.clear()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": out})
-        return
-    now = time.time()
-    for k, v in scope["headers"]:
-        if k == b"webhook-id":
-            seen[v.decode()] = now
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": b'{"ok":true}'})
-'''
-
 
 def start_receiver(port: int) -> subprocess.Popen[bytes]:
-    d = Path("/tmp/bench_delivery_receiver")
-    d.mkdir(exist_ok=True)
-    (d / "receiver.py").write_text(RECEIVER)
-    return subprocess.Popen([sys.executable, "-m", "uvicorn", "receiver:app", "--port", str(port), "--log-level",
-                             "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools",
-                             "--backlog", "4096"], cwd=d)
+    """scripts/bench_receiver.py under uvicorn, in its own process."""
+    return subprocess.Popen([sys.executable, "-m", "uvicorn", "bench_receiver:app", "--port", str(port),
+                             "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools",
+                             "--backlog", "4096"], cwd=Path(__file__).resolve().parent)
 
 
 def wait_up(url: str) -> None:

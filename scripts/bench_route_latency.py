@@ -26,6 +26,9 @@ import paho.mqtt.client as mqtt
 import redis
 import uvicorn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_receiver import answer, read_body
+
 received: list[float] = []
 lock = threading.Lock()
 
@@ -33,18 +36,12 @@ lock = threading.Lock()
 async def receiver(scope, receive, send):  # type: ignore[no-untyped-def]
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        m = await receive()
-        body += m.get("body", b"")
-        if not m.get("more_body"):
-            break
+    body = await read_body(receive)
     now = time.time()
     sent = json.loads(json.loads(body)["payload"])["t"]
     with lock:
         received.append((now - sent) * 1000)
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": b"{}"})
+    await answer(send, b"{}")
 
 
 def free_port() -> int:
