@@ -26,7 +26,7 @@ import redis.exceptions
 from adapter import uplink
 from adapter.command_ids import id_str, parse_id
 from adapter.errors import invalid
-from adapter.events import MessageAcked, MessagePublished, payload_bytes
+from adapter.events import REST_API_CLIENT, SEEN_TTL, MessageAcked, MessagePublished, payload_bytes
 from adapter.keys import Keys
 from adapter.presence_store import LuaScript
 from adapter.resp import Arg, PreparedCall
@@ -39,8 +39,6 @@ MAX_FROM = 64
 MAX_COMMAND = 128
 MAX_RETRIES = 100
 DEFAULT_RETRIES = 3
-REST_API_CLIENT = "http_api"
-SEEN_TTL = 600  # s: longer than EMQX retries an event
 
 STATES = {0: "ready", 1: "in progress", 2: "success", 3: "failed"}
 REASONS = ("retries_exhausted", "canceled", "rejected")

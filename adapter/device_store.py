@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapter.events import Connected, Disconnected
+from adapter.events import SEEN_TTL, Connected, Disconnected
+from adapter.forwarding import FORWARD_LUA, Forward
 from adapter.keys import Keys
 from adapter.presence_store import LuaScript, script_argv
 from adapter.resp import Arg, PreparedCall
@@ -28,7 +29,7 @@ def _with_fanout(body: str) -> str:
 
 
 DEVICE_PRESENCE = LuaScript(_with_fanout(_presence_function() + (_HERE / "device.lua").read_text()))
-UPLINK = LuaScript(_with_fanout((_HERE / "wake.lua").read_text() + (_HERE / "uplink.lua").read_text()))
+UPLINK = LuaScript(_with_fanout((_HERE / "wake.lua").read_text() + FORWARD_LUA + (_HERE / "uplink.lua").read_text()))
 SCRIPTS = (DEVICE_PRESENCE, UPLINK)
 
 
@@ -45,35 +46,41 @@ class DeviceCommands:
         stream: list[Arg] = [keys.delivery_stream_prefix(), partitions]
         self._presence = PreparedCall(DEVICE_PRESENCE, fixed_keys(keys), 1,
                                       tail=[keys.peripheral_prefix(), *stream])
-        self._uplink = PreparedCall(UPLINK, fixed_keys(keys), 1, tail=stream)
+        # the uplink's constant tail: the seen TTL of forward.lua, then the fanout's stream arguments
+        self._uplink = PreparedCall(UPLINK, fixed_keys(keys), 1, tail=[SEEN_TTL, *stream])
+        self._uplink_fwd = PreparedCall(UPLINK, fixed_keys(keys), 3, tail=[SEEN_TTL, *stream])
         self._peri_prefix = keys.peripheral_prefix()
         self._gw_prefix = keys.peripherals_of_gw_prefix()
 
     def presence(self, ev: Connected | Disconnected) -> bytes:
         return self._presence.pack([self.keys.client(ev.clientid)], script_argv(ev))
 
-    def _up(self, mode: str, sn: str, at: int, extra: list[Arg]) -> bytes:
-        return self._uplink.pack([self.keys.client(sn)], [mode, sn, at, at // 1000, *extra])
+    def _up(self, mode: str, sn: str, at: int, extra: list[Arg], fwd: Forward | None) -> bytes:
+        """One uplink call; with `fwd`, the message's route deliveries are written by the same call."""
+        argv: list[Arg] = [mode, sn, at, at // 1000, *extra]
+        if fwd is None:
+            return self._uplink.pack([self.keys.client(sn)], [*argv, 0])
+        return self._uplink_fwd.pack([self.keys.client(sn), fwd.seen, fwd.stream], [*argv, *fwd.argv, fwd.routes])
 
     def _wake(self, sn: str) -> list[Arg]:
         """What the uplink script needs to wake the device's waiting commands (see wake.lua)."""
         return [self.keys.commands_active(sn), self.keys.command_prefix(), self.keys.commands_due()]
 
-    def mark(self, sn: str, at: int) -> bytes:
+    def mark(self, sn: str, at: int, fwd: Forward | None = None) -> bytes:
         """The client subscribed to its command topic (or reported): a device, online for commands."""
-        return self._up("mark", sn, at, self._wake(sn))
+        return self._up("mark", sn, at, self._wake(sn), fwd)
 
-    def active(self, sn: str, at: int) -> bytes:
-        return self._up("active", sn, at, [])
+    def active(self, sn: str, at: int, fwd: Forward | None = None) -> bytes:
+        return self._up("active", sn, at, [], fwd)
 
-    def report(self, sn: str, at: int, field: str, stored: str) -> bytes:
-        return self._up("report", sn, at, [field, stored])
+    def report(self, sn: str, at: int, field: str, stored: str, fwd: Forward | None = None) -> bytes:
+        return self._up("report", sn, at, [field, stored], fwd)
 
-    def heartbeat(self, sn: str, at: int, boot_time: int, dur: int) -> bytes:
-        return self._up("heartbeat", sn, at, [boot_time, dur, *self._wake(sn)])
+    def heartbeat(self, sn: str, at: int, boot_time: int, dur: int, fwd: Forward | None = None) -> bytes:
+        return self._up("heartbeat", sn, at, [boot_time, dur, *self._wake(sn)], fwd)
 
-    def peripherals(self, sn: str, at: int, items: list[Peripheral]) -> bytes:
+    def peripherals(self, sn: str, at: int, items: list[Peripheral], fwd: Forward | None = None) -> bytes:
         flat: list[Arg] = [self._peri_prefix, self._gw_prefix]
         for p in items:
             flat += [p.nid, p.gw_id, "1" if p.online else "0", p.msg]
-        return self._up("peripherals", sn, at, flat)
+        return self._up("peripherals", sn, at, flat, fwd)

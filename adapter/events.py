@@ -29,6 +29,8 @@ Encoding = Literal["plain", "base64"]
 
 UNDEFINED = "undefined"
 REASON_ALIASES = {"takeovered": "takenover"}
+SEEN_TTL = 600  # s an event is remembered as seen: longer than EMQX retries one (request_ttl, 45 s by default)
+REST_API_CLIENT = "http_api"  # the clientid of messages published through EMQX's REST API (by this service)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,22 +11,26 @@ publishing clientid, `id`
 "m:<message id>:route:<route id>" (stable across attempts and redeliveries: the receiver's idempotency key
 and the `webhook-id`), `b` the body, `n` 0. The key picks the partition, and the engine sends the entries
 of one target and key one after another, so each route gets one client's messages in their order.
+
+The entries are written by forward.lua: inside the message's uplink script call (device_store.py) when it
+has one, so forwarding costs no script call of its own; alone (FORWARD) when the uplink was rejected.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
 from adapter.delivery import partition_of
-from adapter.events import MessagePublished
+from adapter.events import REST_API_CLIENT, SEEN_TTL, MessagePublished
 from adapter.keys import Keys
 from adapter.presence_store import LuaScript
 from adapter.resp import Arg, pack
 from adapter.route_table import RouteInfo
-
-REST_API_CLIENT = "http_api"  # messages the service published itself (EMQX's REST API): never routed
 
 
 def delivery_id(message_id: str, route_id: int) -> str:
@@ -45,29 +49,42 @@ def body(msg: MessagePublished, route_id: int) -> bytes:
     return orjson.dumps({**message_fields(msg), "routeId": route_id})
 
 
-SEEN_TTL = 600  # s: longer than EMQX retries an event (request_ttl, 45 s by default)
-
-# once per message (a redelivered publish event forwards nothing again): one entry per matched route
-FORWARD = LuaScript("""
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  return 0
-end
-for i = 3, #ARGV, 3 do
-  redis.call('XADD', KEYS[2], '*', 't', ARGV[i], 'k', ARGV[2], 'id', ARGV[i + 1], 'b', ARGV[i + 2], 'n', '0')
-end
-return (#ARGV - 2) / 3
-""")
+FORWARD_LUA = (Path(__file__).parent / "forward.lua").read_text()
+# KEYS 1 the seen key, 2 the stream; ARGV 1 SEEN_TTL, 2 the clientid, then Forward.argv
+FORWARD = LuaScript(FORWARD_LUA + "return forward(KEYS[1], KEYS[2], ARGV[1], ARGV[2], 3, #ARGV - 4)\n")
 
 
-def forward_command(msg: MessagePublished, routes: Sequence[RouteInfo], keys: Keys,
-                    partitions: int) -> bytes | None:
-    """One packed script call writing an entry per route, in the routes' order, to the partition of the
-    publishing client, unless this message was forwarded already; None when there is nothing to forward."""
+class Forward(NamedTuple):
+    """What one message's routes write (forward.lua): the seen key that makes it once per message id, the
+    stream of the publishing client's partition, the ordering key (the clientid), and `argv`: the message id,
+    the body up to the route id, and the matched route ids in order (each body is the head, the id and `}`)."""
+
+    seen: str
+    stream: str
+    key: str
+    argv: tuple[Arg, ...]
+
+    @property
+    def routes(self) -> int:
+        return len(self.argv) - 2
+
+
+@lru_cache(maxsize=100_000)
+def _stream_of(keys: Keys, clientid: str, partitions: int) -> str:
+    return keys.delivery_stream(partition_of(clientid, partitions))
+
+
+def forward_of(msg: MessagePublished, routes: Sequence[RouteInfo], keys: Keys, partitions: int) -> Forward | None:
+    """The forwarding of `msg` to the routes it matched; None when there is nothing to forward (no route, or
+    a message the service published itself)."""
     if not routes or msg.clientid == REST_API_CLIENT:
         return None
-    stream = keys.delivery_stream(partition_of(msg.clientid, partitions))
     head = orjson.dumps(message_fields(msg))[:-1] + b',"routeId":'
-    args: list[Arg] = [SEEN_TTL, msg.clientid]
-    for r in routes:
-        args += [f"route:{r.id}", delivery_id(msg.id, r.id), b"%s%d}" % (head, r.id)]
-    return pack("EVALSHA", FORWARD.sha, 2, keys.seen(f"msg:{msg.id}"), stream, *args)
+    return Forward(keys.seen("msg:" + msg.id), _stream_of(keys, msg.clientid, partitions), msg.clientid,
+                   (msg.id, head, *[r.id for r in routes]))
+
+
+def forward_call(fwd: Forward) -> bytes:
+    """The packed FORWARD call, for a message with no script call of its own to carry it (a rejected uplink);
+    otherwise the uplink call carries the Forward (device_store.py)."""
+    return pack("EVALSHA", FORWARD.sha, 2, fwd.seen, fwd.stream, SEEN_TTL, fwd.key, *fwd.argv)

@@ -11,7 +11,7 @@ topic or sending a heartbeat wakes its waiting commands (inside the device scrip
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 from adapter import uplink
@@ -19,6 +19,7 @@ from adapter.batcher import Batcher
 from adapter.commands import CommandCalls, acked_command, parse_response
 from adapter.device_store import DeviceCommands
 from adapter.events import (
+    REST_API_CLIENT,
     Connected,
     Disconnected,
     Event,
@@ -28,12 +29,10 @@ from adapter.events import (
     Unknown,
     Unsubscribed,
 )
-from adapter.forwarding import forward_command
+from adapter.forwarding import Forward, forward_call, forward_of
 from adapter.keys import Keys
 from adapter.metrics import MetricsBuffer
 from adapter.route_table import RouteTable
-
-REST_API_CLIENT = "http_api"
 
 
 @dataclass(frozen=True)
@@ -62,8 +61,9 @@ def _label(ev: Event) -> str:
     return "unknown"
 
 
-def plan(ev: Event, cmd: DeviceCommands, now_ms: int, ctl: CommandCalls) -> Plan:
-    """`cmd` packs the device calls, `ctl` the remote-control calls."""
+def plan(ev: Event, cmd: DeviceCommands, now_ms: int, ctl: CommandCalls, fwd: Forward | None = None) -> Plan:
+    """`cmd` packs the device calls, `ctl` the remote-control calls; `fwd` is what a message's routes
+    write (forwarding.py), carried by the message's own script call."""
     label = _label(ev)
     match ev:
         case Connected() | Disconnected():
@@ -71,45 +71,49 @@ def plan(ev: Event, cmd: DeviceCommands, now_ms: int, ctl: CommandCalls) -> Plan
         case Subscribed() if uplink.is_own_command_topic(ev.clientid, ev.topic):
             return Plan(label, commands=(cmd.mark(ev.clientid, now_ms),))
         case MessagePublished() if ev.clientid != REST_API_CLIENT:
-            return _message_plan(ev, cmd, ctl, label)
+            return _message_plan(ev, cmd, ctl, label, fwd)
         case MessageAcked():
             cid = acked_command(ev)
             return Plan(label, commands=(ctl.delivered(cid, ev.clientid),) if cid is not None else ())
     return Plan(label)
 
 
-def _message_plan(msg: MessagePublished, cmd: DeviceCommands, ctl: CommandCalls, label: str) -> Plan:
+def _message_plan(msg: MessagePublished, cmd: DeviceCommands, ctl: CommandCalls, label: str,
+                  fwd: Forward | None) -> Plan:
     kind = uplink.report_kind(msg)
     sn, at = msg.clientid, msg.received_at
+
+    def rejected(reason: str) -> Plan:  # the device layer drops it; its routes still get it
+        return Plan(label, rejected=reason, commands=(forward_call(fwd),) if fwd else ())
+
     if msg.topic == uplink.RESPONSE_TOPIC:
         answer = parse_response(msg)
         if isinstance(answer, uplink.Rejected):
-            return Plan(label, rejected=answer.reason)
-        return Plan(label, commands=(cmd.active(sn, at), ctl.respond(msg.id, answer)))
+            return rejected(answer.reason)
+        return Plan(label, commands=(cmd.active(sn, at, fwd), ctl.respond(msg.id, answer)))
     if kind is None:
-        return Plan(label, commands=(cmd.active(sn, at),))
+        return Plan(label, commands=(cmd.active(sn, at, fwd),))
     report = uplink.parse_report(msg, kind)
     if isinstance(report, uplink.Rejected):
-        return Plan(label, rejected=report.reason)
+        return rejected(report.reason)
     if kind in ("procs", "sys", "versions"):
-        return Plan(label, commands=(cmd.report(sn, at, kind, uplink.stored_report(report)),))
+        return Plan(label, commands=(cmd.report(sn, at, kind, uplink.stored_report(report), fwd),))
     if kind == "heartbeat":
         boot, dur = uplink.heartbeat_fields(report)
-        return Plan(label, commands=(cmd.heartbeat(sn, at, boot, dur),))
+        return Plan(label, commands=(cmd.heartbeat(sn, at, boot, dur, fwd),))
     if kind == "peripherals":
         items = uplink.peripherals_of(report)
         if isinstance(items, uplink.Rejected):
-            return Plan(label, rejected=items.reason)
-        return Plan(label, commands=(cmd.peripherals(sn, at, items),))
-    return Plan(label, commands=(cmd.mark(sn, at),))
+            return rejected(items.reason)
+        return Plan(label, commands=(cmd.peripherals(sn, at, items, fwd),))
+    return Plan(label, commands=(cmd.mark(sn, at, fwd),))
 
 
-def with_routes(p: Plan, ev: Event, routes: RouteTable, keys: Keys, partitions: int) -> Plan:
-    """Every message (DMA uplink included, even one the device layer rejected) also goes to its routes."""
+def routed(ev: Event, routes: RouteTable, keys: Keys, partitions: int) -> Forward | None:
+    """Every message (DMA uplink included, even one the device layer rejects) goes to its routes too."""
     if not isinstance(ev, MessagePublished):
-        return p
-    forward = forward_command(ev, routes.match(ev.topic), keys, partitions)
-    return replace(p, commands=(*p.commands, forward)) if forward else p
+        return None
+    return forward_of(ev, routes.match(ev.topic), keys, partitions)
 
 
 @lru_cache(maxsize=64)
@@ -135,8 +139,8 @@ class Ingest:
 
     async def apply(self, ev: Event) -> Plan:
         """Write the event's effects; return once Redis has them. Counted once written."""
-        p = plan(ev, self.commands, int(time.time() * 1000), self.command_calls)
-        p = with_routes(p, ev, self.routes, self.keys, self.partitions)
+        fwd = routed(ev, self.routes, self.keys, self.partitions)
+        p = plan(ev, self.commands, int(time.time() * 1000), self.command_calls, fwd)
         for result in await self.batcher.submit(p.commands):
             if isinstance(result, Exception):
                 raise result

@@ -1,7 +1,8 @@
 """The in-memory table of the ENABLED message routes that every API process matches each message against.
 
 `match(topic)` is one dict lookup for the exact filters plus a walk of a trie holding only the wildcard
-filters (topics.TopicIndex). The table is rebuilt whole from one atomic read of `routes:enabled` and
+filters (topics.TopicIndex); the answers for the last MATCH_CACHE topics are remembered with the table
+(devices publish on a few fixed topics each). The table is rebuilt whole from one atomic read of `routes:enabled` and
 `routes:version` (routes.py) and swapped in with one assignment, so a match never sees half a change.
 
 `follow` keeps it current: it subscribes to `routes:changed` first and loads after, so no change slips
@@ -17,8 +18,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from operator import attrgetter
 from typing import Any
 
@@ -36,6 +38,7 @@ log = logging.getLogger("adapter.route_table")
 CHECK_EVERY = 0.25  # s between version polls
 RETRY_DELAY = 1.0  # s before following again after Redis failed
 WAKE_EVERY = 0.2  # s at most between looks at `stop`
+MATCH_CACHE = 65_536  # topics whose matches are remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +70,28 @@ class RouteTable:
         self.version: int | None = None  # of the routes loaded; None until the first load
         self.reloads = 0
         self._index: TopicIndex[RouteInfo] = TopicIndex()
+        self._match: Callable[[str], tuple[RouteInfo, ...]] = lambda _topic: ()
 
     def __len__(self) -> int:
         """The number of enabled routes loaded."""
         return len(self._index)
 
-    def match(self, topic: str) -> list[RouteInfo]:
+    def match(self, topic: str) -> tuple[RouteInfo, ...]:
         """The enabled routes whose filter matches the topic name, by id."""
-        found = self._index.match(topic)
-        return sorted(found, key=_by_id) if found else []
+        return self._match(topic)
 
     def load(self, enabled: Mapping[str, str], version: int) -> None:
         """Replace the table with these routes (id -> filter) at this version."""
-        self._index = build_index(enabled)
+        index = build_index(enabled)
+
+        # a device publishes on the same few topics again and again: the answers of the topics seen last are
+        # kept with the table they came from (a reload starts afresh)
+        @lru_cache(maxsize=MATCH_CACHE)
+        def match(topic: str) -> tuple[RouteInfo, ...]:
+            found = index.match(topic)
+            return tuple(sorted(found, key=_by_id)) if found else ()
+
+        self._index, self._match = index, match
         self.version = version
         self.reloads += 1
 

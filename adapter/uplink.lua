@@ -10,12 +10,21 @@
 --       wake arguments: the device's active commands set, the prefix of command hashes, the due set
 --       peripherals: 5 the prefix of peripheral hash keys, 6 the prefix of the per-gateway sets,
 --                    then groups of 4: nId, gwId, online "1"/"0", msg
---       last two: the prefix of the delivery streams, the number of partitions (constants: they end every
---       call so that the caller encodes them once)
+--       then, when the message is routed, its forwarding (forward.lua: message id, body head, route ids),
+--       then the number n of route ids (0 when none; then KEYS 10 and 11 are absent)
+--       last three: the seen TTL, the prefix of the delivery streams, the number of partitions (constants:
+--       they end every call so that the caller encodes them once)
+-- KEYS  10 the message's seen key, 11 the stream of its partition (only when n > 0)
 -- Returns the number of transitions (device and peripherals).
 
 local key, sn, mode = KEYS[9], ARGV[2], ARGV[1]
 local received_at, revtime = tonumber(ARGV[3]), ARGV[4]
+local routed = tonumber(ARGV[#ARGV - 3])
+local last = #ARGV - 4  -- the mode's last argument
+if routed > 0 then
+  last = last - 2 - routed
+  forward(KEYS[10], KEYS[11], ARGV[#ARGV - 2], sn, last + 1, routed)
+end
 local transitions = 0
 -- what this message is stamped against (`<stamp>_at`: the newest message applied of its kind)
 local stamp = mode
@@ -109,7 +118,7 @@ elseif mode == 'heartbeat' then
 elseif mode == 'peripherals' and newest() then
   local prefix, gw_prefix = ARGV[5], ARGV[6]
   local gw_online = redis.call('HGET', key, 'online') == '1'
-  for i = 7, #ARGV - 2, 4 do
+  for i = 7, last, 4 do
     local nid, gw, on, msg = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local member = sn .. '/' .. nid
     local pkey = prefix .. sn .. ':' .. nid

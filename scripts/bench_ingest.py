@@ -38,10 +38,11 @@ def create_app():
 '''
 
 
-def event_mix(devices: int) -> list[bytes]:
-    """Per device: connect, subscribe, heartbeats and reports, disconnect (ids and times distinct)."""
+def event_mix(devices: int, round_: int = 0) -> list[bytes]:
+    """Per device: connect, subscribe, heartbeats and reports, disconnect (ids and times distinct; a later
+    `round_` is the same fleet's next session, with new message ids and later times)."""
     bodies: list[dict] = []
-    base = 1_764_000_000_000
+    base = 1_764_000_000_000 + round_ * 60_000
     for n in range(devices):
         sn = f"BENCH{n:06d}"
         at = base + n * 10
@@ -64,7 +65,7 @@ def event_mix(devices: int) -> list[bytes]:
                                                        {"n": "msghub", "v": "1.0.0 20181114-173644"}]}),
         ]
         for i, (kind, payload) in enumerate(reports):
-            bodies.append({**common, "event": "message.publish", "id": f"{n:016X}{i:016X}",
+            bodies.append({**common, "event": "message.publish", "id": f"{round_:08X}{n:08X}{i:016X}",
                            "topic": f"dma/report/{sn}/{kind}", "payload": json.dumps(payload), "qos": 0,
                            "flags": {"dup": False, "retain": False}, "peerhost": "10.0.0.1",
                            "pub_props": {"User-Property": {}}, "publish_received_at": at + i + 1,

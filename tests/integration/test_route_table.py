@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from adapter.batcher import Batcher
 from adapter.delivery import Delivery, partition_of
 from adapter.events import MessagePublished
-from adapter.forwarding import FORWARD, body, forward_command
+from adapter.forwarding import FORWARD, body, forward_call, forward_of
 from adapter.keys import Keys
 from adapter.route_table import RouteInfo, RouteTable
 from adapter.routes import RouteStore
@@ -58,10 +58,18 @@ def test_match_equals_the_reference_over_the_enabled_routes(routes_: dict[int, t
     enabled = {str(rid): topic for rid, (topic, on) in routes_.items() if on}
     table.load(enabled, 3)
     assert (len(table), table.version) == (len(enabled), 3)
-    for topic in probes:
-        expected = [RouteInfo(int(rid), f) for rid, f in sorted(enabled.items(), key=lambda i: int(i[0]))
-                    if matches(f, topic)]
-        assert table.match(topic) == expected
+
+    def check(enabled: dict[str, str]) -> None:
+        for topic in probes * 2:  # asked again: answered from the remembered matches
+            expected = [RouteInfo(int(rid), f) for rid, f in sorted(enabled.items(), key=lambda i: int(i[0]))
+                        if matches(f, topic)]
+            assert list(table.match(topic)) == expected
+
+    check(enabled)
+    # a reload answers from the new routes only, even for the topics asked before
+    flipped = {str(rid): topic for rid, (topic, on) in routes_.items() if not on}
+    table.load(flipped, 4)
+    check(flipped)
 
 
 def test_match_on_the_seed_example_and_dollar_topics() -> None:
@@ -218,8 +226,9 @@ def test_deliveries_land_in_the_clients_partition_in_message_order(redis_db: red
             batcher = Batcher(client, [FORWARD])
             await batcher.load_scripts()
             for msg in msgs:
-                packed = forward_command(msg, table.match(msg.topic), KEYS, partitions)
-                assert packed is not None
+                fwd = forward_of(msg, table.match(msg.topic), KEYS, partitions)
+                assert fwd is not None
+                packed = forward_call(fwd)
                 for _ in range(2):  # a redelivered event forwards nothing again
                     replies = await batcher.submit([packed])
                     assert not any(isinstance(r, Exception) for r in replies)

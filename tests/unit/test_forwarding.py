@@ -9,9 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapter import forwarding
+from adapter.commands import CommandCalls
 from adapter.delivery import Delivery, partition_of
-from adapter.events import MessagePublished, parse_event, payload_bytes
-from adapter.forwarding import body, delivery_id, forward_command
+from adapter.device_store import UPLINK, DeviceCommands
+from adapter.events import REST_API_CLIENT, MessagePublished, parse_event, payload_bytes
+from adapter.forwarding import body, delivery_id, forward_call, forward_of
+from adapter.ingest import plan
 from adapter.keys import Keys
 from adapter.route_table import RouteInfo
 
@@ -27,6 +30,11 @@ def message(**changes: object) -> MessagePublished:
                     "username": "dev-user"}
     fields.update(changes)
     return MessagePublished(**fields)
+
+
+def forward_command(msg: MessagePublished, routes: list[RouteInfo], keys: Keys, partitions: int) -> bytes | None:
+    fwd = forward_of(msg, routes, keys, partitions)
+    return forward_call(fwd) if fwd else None
 
 
 def unpack(packed: bytes) -> list[bytes]:
@@ -46,14 +54,14 @@ def unpack(packed: bytes) -> list[bytes]:
 
 
 def entries(packed: bytes | None) -> tuple[str, str, list[Delivery]]:
-    """The seen key, the stream and the deliveries of one packed FORWARD call."""
+    """The seen key, the stream and the deliveries of one packed FORWARD call, as forward.lua writes them
+    (the integration tests hold the script itself against `body`)."""
     assert packed is not None
     args = unpack(packed)
     assert args[0] == b"EVALSHA" and args[1] == forwarding.FORWARD.sha.encode() and args[2] == b"2"
-    seen, stream, _ttl, key = (a.decode() for a in args[3:7])
-    rest = args[7:]
-    out = [Delivery(t.decode(), key, i.decode(), b, 0) for t, i, b in zip(rest[::3], rest[1::3], rest[2::3],
-                                                                          strict=True)]
+    seen, stream, _ttl, key, message_id = (a.decode() for a in args[3:8])
+    head, route_ids = args[8], [a.decode() for a in args[9:]]
+    out = [Delivery(f"route:{r}", key, f"m:{message_id}:route:{r}", head + r.encode() + b"}", 0) for r in route_ids]
     return seen, stream, out
 
 
@@ -118,7 +126,7 @@ def test_one_xadd_per_route_in_order_on_the_clients_partition() -> None:
 
 def test_no_routes_or_the_services_own_messages_make_nothing() -> None:
     assert forward_command(message(), [], KEYS, 4) is None
-    own = message(clientid=forwarding.REST_API_CLIENT, username=None)
+    own = message(clientid=REST_API_CLIENT, username=None)
     assert forward_command(own, [RouteInfo(1, "#")], KEYS, 4) is None
 
 
@@ -129,7 +137,7 @@ def test_delivery_id_names_message_and_route() -> None:
 _text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
 
 
-@given(payload=_text, clientid=_text.filter(lambda s: s != forwarding.REST_API_CLIENT),
+@given(payload=_text, clientid=_text.filter(lambda s: s != REST_API_CLIENT),
        username=st.none() | _text, topic=_text.filter(bool), qos=st.sampled_from([0, 1, 2]),
        retain=st.booleans(), received_at=st.integers(0, 2**53),
        route_ids=st.lists(st.integers(1, 2**63 - 1), max_size=5, unique=True),
@@ -151,3 +159,29 @@ def test_packed_bodies_equal_the_plain_body(payload: str, clientid: str, usernam
         got = orjson.loads(d.body)
         assert (got["payload"], got["clientid"]) == (payload, clientid)
         assert (got["username"], got["routeId"]) == (username, route_id)
+
+
+# --- carried by the message's own script call ------------------------------------------------------------
+
+def test_a_routed_uplink_is_one_script_call_and_a_rejected_one_forwards_alone() -> None:
+    routes = [RouteInfo(1, "#"), RouteInfo(2, "dma/report/+/+")]
+    device, calls = DeviceCommands(KEYS, 4), CommandCalls(KEYS)
+    for topic, payload in (("dma/report/SN1/sys", '{"sn":"SN1","time":1,"d":{}}'), ("x/y", "hello")):
+        msg = message(clientid="SN1", topic=topic, payload=payload)
+        fwd = forward_of(msg, routes, KEYS, 4)
+        assert fwd is not None and fwd.routes == 2
+        (call,) = plan(msg, device, 1000, calls, fwd).commands
+        args = unpack(call)
+        assert args[1] == UPLINK.sha.encode() and args[2] == b"11"
+        assert args[11:14] == [k.encode() for k in (KEYS.client("SN1"), fwd.seen, fwd.stream)]
+        # then the message id, the body head, the route ids and their number, before the constant tail (seen
+        # TTL, stream prefix, partitions)
+        assert args[-8:-4] == [msg.id.encode(), body(msg, 1)[:-2], b"1", b"2"]
+        assert args[-4] == b"2"
+        assert plan(msg, device, 1000, calls, None).commands[0] != call
+    rejected = message(clientid="SN1", topic="dma/report/SN1/sys", payload="not json")
+    fwd = forward_of(rejected, routes, KEYS, 4)
+    assert fwd is not None
+    p = plan(rejected, device, 1000, calls, fwd)
+    assert p.rejected and p.commands == (forward_call(fwd),)
+    assert plan(rejected, device, 1000, calls, None).commands == ()
