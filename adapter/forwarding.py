@@ -59,7 +59,7 @@ class Forward(NamedTuple):
     stream of the publishing client's partition, the ordering key (the clientid), and `argv`: the message id,
     the body up to the route id, and the matched route ids in order (each body is the head, the id and `}`)."""
 
-    seen: str
+    seen: bytes
     stream: str
     key: str
     argv: tuple[Arg, ...]
@@ -80,8 +80,9 @@ def forward_of(msg: MessagePublished, routes: Sequence[RouteInfo], keys: Keys, p
     if not routes or msg.clientid == REST_API_CLIENT:
         return None
     head = orjson.dumps(message_fields(msg))[:-1] + b',"routeId":'
-    return Forward(keys.seen("msg:" + msg.id), _stream_of(keys, msg.clientid, partitions), msg.clientid,
-                   (msg.id, head, *[r.id for r in routes]))
+    message_id = msg.id.encode()  # bytes: resp.py keeps no copy of what is unique to one message
+    return Forward(keys.seen("msg:").encode() + message_id, _stream_of(keys, msg.clientid, partitions),
+                   msg.clientid, (message_id, head, *[r.id for r in routes]))
 
 
 def forward_call(fwd: Forward) -> bytes:

@@ -1,9 +1,12 @@
 """The in-memory table of the ENABLED message routes that every API process matches each message against.
 
 `match(topic)` is one dict lookup for the exact filters plus a walk of a trie holding only the wildcard
-filters (topics.TopicIndex); the answers for the last MATCH_CACHE topics are remembered with the table
-(devices publish on a few fixed topics each). The table is rebuilt whole from one atomic read of `routes:enabled` and
-`routes:version` (routes.py) and swapped in with one assignment, so a match never sees half a change.
+filters (topics.TopicIndex); the answers for the first MATCH_CACHE topics asked are remembered with the table
+(devices publish on a few fixed topics each; in a fleet with more topics than that, most are still found
+remembered, where a least-recently-used cache would miss them all as the devices report in turn).
+
+The table is rebuilt whole from one atomic read of `routes:enabled` and `routes:version` (routes.py) and
+swapped in with one assignment, so a match never sees half a change.
 
 `follow` keeps it current: it subscribes to `routes:changed` first and loads after, so no change slips
 between the two; then it reloads on every notification (a burst collapses into one reload) and, in case a
@@ -18,9 +21,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from operator import attrgetter
 from typing import Any
 
@@ -38,7 +40,7 @@ log = logging.getLogger("adapter.route_table")
 CHECK_EVERY = 0.25  # s between version polls
 RETRY_DELAY = 1.0  # s before following again after Redis failed
 WAKE_EVERY = 0.2  # s at most between looks at `stop`
-MATCH_CACHE = 65_536  # topics whose matches are remembered
+MATCH_CACHE = 65_536  # topics whose matches are remembered, per table
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,29 +71,28 @@ class RouteTable:
         self.check_every = check_every
         self.version: int | None = None  # of the routes loaded; None until the first load
         self.reloads = 0
-        self._index: TopicIndex[RouteInfo] = TopicIndex()
-        self._match: Callable[[str], tuple[RouteInfo, ...]] = lambda _topic: ()
+        # the index, and the answers it gave for the first MATCH_CACHE topics asked: a device publishes on the
+        # same few topics again and again. Replaced together, in one assignment, by a reload.
+        self._state: tuple[TopicIndex[RouteInfo], dict[str, tuple[RouteInfo, ...]]] = (TopicIndex(), {})
 
     def __len__(self) -> int:
         """The number of enabled routes loaded."""
-        return len(self._index)
+        return len(self._state[0])
 
     def match(self, topic: str) -> tuple[RouteInfo, ...]:
         """The enabled routes whose filter matches the topic name, by id."""
-        return self._match(topic)
+        index, known = self._state
+        found = known.get(topic)
+        if found is None:
+            hits = index.match(topic)
+            found = tuple(sorted(hits, key=_by_id)) if hits else ()
+            if len(known) < MATCH_CACHE:
+                known[topic] = found
+        return found
 
     def load(self, enabled: Mapping[str, str], version: int) -> None:
         """Replace the table with these routes (id -> filter) at this version."""
-        index = build_index(enabled)
-
-        # a device publishes on the same few topics again and again: the answers of the topics seen last are
-        # kept with the table they came from (a reload starts afresh)
-        @lru_cache(maxsize=MATCH_CACHE)
-        def match(topic: str) -> tuple[RouteInfo, ...]:
-            found = index.match(topic)
-            return tuple(sorted(found, key=_by_id)) if found else ()
-
-        self._index, self._match = index, match
+        self._state = (build_index(enabled), {})
         self.version = version
         self.reloads += 1
 

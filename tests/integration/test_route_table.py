@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapter import route_table
 from adapter.batcher import Batcher
 from adapter.delivery import Delivery, partition_of
 from adapter.events import MessagePublished
@@ -81,6 +82,15 @@ def test_match_on_the_seed_example_and_dollar_topics() -> None:
     assert ids("$SYS/broker/uptime") == [4]
     assert ids("other") == [3]
     assert table.match("dma/resp/cmd")[0] == RouteInfo(1, "dma/resp/cmd")
+
+
+def test_topics_beyond_the_remembered_ones_are_still_matched(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(route_table, "MATCH_CACHE", 2)
+    table = RouteTable(KEYS)
+    table.load({"1": "a/+", "2": "a/3"}, 1)
+    for _ in range(2):
+        assert [[r.id for r in table.match(f"a/{n}")] for n in range(5)] == [[1], [1], [1], [1, 2], [1]]
+    assert len(table._state[1]) == 2
 
 
 def test_entries_that_are_not_routes_are_skipped() -> None:

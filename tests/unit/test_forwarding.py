@@ -173,7 +173,7 @@ def test_a_routed_uplink_is_one_script_call_and_a_rejected_one_forwards_alone() 
         (call,) = plan(msg, device, 1000, calls, fwd).commands
         args = unpack(call)
         assert args[1] == UPLINK.sha.encode() and args[2] == b"11"
-        assert args[11:14] == [k.encode() for k in (KEYS.client("SN1"), fwd.seen, fwd.stream)]
+        assert args[11:14] == [k.encode() for k in (KEYS.client("SN1"), KEYS.seen(f"msg:{msg.id}"), fwd.stream)]
         # then the message id, the body head, the route ids and their number, before the constant tail (seen
         # TTL, stream prefix, partitions)
         assert args[-8:-4] == [msg.id.encode(), body(msg, 1)[:-2], b"1", b"2"]
