@@ -3,9 +3,9 @@
 200 only after the effects are in Redis; 503 when Redis does not answer (EMQX retries 429/503 and drops
 any other status); 400 for a malformed body, 200 for event types the service does not use.
 
-It is the hottest path of the service, so `FastIngest` (a middleware in front of the router) serves it on
-raw ASGI, without the router and Request objects; the declared Endpoint answers the same way and is what
-the OpenAPI document describes. Both run `answer_bytes`.
+It is the hottest path of the service, so `serve` answers it on raw ASGI, called by the app (adapter.app.App)
+before its middleware stack and router, without Request objects; the declared Endpoint answers the same way
+and is what the OpenAPI document describes. Both run `answer_bytes`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from functools import lru_cache
 import orjson
 import redis.exceptions
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from adapter.auth import bearer
 from adapter.endpoint import Call, Endpoint
@@ -70,27 +70,23 @@ async def emqx_events(call: Call) -> Response:
     return Response(await answer_bytes(ingest_of(call), raw), media_type="application/json")
 
 
-class FastIngest:
-    """ASGI middleware: `POST /emqx/events` straight to `answer_bytes`; everything else to the app."""
+def is_ingest(scope: Scope) -> bool:
+    return scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST"
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        svc: Services = scope["app"].state.services
-        answered = await answer(svc, scope, receive)
-        if isinstance(answered, bytes):  # success: sent as is, without a Response object
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(answered)).encode())]})
-            await send({"type": "http.response.body", "body": answered})
-        else:
-            await answered(scope, receive, send)
-        svc.metrics.observe("POST", PATH, time.perf_counter() - started)
+async def serve(svc: Services, scope: Scope, receive: Receive, send: Send) -> None:
+    """`POST /emqx/events` on raw ASGI, straight to `answer_bytes` (adapter.app.App calls it before its
+    middleware stack and router)."""
+    started = time.perf_counter()
+    answered = await answer(svc, scope, receive)
+    if isinstance(answered, bytes):  # success: sent as is, without a Response object
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(answered)).encode())]})
+        await send({"type": "http.response.body", "body": answered})
+    else:
+        await answered(scope, receive, send)
+    svc.metrics.observe("POST", PATH, time.perf_counter() - started)
 
 
 async def answer(svc: Services, scope: Scope, receive: Receive) -> bytes | Response:
