@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import copy
 import json
+from typing import Any
 
 import httpx
 import pytest
 import redis
+from starlette.applications import Starlette
 
 from adapter.app import create_app
 from adapter.keys import Keys
@@ -228,3 +230,26 @@ def test_a_heartbeat_wakes_the_devices_waiting_commands(client: httpx.Client, re
     heartbeat = published("WAKE1", "dma/report/WAKE1/heartbeat", {"sn": "WAKE1", "time": 1, "dur": 5})
     assert client.post("/emqx/events", headers=AUTH, content=json.dumps(heartbeat)).status_code == 200
     assert redis_db.zscore(K.commands_due(), cid) is not None
+
+
+def test_the_declared_endpoint_answers_as_the_fast_path(settings: Settings, redis_db: redis.Redis) -> None:
+    """`App.__call__` answers `POST /emqx/events` before the router; the declared Endpoint behind it (what the
+    OpenAPI document describes) must answer the same: reached here through Starlette's own `__call__`."""
+    app = create_app(settings)
+
+    async def through_the_router(scope: Any, receive: Any, send: Any) -> None:
+        await Starlette.__call__(app, scope, receive, send)
+
+    body = published("SN9", "dma/report/SN9/sys", {"sn": "SN9", "time": 3, "d": {"free": 1}})
+    answers = []
+    for served in (app, through_the_router):
+        redis_db.flushdb()
+        with serve(served) as url, httpx.Client(base_url=url) as c:
+            assert_err(c.post("/emqx/events", json=body), 401, "unauthorized")
+            assert_err(c.post("/emqx/events", content=b"{", headers=AUTH), 400, "invalid_params")
+            r = c.post("/emqx/events", json=body, headers=AUTH)
+            assert r.status_code == 200, r.text
+            answers.append((r.json(), redis_db.hgetall(K.client("SN9"))))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == {"status": "ok", "data": {"event": "message.publish"}}
+    assert json.loads(answers[0][1]["sys"])["d"] == {"free": 1}
