@@ -33,10 +33,6 @@ from adapter.resp import Arg, pack
 from adapter.route_table import RouteInfo
 
 
-def delivery_id(message_id: str, route_id: int) -> str:
-    return f"m:{message_id}:route:{route_id}"
-
-
 def message_fields(msg: MessagePublished) -> dict[str, object]:
     """The body without `routeId`: what every route of one message gets alike."""
     return {"topic": msg.topic, "payload": msg.payload, "payload_encoding": msg.encoding,
@@ -81,7 +77,7 @@ def forward_of(msg: MessagePublished, routes: Sequence[RouteInfo], keys: Keys, p
         return None
     head = orjson.dumps(message_fields(msg))[:-1] + b',"routeId":'
     message_id = msg.id.encode()  # bytes: resp.py keeps no copy of what is unique to one message
-    return Forward(keys.seen("msg:").encode() + message_id, _stream_of(keys, msg.clientid, partitions),
+    return Forward(keys.seen("msg:" + msg.id).encode(), _stream_of(keys, msg.clientid, partitions),
                    msg.clientid, (message_id, head, *[r.id for r in routes]))
 
 

@@ -13,7 +13,7 @@ from adapter.commands import CommandCalls
 from adapter.delivery import Delivery, partition_of
 from adapter.device_store import UPLINK, DeviceCommands
 from adapter.events import REST_API_CLIENT, MessagePublished, parse_event, payload_bytes
-from adapter.forwarding import body, delivery_id, forward_call, forward_of
+from adapter.forwarding import body, forward_call, forward_of
 from adapter.ingest import plan
 from adapter.keys import Keys
 from adapter.route_table import RouteInfo
@@ -128,10 +128,6 @@ def test_no_routes_or_the_services_own_messages_make_nothing() -> None:
     assert forward_command(message(), [], KEYS, 4) is None
     own = message(clientid=REST_API_CLIENT, username=None)
     assert forward_command(own, [RouteInfo(1, "#")], KEYS, 4) is None
-
-
-def test_delivery_id_names_message_and_route() -> None:
-    assert delivery_id("ABC", 12) == "m:ABC:route:12"
 
 
 _text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
