@@ -2,8 +2,9 @@
 
 `match(topic)` is one dict lookup for the exact filters plus a walk of a trie holding only the wildcard
 filters (topics.TopicIndex); the answers for the first MATCH_CACHE topics asked are remembered with the table
-(devices publish on a few fixed topics each; in a fleet with more topics than that, most are still found
-remembered, where a least-recently-used cache would miss them all as the devices report in turn).
+(devices publish on a few fixed topics each). A fleet with more topics than that still finds those first ones
+remembered, where a least-recently-used cache would miss every topic as the devices report in turn; the rest
+are matched in full each time.
 
 The table is rebuilt whole from one atomic read of `routes:enabled` and `routes:version` (routes.py) and
 swapped in with one assignment, so a match never sees half a change.
