@@ -23,8 +23,9 @@ from adapter.presence_store import (
     queue_apply,
     state_from_hash,
 )
+from tests.conftest import redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_URL = redis_url(13)
 KEY = "test:presence:device-001"
 CID = "device-001"
 T0 = 1_717_000_000_000
