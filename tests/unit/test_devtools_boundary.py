@@ -78,12 +78,11 @@ def test_the_devtools_distribution_requires_the_service_and_the_mqtt_libraries()
 
 
 def test_a_missing_dev_tools_package_becomes_one_message() -> None:
-    with pytest.raises(cli.DevToolsMissing, match=r"^adapter dev needs the dev tools .*pip install -e \./devtools"):
-        with cli.devtools("dev"):
-            raise ModuleNotFoundError("No module named 'adapter_devtools'", name="adapter_devtools")
-    with pytest.raises(cli.DevToolsMissing, match="no module named 'amqtt'"):
-        with cli.devtools("devbroker"):
-            raise ModuleNotFoundError("No module named 'amqtt'", name="amqtt")
+    needs = r"^adapter dev needs the dev tools .*pip install -e \./devtools"
+    with pytest.raises(cli.DevToolsMissing, match=needs), cli.devtools("dev"):
+        raise ModuleNotFoundError("No module named 'adapter_devtools'", name="adapter_devtools")
+    with pytest.raises(cli.DevToolsMissing, match="no module named 'amqtt'"), cli.devtools("devbroker"):
+        raise ModuleNotFoundError("No module named 'amqtt'", name="amqtt")
 
 
 def test_any_other_missing_module_is_not_hidden_behind_the_dev_tools_message() -> None:
