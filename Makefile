@@ -6,10 +6,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test install redis lint typecheck pytest clean
 
-$(STAMP): pyproject.toml
+# the service with its test tools, and the dev tools (devtools/: dev broker, simulator, `adapter dev`)
+$(STAMP): pyproject.toml devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e ./devtools
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,10 +19,10 @@ redis:
 	@bash scripts/ensure-redis
 
 lint: install
-	$(BIN)/ruff check adapter tests scripts
+	$(BIN)/ruff check adapter devtools tests scripts
 
 typecheck: install
-	$(BIN)/mypy adapter
+	$(BIN)/mypy adapter devtools/adapter_devtools
 
 pytest: install redis
 	$(BIN)/pytest

@@ -1,13 +1,39 @@
 """The `adapter` command line (DESIGN §14). Each command fails with one line, never a traceback,
-when its configuration is wrong or Redis does not answer."""
+when its configuration is wrong or Redis does not answer.
+
+`dev`, `devbroker` and `simulate` are the dev tools (`adapter_devtools`, a distribution of its own under
+devtools/, not in the service's wheel): imported here lazily, and only here; without them these commands
+say so in one line (exit 2).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from adapter.settings import ConfigError, Settings
+
+# the dev tools' package and what it needs that the service does not
+DEVTOOLS_MODULES = frozenset({"adapter_devtools", "amqtt", "paho"})
+DEVTOOLS_HINT = "pip install -e ./devtools (make install, make run and make test do this)"
+
+
+class DevToolsMissing(Exception):
+    """A dev command ran where the dev tools are not installed (the production image, a service-only venv)."""
+
+
+@contextlib.contextmanager
+def devtools(command: str) -> Iterator[None]:
+    """Around the lazy import of a dev tool: a missing dev tools package becomes `DevToolsMissing`."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in DEVTOOLS_MODULES:
+            raise
+        raise DevToolsMissing(f"adapter {command} needs the dev tools (no module named {exc.name!r}): "
+                              f"{DEVTOOLS_HINT}") from None
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -30,13 +56,15 @@ def _user(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from adapter import dev
+    with devtools("dev"):
+        from adapter_devtools import dev
 
     return dev.run(args)
 
 
 def _devbroker(argv: list[str]) -> int:
-    from adapter.devbroker import main as devbroker_main
+    with devtools("devbroker"):
+        from adapter_devtools.devbroker import main as devbroker_main
 
     return devbroker_main(argv)
 
@@ -51,7 +79,8 @@ def _emqx(argv: list[str]) -> int:
 
 
 def _simulate(argv: list[str]) -> int:
-    from adapter.simulator import main as simulate_main
+    with devtools("simulate"):
+        from adapter_devtools.simulator import main as simulate_main
 
     return simulate_main(argv)
 
@@ -87,14 +116,14 @@ def parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     user.set_defaults(run=_user)
 
-    dev = sub.add_parser("dev", help="the whole stack on the embedded default")
+    dev = sub.add_parser("dev", help="the whole stack on the embedded default (dev tools)")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--mqtt-port", type=int, default=1884)
     dev.add_argument("--broker-api-port", type=int, default=18083)
     dev.set_defaults(run=_dev)
 
-    sub.add_parser("devbroker", help="the dev broker alone (see `adapter devbroker --help`)", add_help=False)
-    sub.add_parser("simulate", help="simulated DMA devices (see `adapter simulate --help`)", add_help=False)
+    sub.add_parser("devbroker", help="the dev broker alone (dev tools; see `adapter devbroker --help`)", add_help=False)
+    sub.add_parser("simulate", help="simulated DMA devices (dev tools; see `adapter simulate --help`)", add_help=False)
     sub.add_parser("emqx", help="`adapter emqx apply`: install connector, action and rules into a running EMQX",
                    add_help=False)
     return top
@@ -110,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except ConfigError as exc:
         print(f"adapter: {exc}", file=sys.stderr)
+        return 2
+    except DevToolsMissing as exc:
+        print(exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

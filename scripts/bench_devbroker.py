@@ -1,6 +1,6 @@
 """Benchmark the dev broker: MQTT connects/s and events/s posted to a local receiver.
 
-Starts the dev broker as its own process (`python -m adapter.devbroker`) posting to a minimal
+Starts the dev broker as its own process (`python -m adapter_devtools.devbroker`) posting to a minimal
 Starlette receiver on uvicorn (in this process, a thread), then:
   1. opens --clients raw MQTT connections at once and closes them (connects/s; 2 events each);
   2. one client publishes --messages QoS 0/1 messages (message.publish events/s).
@@ -59,7 +59,7 @@ def receiver(tally: Tally) -> tuple[uvicorn.Server, int]:
 
 def start_devbroker(webhook: str) -> tuple[subprocess.Popen[str], int, str]:
     env = {**os.environ, "ADAPTER_EMQX_API_KEY": KEY, "ADAPTER_EMQX_API_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "adapter.devbroker", "--mqtt-port", "0", "--api-port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "adapter_devtools.devbroker", "--mqtt-port", "0", "--api-port", "0",
                              "--webhook", webhook], env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()

@@ -53,3 +53,48 @@ def test_user_add_list_passwd_del(redis_db: redis.Redis) -> None:
     assert short.returncode == 1 and "at least 8" in short.stderr
     assert adapter("user", "del", "ops", env=env).returncode == 0
     assert adapter("user", "list", env=env).stdout == ""
+
+
+# `python -c` with the dev tools hidden from imports, as in the production image or a service-only venv
+WITHOUT_DEVTOOLS = """
+import sys
+
+class HideDevtools:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "adapter_devtools":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, HideDevtools())
+from adapter.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def adapter_without_devtools(*args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTER_")}
+    return subprocess.run([sys.executable, "-c", WITHOUT_DEVTOOLS, *args], env=clean, capture_output=True,
+                          text=True, timeout=60, cwd="/")
+
+
+@pytest.mark.parametrize("args", [("dev",), ("dev", "--port", "0"), ("devbroker", "--help"), ("simulate",)])
+def test_dev_commands_without_the_dev_tools_say_so_in_one_line(args: tuple[str, ...]) -> None:
+    done = adapter_without_devtools(*args)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"adapter {args[0]} needs the dev tools (no module named 'adapter_devtools'): "
+        "pip install -e ./devtools (make install, make run and make test do this)"]
+
+
+def test_the_service_commands_work_without_the_dev_tools() -> None:
+    helped = adapter_without_devtools("--help")
+    assert helped.returncode == 0 and "devbroker" in helped.stdout and "Traceback" not in helped.stderr
+    api = adapter_without_devtools("api")  # gets as far as its configuration
+    lines = api.stderr.strip().splitlines()
+    assert api.returncode == 2 and len(lines) == 1 and lines[0].startswith("adapter: ADAPTER_INGEST_TOKEN is required")
+
+
+def test_dev_commands_with_the_dev_tools_reach_them() -> None:
+    done = adapter("devbroker", "--help", env={})
+    assert done.returncode == 0 and "--mqtt-port" in done.stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +58,46 @@ def test_the_file_is_valid_against_the_compose_specification(compose: dict[str, 
     assert not errors, [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
 
 
+@dataclass
+class Stage:
+    name: str  # '' when unnamed (the last one, the default target)
+    base: str  # an image, or an earlier stage's name
+    lines: list[str]
+
+
+def dockerfile_stages() -> list[Stage]:
+    stages: list[Stage] = []
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        line = line.strip()
+        if line.startswith("FROM "):
+            words = line.split()
+            stages.append(Stage(words[3] if len(words) > 3 and words[2].upper() == "AS" else "", words[1], []))
+        elif stages:
+            stages[-1].lines.append(line)
+    return stages
+
+
+def runs_as(stages: list[Stage], stage: Stage) -> str:
+    """The user a stage's image runs as: its last USER, else that of the stage it builds on, else root."""
+    users = [line.split()[1].split(":")[0] for line in stage.lines if line.startswith("USER ")]
+    if users:
+        return users[-1]
+    parent = [s for s in stages if s.name and s.name == stage.base]
+    return runs_as(stages, parent[0]) if parent else "root"
+
+
 def test_every_service_has_an_image_and_the_adapter_ones_share_one_build(compose: dict[str, Any]) -> None:
     svcs = services(compose)
     assert set(svcs) == {"redis", "emqx", *ADAPTER_SERVICES}
     assert svcs["emqx"]["image"].startswith("emqx/emqx:5.8")
     name, _, tag = svcs["redis"]["image"].partition(":")
     assert name == "redis" and tag.startswith("7")
-    images = {svcs[name]["image"] for name in ADAPTER_SERVICES}
-    assert len(images) == 1
+    # api and worker run the service image (the default target); the simulator, a dev tool, the `devtools`
+    # target of the same Dockerfile (the service image plus devtools/)
+    assert svcs["api"]["image"] == svcs["worker"]["image"] != svcs["simulator"]["image"]
+    assert svcs["api"]["build"] == svcs["worker"]["build"] and "target" not in svcs["api"]["build"]
+    assert svcs["simulator"]["build"] == {**svcs["api"]["build"], "target": "devtools"}
+    assert "devtools" in [stage.name for stage in dockerfile_stages()]
     for name in ADAPTER_SERVICES:
         build = svcs[name]["build"]
         assert (ROOT / build["context"] / build.get("dockerfile", "Dockerfile")).is_file()
@@ -152,11 +185,19 @@ def test_every_variable_the_file_reads_is_explained_in_the_docs(compose: dict[st
 
 def test_the_image_is_slim_pinned_and_unprivileged() -> None:
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
-    bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
-    assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim-\w+", b) for b in bases), bases
-    user = [line.split()[1] for line in lines if line.startswith("USER ")]
-    assert user and user[-1].split(":")[0] not in ("root", "0")
+    stages = dockerfile_stages()
+    names = {stage.name for stage in stages if stage.name}
+    outside = [stage.base for stage in stages if stage.base not in names]  # the others build on an earlier stage
+    assert outside and all(re.fullmatch(r"python:3\.11\.\d+-slim-\w+", b) for b in outside), outside
+    assert (stages[-1].name, stages[-1].base) == ("", "service"), "the default target is the service image"
+    for stage in stages:
+        if stage.name in ("service", "devtools", ""):
+            assert runs_as(stages, stage) not in ("root", "0"), stage.name
+    service = next(stage for stage in stages if stage.name == "service")
+    carried = [line for line in service.lines if (line.startswith("COPY") and "devtools" in line)
+               or "emqx-device-adapter-devtools" in line]
+    assert not carried, f"the service image carries no dev tool: {carried}"
     assert any(line.startswith("COPY rules") for line in lines), "adapter emqx apply reads ./rules"
     kept = {line.lstrip("!").rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
             if line.startswith("!")}
-    assert {"pyproject.toml", "README.md", "adapter", "rules"} <= kept
+    assert {"pyproject.toml", "README.md", "adapter", "rules", "devtools"} <= kept
