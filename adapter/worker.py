@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from rq import Queue, Worker
 
+from adapter import jobs
 from adapter.command_runner import run_commands
 from adapter.keys import Keys
 from adapter.pump import run_pump
@@ -69,6 +70,12 @@ def run(settings: Settings, *, burst: bool = False) -> int:
     pump = LoopThread("delivery-pump", lambda stop: run_pump(settings, stop, burst=burst))
     pump.start()
     commands.start()
+    jobs.configure(settings)
+    guard_stop = threading.Event()
+    if not burst:  # the periodic jobs (adapter/jobs.py): one chain each, however many workers
+        jobs.ensure_chains(settings, qs[0].connection)
+        threading.Thread(target=jobs.guard_chains, args=(settings, qs[0].connection, guard_stop),
+                         name="periodic-guard", daemon=True).start()
     try:
         worker = Worker(qs, connection=qs[0].connection)
         worker.work(burst=burst, with_scheduler=True)
@@ -76,6 +83,7 @@ def run(settings: Settings, *, burst: bool = False) -> int:
             pump.thread.join()
             commands.thread.join()
     finally:
+        guard_stop.set()
         commands.stop()
         pump.stop()
     return 0
