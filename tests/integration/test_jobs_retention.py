@@ -49,6 +49,7 @@ def test_gone_clients_are_forgotten_with_their_indexes(ingest: httpx.Client, red
     gone_device(ingest, redis_db, "RECENT", now - 29 * DAY)
     post(ingest, connected("ONLINE", now - 60 * DAY))  # online all along: kept, however old its connection
     post(ingest, subscribed("ONLINE"))
+    redis_db.hset(K.client("ONLINE"), "activeTime", (now - 60 * DAY) // 1000)  # and silent for as long
     post(ingest, connected("TOOL", now - 50 * DAY))  # a client that never became a device
     post(ingest, disconnected("TOOL", now - 50 * DAY, now - 45 * DAY))
     post(ingest, connected("TOOL2", now - 2 * DAY))
