@@ -21,6 +21,7 @@ from adapter import job_progress
 from adapter.command_store import CREATE_CHUNK, CommandStore, create_args, targets
 from adapter.commands import COMMANDS, NUMKEYS, CommandRequest
 from adapter.keys import Keys
+from adapter.periodic import id_part
 from adapter.services import Services, sync_redis
 
 QUEUE = "default"
@@ -30,7 +31,7 @@ ENTRY = "adapter.jobs.create_commands"
 
 def job_id(keys: Keys, first_id: int) -> str:
     """Command ids are unique, so the first one names the job."""
-    return f"{keys.prefix}-commands-{first_id}"
+    return f"{id_part(keys.prefix)}-commands-{first_id}"
 
 
 def rq_connection(svc: Services) -> redis.Redis:

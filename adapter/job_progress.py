@@ -2,8 +2,9 @@
 job id → {state, done, total}, kept in `Keys.job_progress(id)` for `job_progress_ttl` seconds after its last
 change, read by `GET /iot/api/v1/jobs?id=`.
 
-States: `queued` (written when the job is enqueued), `started`, `finished`, `failed` (with `error`). A worker
-killed in the middle of a job leaves `started` until RQ's retry runs the job again, which goes on from `done`.
+States: `queued` (written when the job is enqueued), `started`, `finished`, `failed` (with `error`). While RQ
+has retries left, a `failed` job starts again and goes on from `done`. A worker killed in the middle of a job
+leaves `started` until RQ notices (its heartbeat expires) and retries it.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ A run is scheduled every `interval` seconds after the previous one ended, whatev
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -45,10 +46,15 @@ class Periodic:
     timeout: int = 600  # s a run may take before RQ stops it
 
 
+def id_part(text: str) -> str:
+    """`text` fit for an RQ job id, which allows only letters, digits, `_` and `-` (a key prefix may hold more)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
+
+
 def new_id(keys: Keys, name: str, now_ms: int | None = None) -> str:
-    """An RQ job id (letters, digits, `_`, `-` only) that says when it was made."""
+    """An RQ job id that says when it was made."""
     at = int(time.time() * 1000) if now_ms is None else now_ms
-    return f"{keys.prefix}-{name}-{at}-{secrets.token_hex(4)}"
+    return f"{id_part(keys.prefix)}-{name}-{at}-{secrets.token_hex(4)}"
 
 
 def made_at(job_id: str) -> int | None:

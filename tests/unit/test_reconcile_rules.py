@@ -24,3 +24,4 @@ def test_only_known_offline_devices_with_a_newer_connection_come_online() -> Non
               "ON": ["1", "1", "1000", None, "2"]}
     connected = {"BACK": 2500, "ENDED": 2500, "NOTDEV": 2500, "NOHASH": 2500, "ON": 2500}
     assert to_online(states, connected) == ["BACK"]
+
