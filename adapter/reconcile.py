@@ -39,6 +39,7 @@ from adapter.keys import Keys
 REASON = "reconciled"
 STATE = ("device", "online", "connected_at", "ended_through", "version")
 CHUNK = 500
+EMQX_MAX_LIMIT = 10_000  # the largest `limit` EMQX's /clients accepts
 
 
 @dataclass
@@ -101,7 +102,7 @@ async def connected_in_emqx(emqx: EmqxClient, page_size: int) -> dict[str, int |
     out: dict[str, int | None] = {}
     page = 1
     while True:
-        found = await emqx.clients(page, page_size, conn_state="connected",
+        found = await emqx.clients(page, min(page_size, EMQX_MAX_LIMIT), conn_state="connected",
                                    fields=("clientid", "connected", "connected_at"))
         for c in found.items:
             if c.get("connected") is True and isinstance(c.get("clientid"), str):

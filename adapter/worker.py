@@ -1,5 +1,6 @@
 """`adapter worker`: an RQ worker (scheduler on) on every queue the service uses, with the delivery pump
-and the command runner (adapter/command_runner.py) beside it in the same process.
+and the command runner (adapter/command_runner.py) beside it in the same process. RQ runs the periodic
+jobs (reconciliation, retention) and large command requests: adapter/jobs.py.
 
 Why the pump is not an RQ job: RQ runs one job at a time per worker, so a long-lived stream consumer held
 as a job would starve every other job, and RQ notices a dead worker's job only after minutes. The pump
