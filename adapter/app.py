@@ -25,6 +25,7 @@ from adapter.api import devices as devices_api
 from adapter.api import emqx_hooks as emqx_hooks_api
 from adapter.api import health as health_api
 from adapter.api import ingest as ingest_api
+from adapter.api import jobs as jobs_api
 from adapter.api import routes as routes_api
 from adapter.auth import UserStore
 from adapter.batcher import Batcher
@@ -47,7 +48,8 @@ def endpoints() -> list[Endpoint]:
     # devices last: its `/monitor/devices/{sn}` would capture GET routes below /monitor/devices/ declared after it
     return [*health_api.ENDPOINTS, *auth_api.ENDPOINTS, *ingest_api.ENDPOINTS, *brokers_api.ENDPOINTS,
             *callbacks_api.ENDPOINTS, *routes_api.ENDPOINTS, *commands_api.ENDPOINTS,
-            *emqx_hooks_api.ENDPOINTS, *credentials_api.ENDPOINTS, *devices_api.ENDPOINTS]
+            *emqx_hooks_api.ENDPOINTS, *credentials_api.ENDPOINTS, *jobs_api.ENDPOINTS,
+            *devices_api.ENDPOINTS]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -212,8 +213,10 @@ class EmqxClient:
 
     async def clients(self, page: int = 1, limit: int = 100, *, conn_state: str | None = None,
                       clientid: Sequence[str] = (), username: Sequence[str] = (),
-                      node: str | None = None) -> ClientPage:
+                      node: str | None = None, fields: Sequence[str] = ()) -> ClientPage:
         params: list[tuple[str, str | int]] = [("page", page), ("limit", limit)]
+        if fields:
+            params.append(("fields", ",".join(fields)))
         params += [("clientid", c) for c in clientid] + [("username", u) for u in username]
         params += [(k, v) for k, v in (("conn_state", conn_state), ("node", node)) if v is not None]
         answer = await self._get("/clients", params)
@@ -225,6 +228,18 @@ class EmqxClient:
         return ClientPage(items=data, page=page, limit=limit,
                           count=count if isinstance(count, int) and not isinstance(count, bool) else None,
                           hasnext=meta.get("hasnext") is True)
+
+    async def client(self, clientid: str) -> dict[str, Any] | None:
+        """`GET /clients/{clientid}`: the client's channel, or None when EMQX does not know it (404)."""
+        response = await self._request("GET", f"/clients/{quote(clientid, safe='')}")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise unavailable(_status_reason(response.status_code))
+        answer = _decode(response)
+        if not isinstance(answer, dict):
+            raise unavailable("EMQX sent an unexpected answer")
+        return answer
 
     async def publish(self, topic: str, payload: str | bytes, *, qos: int = 0, retain: bool = False,
                       properties: Mapping[str, Any] | None = None) -> PublishResult:

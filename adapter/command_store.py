@@ -26,6 +26,22 @@ PRUNE_ROUNDS = 10
 SEQ_TTL = 2 * 86_400
 
 
+def create_args(keys: Keys, req: CommandRequest, ids: list[int], start: int) -> list[Arg]:
+    """The arguments of one `create` call of commands.lua: the commands `start` to `start + CREATE_CHUNK`."""
+    common: list[Arg] = [req.sender, req.command, req.method, req.body, "1" if req.detached else "0",
+                         req.expires, req.max_retries, "1" if req.publish_now else "0"]
+    group: list[Arg] = []
+    end = start + CREATE_CHUNK
+    for cid, sn in zip(ids[start:end], req.sns[start:end], strict=True):
+        group += [id_str(cid), command_ids.ordinal(cid), sn, keys.client(sn)]
+    return script_args(keys, "create", *common, *group)
+
+
+def targets(req: CommandRequest, ids: list[int]) -> list[dict[str, Any]]:
+    """The seed's answer: `to`, one entry per device with its command's id."""
+    return [{"id": cid, "idStr": id_str(cid), "sn": sn} for cid, sn in zip(ids, req.sns, strict=True)]
+
+
 class CommandStore:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.redis = client
@@ -34,7 +50,8 @@ class CommandStore:
     async def _eval(self, mode: str, *args: Arg) -> Any:
         return await run_script(self.redis, self.keys, mode, *args)
 
-    async def _new_ids(self, count: int) -> list[int]:
+    async def new_ids(self, count: int) -> list[int]:
+        """`count` consecutive ids of today, from one INCRBY."""
         day = command_ids.today()
         key = self.keys.command_seq(day)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -47,19 +64,13 @@ class CommandStore:
 
     async def create(self, req: CommandRequest) -> list[dict[str, Any]]:
         """One command per device; answers the seed's `to` list, each with `idStr`."""
-        ids = await self._new_ids(len(req.sns))
-        common: list[Arg] = [req.sender, req.command, req.method, req.body, "1" if req.detached else "0",
-                             req.expires, req.max_retries, "1" if req.publish_now else "0"]
+        ids = await self.new_ids(len(req.sns))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.scripts.add(COMMANDS)  # type: ignore[arg-type]  # it needs only .sha and .script
             for start in range(0, len(ids), CREATE_CHUNK):
-                group: list[Arg] = []
-                for cid, sn in zip(ids[start:start + CREATE_CHUNK], req.sns[start:start + CREATE_CHUNK],
-                                   strict=True):
-                    group += [id_str(cid), command_ids.ordinal(cid), sn, self.keys.client(sn)]
-                pipe.evalsha(COMMANDS.sha, NUMKEYS, *script_args(self.keys, "create", *common, *group))
+                pipe.evalsha(COMMANDS.sha, NUMKEYS, *create_args(self.keys, req, ids, start))
             await pipe.execute()
-        return [{"id": cid, "idStr": id_str(cid), "sn": sn} for cid, sn in zip(ids, req.sns, strict=True)]
+        return targets(req, ids)
 
     async def get(self, cid: int) -> dict[str, Any]:
         record = await self.redis.hgetall(self.keys.command(id_str(cid)))

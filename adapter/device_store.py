@@ -40,6 +40,13 @@ def fixed_keys(keys: Keys) -> list[str]:
             keys.callbacks_enabled_of("peripheral")]
 
 
+def presence_args(keys: Keys, partitions: int, ev: Connected | Disconnected) -> list[Arg]:
+    """KEYS (9) then ARGV of DEVICE_PRESENCE for one event, as `DeviceCommands.presence` packs them, for a
+    caller that sends it through redis-py (reconciliation, under WATCH)."""
+    return [*fixed_keys(keys), keys.client(ev.clientid), *script_argv(ev), keys.peripheral_prefix(),
+            keys.delivery_stream_prefix(), partitions]
+
+
 class DeviceCommands:
     def __init__(self, keys: Keys, partitions: int) -> None:
         self.keys = keys

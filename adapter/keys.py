@@ -239,3 +239,16 @@ class Keys:
         """Sorted set of command ids scored by when the runner must look at them next (ms): send, resend,
         retry after a broker error, or give up after the ack timeout."""
         return self._k("cmds", "due")
+
+    # --- RQ jobs: periodic chains and progress (adapter/jobs.py, docs/delivery.md) ----------------------
+    def job_chain(self, name: str) -> str:
+        """String: the RQ job id of the next run of periodic job `name` (one chain, however many workers)."""
+        return self._k("jobs", "chain", name)
+
+    def job_progress(self, job_id: str) -> str:
+        """Hash of one job's progress: kind, state, done, total, error, created, updated; expires."""
+        return self._k("jobs", "progress", job_id)
+
+    def retention_cursor(self, walk: str) -> str:
+        """String: where retention's walk `walk` resumes (an index member or a SCAN cursor)."""
+        return self._k("jobs", "retention", walk)

@@ -29,6 +29,10 @@ HELP = {
     "emqx_authz_total": ("counter", "EMQX HTTP authorization answers, by result and action"),
     "emqx_authn_redis_unavailable_total": ("counter", "authentications answered ignore: Redis did not answer"),
     "emqx_authn_busy_total": ("counter", "authentications answered ignore: too many secret checks waiting"),
+    "reconcile_corrections_total": ("counter", "device presence corrected by reconciliation with EMQX, by new state"),
+    "reconcile_skipped_total": ("counter", "reconciliation corrections dropped: a real event came first"),
+    "retention_removed_total": ("counter", "clients forgotten after ADAPTER_DEVICE_RETENTION_DAYS, by kind"),
+    "jobs_runs_total": ("counter", "periodic RQ job runs, by job and result"),
 }
 
 

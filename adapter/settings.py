@@ -87,6 +87,14 @@ class Settings:
     # EMQX HTTP authentication and authorization (docs/emqx.md)
     mqtt_clients: str = ""
     authn_cache_ttl: int = 86_400
+    # RQ jobs of `adapter worker` (docs/delivery.md "What RQ runs")
+    reconcile_interval: int = 300
+    reconcile_page_size: int = 1000
+    retention_interval: int = 3600
+    device_retention_days: int = 30
+    retention_batch: int = 1000
+    command_job_threshold: int = 1000
+    job_progress_ttl: int = 86_400
     dev: bool = field(default=False)
 
     @classmethod

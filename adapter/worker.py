@@ -1,5 +1,6 @@
 """`adapter worker`: an RQ worker (scheduler on) on every queue the service uses, with the delivery pump
-and the command runner (adapter/command_runner.py) beside it in the same process.
+and the command runner (adapter/command_runner.py) beside it in the same process. RQ runs the periodic
+jobs (reconciliation, retention) and large command requests: adapter/jobs.py.
 
 Why the pump is not an RQ job: RQ runs one job at a time per worker, so a long-lived stream consumer held
 as a job would starve every other job, and RQ notices a dead worker's job only after minutes. The pump
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from rq import Queue, Worker
 
+from adapter import jobs
 from adapter.command_runner import run_commands
 from adapter.keys import Keys
 from adapter.pump import run_pump
@@ -69,6 +71,12 @@ def run(settings: Settings, *, burst: bool = False) -> int:
     pump = LoopThread("delivery-pump", lambda stop: run_pump(settings, stop, burst=burst))
     pump.start()
     commands.start()
+    jobs.configure(settings)
+    guard_stop = threading.Event()
+    if not burst:  # the periodic jobs (adapter/jobs.py): one chain each, however many workers
+        jobs.ensure_chains(settings, qs[0].connection)
+        threading.Thread(target=jobs.guard_chains, args=(settings, qs[0].connection, guard_stop),
+                         name="periodic-guard", daemon=True).start()
     try:
         worker = Worker(qs, connection=qs[0].connection)
         worker.work(burst=burst, with_scheduler=True)
@@ -76,6 +84,7 @@ def run(settings: Settings, *, burst: bool = False) -> int:
             pump.thread.join()
             commands.thread.join()
     finally:
+        guard_stop.set()
         commands.stop()
         pump.stop()
     return 0

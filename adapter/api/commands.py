@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapter import command_bulk
 from adapter.command_ids import parse_id
 from adapter.command_store import CommandStore
 from adapter.commands import DEFAULT_FROM, MAX_RETRIES, METHODS, Limits, parse_request
@@ -79,6 +80,8 @@ def _id(raw: str) -> int:
 
 async def create_commands(call: Call) -> dict[str, Any]:
     req = parse_request(call.body, Limits.of(call.svc.settings))
+    if len(req.sns) > call.svc.settings.command_job_threshold:
+        return await command_bulk.create(call.svc, req)
     return {"to": await _store(call).create(req)}
 
 
@@ -101,7 +104,12 @@ ENDPOINTS = [
     Endpoint("POST", BASE, create_commands, "Publish a command to devices: one command (and id) per device",
              access="admin", body=CREATE_BODY,
              response={"type": "object", "required": ["to"],
-                       "properties": {"to": {"type": "array", "items": TARGET_SCHEMA}}}),
+                       "properties": {"to": {"type": "array", "items": TARGET_SCHEMA},
+                                      "job": {"type": "string",
+                                              "description": "beyond the seed: only when `to` lists more than "
+                                                             "ADAPTER_COMMAND_JOB_THRESHOLD devices; the "
+                                                             "records are written by this job "
+                                                             "(GET /iot/api/v1/jobs?id=)"}}}),
     Endpoint("GET", BASE, query_commands, "One command (id; page and limit ignored) or a page, newest first",
              query=(ID, FROM, SN, PAGE, LIMIT),
              response={"oneOf": [COMMAND_SCHEMA, page_of(COMMAND_SCHEMA)]}, errors=(404,)),

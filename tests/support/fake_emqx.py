@@ -60,6 +60,7 @@ class FakeEmqx:
     def app(self) -> Starlette:
         routes = [("/api/v5/nodes", self.nodes, "GET"), ("/api/v5/stats", self.stats, "GET"),
                   ("/api/v5/metrics", self.metrics, "GET"), ("/api/v5/clients", self.list_clients, "GET"),
+                  ("/api/v5/clients/{clientid}", self.one_client, "GET"),
                   ("/api/v5/publish", self.publish, "POST"), ("/api/v5/publish/bulk", self.bulk, "POST")]
         return Starlette(routes=[Route(p, self._guarded(h), methods=[m]) for p, h, m in routes])
 
@@ -99,6 +100,12 @@ class FakeEmqx:
         return JSONResponse({"data": rows[start:start + limit],
                              "meta": {"page": page, "limit": limit, "count": len(rows),
                                       "hasnext": len(rows) > start + limit}})
+
+    async def one_client(self, request: Request) -> Response:
+        for c in self.clients:
+            if c["clientid"] == request.path_params["clientid"]:
+                return JSONResponse(c)
+        return JSONResponse({"code": "CLIENTID_NOT_FOUND", "message": "Client ID not found"}, status_code=404)
 
     async def publish(self, request: Request) -> Response:
         body = await request.json()

@@ -37,6 +37,9 @@ def test_every_key_is_pinned() -> None:
     assert k.delivery_stream(2) == "iot:dq:2"
     assert k.delivery_stream_prefix() + "2" == k.delivery_stream(2)
     assert k.credential("SN1") == "iot:cred:SN1"
+    assert k.job_chain("reconcile") == "iot:jobs:chain:reconcile"
+    assert k.job_progress("iot-commands-1") == "iot:jobs:progress:iot-commands-1"
+    assert k.retention_cursor("devices") == "iot:jobs:retention:devices"
     assert k.credentials() == "iot:creds"
     assert k.authn_cache("SN1") == "iot:authn-ok:SN1"
     assert k.delivery_retry() == "iot:dq:retry"

@@ -1,0 +1,89 @@
+"""Periodic RQ jobs: one chain each however many workers start, a run schedules the next, a lost chain is
+restarted once (adapter/periodic.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+from rq import Queue, SimpleWorker
+from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
+
+from adapter import jobs
+from adapter.keys import Keys
+from adapter.settings import Settings
+
+K = Keys("iot")
+
+
+@pytest.fixture
+def cfg(settings: Settings) -> Settings:
+    # reconcile fails fast (EMQX URL answers nothing): a failed run must still schedule the next
+    return settings.with_overrides(reconcile_interval=300, retention_interval=3600, emqx_timeout=0.5)
+
+
+def queue_of(cfg: Settings) -> Queue:
+    return Queue(K.queue("default"), connection=redis.Redis.from_url(cfg.redis_url))
+
+
+def scheduled(cfg: Settings) -> list[str]:
+    return sorted(ScheduledJobRegistry(queue=queue_of(cfg)).get_job_ids())
+
+
+def start_workers_at_once(cfg: Settings, n: int) -> list[list[str]]:
+    """`n` workers starting together, each with its own connection, each making sure of the chains."""
+    barrier = threading.Barrier(n)
+    started: list[list[str]] = [[] for _ in range(n)]
+
+    def one(i: int) -> None:
+        conn = redis.Redis.from_url(cfg.redis_url)
+        barrier.wait()
+        started[i] = jobs.ensure_chains(cfg, conn)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return started
+
+
+def chain_ids(r: redis.Redis) -> list[str]:
+    return [r.get(K.job_chain("reconcile")) or "", r.get(K.job_chain("retention")) or ""]
+
+
+def test_many_workers_start_one_chain_per_periodic_job(cfg: Settings, redis_db: redis.Redis) -> None:
+    started = start_workers_at_once(cfg, 4)
+    assert sorted(i for ids in started for i in ids) == scheduled(cfg)
+    assert len(scheduled(cfg)) == 2
+    assert sorted(chain_ids(redis_db)) == scheduled(cfg)
+    assert start_workers_at_once(cfg, 2) == [[], []]  # alive chains are left alone
+    assert len(scheduled(cfg)) == 2
+
+
+def test_each_run_schedules_exactly_the_next(cfg: Settings, redis_db: redis.Redis) -> None:
+    first = jobs.ensure_chains(cfg, redis.Redis.from_url(cfg.redis_url))
+    jobs.configure(cfg)
+    queue = queue_of(cfg)
+    # two workers, one after the other: the due runs go once, each schedules one successor
+    for _ in range(2):
+        SimpleWorker([queue], connection=queue.connection).work(burst=True, with_scheduler=True)
+    assert sorted(FinishedJobRegistry(queue=queue).get_job_ids()) == sorted(first[-1:])  # retention finished
+    nexts = scheduled(cfg)
+    assert len(nexts) == 2 and not set(nexts) & set(first)
+    assert sorted(chain_ids(redis_db)) == nexts
+    runs = redis_db.hgetall(K.metrics())
+    assert runs['jobs_runs_total{job="retention",result="ok"}'] == "1"
+    assert runs['jobs_runs_total{job="reconcile",result="failed"}'] == "1"
+    due_in = ScheduledJobRegistry(queue=queue).get_scheduled_time(nexts[0]).timestamp()
+    assert due_in > time.time() + 250  # one interval later, not at once
+
+
+def test_a_lost_chain_is_restarted_once(cfg: Settings, redis_db: redis.Redis) -> None:
+    redis_db.set(K.job_chain("reconcile"), "iot-reconcile-1000-0badc0de")  # its run vanished long ago
+    redis_db.set(K.job_chain("retention"), "iot-retention-1000-0badc0de")
+    started = start_workers_at_once(cfg, 3)
+    assert sorted(i for ids in started for i in ids) == scheduled(cfg)
+    assert len(scheduled(cfg)) == 2
