@@ -86,6 +86,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes = RouteTable(services.keys)
         services.extras["ingest"] = Ingest(batcher, services.keys, services.metrics,
                                            settings.delivery_partitions, routes)
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):  # else messages get 503 until it loads
+            await routes.refresh(services.redis)
         stop = asyncio.Event()
         follower = asyncio.get_running_loop().create_task(routes.follow(services.redis, stop))
         try:
