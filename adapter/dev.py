@@ -138,6 +138,7 @@ def banner(settings: Settings, api: str, mqtt_port: int, broker_api: str) -> str
         "",
         "adapter dev is running (Ctrl-C stops everything)",
         f"  API          {api}/iot/api/v1   (OpenAPI: {api}/iot/api/v1/openapi.json)",
+        f"  API docs     {api}/iot/api/v1/docs   (Swagger UI)",
         f"  admin login  user admin, password {settings.admin_password}",
         f"               curl -s -X POST {api}/iot/api/v1/auth/login -H 'content-type: application/json' "
         f"-d '{{\"user\":\"admin\",\"password\":\"{settings.admin_password}\"}}'",
