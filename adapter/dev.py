@@ -23,7 +23,7 @@ from types import FrameType
 import httpx
 import redis
 
-from adapter.settings import ConfigError, Settings
+from adapter.settings import ConfigError, Settings, redact_url
 
 
 def port_or_free(preferred: int) -> int:
@@ -144,7 +144,7 @@ def banner(settings: Settings, api: str, mqtt_port: int, broker_api: str) -> str
         f"-d '{{\"user\":\"admin\",\"password\":\"{settings.admin_password}\"}}'",
         f"  MQTT         mqtt://127.0.0.1:{mqtt_port}   (client id = device sn)",
         f"  broker API   {broker_api}   (key {settings.emqx_api_key}, secret {settings.emqx_api_secret})",
-        f"  Redis        {settings.redis_url}",
+        f"  Redis        {redact_url(settings.redis_url)}",
         "  simulated devices:",
         f"    {py} -m adapter simulate --port {mqtt_port} --count 10",
         "",
