@@ -17,7 +17,7 @@ from functools import lru_cache
 from adapter import uplink
 from adapter.batcher import Batcher
 from adapter.commands import CommandCalls, acked_command, parse_response
-from adapter.device_store import DeviceCommands
+from adapter.device_store import MAX_PERIPHERALS, PERIPHERAL_TTL, DeviceCommands
 from adapter.errors import AppError
 from adapter.events import (
     REST_API_CLIENT,
@@ -137,11 +137,13 @@ def _rejected_field(reason: str) -> str:
 
 class Ingest:
     def __init__(self, batcher: Batcher, keys: Keys, metrics: MetricsBuffer, partitions: int,
-                 routes: RouteTable) -> None:
+                 routes: RouteTable, *, max_peripherals: int = MAX_PERIPHERALS,
+                 peripheral_ttl: int = PERIPHERAL_TTL) -> None:
         self.batcher = batcher
         self.keys = keys
         self.partitions = partitions
-        self.commands = DeviceCommands(keys, partitions)
+        self.commands = DeviceCommands(keys, partitions, max_peripherals=max_peripherals,
+                                       peripheral_ttl=peripheral_ttl)
         self.command_calls = CommandCalls(keys)
         self.metrics = metrics
         self.routes = routes

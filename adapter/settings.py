@@ -101,6 +101,9 @@ class Settings:
     command_publish_batch: int = 250
     command_publish_concurrency: int = 8
     command_retry_schedule: str = "1s,2s,5s,10s,30s"
+    # peripherals (docs/devices.md)
+    max_peripherals_per_gateway: int = 1000
+    peripheral_ttl_days: int = 30
     # EMQX HTTP authentication and authorization (docs/emqx.md)
     mqtt_clients: str = ""
     authn_cache_ttl: int = 86_400
