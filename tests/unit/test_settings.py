@@ -15,6 +15,7 @@ def test_defaults() -> None:
     assert s.token_ttl == 86400
     assert s.allow_private_urls is False
     assert s.max_body_bytes == 1024 * 1024
+    assert (s.max_peripherals_per_gateway, s.peripheral_ttl_days) == (1000, 30)
 
 
 def test_dev_allows_private_urls_unless_told_otherwise() -> None:
