@@ -22,6 +22,7 @@ from adapter.api import callbacks as callbacks_api
 from adapter.api import commands as commands_api
 from adapter.api import credentials as credentials_api
 from adapter.api import devices as devices_api
+from adapter.api import docs as docs_api
 from adapter.api import emqx_hooks as emqx_hooks_api
 from adapter.api import health as health_api
 from adapter.api import ingest as ingest_api
@@ -48,7 +49,7 @@ def endpoints() -> list[Endpoint]:
     # devices last: its `/monitor/devices/{sn}` would capture GET routes below /monitor/devices/ declared after it
     return [*health_api.ENDPOINTS, *auth_api.ENDPOINTS, *ingest_api.ENDPOINTS, *brokers_api.ENDPOINTS,
             *callbacks_api.ENDPOINTS, *routes_api.ENDPOINTS, *commands_api.ENDPOINTS,
-            *emqx_hooks_api.ENDPOINTS, *credentials_api.ENDPOINTS, *jobs_api.ENDPOINTS,
+            *emqx_hooks_api.ENDPOINTS, *credentials_api.ENDPOINTS, *jobs_api.ENDPOINTS, *docs_api.ENDPOINTS,
             *devices_api.ENDPOINTS]
 
 
@@ -87,7 +88,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         batcher = Batcher(services.redis, [*device_store.SCRIPTS, FORWARD, *commands.SCRIPTS])
         routes = RouteTable(services.keys)
         services.extras["ingest"] = Ingest(batcher, services.keys, services.metrics,
-                                           settings.delivery_partitions, routes)
+                                           settings.delivery_partitions, routes,
+                                           max_peripherals=settings.max_peripherals_per_gateway,
+                                           peripheral_ttl=settings.peripheral_ttl_days * 86_400)
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):  # else messages get 503 until it loads
+            await routes.refresh(services.redis)
         stop = asyncio.Event()
         follower = asyncio.get_running_loop().create_task(routes.follow(services.redis, stop))
         try:
@@ -113,10 +118,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await services.aclose()
 
     app = App(
-        routes=[ep.route() for ep in eps],
+        routes=[*(ep.route() for ep in eps), *docs_api.mounts()],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.openapi = document(eps)
+    app.state.openapi_bytes = docs_api.document_bytes(app.state.openapi)
     return app

@@ -100,21 +100,22 @@ def stats_view(stats: Json, metrics: Json, nodes: Sequence[Json]) -> dict[str, A
 
 
 def node_view(node: Json, now: datetime) -> dict[str, Any]:
-    """One `/nodes` entry. A stopped node has only node, node_status and role: the rest is null."""
+    """One `/nodes` entry. A stopped node has only node, node_status and role: the rest is "undefined" (text)
+    or 0 (counts), never null, as the seed's types."""
     status = node.get("node_status")
     edition = node.get("edition")
     uptime = _count(node.get("uptime"))
     return {
-        "datetime": seed_time(now),
+        "datetime": seed_time(now) or UNDEFINED,
         "node": _text(node.get("node")),
         "node_status": status.capitalize() if isinstance(status, str) else "Unknown",
-        "otp_release": _optional_text(node.get("otp_release")),
+        "otp_release": _text(node.get("otp_release")),
         "sysdescr": f"EMQX {edition}" if isinstance(edition, str) else "EMQX",
-        "uptime": uptime_text(uptime) if uptime is not None else None,
-        "version": _optional_text(node.get("version")),
-        "role": _optional_text(node.get("role")),
-        "connections": _count(node.get("connections")),
-        "live_connections": _count(node.get("live_connections")),
+        "uptime": uptime_text(uptime) if uptime is not None else UNDEFINED,
+        "version": _text(node.get("version")),
+        "role": _text(node.get("role")),
+        "connections": _number(node, "connections"),
+        "live_connections": _number(node, "live_connections"),
     }
 
 
@@ -157,9 +158,9 @@ def session_view(client: Json) -> dict[str, Any]:
         "binding": "local",
         "clean_start": client.get("clean_start") is True,
         "client_id": _text(client.get("clientid")),
-        "created_at": seed_time(client.get("created_at")),
+        "created_at": seed_time(client.get("created_at")) or UNDEFINED,
         "deliver_msg": _number(client, "send_msg"),
-        "enqueue_msg": None,
+        "enqueue_msg": 0,  # no EMQX 5 counter (docs/broker-mapping.md)
         "expiry_interval": _number(client, "expiry_interval"),
         "heap_size": _number(client, "heap_size"),
         "inflight_len": _number(client, "inflight_cnt"),

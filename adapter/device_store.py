@@ -40,6 +40,10 @@ def fixed_keys(keys: Keys) -> list[str]:
             keys.callbacks_enabled_of("peripheral")]
 
 
+MAX_PERIPHERALS = 1000  # per device (gateway); ADAPTER_MAX_PERIPHERALS_PER_GATEWAY
+PERIPHERAL_TTL = 30 * 86_400  # s a peripheral not reported is kept; ADAPTER_PERIPHERAL_TTL_DAYS
+
+
 def presence_args(keys: Keys, partitions: int, ev: Connected | Disconnected) -> list[Arg]:
     """KEYS (9) then ARGV of DEVICE_PRESENCE for one event, as `DeviceCommands.presence` packs them, for a
     caller that sends it through redis-py (reconciliation, under WATCH)."""
@@ -48,7 +52,8 @@ def presence_args(keys: Keys, partitions: int, ev: Connected | Disconnected) -> 
 
 
 class DeviceCommands:
-    def __init__(self, keys: Keys, partitions: int) -> None:
+    def __init__(self, keys: Keys, partitions: int, *, max_peripherals: int = MAX_PERIPHERALS,
+                 peripheral_ttl: int = PERIPHERAL_TTL) -> None:
         self.keys = keys
         stream: list[Arg] = [keys.delivery_stream_prefix(), partitions]
         self._presence = PreparedCall(DEVICE_PRESENCE, fixed_keys(keys), 1,
@@ -56,8 +61,9 @@ class DeviceCommands:
         # the uplink's constant tail: the seen TTL of forward.lua, then the fanout's stream arguments
         self._uplink = PreparedCall(UPLINK, fixed_keys(keys), 1, tail=[SEEN_TTL, *stream])
         self._uplink_fwd = PreparedCall(UPLINK, fixed_keys(keys), 3, tail=[SEEN_TTL, *stream])
-        self._peri_prefix = keys.peripheral_prefix()
-        self._gw_prefix = keys.peripherals_of_gw_prefix()
+        self._peripheral_args: list[Arg] = [keys.peripheral_prefix(), keys.peripherals_of_gw_prefix(),
+                                            keys.peripherals_seen_prefix(), max_peripherals, peripheral_ttl,
+                                            keys.metrics()]
 
     def presence(self, ev: Connected | Disconnected) -> bytes:
         return self._presence.pack([self.keys.client(ev.clientid)], script_argv(ev))
@@ -87,7 +93,7 @@ class DeviceCommands:
         return self._up("heartbeat", sn, at, [boot_time, dur, *self._wake(sn)], fwd)
 
     def peripherals(self, sn: str, at: int, items: list[Peripheral], fwd: Forward | None = None) -> bytes:
-        flat: list[Arg] = [self._peri_prefix, self._gw_prefix]
+        flat: list[Arg] = list(self._peripheral_args)
         for p in items:
             flat += [p.nid, p.gw_id, "1" if p.online else "0", p.msg]
         return self._up("peripherals", sn, at, flat, fwd)

@@ -17,7 +17,8 @@ from functools import lru_cache
 from adapter import uplink
 from adapter.batcher import Batcher
 from adapter.commands import CommandCalls, acked_command, parse_response
-from adapter.device_store import DeviceCommands
+from adapter.device_store import MAX_PERIPHERALS, PERIPHERAL_TTL, DeviceCommands
+from adapter.errors import AppError
 from adapter.events import (
     REST_API_CLIENT,
     Connected,
@@ -110,10 +111,18 @@ def _message_plan(msg: MessagePublished, cmd: DeviceCommands, ctl: CommandCalls,
 
 
 def routed(ev: Event, routes: RouteTable, keys: Keys, partitions: int) -> Forward | None:
-    """Every message (DMA uplink included, even one the device layer rejects) goes to its routes too."""
+    """Every message (DMA uplink included, even one the device layer rejects) goes to its routes too; until the
+    table has loaded once, a message is refused with 503 (EMQX sends it again) rather than stored unforwarded."""
     if not isinstance(ev, MessagePublished):
         return None
+    if routes.version is None:
+        raise RoutesNotLoaded("unavailable", "the message routes are not loaded yet, try again",
+                              headers={"Retry-After": "1"})
     return forward_of(ev, routes.match(ev.topic), keys, partitions)
+
+
+class RoutesNotLoaded(AppError):
+    """A message arrived before the route table's first load."""
 
 
 @lru_cache(maxsize=64)
@@ -128,18 +137,24 @@ def _rejected_field(reason: str) -> str:
 
 class Ingest:
     def __init__(self, batcher: Batcher, keys: Keys, metrics: MetricsBuffer, partitions: int,
-                 routes: RouteTable) -> None:
+                 routes: RouteTable, *, max_peripherals: int = MAX_PERIPHERALS,
+                 peripheral_ttl: int = PERIPHERAL_TTL) -> None:
         self.batcher = batcher
         self.keys = keys
         self.partitions = partitions
-        self.commands = DeviceCommands(keys, partitions)
+        self.commands = DeviceCommands(keys, partitions, max_peripherals=max_peripherals,
+                                       peripheral_ttl=peripheral_ttl)
         self.command_calls = CommandCalls(keys)
         self.metrics = metrics
         self.routes = routes
 
     async def apply(self, ev: Event) -> Plan:
         """Write the event's effects; return once Redis has them. Counted once written."""
-        fwd = routed(ev, self.routes, self.keys, self.partitions)
+        try:
+            fwd = routed(ev, self.routes, self.keys, self.partitions)
+        except RoutesNotLoaded:
+            self.count_unavailable("routes_not_loaded")
+            raise
         p = plan(ev, self.commands, int(time.time() * 1000), self.command_calls, fwd)
         for result in await self.batcher.submit(p.commands):
             if isinstance(result, Exception):
@@ -151,3 +166,6 @@ class Ingest:
 
     def count_malformed(self) -> None:
         self.metrics.inc('ingest_rejected_total{reason="malformed"}')
+
+    def count_unavailable(self, reason: str) -> None:
+        self.metrics.inc(f'ingest_unavailable_total{{reason="{reason}"}}')

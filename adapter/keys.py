@@ -91,6 +91,15 @@ class Keys:
         """Sorted set of `{sn}/{nId}` members whose gwId is `gw_id`."""
         return self._k("peris", "gw", gw_id)
 
+    def peripherals_seen(self, sn: str) -> str:
+        """Sorted set of the nIds device `sn` reports, scored by when it last reported each (revtime, s): what
+        caps a gateway's peripherals and finds its stale ones."""
+        return self._k("peris", "seen", sn)
+
+    def peripherals_seen_prefix(self) -> str:
+        """What `peripherals_seen(sn)` starts with, for Lua scripts: `{prefix}{sn}`."""
+        return self._k("peris", "seen", "")
+
     def seen(self, event_key: str) -> str:
         """Marks an event already applied (message ids), so that a redelivery changes nothing."""
         return self._k("seen", event_key)

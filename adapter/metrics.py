@@ -24,6 +24,9 @@ _FIELD = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?$")
 HELP = {
     "ingest_events_total": ("counter", "EMQX events received on /emqx/events, by type"),
     "ingest_rejected_total": ("counter", "events or device messages rejected, by reason"),
+    "ingest_unavailable_total": ("counter", "events answered 503 (EMQX sends them again), by reason"),
+    "peripherals_dropped_total": ("counter", "new peripherals not stored: their gateway has the most it may keep"),
+    "peripherals_pruned_total": ("counter", "peripherals removed: their gateway had not reported them for too long"),
     LATENCY: ("histogram", "HTTP request latency by route, seconds"),
     "emqx_authn_total": ("counter", "EMQX HTTP authentication answers, by result"),
     "emqx_authz_total": ("counter", "EMQX HTTP authorization answers, by result and action"),

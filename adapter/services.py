@@ -12,7 +12,7 @@ import redis.exceptions
 from adapter.errors import AppError
 from adapter.keys import Keys
 from adapter.metrics import MetricsBuffer
-from adapter.settings import ConfigError, Settings
+from adapter.settings import ConfigError, Settings, redact_url
 
 
 @dataclass
@@ -53,7 +53,7 @@ def check_redis(settings: Settings) -> None:
     try:
         client.ping()
     except redis.exceptions.RedisError as exc:
-        raise ConfigError(f"Redis at {settings.redis_url} does not answer: {exc}") from None
+        raise ConfigError(f"Redis at {redact_url(settings.redis_url)} does not answer: {exc}") from None
     finally:
         client.close()
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse, urlsplit, urlunsplit
 
 
 class ConfigError(Exception):
@@ -48,8 +48,25 @@ def _float(name: str, raw: str) -> float:
 def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     parsed = urlparse(raw)
     if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
-        raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL, not {raw!r}")
+        raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL, not {redact_url(raw)!r}")
     return raw
+
+
+def redact_url(url: str) -> str:
+    """The URL fit to print: a password in it (`redis://user:secret@host`, `?password=secret`) becomes `***`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unreadable URL>"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    query = parts.query
+    if "password" in query.lower():
+        query = urlencode([(k, "***" if k.lower() == "password" else v)
+                           for k, v in parse_qsl(query, keep_blank_values=True)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,9 @@ class Settings:
     command_publish_batch: int = 250
     command_publish_concurrency: int = 8
     command_retry_schedule: str = "1s,2s,5s,10s,30s"
+    # peripherals (docs/devices.md)
+    max_peripherals_per_gateway: int = 1000
+    peripheral_ttl_days: int = 30
     # EMQX HTTP authentication and authorization (docs/emqx.md)
     mqtt_clients: str = ""
     authn_cache_ttl: int = 86_400
@@ -115,6 +135,18 @@ class Settings:
         settings.check_basic()
         return settings
 
+    def __repr__(self) -> str:
+        """Every setting, with the secrets masked and the Redis URL's password left out."""
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRETS and value:
+                value = "***"
+            elif f.name == "redis_url":
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
     def check_basic(self) -> None:
         _url("ADAPTER_REDIS_URL", self.redis_url, ("redis", "rediss", "unix"))
         _url("ADAPTER_EMQX_API_URL", self.emqx_api_url, ("http", "https"))
@@ -143,6 +175,7 @@ class Settings:
 
 
 _DEV_GENERATED = ("ingest_token", "admin_password")
+_SECRETS = ("ingest_token", "admin_password", "emqx_api_secret", "mqtt_clients")
 
 
 def _convert(name: str, kind: object, raw: str) -> object:

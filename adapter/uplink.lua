@@ -9,6 +9,8 @@
 --       mark: the wake arguments
 --       wake arguments: the device's active commands set, the prefix of command hashes, the due set
 --       peripherals: 5 the prefix of peripheral hash keys, 6 the prefix of the per-gateway sets,
+--                    7 the prefix of the per-device last-seen sets, 8 the most peripherals a device keeps,
+--                    9 how long (s) an unreported peripheral is kept, 10 the metrics hash,
 --                    then groups of 4: nId, gwId, online "1"/"0", msg
 --       then, when the message is routed, its forwarding (forward.lua: message id, body head, route ids),
 --       then the number n of route ids (0 when none; then KEYS 10 and 11 are absent)
@@ -17,6 +19,7 @@
 -- KEYS  10 the message's seen key, 11 the stream of its partition (only when n > 0)
 -- Returns the number of transitions (device and peripherals).
 
+local PRUNE_MAX = 100  -- stale peripherals removed per report at most
 local key, sn, mode = KEYS[9], ARGV[2], ARGV[1]
 local received_at, revtime = tonumber(ARGV[3]), ARGV[4]
 local routed = tonumber(ARGV[#ARGV - 3])
@@ -116,9 +119,30 @@ elseif mode == 'heartbeat' then
     write('bootTime', ARGV[5], 'dur', ARGV[6])
   end
 elseif mode == 'peripherals' and newest() then
-  local prefix, gw_prefix = ARGV[5], ARGV[6]
+  local prefix, gw_prefix, seen = ARGV[5], ARGV[6], ARGV[7] .. sn
+  local cap, ttl, metrics = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+  local now_s = tonumber(revtime)
   local gw_online = redis.call('HGET', key, 'online') == '1'
-  for i = 7, last, 4 do
+  -- the peripherals this device has not reported for `ttl` s go, PRUNE_MAX at most per report (bounded work;
+  -- the rest go with the next reports); they leave every index, so the counts stay right
+  local pruned = 0
+  for _, nid in ipairs(redis.call('ZRANGEBYSCORE', seen, '-inf', now_s - ttl, 'LIMIT', 0, PRUNE_MAX)) do
+    local member = sn .. '/' .. nid
+    local pkey = prefix .. sn .. ':' .. nid
+    local gw = redis.call('HGET', pkey, 'gwId')
+    if gw then
+      redis.call('ZREM', gw_prefix .. gw, member)
+    end
+    redis.call('DEL', pkey)
+    redis.call('ZREM', KEYS[4], member)
+    redis.call('ZREM', KEYS[5], member)
+    redis.call('ZREM', KEYS[6], member)
+    redis.call('ZREM', seen, nid)
+    pruned = pruned + 1
+  end
+  local count = redis.call('ZCARD', seen)
+  local dropped = 0  -- new peripherals past the cap: not stored
+  for i = 11, last, 4 do
     local nid, gw, on, msg = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local member = sn .. '/' .. nid
     local pkey = prefix .. sn .. ':' .. nid
@@ -126,35 +150,48 @@ elseif mode == 'peripherals' and newest() then
       on = '0'
     end
     local old_gw = redis.call('HGET', pkey, 'gwId')
-    if old_gw and old_gw ~= gw then
-      redis.call('ZREM', gw_prefix .. old_gw, member)
-    end
-    local was = redis.call('HGET', pkey, 'online')
-    redis.call('HSET', pkey, 'nId', nid, 'gwId', gw, 'sn', sn, 'online', on, 'activeTime', revtime,
-               'revTime', revtime, 'msg', msg)
-    redis.call('ZADD', KEYS[4], 0, member)
-    redis.call('ZADD', gw_prefix .. gw, 0, member)
-    if on == '1' then
-      redis.call('ZADD', KEYS[5], 0, member)
-      redis.call('ZREM', KEYS[6], member)
+    if not old_gw and count >= cap then
+      dropped = dropped + 1
     else
-      redis.call('ZADD', KEYS[6], 0, member)
-      redis.call('ZREM', KEYS[5], member)
-    end
-    if (was == '1') ~= (on == '1') and not (was == false and on == '0') then
-      local v = redis.call('HINCRBY', pkey, 'version', 1)
-      local field = 'offlineTime'
-      if on == '1' then
-        field = 'onlineTime'
+      if redis.call('ZADD', seen, now_s, nid) == 1 then
+        count = count + 1
       end
-      redis.call('HSET', pkey, field, revtime)
-      transitions = transitions + 1
-      fanout(KEYS[8], sn, {type = 'peripheral', sn = sn, nId = nid, gwId = gw, online = on == '1',
-              time = tonumber(revtime), reason = 'report', version = v,
-              onlineTime = tonumber(redis.call('HGET', pkey, 'onlineTime')) or 0,
-              offlineTime = tonumber(redis.call('HGET', pkey, 'offlineTime')) or 0,
-              eventId = 'p:' .. sn .. '/' .. nid .. ':' .. v})
+      if old_gw and old_gw ~= gw then
+        redis.call('ZREM', gw_prefix .. old_gw, member)
+      end
+      local was = redis.call('HGET', pkey, 'online')
+      redis.call('HSET', pkey, 'nId', nid, 'gwId', gw, 'sn', sn, 'online', on, 'activeTime', revtime,
+                 'revTime', revtime, 'msg', msg)
+      redis.call('ZADD', KEYS[4], 0, member)
+      redis.call('ZADD', gw_prefix .. gw, 0, member)
+      if on == '1' then
+        redis.call('ZADD', KEYS[5], 0, member)
+        redis.call('ZREM', KEYS[6], member)
+      else
+        redis.call('ZADD', KEYS[6], 0, member)
+        redis.call('ZREM', KEYS[5], member)
+      end
+      if (was == '1') ~= (on == '1') and not (was == false and on == '0') then
+        local v = redis.call('HINCRBY', pkey, 'version', 1)
+        local field = 'offlineTime'
+        if on == '1' then
+          field = 'onlineTime'
+        end
+        redis.call('HSET', pkey, field, revtime)
+        transitions = transitions + 1
+        fanout(KEYS[8], sn, {type = 'peripheral', sn = sn, nId = nid, gwId = gw, online = on == '1',
+                time = tonumber(revtime), reason = 'report', version = v,
+                onlineTime = tonumber(redis.call('HGET', pkey, 'onlineTime')) or 0,
+                offlineTime = tonumber(redis.call('HGET', pkey, 'offlineTime')) or 0,
+                eventId = 'p:' .. sn .. '/' .. nid .. ':' .. v})
+      end
     end
+  end
+  if pruned > 0 then
+    redis.call('HINCRBY', metrics, 'peripherals_pruned_total', pruned)
+  end
+  if dropped > 0 then
+    redis.call('HINCRBY', metrics, 'peripherals_dropped_total', dropped)
   end
 end
 flush()

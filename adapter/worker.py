@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -35,10 +37,16 @@ def queues(settings: Settings) -> list[Queue]:
 
 class LoopThread:
     """An asyncio service on its own event loop in a thread of the worker process; `stop()` lets it finish
-    what it has in flight."""
+    what it has in flight. A service that raises, or ends before `stop()` (unless it `may_finish`, in burst
+    mode), has died: `failed` is set, the traceback logged, and `on_death` called (from this thread)."""
 
-    def __init__(self, name: str, service: Callable[[asyncio.Event], Awaitable[object]]) -> None:
+    def __init__(self, name: str, service: Callable[[asyncio.Event], Awaitable[object]], *,
+                 on_death: Callable[[], None] | None = None, may_finish: bool = False) -> None:
         self.service = service
+        self.on_death = on_death
+        self.may_finish = may_finish
+        self.failed = False
+        self.stop_requested = False
         self.loop = asyncio.new_event_loop()
         self.stopping: asyncio.Event | None = None
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
@@ -48,18 +56,33 @@ class LoopThread:
         self.stopping = asyncio.Event()
         try:
             self.loop.run_until_complete(self.service(self.stopping))
-        except Exception:
-            log.exception("%s stopped", self.thread.name)
+        except BaseException:
+            self.failed = True
+            log.exception("%s died", self.thread.name)
+        else:
+            if not (self.may_finish or self.stop_requested):
+                self.failed = True
+                log.error("%s ended on its own", self.thread.name)
         finally:
             self.loop.close()
+        if self.failed and self.on_death is not None:
+            self.on_death()
 
     def start(self) -> None:
         self.thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
+        self.stop_requested = True
         if self.stopping is not None and self.thread.is_alive():
             self.loop.call_soon_threadsafe(self.stopping.set)
         self.thread.join(timeout)
+
+
+def _stop_this_process() -> None:
+    """Ask the RQ worker in the main thread for its warm shutdown (it handles SIGTERM: the job in progress
+    finishes); `run` then answers 1 and the supervisor starts the worker again. Before the RQ worker has
+    installed its handler, SIGTERM ends the process at once, which is non-zero too."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run(settings: Settings, *, burst: bool = False) -> int:
@@ -67,8 +90,17 @@ def run(settings: Settings, *, burst: bool = False) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per publish of the command runner
     qs = queues(settings)
-    commands = LoopThread("command-runner", lambda stop: run_commands(settings, stop, burst=burst))
-    pump = LoopThread("delivery-pump", lambda stop: run_pump(settings, stop, burst=burst))
+    working = threading.Event()  # while the RQ worker runs: a thread's death stops it
+
+    def on_death() -> None:
+        if working.is_set():
+            _stop_this_process()
+
+    commands = LoopThread("command-runner", lambda stop: run_commands(settings, stop, burst=burst),
+                          on_death=on_death, may_finish=burst)
+    pump = LoopThread("delivery-pump", lambda stop: run_pump(settings, stop, burst=burst),
+                      on_death=on_death, may_finish=burst)
+    working.set()
     pump.start()
     commands.start()
     jobs.configure(settings)
@@ -80,11 +112,17 @@ def run(settings: Settings, *, burst: bool = False) -> int:
     try:
         worker = Worker(qs, connection=qs[0].connection)
         worker.work(burst=burst, with_scheduler=True)
+        working.clear()
         if burst:
             pump.thread.join()
             commands.thread.join()
     finally:
         guard_stop.set()
+        working.clear()
         commands.stop()
         pump.stop()
+    dead = [t.thread.name for t in (pump, commands) if t.failed]
+    if dead:
+        log.error("worker: exiting with status 1: %s died", " and ".join(dead))
+        return 1
     return 0

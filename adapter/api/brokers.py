@@ -10,15 +10,17 @@ from adapter.openapi import page_of
 from adapter.validation import LIMIT, PAGE, Param
 
 COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
-MAYBE_COUNT: dict[str, Any] = {"type": ["integer", "null"], "minimum": 0}
 TEXT: dict[str, Any] = {"type": "string"}
-MAYBE_TEXT: dict[str, Any] = {"type": ["string", "null"]}
 FLAG: dict[str, Any] = {"type": "boolean"}
 TIME: dict[str, Any] = {"type": ["string", "null"], "pattern": r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$",
                         "description": "UTC, YYYY-MM-DD HH:MM:SS"}
 
-UPTIME: dict[str, Any] = {"type": ["string", "null"],
-                          "pattern": r"^(\d+ days,)?(\d+ hours, )?(\d+ minutes, )?\d+ seconds$"}
+UPTIME: dict[str, Any] = {"type": "string",
+                          "pattern": r"^((\d+ days,)?(\d+ hours, )?(\d+ minutes, )?\d+ seconds|undefined)$",
+                          "description": "EMQX 3's text; undefined for a stopped node"}
+TIME_OR_UNDEFINED: dict[str, Any] = {"type": "string",
+                                     "pattern": r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}|undefined)$",
+                                     "description": "UTC, YYYY-MM-DD HH:MM:SS; undefined when EMQX does not say"}
 
 
 def _object(properties: dict[str, Any]) -> dict[str, Any]:
@@ -33,9 +35,9 @@ STATS_SCHEMA = _object({
 })
 
 NODE_SCHEMA = _object({
-    "datetime": TIME, "node": TEXT, "node_status": TEXT, "otp_release": MAYBE_TEXT, "sysdescr": TEXT,
+    "datetime": TIME_OR_UNDEFINED, "node": TEXT, "node_status": TEXT, "otp_release": TEXT, "sysdescr": TEXT,
     "uptime": UPTIME,
-    "version": MAYBE_TEXT, "role": MAYBE_TEXT, "connections": MAYBE_COUNT, "live_connections": MAYBE_COUNT,
+    "version": TEXT, "role": TEXT, "connections": COUNT, "live_connections": COUNT,
 })
 
 NODES_SCHEMA = _object({"count": COUNT, "list": {"type": "array", "items": NODE_SCHEMA}})
@@ -49,7 +51,7 @@ CONNECTION_SCHEMA = _object({
 
 SESSION_SCHEMA = _object({
     "awaiting_rel_len": COUNT, "binding": {"const": "local"}, "clean_start": FLAG, "client_id": TEXT,
-    "created_at": TIME, "deliver_msg": COUNT, "enqueue_msg": {"type": "null"}, "expiry_interval": COUNT,
+    "created_at": TIME_OR_UNDEFINED, "deliver_msg": COUNT, "enqueue_msg": COUNT, "expiry_interval": COUNT,
     "heap_size": COUNT, "inflight_len": COUNT, "mailbox_len": COUNT, "max_awaiting_rel": COUNT,
     "max_inflight": COUNT, "max_mqueue": COUNT, "max_subscriptions": COUNT, "mqueue_dropped": COUNT,
     "mqueue_len": COUNT, "node": TEXT, "reductions": COUNT, "subscriptions_count": COUNT, "username": TEXT,

@@ -1,4 +1,4 @@
-"""Liveness and readiness probes, and the OpenAPI document."""
+"""Liveness and readiness probes, and the metrics."""
 
 from __future__ import annotations
 
@@ -29,11 +29,6 @@ async def metrics(call: Call) -> Response:
     return Response(render(fields), media_type="text/plain; version=0.0.4")
 
 
-async def openapi_json(call: Call) -> dict[str, Any]:
-    doc: dict[str, Any] = call.request.app.state.openapi
-    return doc
-
-
 ENDPOINTS = [
     Endpoint("GET", "/healthz", healthz, "The process is up", access="public", tag="ops",
              response={"type": "object", "required": ["alive"], "properties": {"alive": {"const": True}}}),
@@ -41,6 +36,4 @@ ENDPOINTS = [
              response={"type": "object", "required": ["redis"], "properties": {"redis": {"const": "ok"}}}),
     Endpoint("GET", "/metrics", metrics, "Prometheus metrics, summed over every API process", access="public",
              tag="ops", media_type="text/plain"),
-    Endpoint("GET", "/iot/api/v1/openapi.json", openapi_json, "This document (inside the envelope's data)",
-             response={"type": "object", "required": ["openapi", "paths"]}),
 ]

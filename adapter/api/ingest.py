@@ -1,7 +1,9 @@
 """`POST /emqx/events`: every EMQX push (rule-engine HTTP action or 4.x web_hook) comes in here.
 
-200 only after the effects are in Redis; 503 when Redis does not answer (EMQX retries 429/503 and drops
-any other status); 400 for a malformed body, 200 for event types the service does not use.
+200 only after the effects are in Redis; 503 with Retry-After when Redis fails in any way (a lost connection, the
+batch's read deadline, READONLY during a failover, OOM, BUSY, MISCONF: EMQX retries 429/503 and drops any other
+status, 500 included) and for messages until the route table has loaded once; 400 for a malformed body, 200 for
+event types the service does not use.
 
 It is the hottest path of the service, so `serve` answers it on raw ASGI, called by the app (adapter.app.App)
 before its middleware stack and router, without Request objects; the declared Endpoint answers the same way
@@ -54,8 +56,25 @@ async def answer_bytes(ingest: Ingest, raw: bytes) -> bytes:
     except AppError:
         ingest.count_malformed()
         raise
-    p = await ingest.apply(ev)
+    try:
+        p = await ingest.apply(ev)
+    except (redis.exceptions.RedisError, OSError) as exc:  # OSError: the batch's deadline (TimeoutError) too
+        ingest.count_unavailable("redis")
+        _log_storage_failure(exc)
+        raise redis_unavailable() from None
     return _envelope(p.label, p.rejected)
+
+
+_logged_at = 0.0
+
+
+def _log_storage_failure(exc: BaseException) -> None:
+    """One line per LOG_EVERY seconds at most: while Redis is down, every event fails the same way."""
+    global _logged_at
+    now = time.monotonic()
+    if now - _logged_at >= LOG_EVERY:
+        _logged_at = now
+        log.warning("ingest: Redis failed, answering 503: %s: %s", type(exc).__name__, exc)
 
 
 @lru_cache(maxsize=256)
@@ -99,7 +118,7 @@ async def answer(svc: Services, scope: Scope, receive: Receive) -> bytes | Respo
         return await answer_bytes(svc.extras["ingest"], raw)
     except AppError as exc:
         return err(exc)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+    except (redis.exceptions.RedisError, OSError):
         return err(redis_unavailable())
     except Exception:
         log.exception("unhandled error on POST %s", PATH)
@@ -125,6 +144,7 @@ async def read_asgi_body(receive: Receive, declared: bytes | None, limit: int) -
 
 
 PATH = "/emqx/events"
+LOG_EVERY = 10.0  # s between log lines about Redis failures
 ENDPOINTS = [
     Endpoint("POST", PATH, emqx_events, "EMQX pushes events here (Bearer = ADAPTER_INGEST_TOKEN)",
              access="public", tag="ingest", errors=(400, 401, 413),

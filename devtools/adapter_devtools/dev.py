@@ -23,7 +23,7 @@ from types import FrameType
 import httpx
 import redis
 
-from adapter.settings import ConfigError, Settings
+from adapter.settings import ConfigError, Settings, redact_url
 
 
 def port_or_free(preferred: int) -> int:
@@ -138,12 +138,13 @@ def banner(settings: Settings, api: str, mqtt_port: int, broker_api: str) -> str
         "",
         "adapter dev is running (Ctrl-C stops everything)",
         f"  API          {api}/iot/api/v1   (OpenAPI: {api}/iot/api/v1/openapi.json)",
+        f"  API docs     {api}/iot/api/v1/docs   (Swagger UI)",
         f"  admin login  user admin, password {settings.admin_password}",
         f"               curl -s -X POST {api}/iot/api/v1/auth/login -H 'content-type: application/json' "
         f"-d '{{\"user\":\"admin\",\"password\":\"{settings.admin_password}\"}}'",
         f"  MQTT         mqtt://127.0.0.1:{mqtt_port}   (client id = device sn)",
         f"  broker API   {broker_api}   (key {settings.emqx_api_key}, secret {settings.emqx_api_secret})",
-        f"  Redis        {settings.redis_url}",
+        f"  Redis        {redact_url(settings.redis_url)}",
         "  simulated devices:",
         f"    {py} -m adapter simulate --port {mqtt_port} --count 10",
         "",

@@ -36,6 +36,17 @@ def test_bad_configuration_is_one_line(args: tuple[str, ...], env: dict[str, str
     assert fragment in lines[0] and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("args", [("api",), ("worker", "--burst"), ("user", "list")])
+def test_the_redis_password_is_never_printed(args: tuple[str, ...]) -> None:
+    dead = "redis://app:s3cret-pw@127.0.0.1:1/0"
+    done = adapter(*args, env={"ADAPTER_INGEST_TOKEN": "t", "ADAPTER_REDIS_URL": dead})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "does not answer" in lines[0] and "redis://app:***@127.0.0.1:1/0" in lines[0]
+    assert "s3cret-pw" not in done.stderr + done.stdout
+
+
 def test_api_needs_the_admin_password_while_no_user_exists(redis_db: redis.Redis) -> None:
     done = adapter("api", env={"ADAPTER_INGEST_TOKEN": "t", "ADAPTER_REDIS_URL": redis_url()})
     assert done.returncode == 2

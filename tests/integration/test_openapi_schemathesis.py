@@ -1,21 +1,26 @@
 """The OpenAPI document against the live app: no 5xx, every response as documented (foundation, item 6).
 
-The document is built from the same declarations as the routes, so this test covers every endpoint that
-lands later without changes here.
+schemathesis reads the document from the served URL as any client would (no token, no unwrapping), so what
+is tested is what is published. The document is built from the same declarations as the routes, so this test
+covers every endpoint that lands later without changes here.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urljoin
 
 import httpx
 import pytest
 import redis
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from jsonschema import Draft202012Validator
 from schemathesis.checks import not_a_server_error
+from schemathesis.schemas import BaseSchema
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -23,15 +28,14 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from adapter.app import create_app, endpoints
-from adapter.openapi import document
 from adapter.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, redis_url
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
 from tests.support.servers import serve
 
 DB = int(os.environ.get("TEST_SCHEMA_DB", "12"))
-schema = schemathesis.openapi.from_dict(document(endpoints()))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+DOC_PATH = "/iot/api/v1/openapi.json"
 
 
 @pytest.fixture(scope="module")
@@ -56,22 +60,63 @@ def _app(emqx: str) -> Iterator[tuple[str, str]]:
         yield url, r.json()["data"]["token"]
 
 
-def test_the_document_is_served_and_valid_openapi(live_api: tuple[str, str]) -> None:
-    url, token = live_api
-    r = httpx.get(f"{url}/iot/api/v1/openapi.json", headers={"Authorization": f"Bearer {token}"})
-    doc = r.json()["data"]
-    assert doc["openapi"] == "3.1.0"
-    assert set(doc["paths"]) >= {"/iot/api/v1/auth/login", "/healthz", "/readyz"}
+@pytest.fixture(scope="module")
+def served_schema(live_api: tuple[str, str]) -> BaseSchema:
+    """The document as a client reads it: from the served URL, without a token, as is."""
+    return schemathesis.openapi.from_url(live_api[0] + DOC_PATH)
+
+
+# the operations to test, one test each (their cases come from the served document, `served_schema`)
+OPERATIONS = [(ep.method, ep.path) for ep in endpoints()]
+
+
+def test_the_document_is_served_raw_without_a_token(live_api: tuple[str, str]) -> None:
+    url, _ = live_api
+    r = httpx.get(url + DOC_PATH)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    doc = r.json()
+    assert doc["openapi"] == "3.1.0"  # the document itself, not an envelope around it
+    assert set(doc["paths"]) >= {"/iot/api/v1/auth/login", "/healthz", "/readyz", DOC_PATH, "/iot/api/v1/docs"}
     schemathesis.openapi.from_dict(doc).validate()
+    Draft202012Validator.check_schema(doc["components"]["schemas"]["Error"])
     ids = [op["operationId"] for path in doc["paths"].values() for op in path.values()]
     assert len(ids) == len(set(ids)), "operationIds must be unique"
 
 
-@schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_conforms(case: schemathesis.Case, live_api: tuple[str, str]) -> None:
-    url, token = live_api
+def test_swagger_ui_is_served_from_here(live_api: tuple[str, str]) -> None:
+    """`/iot/api/v1/docs`: an HTML page whose scripts and styles all load from this server (no CDN), pointing at
+    the served document."""
+    url, _ = live_api
+    r = httpx.get(f"{url}/iot/api/v1/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert {a.rsplit("/", 1)[-1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui-standalone-preset.js",
+                                                      "swagger-ui.css"}
+    assert "//" not in "".join(assets), "assets must be served by the API itself"
+    kinds = {"js": "javascript", "css": "text/css", "png": "image/png"}
+    for asset in assets:
+        got = httpx.get(urljoin(f"{url}/iot/api/v1/docs", asset))
+        assert got.status_code == 200, asset
+        assert kinds[asset.rsplit(".", 1)[-1]] in got.headers["content-type"], asset
+        assert len(got.content) > 100, asset
+    spec_url = re.search(r'url: "([^"]+)"', page)
+    assert spec_url is not None
+    assert httpx.get(urljoin(f"{url}/iot/api/v1/docs", spec_url.group(1))).json()["openapi"] == "3.1.0"
+    assert httpx.get(f"{url}/iot/api/v1/docs/static/nothing.js").status_code == 404
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_api_conforms(method: str, path: str, served_schema: BaseSchema, live_api: tuple[str, str]) -> None:
+    _, token = live_api
     headers = {"Authorization": f"Bearer {token}"}
-    if case.path == "/iot/api/v1/auth/logout":
+    if path == "/iot/api/v1/auth/logout":
         headers = {}  # logging out would end the shared token; the unauthenticated answer is checked instead
-    case.call_and_validate(base_url=url, headers=headers, checks=CHECKS)
+    operation = served_schema[path][method]
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    def conforms(case: schemathesis.Case) -> None:
+        case.call_and_validate(headers=headers, checks=CHECKS)
+
+    conforms()

@@ -119,12 +119,61 @@ def test_running_node() -> None:
     }
 
 
-def test_stopped_node_has_nulls_where_emqx_says_nothing() -> None:
+def test_stopped_node_has_no_nulls_where_emqx_says_nothing() -> None:
     view = node_view(STOPPED_NODE, NOW)
     assert view["node_status"] == "Stopped"
     assert view["sysdescr"] == "EMQX"
-    assert view["uptime"] is None and view["version"] is None and view["otp_release"] is None
-    assert view["connections"] is None
+    assert view["uptime"] == view["version"] == view["otp_release"] == "undefined"
+    assert view["role"] == "core"
+    assert view["connections"] == view["live_connections"] == 0
+
+
+# the seed's examples (seed/api-v1.txt, "Get MQTT broker node list", "Get session list"): each field's type
+SEED_NODE: dict[str, Any] = {
+    "datetime": "2018-09-12 10:42:57", "node": "emqx@127.0.0.1", "node_status": "Running",
+    "otp_release": "R21/10.0.5", "sysdescr": "EMQ X Broker", "uptime": "1 days,18 hours, 45 minutes, 1 seconds",
+    "version": "3.0",
+}
+SEED_SESSION: dict[str, Any] = {
+    "awaiting_rel_len": 0, "binding": "local", "clean_start": True, "client_id": "emqx-api-test:v1",
+    "created_at": "2018-09-12 10:42:57", "deliver_msg": 0, "enqueue_msg": 0, "expiry_interval": 7200,
+    "heap_size": 376, "inflight_len": 0, "mailbox_len": 0, "max_awaiting_rel": 100, "max_inflight": 32,
+    "max_mqueue": 1000, "max_subscriptions": 0, "mqueue_dropped": 0, "mqueue_len": 0, "node": "emqx@127.0.0.1",
+    "reductions": 203, "subscriptions_count": 0, "username": "emqx-api-test:v1",
+}
+ADDED_TYPES = {"role": str, "connections": int, "live_connections": int, "connected": bool}
+
+
+def _assert_seed_types(view: dict[str, Any], seed: dict[str, Any]) -> None:
+    assert set(seed) <= set(view)
+    for name, value in view.items():
+        assert value is not None, f"{name} is null"
+        assert type(value) is (type(seed[name]) if name in seed else ADDED_TYPES[name]), name
+
+
+@pytest.mark.parametrize("node", [{}, STOPPED_NODE, {"node": None, "uptime": None, "connections": "x"},
+                                  RUNNING_NODE], ids=["empty", "stopped", "nulls", "running"])
+def test_node_fields_are_never_null_and_have_the_seeds_types(node: dict[str, Any]) -> None:
+    from jsonschema import Draft202012Validator
+
+    from adapter.api.brokers import NODE_SCHEMA
+
+    view = node_view(node, NOW)
+    _assert_seed_types(view, SEED_NODE)
+    Draft202012Validator(NODE_SCHEMA).validate(view)
+
+
+@pytest.mark.parametrize("client", [{}, {"clientid": "d1", "durable": True, "is_persistent": True},
+                                    {k: None for k in CLIENT}, CLIENT], ids=["empty", "durable", "nulls", "full"])
+def test_session_fields_are_never_null_and_have_the_seeds_types(client: dict[str, Any]) -> None:
+    from jsonschema import Draft202012Validator
+
+    from adapter.api.brokers import SESSION_SCHEMA
+
+    view = session_view(client)
+    _assert_seed_types(view, SEED_SESSION)
+    assert view["enqueue_msg"] == 0
+    Draft202012Validator(SESSION_SCHEMA).validate(view)
 
 
 def test_nodes_view_counts() -> None:
@@ -161,7 +210,7 @@ def test_connection_with_nulls_uses_undefined() -> None:
 def test_session_has_the_seeds_fields() -> None:
     assert session_view(CLIENT) == {
         "awaiting_rel_len": 5, "binding": "local", "clean_start": True, "client_id": "emqx-api-test:v1",
-        "created_at": "2024-01-01 04:34:50", "deliver_msg": 7, "enqueue_msg": None, "expiry_interval": 7200,
+        "created_at": "2024-01-01 04:34:50", "deliver_msg": 7, "enqueue_msg": 0, "expiry_interval": 7200,
         "heap_size": 376, "inflight_len": 1, "mailbox_len": 0, "max_awaiting_rel": 100, "max_inflight": 32,
         "max_mqueue": 1000, "max_subscriptions": 0, "mqueue_dropped": 4, "mqueue_len": 3,
         "node": "emqx@127.0.0.1", "reductions": 203, "subscriptions_count": 2, "username": "emqx-api-test:v1",
@@ -181,7 +230,7 @@ def test_offline_session() -> None:
 def test_a_sparse_durable_session_still_maps() -> None:
     view = session_view({"clientid": "d1", "durable": True, "is_persistent": True, "connected": False})
     assert view["client_id"] == "d1"
-    assert view["created_at"] is None
+    assert view["created_at"] == "undefined"
     assert view["mqueue_len"] == 0 and view["node"] == "undefined"
 
 

@@ -24,6 +24,8 @@ def test_every_key_is_pinned() -> None:
     assert k.peripherals_of_gw("G") == "iot:peris:gw:G"
     assert k.peripheral_prefix() + "GW1:P1" == k.peripheral("GW1", "P1")
     assert k.peripherals_of_gw_prefix() + "G" == k.peripherals_of_gw("G")
+    assert k.peripherals_seen("GW1") == "iot:peris:seen:GW1"
+    assert k.peripherals_seen_prefix() + "GW1" == k.peripherals_seen("GW1")
     assert k.target_seq("callback") == "iot:seq:callback"
     assert k.target("callback", 3) == "iot:callback:3"
     assert k.target("route", "7") == "iot:route:7"

@@ -15,6 +15,7 @@ def test_defaults() -> None:
     assert s.token_ttl == 86400
     assert s.allow_private_urls is False
     assert s.max_body_bytes == 1024 * 1024
+    assert (s.max_peripherals_per_gateway, s.peripheral_ttl_days) == (1000, 30)
 
 
 def test_dev_allows_private_urls_unless_told_otherwise() -> None:
@@ -57,3 +58,35 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     assert read_dotenv(env_file) == {"ADAPTER_KEY_PREFIX": "fromfile", "ADAPTER_TOKEN_TTL": "77"}
     s = Settings.from_env({"ADAPTER_TOKEN_TTL": "5"}, dotenv=env_file)
     assert (s.key_prefix, s.token_ttl) == ("fromfile", 5)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:s3cret-pw@db.internal:6379/0", "redis://:***@db.internal:6379/0"),
+    ("rediss://app:s3cret-pw@db.internal/2", "rediss://app:***@db.internal/2"),
+    ("redis://:p@ss:s3cret-pw@[::1]:6379/0", "redis://:***@[::1]:6379/0"),
+    ("redis://db.internal/0?password=s3cret-pw&db=1", "redis://db.internal/0?password=***&db=1"),
+    ("unix://:s3cret-pw@/run/redis.sock?db=0", "unix://:***@/run/redis.sock?db=0"),
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("redis://app@db.internal/0", "redis://app@db.internal/0"),  # a user name alone is not a secret
+])
+def test_redact_url_hides_the_password(url: str, shown: str) -> None:
+    from adapter.settings import redact_url
+
+    assert redact_url(url) == shown
+
+
+def test_repr_shows_no_secret() -> None:
+    s = Settings.from_env({"ADAPTER_REDIS_URL": "redis://app:s3cret-pw@db.internal/0", "ADAPTER_INGEST_TOKEN": "tok-1",
+                           "ADAPTER_ADMIN_PASSWORD": "admin-pw", "ADAPTER_EMQX_API_SECRET": "emqx-secret",
+                           "ADAPTER_MQTT_CLIENTS": '[{"username":"svc","password":"mqtt-pw-long"}]'}, dotenv=None)
+    text = repr(s)
+    for secret in ("s3cret-pw", "tok-1", "admin-pw", "emqx-secret", "mqtt-pw-long"):
+        assert secret not in text and secret not in str(s)
+    assert "redis_url='redis://app:***@db.internal/0'" in text and "ingest_token='***'" in text
+    assert "key_prefix='iot'" in text
+
+
+def test_a_bad_redis_url_is_reported_without_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"ADAPTER_REDIS_URL": "http://:s3cret-pw@db.internal/0"}, dotenv=None)
+    assert "s3cret-pw" not in str(caught.value) and "ADAPTER_REDIS_URL" in str(caught.value)
