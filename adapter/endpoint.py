@@ -102,7 +102,9 @@ async def _answer(ep: Endpoint, svc: Services, request: Request) -> Response:
         data = await ep.handler(call)
     except AppError as exc:
         return err(exc)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+    except (redis.exceptions.RedisError, OSError) as exc:  # READONLY, OOM, BUSY, MISCONF, lost, timed out: retry
+        log.warning("%s %s: Redis failed, answering 503: %s: %s", request.method, request.url.path,
+                    type(exc).__name__, exc)
         return err(redis_unavailable())
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
