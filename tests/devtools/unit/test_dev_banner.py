@@ -1,6 +1,6 @@
 """`adapter dev`'s banner prints what a developer needs, and never the Redis URL's password."""
 
-from adapter.dev import banner
+from adapter_devtools.dev import banner
 
 from adapter.settings import Settings
 
