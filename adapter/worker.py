@@ -16,7 +16,7 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable
 
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker
 
 from adapter import jobs
 from adapter.command_runner import run_commands
@@ -110,7 +110,9 @@ def run(settings: Settings, *, burst: bool = False) -> int:
         threading.Thread(target=jobs.guard_chains, args=(settings, qs[0].connection, guard_stop),
                          name="periodic-guard", daemon=True).start()
     try:
-        worker = Worker(qs, connection=qs[0].connection)
+        # SimpleWorker: jobs run in this process. RQ's forking Worker would fork a process whose other threads
+        # (pump, command runner) may hold a lock at that instant (logging, a connection pool): the child hangs.
+        worker = SimpleWorker(qs, connection=qs[0].connection)
         worker.work(burst=burst, with_scheduler=True)
         working.clear()
         if burst:
