@@ -35,5 +35,12 @@ def run_api(settings: Settings, *, host: str, port: int, workers: int = 1) -> in
     if workers > 1:
         os.environ.setdefault("ADAPTER_REDIS_URL", settings.redis_url)
     uvicorn.run("adapter.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False, proxy_headers=True, server_header=False)
+                log_level="info", access_log=False, server_header=False, **proxy_options(settings))
     return 0
+
+
+def proxy_options(settings: Settings) -> dict[str, object]:
+    """X-Forwarded-For is believed only from ADAPTER_TRUSTED_PROXIES (the login throttle counts per client
+    address, so a client must not be able to name its own)."""
+    trusted = settings.trusted_proxies.strip()
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}

@@ -57,3 +57,12 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     assert read_dotenv(env_file) == {"ADAPTER_KEY_PREFIX": "fromfile", "ADAPTER_TOKEN_TTL": "77"}
     s = Settings.from_env({"ADAPTER_TOKEN_TTL": "5"}, dotenv=env_file)
     assert (s.key_prefix, s.token_ttl) == ("fromfile", 5)
+
+
+def test_forwarded_for_is_believed_only_from_the_trusted_proxies() -> None:
+    from adapter.runner import proxy_options
+
+    assert proxy_options(Settings()) == {"proxy_headers": True, "forwarded_allow_ips": "127.0.0.1"}
+    assert proxy_options(Settings(trusted_proxies=" ")) == {"proxy_headers": False, "forwarded_allow_ips": None}
+    assert proxy_options(Settings(trusted_proxies="10.1.0.0/16")) == \
+        {"proxy_headers": True, "forwarded_allow_ips": "10.1.0.0/16"}
