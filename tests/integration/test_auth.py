@@ -162,10 +162,10 @@ def test_concurrent_wrong_passwords_are_checked_at_most_the_limit(settings: Sett
     """Each attempt is counted before its password is checked, so a burst cannot race past the limit."""
     limit, attempts = 3, 20
     strict = settings.with_overrides(login_max_failures=limit, login_verify_queue=attempts)
-    with serve(create_app(strict)) as url, httpx.Client(base_url=url, timeout=30) as c:
-        with ThreadPoolExecutor(attempts) as pool:
-            codes = list(pool.map(lambda n: c.post(LOGIN, json={"user": "admin", "password": f"bad-{n}"})
-                                  .status_code, range(attempts)))
+    with serve(create_app(strict)) as url, httpx.Client(base_url=url, timeout=30) as c, \
+            ThreadPoolExecutor(attempts) as pool:
+        codes = list(pool.map(lambda n: c.post(LOGIN, json={"user": "admin", "password": f"bad-{n}"})
+                              .status_code, range(attempts)))
     assert set(codes) <= {401, 429}
     assert codes.count(401) <= limit, f"{codes.count(401)} wrong passwords checked for a limit of {limit}"
     assert len(verifications) <= limit
@@ -193,7 +193,7 @@ def test_each_lock_of_a_user_at_an_address_lasts_twice_the_last(settings: Settin
             r = c.post(LOGIN, json={"user": "admin", "password": ADMIN_PASSWORD})
             assert_err(r, 429, "rate_limited")
             waits.append(int(r.headers["retry-after"]))
-            assert 0 < redis_db.pttl(pair)
+            assert redis_db.pttl(pair) > 0
             assert redis_db.hset(pair, "u", 0) == 0  # what the lock's time passing does
         login(c)
     assert waits == [60, 120, 150, 150]

@@ -60,9 +60,8 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
 
 
 def test_forwarded_for_is_believed_only_from_the_trusted_proxies() -> None:
-    from adapter.runner import proxy_options
+    from adapter.runner import trusted_proxies
 
-    assert proxy_options(Settings()) == {"proxy_headers": True, "forwarded_allow_ips": "127.0.0.1"}
-    assert proxy_options(Settings(trusted_proxies=" ")) == {"proxy_headers": False, "forwarded_allow_ips": None}
-    assert proxy_options(Settings(trusted_proxies="10.1.0.0/16")) == \
-        {"proxy_headers": True, "forwarded_allow_ips": "10.1.0.0/16"}
+    assert trusted_proxies(Settings()) == "127.0.0.1"
+    assert trusted_proxies(Settings(trusted_proxies=" ")) is None
+    assert trusted_proxies(Settings(trusted_proxies="10.1.0.0/16")) == "10.1.0.0/16"
