@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -206,6 +207,34 @@ def test_concurrent_wrong_secrets_check_at_most_the_limit(settings: Settings,
                                     range(attempts)))
         assert answers == ["deny"] * attempts
         assert len(verifications) <= limit, f"{len(verifications)} checks ran for a limit of {limit}"
+
+
+def test_device_checks_have_their_own_bound_sized_by_the_settings(settings: Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()
+    entered = threading.Event()
+
+    async def held(stored: str, password: str) -> bool:
+        entered.set()
+        while not gate.is_set():
+            await asyncio.sleep(0.005)
+        return False
+
+    monkeypatch.setattr(credentials_mod, "_verify", held)
+    bounded = settings.with_overrides(authn_verify_concurrency=1, authn_verify_queue=0,
+                                      login_verify_concurrency=1, login_verify_queue=0)
+    with running(bounded) as live, ThreadPoolExecutor(1) as pool:
+        live.provision("GW0040")
+        live.provision("GW0041")
+        first = pool.submit(live.authn, "GW0040", "guess")
+        try:
+            assert entered.wait(10), "the first check started"
+            assert result(live.authn("GW0041", "guess")) == {"result": "ignore"}, "the one slot is taken"
+            r = live.http.post("/iot/api/v1/auth/login", json={"user": "admin", "password": "guess"})
+            assert r.status_code == 401, "a login is checked meanwhile: it has a bound of its own"
+        finally:
+            gate.set()
+        assert result(first.result()) == {"result": "deny"}
 
 
 def test_revoking_takes_effect_at_once(live: Live, redis_db: redis.Redis) -> None:
