@@ -2,13 +2,16 @@
 -- so that concurrent attempts cannot race past a limit.
 -- KEYS  the buckets, hashes: n = attempts counted since the last lock, s = locks so far, u = locked until (ms).
 --       The first is the identity's own (user at an address, a device sn), the others are shared (an address).
--- ARGV  1 take | clear | refund  2 now (ms)
---       then per bucket: 3 limit  4 first lock (ms)  5 longest lock (ms)  6 kept while idle (ms)
+-- ARGV  1 take | clear | refund
+--       then per bucket: 2 limit  3 first lock (ms)  4 longest lock (ms)  5 kept while idle (ms)
+-- Time is Redis's own (TIME), so that attempts from many processes agree on when a lock ends.
 -- take   {1, 0}: counted in every bucket, go ahead. {0, wait ms}: a bucket is locked, or this attempt would
 --        pass a bucket's limit (that bucket locks now: n starts again, the lock doubles up to the longest).
 -- clear  the check succeeded: the first bucket is forgotten, the others give their count back.
 -- refund the check did not run: every bucket gives its count back.
-local mode, now = ARGV[1], tonumber(ARGV[2])
+local mode = ARGV[1]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
 local function give_back(from)
   for i = from, #KEYS do
@@ -39,7 +42,7 @@ if wait > 0 then
 end
 
 for i = 1, #KEYS do
-  local o = 2 + (i - 1) * 4
+  local o = 1 + (i - 1) * 4
   local limit, first, longest, idle = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]),
     tonumber(ARGV[o + 4])
   if tonumber(redis.call('HGET', KEYS[i], 'n') or '0') >= limit then
@@ -55,7 +58,7 @@ if wait > 0 then
 end
 
 for i = 1, #KEYS do
-  local idle = tonumber(ARGV[2 + (i - 1) * 4 + 4])
+  local idle = tonumber(ARGV[1 + (i - 1) * 4 + 4])
   redis.call('HINCRBY', KEYS[i], 'n', 1)
   if redis.call('PTTL', KEYS[i]) < idle then
     redis.call('PEXPIRE', KEYS[i], idle)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -62,9 +61,7 @@ class Throttle:
         await self._run("refund", buckets, [])
 
     async def _run(self, mode: str, buckets: Sequence[Bucket], argv: list[int]) -> list[int]:
-        keys = [b.key for b in buckets]
-        now = int(time.time() * 1000)
-        reply: list[int] = await self._script(keys=keys, args=[mode, now, *argv])
+        reply: list[int] = await self._script(keys=[b.key for b in buckets], args=[mode, *argv])
         return reply
 
 
