@@ -1,4 +1,4 @@
-"""Users, passwords (argon2id), login tokens, roles and the login rate limit.
+"""Users, passwords (argon2id), login tokens, roles and the login throttle (throttle.py).
 
 A token is 256 random bits shown once as hex; Redis keeps only its SHA-256 digest, with a TTL.
 """
@@ -19,6 +19,7 @@ from adapter.errors import AppError, invalid, not_found
 from adapter.keys import Keys
 from adapter.services import texts
 from adapter.settings import Settings
+from adapter.throttle import Bucket, Busy, Throttle, VerifyLimiter
 
 ROLES: dict[str, tuple[str, ...]] = {"admin": ("admin", "view"), "viewer": ("view",)}
 _hasher = PasswordHasher()
@@ -148,20 +149,36 @@ class UserStore:
 
 
 class Sessions:
-    """Login, logout and token resolution."""
+    """Login, logout and token resolution.
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, settings: Settings) -> None:
+    A login attempt is counted before its password is checked (throttle.py): per user name at one client
+    address (locks with backoff, so a stranger elsewhere cannot lock `admin` out) and per address (any
+    name). At most `limiter`'s bound of checks run at once; past it the answer is 503.
+    """
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, settings: Settings,
+                 limiter: VerifyLimiter | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.settings = settings
+        self.limiter = limiter
 
     async def login(self, name: str, password: str, address: str) -> tuple[Principal, str]:
-        await self._check_rate(name, address)
+        buckets = login_buckets(self.keys, self.settings, name, address)
+        throttle = Throttle(self.redis)
+        wait = await throttle.take(buckets)
+        if wait:
+            raise AppError("rate_limited", f"too many failed logins, retry in {wait} s",
+                           headers={"Retry-After": str(wait)})
         record = texts(await self.redis.hgetall(self.keys.user(name))) if name else {}
         stored = record.get("hash")
-        good = await _verify(stored or _DUMMY_HASH, password)
+        try:
+            good = await self._verify(stored or _DUMMY_HASH, password)
+        except Busy:
+            await throttle.refund(buckets)
+            raise AppError("unavailable", "too many logins are being checked, try again",
+                           headers={"Retry-After": "1"}) from None
         if not (good and stored and record.get("role") in ROLES):
-            await self._count_failure(name, address)
             raise AppError("unauthorized", "wrong user or password")
         principal = Principal(name, record["role"])
         token = secrets.token_hex(32)
@@ -171,9 +188,15 @@ class Sessions:
             pipe.expire(self.keys.token(digest(token)), ttl)
             pipe.sadd(self.keys.user_tokens(name), digest(token))
             pipe.expire(self.keys.user_tokens(name), ttl)
-            pipe.delete(self.keys.login_failures_user(name))
             await pipe.execute()
+        await throttle.clear(buckets)
         return principal, token
+
+    async def _verify(self, stored: str, password: str) -> bool:
+        if self.limiter is None:
+            return await _verify(stored, password)
+        async with self.limiter.slot():
+            return await _verify(stored, password)
 
     async def resolve(self, token: str) -> Principal | None:
         if len(token) != 64:
@@ -189,29 +212,13 @@ class Sessions:
             pipe.srem(self.keys.user_tokens(principal.user), digest(token))
             await pipe.execute()
 
-    async def _check_rate(self, name: str, address: str) -> None:
-        s = self.settings
-        user_key, ip_key = self.keys.login_failures_user(name), self.keys.login_failures_ip(address)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(user_key)
-            pipe.ttl(user_key)
-            pipe.get(ip_key)
-            pipe.ttl(ip_key)
-            user_n, user_ttl, ip_n, ip_ttl = await pipe.execute()
-        for count, ttl, limit in ((user_n, user_ttl, s.login_max_failures),
-                                  (ip_n, ip_ttl, s.login_max_failures_per_ip)):
-            if count is not None and int(count) >= limit:
-                wait = max(int(ttl), 1)
-                raise AppError("rate_limited", f"too many failed logins, retry in {wait} s",
-                               headers={"Retry-After": str(wait)})
 
-    async def _count_failure(self, name: str, address: str) -> None:
-        window = self.settings.login_window
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for key in (self.keys.login_failures_user(name), self.keys.login_failures_ip(address)):
-                pipe.incr(key)
-                pipe.expire(key, window, nx=True)
-            await pipe.execute()
+def login_buckets(keys: Keys, s: Settings, name: str, address: str) -> tuple[Bucket, Bucket]:
+    """What a login attempt counts against: the name at this address (backoff), and the address alone."""
+    return (Bucket(keys.login_failures_pair(name, address), s.login_max_failures, s.login_lock_first,
+                   s.login_lock_longest, s.login_window),
+            Bucket(keys.login_failures_ip(address), s.login_max_failures_per_ip, s.login_window,
+                   s.login_window, s.login_window))
 
 
 def bearer(header: str | None) -> str | None:

@@ -7,8 +7,11 @@ device last connected (each hit renews it: GETEX): reconnect storms, such as eve
 an EMQX restart, cost one Redis command per connect instead of one argon2id check. The digest of a 256-bit
 random secret is as safe against guessing as its argon2id hash, so a long TTL gives nothing away.
 
-A bounded number of checks run at once, with a bounded queue behind them (`VerifyLimiter`): past that a
-request is refused at once (`Busy`) rather than checked after EMQX has stopped waiting for the answer.
+A bounded number of checks run at once, with a bounded queue behind them (`throttle.VerifyLimiter`): past
+that a request is refused at once (`Busy`) rather than checked after EMQX has stopped waiting for the answer.
+Checks are counted before they run, per sn and per peer address (`throttle.Throttle`): past the limits
+`Locked` is raised at once, without an argon2id check. A remembered secret is not counted: it costs nothing
+and only the right secret finds it.
 
 Creating or revoking a credential drops the mark at once, and the mark is only written while the hash it
 was checked against is still the stored one (an atomic script), so a verification racing a revocation
@@ -17,13 +20,11 @@ cannot leave a revoked device able to connect.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,11 @@ import redis.asyncio as aioredis
 from adapter.auth import _hash, _verify, check_name
 from adapter.errors import AppError, invalid
 from adapter.keys import Keys
+from adapter.settings import Settings
+from adapter.throttle import Bucket, Busy, Throttle, VerifyLimiter
+
+__all__ = ["Busy", "Credential", "CredentialStore", "Locked", "VerifyLimiter", "authn_buckets", "cache_digest",
+           "check_sn", "new_secret"]
 
 SECRET_BYTES = 32
 
@@ -42,36 +48,6 @@ if redis.call('HGET', KEYS[1], 'hash') == ARGV[1] then
 end
 return false
 """
-
-
-class Busy(Exception):
-    """Too many secrets are being checked right now; the caller should answer "not now"."""
-
-
-class VerifyLimiter:
-    """At most `concurrent` argon2id checks at once (64 MiB each) and at most `queue` waiting for one.
-
-    With 4 at once at about 6 checks/s per process, 16 waiting is about 3 s: inside EMQX's 5 s timeout.
-    """
-
-    def __init__(self, concurrent: int = 4, queue: int = 16) -> None:
-        self._slots = asyncio.Semaphore(concurrent)
-        self._waiting = 0
-        self.queue = queue
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self._slots.locked() and self._waiting >= self.queue:
-            raise Busy
-        self._waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-        try:
-            yield
-        finally:
-            self._slots.release()
 
 
 @dataclass(frozen=True)
@@ -142,8 +118,10 @@ class CredentialStore:
             removed, _, _ = await pipe.execute()
         return int(removed)
 
-    async def verify(self, sn: str, secret: str, *, cache_ttl: int, limiter: VerifyLimiter) -> bool | None:
-        """True or False; None when `sn` has no credential. Raises Busy when `limiter` is full."""
+    async def verify(self, sn: str, secret: str, *, cache_ttl: int, limiter: VerifyLimiter,
+                     buckets: Sequence[Bucket] = ()) -> bool | None:
+        """True or False; None when `sn` has no credential. Raises Busy when `limiter` is full, Locked when
+        `buckets` (counted before the check) are past their limits."""
         digest = cache_digest(sn, secret)
         cached = await self.redis.getex(self.keys.authn_cache(sn), ex=cache_ttl)
         if cached is not None and hmac.compare_digest(str(cached), digest):
@@ -153,9 +131,33 @@ class CredentialStore:
             return None
         if not secret:
             return False
-        async with limiter.slot():
-            good = await _verify(str(stored), secret)
+        throttle = Throttle(self.redis)
+        if buckets and await throttle.take(buckets):
+            raise Locked
+        try:
+            async with limiter.slot():
+                good = await _verify(str(stored), secret)
+        except Busy:
+            if buckets:
+                await throttle.refund(buckets)
+            raise
         if good:
             await self.redis.eval(_REMEMBER, 2, self.keys.credential(sn), self.keys.authn_cache(sn),
                                   str(stored), digest, cache_ttl)
+            if buckets:
+                await throttle.clear(buckets)
         return good
+
+
+class Locked(Exception):
+    """Too many failed checks for this sn or from this peer address lately; answer without checking."""
+
+
+def authn_buckets(keys: Keys, s: Settings, sn: str, peerhost: str) -> list[Bucket]:
+    """What a device secret check counts against: the sn (backoff), and the peer address when EMQX sent one."""
+    out = [Bucket(keys.authn_failures_sn(sn), s.authn_max_failures, s.authn_lock_first, s.authn_lock_longest,
+                  s.authn_window)]
+    if peerhost:
+        out.append(Bucket(keys.authn_failures_host(peerhost), s.authn_max_failures_per_host, s.authn_window,
+                          s.authn_window, s.authn_window))
+    return out

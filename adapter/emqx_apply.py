@@ -15,6 +15,7 @@ equal; `--force` replaces every resource, for instance after changing the ingest
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -57,8 +58,9 @@ def action_config() -> dict[str, Any]:
     """The HTTP action (`actions.http.adapter_events`): the whole selected event as the JSON body.
 
     At least once: requests the adapter answers with 503 (Redis unavailable), 429 or not at all are retried
-    (`max_retries` at once, then by the buffer) for `request_ttl`; the buffer holds up to `max_buffer_bytes`
-    per buffer worker (16 workers) before it drops the oldest.
+    (up to 3 attempts at once, a number fixed in EMQX's connector, then by the buffer) for `request_ttl`; the
+    buffer holds up to `max_buffer_bytes` per buffer worker (16 workers) before it drops the oldest. There is
+    no `parameters.max_retries`: EMQX 5.8 accepts the field and ignores it (emqx_bridge_http_connector).
     """
     return {
         "enable": True,
@@ -68,7 +70,6 @@ def action_config() -> dict[str, Any]:
             "path": INGEST_PATH,
             "headers": {"content-type": "application/json"},
             "body": "${.}",
-            "max_retries": 3,
         },
         "resource_opts": {
             "query_mode": "async",
@@ -102,7 +103,32 @@ def parse_rule(name: str, text: str) -> Rule:
             sql.append(stripped)
     if not sql:
         raise ValueError(f"rule {name}: no SQL")
-    return Rule(f"{RULE_PREFIX}{name}", " ".join(sql), " ".join(comments))
+    rule = Rule(f"{RULE_PREFIX}{name}", " ".join(sql), " ".join(comments))
+    if negated_groups(rule.sql):
+        raise ValueError(f"rule {name}: NOT over a parenthesised AND/OR ({negated_groups(rule.sql)[0]}); "
+                         "EMQX 5.8's rule runtime cannot evaluate it: negate each comparison instead")
+    return rule
+
+
+_STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NOT_GROUP = re.compile(r"\bNOT\s*\(", re.IGNORECASE)
+_AND_OR = re.compile(r"\b(AND|OR)\b", re.IGNORECASE)
+
+
+def negated_groups(sql: str) -> list[str]:
+    """Each `NOT (...)` of `sql` whose parentheses hold an AND or OR (string literals do not count)."""
+    blank = _STRING.sub(lambda m: "'" + " " * (len(m.group()) - 2) + "'", sql)
+    found = []
+    for m in _NOT_GROUP.finditer(blank):
+        depth, end = 0, len(blank)
+        for i in range(m.end() - 1, len(blank)):
+            depth += {"(": 1, ")": -1}.get(blank[i], 0)
+            if depth == 0:
+                end = i + 1
+                break
+        if _AND_OR.search(blank, m.end(), end):
+            found.append(sql[m.start():end])
+    return found
 
 
 def load_rules(directory: Path) -> list[Rule]:

@@ -54,6 +54,7 @@ class AuthnRequest:
     clientid: str
     username: str
     password: str
+    peerhost: str = ""  # the client's address as EMQX saw it ("" when not sent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +131,11 @@ def _object(body: object) -> Mapping[str, Any]:
 
 
 def parse_authn(body: object) -> AuthnRequest:
-    """EMQX's authentication body (`clientid`, `username`, `password`; EMQX sends "" for what is absent)."""
+    """EMQX's authentication body (`clientid`, `username`, `password`, `peerhost`; EMQX sends "" for what
+    is absent)."""
     b = _object(body)
-    return AuthnRequest(_text(b, "clientid", required=True), _text(b, "username"), _text(b, "password"))
+    return AuthnRequest(_text(b, "clientid", required=True), _text(b, "username"), _text(b, "password"),
+                        _text(b, "peerhost"))
 
 
 def parse_authz(body: object) -> AuthzRequest:

@@ -30,10 +30,12 @@ class Keys:
         """Set of a user's token digests, so that removing a user or its password ends its logins."""
         return self._k("user-tokens", name)
 
-    def login_failures_user(self, name: str) -> str:
-        return self._k("login-fail", "user", name)
+    def login_failures_pair(self, name: str, address: str) -> str:
+        """Hash (throttle.lua): a user name's login attempts from one client address, and its lock."""
+        return self._k("login-fail", "pair", name, address)
 
     def login_failures_ip(self, address: str) -> str:
+        """Hash (throttle.lua): one client address's login attempts, whatever the user name."""
         return self._k("login-fail", "ip", address)
 
     # metrics shared by every API process
@@ -181,6 +183,14 @@ class Keys:
     def credentials(self) -> str:
         """Sorted set of the sns that have a credential, scored by creation time (s)."""
         return self._k("creds")
+
+    def authn_failures_sn(self, sn: str) -> str:
+        """Hash (throttle.lua): secret checks of one device sn that EMQX asked for, and its lock."""
+        return self._k("authn-fail", "sn", sn)
+
+    def authn_failures_host(self, peerhost: str) -> str:
+        """Hash (throttle.lua): device secret checks from one peer address (EMQX's `peerhost`)."""
+        return self._k("authn-fail", "host", peerhost)
 
     def authn_cache(self, sn: str) -> str:
         """A short-lived mark that a device's secret was verified (sha256 of sn + secret), so that reconnect

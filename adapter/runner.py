@@ -35,5 +35,12 @@ def run_api(settings: Settings, *, host: str, port: int, workers: int = 1) -> in
     if workers > 1:
         os.environ.setdefault("ADAPTER_REDIS_URL", settings.redis_url)
     uvicorn.run("adapter.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False, proxy_headers=True, server_header=False)
+                log_level="info", access_log=False, server_header=False,
+                proxy_headers=trusted_proxies(settings) is not None, forwarded_allow_ips=trusted_proxies(settings))
     return 0
+
+
+def trusted_proxies(settings: Settings) -> str | None:
+    """Whom X-Forwarded-For is believed from (ADAPTER_TRUSTED_PROXIES; None: nobody). The login throttle
+    counts per client address, so a client must not be able to name its own."""
+    return settings.trusted_proxies.strip() or None

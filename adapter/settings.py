@@ -87,6 +87,11 @@ class Settings:
     login_max_failures: int = 5
     login_window: int = 900
     login_max_failures_per_ip: int = 50
+    # login throttle and argon2id bound (docs/api.md, "Login")
+    login_lock_first: int = 60
+    login_lock_longest: int = 3600
+    login_verify_concurrency: int = 2
+    login_verify_queue: int = 8
     delivery_partitions: int = 4
     delivery_schedule: str = "5s,30s,2m,10m,30m,1h,3h,6h"
     delivery_timeout: float = 10.0
@@ -115,6 +120,14 @@ class Settings:
     retention_batch: int = 1000
     command_job_threshold: int = 1000
     job_progress_ttl: int = 86_400
+    authn_max_failures: int = 5
+    authn_max_failures_per_host: int = 100
+    authn_window: int = 900
+    authn_lock_first: int = 60
+    authn_lock_longest: int = 3600
+    authn_verify_concurrency: int = 4
+    authn_verify_queue: int = 16
+    trusted_proxies: str = "127.0.0.1"
     dev: bool = field(default=False)
 
     @classmethod

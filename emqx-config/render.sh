@@ -7,6 +7,9 @@
 #   ${ADAPTER_INGEST_TOKEN}     the shared secret EMQX sends as "Authorization: Bearer ..."
 #   ${ADAPTER_EMQX_API_KEY}     the REST API key the adapter uses, and its secret
 #   ${ADAPTER_EMQX_API_SECRET}
+# and each `ssl.enable` of auth.hocon is set to true when ADAPTER_BASE_URL is https (authentication and
+# authorization then call the adapter over TLS; the HTTP connector of bridge.hocon turns TLS on by itself
+# for an https URL).
 # Output: $DEST/emqx.conf (node, bridge, rules, auth) and $DEST/adapter_api_key.conf (mode 600).
 set -eu
 
@@ -38,6 +41,10 @@ check_url() {
 }
 
 check_url ADAPTER_BASE_URL "$ADAPTER_BASE_URL"
+case "$ADAPTER_BASE_URL" in
+    https://*) TLS=true ;;
+    *) TLS=false ;;
+esac
 check_secret ADAPTER_INGEST_TOKEN "${ADAPTER_INGEST_TOKEN:-}"
 check_secret ADAPTER_EMQX_API_KEY "${ADAPTER_EMQX_API_KEY:-}"
 check_secret ADAPTER_EMQX_API_SECRET "${ADAPTER_EMQX_API_SECRET:-}"
@@ -47,6 +54,7 @@ render() {
         -e "s|\${ADAPTER_INGEST_TOKEN}|${ADAPTER_INGEST_TOKEN}|g" \
         -e "s|\${ADAPTER_EMQX_API_KEY}|${ADAPTER_EMQX_API_KEY}|g" \
         -e "s|\${ADAPTER_EMQX_API_SECRET}|${ADAPTER_EMQX_API_SECRET}|g" \
+        -e "s|ssl { enable = false }|ssl { enable = ${TLS} }|" \
         "$SRC/$1"
 }
 

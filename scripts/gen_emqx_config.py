@@ -79,8 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="compare with the committed files instead of writing")
     args = p.parse_args(argv)
+    try:
+        files = generated()
+    except ValueError as exc:  # a rule EMQX cannot run (emqx_apply.parse_rule says why)
+        print(f"gen_emqx_config: {exc}", file=sys.stderr)
+        return 2
     stale = []
-    for path, text in generated().items():
+    for path, text in files.items():
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current == text:
             continue

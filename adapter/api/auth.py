@@ -6,6 +6,8 @@ from typing import Any
 
 from adapter.auth import Sessions
 from adapter.endpoint import Call, Endpoint
+from adapter.services import Services
+from adapter.throttle import VerifyLimiter
 
 USER_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -27,8 +29,21 @@ LOGIN_BODY: dict[str, Any] = {
 }
 
 
+LIMITER = "login_limiter"
+
+
 def _sessions(call: Call) -> Sessions:
-    return Sessions(call.svc.redis, call.svc.keys, call.svc.settings)
+    return Sessions(call.svc.redis, call.svc.keys, call.svc.settings, _limiter(call.svc))
+
+
+def _limiter(svc: Services) -> VerifyLimiter:
+    """This process's bound on concurrent password checks (its own: device authentication has another)."""
+    limiter = svc.extras.get(LIMITER)
+    if limiter is None:
+        s = svc.settings
+        limiter = svc.extras[LIMITER] = VerifyLimiter(s.login_verify_concurrency, s.login_verify_queue)
+    assert isinstance(limiter, VerifyLimiter)
+    return limiter
 
 
 async def login(call: Call) -> dict[str, Any]:
@@ -49,7 +64,7 @@ async def me(call: Call) -> dict[str, Any]:
 
 ENDPOINTS = [
     Endpoint("POST", "/iot/api/v1/auth/login", login, "Log in; answers a bearer token", access="public",
-             body=LOGIN_BODY, errors=(401, 429),
+             body=LOGIN_BODY, errors=(401, 429, 503),
              response={"type": "object", "required": ["user", "token"],
                        "properties": {"user": USER_SCHEMA, "token": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}),
     Endpoint("POST", "/iot/api/v1/auth/logout", logout, "End this token's login",

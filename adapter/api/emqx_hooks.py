@@ -3,11 +3,13 @@
 ADAPTER_INGEST_TOKEN). The answer is EMQX's contract, not the v1 envelope: 200 with
 `{"result": "allow" | "deny" | "ignore"}` (`"is_superuser": false` with an authn allow).
 
-When Redis does not answer, or too many secrets are being checked already (credentials.VerifyLimiter),
+When Redis does not answer, or too many secrets are being checked already (throttle.VerifyLimiter),
 authentication answers "ignore": EMQX then asks its next authenticator, and
 with none (the shipped configuration) refuses the connect, so devices retry later; clients already
-connected are not affected. Authorization never touches Redis (its rules depend only on the client id,
-the user name and ADAPTER_MQTT_CLIENTS), so it keeps answering.
+connected are not affected. After too many failed checks for one sn or from one `peerhost`
+(credentials.authn_buckets) it answers "deny" at once, without checking the secret. Authorization never
+touches Redis (its rules depend only on the client id, the user name and ADAPTER_MQTT_CLIENTS), so it keeps
+answering.
 
 Anything else that is not a decision (wrong token: 401, malformed body: 400) EMQX also treats as "ignore".
 """
@@ -22,7 +24,7 @@ import redis.exceptions
 
 from adapter import emqx_auth
 from adapter.api.ingest import check_token
-from adapter.credentials import Busy, CredentialStore, VerifyLimiter
+from adapter.credentials import Busy, CredentialStore, Locked, VerifyLimiter, authn_buckets
 from adapter.emqx_auth import AuthPolicy, Result
 from adapter.endpoint import Call, Endpoint
 from adapter.envelope import JSONResponse, decode_json, read_body
@@ -36,7 +38,8 @@ MAX_BODY = 16 * 1024
 
 @dataclass
 class HookState:
-    """Per-process state of the hooks: the parsed policy and the bound on concurrent argon2id checks."""
+    """Per-process state of the hooks: the parsed policy and the bound on concurrent argon2id checks (this
+    one's own: logins have another)."""
 
     policy: AuthPolicy
     cache_ttl: int = DEFAULT_CACHE_TTL
@@ -47,7 +50,8 @@ def state_of(call: Call) -> HookState:
     state = call.svc.extras.get(EXTRA)
     if state is None:  # once per process: the settings were checked when they were read
         s = call.svc.settings
-        state = HookState(emqx_auth.parse_clients(s.mqtt_clients), s.authn_cache_ttl)
+        state = HookState(emqx_auth.parse_clients(s.mqtt_clients), s.authn_cache_ttl,
+                          VerifyLimiter(s.authn_verify_concurrency, s.authn_verify_queue))
         call.svc.extras[EXTRA] = state
     assert isinstance(state, HookState)
     return state
@@ -77,15 +81,20 @@ async def _authn_device(call: Call, state: HookState, req: emqx_auth.AuthnReques
     if sn is None:
         return "ignore"
     store = CredentialStore(call.svc.redis, call.svc.keys)
+    buckets = authn_buckets(call.svc.keys, call.svc.settings, sn, req.peerhost)
     try:
-        good = await store.verify(sn, req.password, cache_ttl=state.cache_ttl, limiter=state.limiter)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        good = await store.verify(sn, req.password, cache_ttl=state.cache_ttl, limiter=state.limiter,
+                                  buckets=buckets)
+    except (redis.exceptions.RedisError, OSError) as exc:  # any Redis failure: let EMQX decide (ignore)
         log.warning("authn of %s: Redis does not answer (%s); answering ignore", sn, exc)
         call.svc.metrics.inc("emqx_authn_redis_unavailable_total")
         return "ignore"
     except Busy:
         call.svc.metrics.inc("emqx_authn_busy_total")
         return "ignore"
+    except Locked:
+        call.svc.metrics.inc("emqx_authn_throttled_total")
+        return "deny"
     if good is None:
         return "ignore"
     return "allow" if good else "deny"

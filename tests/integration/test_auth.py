@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 import redis
 
+from adapter import auth as auth_mod
 from adapter.app import create_app, endpoints
 from adapter.auth import UserStore, digest
 from adapter.keys import Keys
@@ -16,7 +19,7 @@ from adapter.services import async_redis
 from adapter.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, login
 from tests.integration.test_api_envelope import assert_err
-from tests.support.servers import serve
+from tests.support.servers import serve, wait_for
 
 LOGIN = "/iot/api/v1/auth/login"
 # the API's own description is public too: Swagger UI, code generators and schemathesis read it without a login
@@ -118,7 +121,7 @@ def test_viewer_is_forbidden_on_an_admin_endpoint(settings: Settings) -> None:
         assert c.post("/iot/api/v1/test/change", headers=admin).json() == {"status": "ok", "data": {"changed": True}}
 
 
-def test_failed_logins_are_rate_limited_per_user(client: httpx.Client, settings: Settings) -> None:
+def test_failed_logins_are_rate_limited_per_user_at_an_address(client: httpx.Client, settings: Settings) -> None:
     for _ in range(settings.login_max_failures):
         assert_err(client.post(LOGIN, json={"user": "admin", "password": "bad-password"}), 401, "unauthorized")
     r = client.post(LOGIN, json={"user": "admin", "password": ADMIN_PASSWORD})
@@ -135,6 +138,100 @@ def test_failed_logins_are_rate_limited_per_address(settings: Settings) -> None:
         for i in range(3):
             assert_err(c.post(LOGIN, json={"user": f"guess{i}", "password": "x"}), 401, "unauthorized")
         assert_err(c.post(LOGIN, json={"user": "admin", "password": ADMIN_PASSWORD}), 429, "rate_limited")
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts the password checks logins make."""
+    calls: list[str] = []
+    real = auth_mod._verify
+
+    async def counting(stored: str, password: str) -> bool:
+        calls.append(password)
+        return await real(stored, password)
+
+    monkeypatch.setattr(auth_mod, "_verify", counting)
+    return calls
+
+
+def from_address(url: str, address: str) -> httpx.Client:
+    """A client whose connections come from `address` (any 127.x.y.z is this machine's loopback)."""
+    return httpx.Client(base_url=url, timeout=10, transport=httpx.HTTPTransport(local_address=address))
+
+
+def test_concurrent_wrong_passwords_are_checked_at_most_the_limit(settings: Settings,
+                                                                   verifications: list[str]) -> None:
+    """Each attempt is counted before its password is checked, so a burst cannot race past the limit."""
+    limit, attempts = 3, 20
+    strict = settings.with_overrides(login_max_failures=limit, login_verify_queue=attempts)
+    with serve(create_app(strict)) as url, httpx.Client(base_url=url, timeout=30) as c, \
+            ThreadPoolExecutor(attempts) as pool:
+        codes = list(pool.map(lambda n: c.post(LOGIN, json={"user": "admin", "password": f"bad-{n}"})
+                              .status_code, range(attempts)))
+    assert set(codes) <= {401, 429}
+    assert codes.count(401) <= limit, f"{codes.count(401)} wrong passwords checked for a limit of {limit}"
+    assert len(verifications) <= limit
+    assert codes.count(429) >= attempts - limit
+
+
+def test_a_stranger_cannot_lock_admin_out_from_another_address(settings: Settings) -> None:
+    with serve(create_app(settings)) as url, from_address(url, "127.0.0.2") as stranger, \
+            from_address(url, "127.0.0.1") as operator:
+        for _ in range(settings.login_max_failures):
+            assert_err(stranger.post(LOGIN, json={"user": "admin", "password": "guess"}), 401, "unauthorized")
+        assert_err(stranger.post(LOGIN, json={"user": "admin", "password": ADMIN_PASSWORD}), 429, "rate_limited")
+        login(operator)
+
+
+def test_each_lock_of_a_user_at_an_address_lasts_twice_the_last(settings: Settings,
+                                                                 redis_db: redis.Redis) -> None:
+    backoff = settings.with_overrides(login_max_failures=2, login_lock_first=60, login_lock_longest=150)
+    pair = Keys(settings.key_prefix).login_failures_pair("admin", "127.0.0.1")
+    waits = []
+    with serve(create_app(backoff)) as url, httpx.Client(base_url=url, timeout=10) as c:
+        for _ in range(4):
+            for _ in range(2):
+                assert_err(c.post(LOGIN, json={"user": "admin", "password": "guess"}), 401, "unauthorized")
+            r = c.post(LOGIN, json={"user": "admin", "password": ADMIN_PASSWORD})
+            assert_err(r, 429, "rate_limited")
+            waits.append(int(r.headers["retry-after"]))
+            assert redis_db.pttl(pair) > 0
+            assert redis_db.hset(pair, "u", 0) == 0  # what the lock's time passing does
+        login(c)
+    assert waits == [60, 120, 150, 150]
+    assert redis_db.exists(pair) == 0, "a success forgets the user's failures at this address"
+
+
+def test_login_checks_at_most_the_bound_at_once_and_answers_503_past_its_queue(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()
+    running = peak = 0
+
+    async def held(stored: str, password: str) -> bool:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        while not gate.is_set():
+            await asyncio.sleep(0.005)
+        running -= 1
+        return False
+
+    monkeypatch.setattr(auth_mod, "_verify", held)
+    bounded = settings.with_overrides(login_verify_concurrency=2, login_verify_queue=1)
+    with serve(create_app(bounded)) as url, httpx.Client(base_url=url, timeout=30) as c, \
+            ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(c.post, LOGIN, json={"user": f"user{n}", "password": "guess"}) for n in range(6)]
+        try:
+            wait_for(lambda: sum(f.done() for f in futures) == 3, what="the 3 past the bound to be refused")
+            assert peak == 2
+        finally:
+            gate.set()
+        codes = sorted(f.result().status_code for f in futures)
+    assert codes == [401, 401, 401, 503, 503, 503]
+    assert peak == 2
+    refused = [f.result() for f in futures if f.result().status_code == 503]
+    assert_err(refused[0], 503, "unavailable")
+    assert refused[0].headers["retry-after"] == "1"
 
 
 def test_password_change_and_delete_end_logins(client: httpx.Client, settings: Settings) -> None:

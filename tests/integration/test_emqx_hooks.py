@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,10 +46,10 @@ class Live:
     app: Starlette
     keys: Keys
 
-    def authn(self, clientid: str, password: str, username: str | None = None,
+    def authn(self, clientid: str, password: str, username: str | None = None, peerhost: str = "10.0.0.9",
               **headers: str) -> httpx.Response:
         body = {"clientid": clientid, "username": clientid if username is None else username,
-                "password": password, "peerhost": "10.0.0.9"}
+                "password": password, "peerhost": peerhost}
         return self.http.post("/emqx/authn", json=body, headers=headers or EMQX)
 
     def authz(self, clientid: str, topic: str, action: str, username: str | None = None) -> httpx.Response:
@@ -65,11 +68,17 @@ class Live:
             emqx_auth.parse_clients(json.dumps(clients)))
 
 
-@pytest.fixture
-def live(settings: Settings) -> Iterator[Live]:
+@contextmanager
+def running(settings: Settings) -> Iterator[Live]:
     app = app_with_hooks(settings)
     with serve(app) as url, httpx.Client(base_url=url, timeout=10) as http:
         yield Live(http, app, Keys(settings.key_prefix))
+
+
+@pytest.fixture
+def live(settings: Settings) -> Iterator[Live]:
+    with running(settings) as one:
+        yield one
 
 
 @pytest.fixture
@@ -144,6 +153,88 @@ def test_too_many_checks_at_once_is_a_quick_ignore(live: Live, monkeypatch: pyte
 
     monkeypatch.setattr(credentials_mod, "_verify", full)
     assert result(live.authn("GW0009", secret)) == {"result": "ignore"}
+
+
+# failed checks are throttled per sn and per peerhost, counted before the argon2id check
+
+def unlock(redis_db: redis.Redis, key: str) -> None:
+    """What the passing of a lock's time does (throttle.lua keeps the lock end in field `u`)."""
+    assert redis_db.hset(key, "u", 0) == 0, "the bucket was locked"
+
+
+def test_failed_checks_of_one_sn_lock_it_without_more_argon2(settings: Settings, redis_db: redis.Redis,
+                                                              verifications: list[str]) -> None:
+    with running(settings.with_overrides(authn_max_failures=3, authn_max_failures_per_host=100)) as live:
+        secret, other = live.provision("GW0010"), live.provision("GW0011")
+        assert result(live.authn("GW0010", secret))["result"] == "allow"  # remembered from now on
+        for n in range(3):
+            assert result(live.authn("GW0010", f"guess-{n}")) == {"result": "deny"}
+        assert len(verifications) == 4
+        for peerhost in ("10.0.0.9", "10.9.9.9"):
+            assert result(live.authn("GW0010", "guess-x", peerhost=peerhost)) == {"result": "deny"}
+        assert len(verifications) == 4, "a locked sn is denied without a check"
+        assert result(live.authn("GW0010", secret))["result"] == "allow", "its remembered secret still works"
+        assert result(live.authn("GW0011", other))["result"] == "allow", "another sn is not locked"
+        redis_db.delete(live.keys.authn_cache("GW0010"))
+        assert result(live.authn("GW0010", secret)) == {"result": "deny"}
+        assert len(verifications) == 5
+        unlock(redis_db, live.keys.authn_failures_sn("GW0010"))
+        assert result(live.authn("GW0010", secret))["result"] == "allow"
+        assert redis_db.exists(live.keys.authn_failures_sn("GW0010")) == 0, "a success clears the sn's count"
+
+
+def test_failed_checks_from_one_peerhost_lock_it_for_every_sn(settings: Settings, redis_db: redis.Redis,
+                                                               verifications: list[str]) -> None:
+    with running(settings.with_overrides(authn_max_failures=100, authn_max_failures_per_host=3)) as live:
+        secrets = {sn: live.provision(sn) for sn in ("GW0020", "GW0021", "GW0022", "GW0023")}
+        for sn in ("GW0020", "GW0021", "GW0022"):
+            assert result(live.authn(sn, "guess", peerhost="192.0.2.7")) == {"result": "deny"}
+        assert len(verifications) == 3
+        assert result(live.authn("GW0023", secrets["GW0023"], peerhost="192.0.2.7")) == {"result": "deny"}
+        assert len(verifications) == 3, "a locked peerhost is denied without a check"
+        assert result(live.authn("GW0023", secrets["GW0023"], peerhost="192.0.2.8"))["result"] == "allow"
+
+
+def test_concurrent_wrong_secrets_check_at_most_the_limit(settings: Settings,
+                                                           verifications: list[str]) -> None:
+    limit, attempts = 3, 16
+    strict = settings.with_overrides(authn_max_failures=limit, authn_verify_concurrency=2,
+                                     authn_verify_queue=attempts)
+    with running(strict) as live:
+        live.provision("GW0030")
+        with ThreadPoolExecutor(attempts) as pool:
+            answers = list(pool.map(lambda n: result(live.authn("GW0030", f"guess-{n}"))["result"],
+                                    range(attempts)))
+        assert answers == ["deny"] * attempts
+        assert len(verifications) <= limit, f"{len(verifications)} checks ran for a limit of {limit}"
+
+
+def test_device_checks_have_their_own_bound_sized_by_the_settings(settings: Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()
+    entered = threading.Event()
+
+    async def held(stored: str, password: str) -> bool:
+        entered.set()
+        while not gate.is_set():
+            await asyncio.sleep(0.005)
+        return False
+
+    monkeypatch.setattr(credentials_mod, "_verify", held)
+    bounded = settings.with_overrides(authn_verify_concurrency=1, authn_verify_queue=0,
+                                      login_verify_concurrency=1, login_verify_queue=0)
+    with running(bounded) as live, ThreadPoolExecutor(1) as pool:
+        live.provision("GW0040")
+        live.provision("GW0041")
+        first = pool.submit(live.authn, "GW0040", "guess")
+        try:
+            assert entered.wait(10), "the first check started"
+            assert result(live.authn("GW0041", "guess")) == {"result": "ignore"}, "the one slot is taken"
+            r = live.http.post("/iot/api/v1/auth/login", json={"user": "admin", "password": "guess"})
+            assert r.status_code == 401, "a login is checked meanwhile: it has a bound of its own"
+        finally:
+            gate.set()
+        assert result(first.result()) == {"result": "deny"}
 
 
 def test_revoking_takes_effect_at_once(live: Live, redis_db: redis.Redis) -> None:

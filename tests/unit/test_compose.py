@@ -18,6 +18,7 @@ from jsonschema import Draft7Validator
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "compose" / "compose-spec.json"
 ADAPTER_SERVICES = ("api", "worker", "simulator")
+EMQX_IMAGE = "emqx/emqx:5.8.9"  # a full version: a `5.8` tag may not exist or may be older
 RENDER_VARS = {"ADAPTER_BASE_URL", "ADAPTER_INGEST_TOKEN", "ADAPTER_EMQX_API_KEY", "ADAPTER_EMQX_API_SECRET"}
 
 
@@ -89,7 +90,7 @@ def runs_as(stages: list[Stage], stage: Stage) -> str:
 def test_every_service_has_an_image_and_the_adapter_ones_share_one_build(compose: dict[str, Any]) -> None:
     svcs = services(compose)
     assert set(svcs) == {"redis", "emqx", *ADAPTER_SERVICES}
-    assert svcs["emqx"]["image"].startswith("emqx/emqx:5.8")
+    assert svcs["emqx"]["image"] == EMQX_IMAGE
     name, _, tag = svcs["redis"]["image"].partition(":")
     assert name == "redis" and tag.startswith("7")
     # api and worker run the service image (the default target); the simulator, a dev tool, the `devtools`
@@ -102,6 +103,15 @@ def test_every_service_has_an_image_and_the_adapter_ones_share_one_build(compose
         build = svcs[name]["build"]
         assert (ROOT / build["context"] / build.get("dockerfile", "Dockerfile")).is_file()
         assert command(svcs[name])[0] == "adapter"
+
+
+def test_every_emqx_image_named_anywhere_is_the_pinned_one() -> None:
+    named = {}
+    for path in (ROOT / "docker-compose.yml", ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        for tag in re.findall(r"emqx/emqx:[\w.-]+", path.read_text()):
+            named.setdefault(tag, path.name)
+    assert EMQX_IMAGE in named
+    assert set(named) == {EMQX_IMAGE}, named
 
 
 def test_redis_keeps_an_append_only_file(compose: dict[str, Any]) -> None:

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapter import emqx_auth, topics
-from adapter.credentials import Busy, VerifyLimiter
 from adapter.emqx_auth import AuthnRequest, AuthPolicy, AuthzRequest, ClientRule, authorize, covers
 from adapter.errors import AppError
 from adapter.settings import ConfigError
+from adapter.throttle import Busy, VerifyLimiter
 
 SIM = {"username": "simulator", "password": "sim-secret-1",
        "publish": ["dma/report/{clientid}/#", "dma/resp/cmd"], "subscribe": ["dma/cmd/{clientid}"]}
@@ -122,7 +122,7 @@ def test_malformed_authn_bodies(body: object) -> None:
 
 def test_authn_body_with_emqx_empty_strings() -> None:
     assert emqx_auth.parse_authn({"clientid": "c", "username": "", "password": "", "peerhost": "1.2.3.4"}) \
-        == AuthnRequest("c", "", "")
+        == AuthnRequest("c", "", "", "1.2.3.4")
     with pytest.raises(AppError):
         emqx_auth.parse_authz({"clientid": "c", "username": "", "topic": "", "action": "publish"})
 

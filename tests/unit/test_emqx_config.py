@@ -109,7 +109,9 @@ def test_message_rules_cover_every_topic_once() -> None:
     assert len(catch_all) == 1
     sql = publish.pop(catch_all[0])
     assert "base64_encode(payload) AS payload" in sql and "'base64' AS payload_encoding" in sql
-    excluded = set(re.findall(r"topic (?:=~|=) '([^']+)'", sql.partition(" NOT ")[2]))
+    where = sql.partition(" WHERE ")[2]
+    excluded = set(re.findall(r"NOT topic =~ '([^']+)'|topic != '([^']+)'", where))
+    excluded = {a or b for a, b in excluded}
     plain = {t for other in publish.values() for t in from_topics(other)}
     assert excluded == plain == {"dma/report/#", "dma/resp/cmd"}
 
@@ -118,9 +120,38 @@ def test_the_action_posts_the_whole_event_to_the_ingest_at_least_once() -> None:
     action = parse("bridge.hocon")["actions"]["http"][emqx_apply.ACTION]
     params, opts = action["parameters"], action["resource_opts"]
     assert (params["method"], params["path"], params["body"]) == ("post", "/emqx/events", "${.}")
-    assert params["max_retries"] >= 1
+    assert "max_retries" not in params, "EMQX 5.8 accepts parameters.max_retries and ignores it"
     assert {"request_ttl", "max_buffer_bytes"} <= set(opts)
     assert not {"batch_size", "batch_time"} & set(opts), "the HTTP action rejects batching"
+
+
+def test_no_rule_puts_not_over_a_parenthesised_and_or() -> None:
+    """EMQX 5.8's rule runtime cannot evaluate `NOT (a OR b)` (function_clause on every message)."""
+    for rule_id, rule in rules().items():
+        assert not emqx_apply.negated_groups(rule["sql"]), rule_id
+        assert not re.search(r"\bNOT\s*\(", rule["sql"], re.IGNORECASE), rule_id
+
+
+@pytest.mark.parametrize(("sql", "found"), [
+    ("SELECT * FROM \"#\" WHERE NOT (topic =~ 'a/#' OR topic = 'b')", ["NOT (topic =~ 'a/#' OR topic = 'b')"]),
+    ("SELECT * FROM \"#\" WHERE x = 1 AND not(a = 1 and (b = 2))", ["not(a = 1 and (b = 2))"]),
+    ("SELECT * FROM \"#\" WHERE NOT topic =~ 'a/#' AND topic != 'b'", []),
+    ("SELECT * FROM \"#\" WHERE NOT (topic = 'x OR y')", []),
+    ("SELECT 'NOT (a OR b)' AS s FROM \"#\"", []),
+])
+def test_negated_groups_finds_not_over_and_or_only(sql: str, found: list[str]) -> None:
+    assert emqx_apply.negated_groups(sql) == found
+
+
+def test_loading_and_generating_refuse_a_rule_with_not_over_or(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bad.sql").write_text("-- x\nSELECT * FROM \"#\" WHERE NOT (topic = 'a' OR topic = 'b')\n")
+    with pytest.raises(ValueError, match="rule bad: NOT over a parenthesised AND/OR"):
+        emqx_apply.load_rules(tmp_path)
+    monkeypatch.setattr(gen_emqx_config, "RULES_DIR", tmp_path)
+    assert gen_emqx_config.main(["--check"]) == 2
+    assert "rule bad: NOT over" in capsys.readouterr().err
 
 
 def test_the_token_is_sent_as_a_bearer_header_everywhere() -> None:
@@ -184,6 +215,20 @@ def test_render_writes_one_emqx_conf_with_the_values(tmp_path: Path) -> None:
     assert (tmp_path / "adapter_api_key.conf").read_text() == "adapter-key:s3cret-VALUE\n"
     assert (tmp_path / "adapter_api_key.conf").stat().st_mode & 0o077 == 0
     assert (tmp_path / "emqx.conf").stat().st_mode & 0o077 == 0, "it holds the token"
+
+
+@pytest.mark.parametrize(("url", "tls"), [("http://adapter.internal:8000", False),
+                                         ("https://adapter.internal:8443", True)])
+@pytest.mark.skipif(shutil.which("sed") is None, reason="needs sed")
+def test_render_turns_tls_on_for_authn_and_authz_exactly_when_the_url_is_https(tmp_path: Path, url: str,
+                                                                              tls: bool) -> None:
+    assert (CONFIG / "auth.hocon").read_text().count("ssl { enable = false }") == 2, "render.sh edits these"
+    done = _render(tmp_path, **{**ENV, "ADAPTER_BASE_URL": url})
+    assert done.returncode == 0, done.stderr
+    conf = ConfigFactory.parse_string((tmp_path / "emqx.conf").read_text())
+    assert conf["authentication"][0]["url"] == f"{url}/emqx/authn"
+    assert conf["authentication"][0]["ssl"]["enable"] is tls
+    assert conf["authorization"]["sources"][0]["ssl"]["enable"] is tls
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -90,3 +90,11 @@ def test_a_bad_redis_url_is_reported_without_its_password() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"ADAPTER_REDIS_URL": "http://:s3cret-pw@db.internal/0"}, dotenv=None)
     assert "s3cret-pw" not in str(caught.value) and "ADAPTER_REDIS_URL" in str(caught.value)
+
+
+def test_forwarded_for_is_believed_only_from_the_trusted_proxies() -> None:
+    from adapter.runner import trusted_proxies
+
+    assert trusted_proxies(Settings()) == "127.0.0.1"
+    assert trusted_proxies(Settings(trusted_proxies=" ")) is None
+    assert trusted_proxies(Settings(trusted_proxies="10.1.0.0/16")) == "10.1.0.0/16"

@@ -1,8 +1,7 @@
 """`adapter dev`'s banner prints what a developer needs, and never the Redis URL's password."""
 
-from adapter_devtools.dev import banner
-
 from adapter.settings import Settings
+from adapter_devtools.dev import banner
 
 
 def test_the_banner_hides_the_redis_password() -> None:

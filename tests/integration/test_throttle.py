@@ -1,0 +1,87 @@
+"""throttle.lua against the real Redis: attempts counted before the check, locks that double, what a success
+and a check that did not run give back, and how long a bucket is kept."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+
+from adapter.services import async_redis
+from adapter.settings import Settings
+from adapter.throttle import Bucket, Throttle
+
+OWN = Bucket("t:own", limit=2, first=10, longest=25, idle=100)
+SHARED = Bucket("t:shared", limit=3, first=50, longest=50, idle=200)
+
+
+def run(settings: Settings, scenario: Callable[[Throttle], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        client = async_redis(settings)
+        try:
+            return await scenario(Throttle(client))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def n(redis_db: redis.Redis, bucket: Bucket) -> int:
+    return int(redis_db.hget(bucket.key, "n") or 0)
+
+
+def test_attempts_count_in_every_bucket_until_one_is_full(settings: Settings, redis_db: redis.Redis) -> None:
+    waits = run(settings, lambda t: asyncio.gather(*(t.take([OWN, SHARED]) for _ in range(4))))
+    assert sorted(waits) == [0, 0, 10, 10], "two go ahead; the third locks the own bucket for `first`"
+    assert (n(redis_db, OWN), n(redis_db, SHARED)) == (0, 2), "a lock starts the count again"
+    assert 100_000 < redis_db.pttl(OWN.key) <= 110_000, "kept for the lock and then `idle`"
+    assert 0 < redis_db.pttl(SHARED.key) <= 200_000
+
+
+def test_locks_double_up_to_the_longest(settings: Settings, redis_db: redis.Redis) -> None:
+    one = Bucket("t:one", limit=1, first=10, longest=25, idle=100)
+
+    async def scenario(t: Throttle) -> list[int]:
+        waits = []
+        for _ in range(4):
+            assert await t.take([one]) == 0
+            waits.append(await t.take([one]))
+            redis_db.hset(one.key, "u", 0)  # the lock's time passes
+        return waits
+
+    assert run(settings, scenario) == [10, 20, 25, 25]
+
+
+def test_a_locked_bucket_answers_without_counting(settings: Settings, redis_db: redis.Redis) -> None:
+    async def scenario(t: Throttle) -> tuple[int, int]:
+        for _ in range(3):
+            await t.take([SHARED])
+        locked = await t.take([SHARED])
+        return locked, await t.take([OWN, SHARED])
+
+    assert run(settings, scenario) == (50, 50)
+    assert redis_db.exists(OWN.key) == 0, "an attempt refused by a shared bucket is not counted in the own"
+
+
+def test_a_success_clears_the_own_bucket_and_gives_back_to_the_shared(settings: Settings,
+                                                                     redis_db: redis.Redis) -> None:
+    async def scenario(t: Throttle) -> None:
+        await t.take([OWN, SHARED])
+        await t.take([OWN, SHARED])
+        await t.clear([OWN, SHARED])
+
+    run(settings, scenario)
+    assert redis_db.exists(OWN.key) == 0
+    assert n(redis_db, SHARED) == 1
+
+
+def test_a_check_that_did_not_run_gives_back_everywhere(settings: Settings, redis_db: redis.Redis) -> None:
+    async def scenario(t: Throttle) -> None:
+        await t.take([OWN, SHARED])
+        await t.refund([OWN, SHARED])
+        await t.refund([OWN, SHARED])
+
+    run(settings, scenario)
+    assert (n(redis_db, OWN), n(redis_db, SHARED)) == (0, 0), "never below zero"
