@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install redis lint typecheck pytest clean
+.PHONY: run test install redis browser lint typecheck pytest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,16 @@ install: $(STAMP)
 redis:
 	@bash scripts/ensure-redis
 
+browser:
+	@bash scripts/ensure-chromium
+
 lint: install
 	$(BIN)/ruff check adapter tests scripts
 
 typecheck: install
 	$(BIN)/mypy adapter
 
-pytest: install redis
+pytest: install redis browser
 	$(BIN)/pytest
 
 test: lint typecheck pytest
