@@ -47,7 +47,7 @@ class Console:
             with open(self.logs / "simulate.log", "wb") as log:
                 self.procs.append(subprocess.Popen(
                     [sys.executable, "-m", "adapter", "simulate", "--port", self.mqtt_port, "--count", str(COUNT),
-                     "--prefix", PREFIX, "--interval", "1"], stdout=log, stderr=subprocess.STDOUT,
+                     "--prefix", PREFIX, "--interval", "1", "--gateways", "1"], stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True))
         wait_for(lambda: self.api.get("/iot/api/v1/monitor/devices/count").json()["data"]["online"] >= COUNT,
                  timeout=30, interval=0.2, what="the simulated devices online")

@@ -61,6 +61,8 @@ def test_log_in_see_devices_appear_and_log_out(console: Console, page: Page) -> 
     expect(procs.get_by_role("columnheader", name="mem")).to_be_visible(timeout=20_000)
     expect(page.get_by_role("table", name="Versions").get_by_role("columnheader", name="v")).to_be_visible()
     expect(page.get_by_role("table", name="System").get_by_role("rowheader", name="load")).to_be_visible()
+    peripherals = page.get_by_role("table", name="Peripherals")
+    expect(peripherals.get_by_role("cell", name=f"{sns[1]}-P1")).to_be_visible(timeout=20_000)
     shot(page, "device")
 
     page.reload()  # the token is kept for the tab
@@ -68,3 +70,83 @@ def test_log_in_see_devices_appear_and_log_out(console: Console, page: Page) -> 
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
     expect(page.get_by_role("status")).to_have_text("Logged out.")
+
+
+def test_sh_whoami_on_two_devices_and_cancel(console: Console, page: Page) -> None:
+    sns = console.simulate()
+    log_in(page, console)
+    page.get_by_role("link", name="Devices", exact=True).first.click()
+    for sn in sns:
+        page.get_by_role("checkbox", name=f"select {sn}").check()
+    page.get_by_role("button", name="Send a command to 2 selected").click()
+    form = page.get_by_role("form", name="Send a command")
+    expect(form.get_by_label("Devices")).to_have_value("\n".join(sns))
+    expect(form.get_by_label("Command", exact=True)).to_have_value("sh")
+    form.get_by_label("Shell command (shcmd)").fill("whoami")
+    form.get_by_role("button", name="Send").click()
+
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    sent = page.get_by_role("region", name=re.compile("^Sent: sh to 2"))
+    for sn in sns:
+        answer = sent.get_by_role("article", name=re.compile(f"^{sn} "))
+        expect(answer.get_by_text("success")).to_be_visible(timeout=30_000)
+        expect(answer.get_by_role("generic", name="output").or_(answer.locator("pre"))).to_have_text(user)
+    # the ids shown are the API's, exactly (past 2^53: only idStr keeps them)
+    ids = [(sent.get_by_role("article").nth(n).get_attribute("aria-label") or "").split()[1] for n in range(2)]
+    for sn, cid in zip(sns, ids, strict=True):
+        command = console.api.get("/iot/api/v1/remotectl/commands", params={"id": cid}).json()["data"]
+        assert (command["idStr"], command["sn"], command["from"], command["state"]) == (cid, sn, "iot_web_console", 2)
+        assert int(cid) > 2**53
+    listed = page.get_by_role("table", name="Commands")
+    expect(listed.get_by_role("row", name=re.compile(ids[0]))).to_contain_text("success")
+    listed.get_by_role("button", name=f"Answer of {ids[0]}").click()
+    expect(page.get_by_role("region", name=re.compile("^Answer of")).locator("pre")).to_have_text(user)
+    shot(page, "commands")
+
+    # any command with a JSON body, not published now, to a device that is not there: then cancel it
+    form.get_by_label("Devices").fill("ABSENT0001")
+    form.get_by_label("Command", exact=True).fill("reboot")
+    form.get_by_label("Method").select_option("set")
+    form.get_by_label("Body (JSON object)").fill('{"delay": 5}')
+    form.get_by_label("Publish now").uncheck()
+    form.get_by_label("Max retries").fill("2")
+    form.get_by_label("Expires after (s)").fill("600")
+    form.get_by_role("button", name="Send").click()
+    waiting = page.get_by_role("region", name=re.compile("^Sent: reboot to 1")).get_by_role("article")
+    expect(waiting).to_contain_text("ready")
+    cid = (waiting.get_attribute("aria-label") or "").split()[1]
+    stored = console.api.get("/iot/api/v1/remotectl/commands", params={"id": cid}).json()["data"]
+    assert (stored["command"], stored["method"], stored["d"], stored["publishNow"], stored["maxRetries"]) == \
+        ("reboot", "set", {"delay": 5}, False, 2) and stored["expires"] > 0
+    page.get_by_role("button", name="Refresh").click()
+    listed.get_by_role("button", name=f"Cancel {cid}").click()
+    expect(page.get_by_role("status").filter(has_text="canceled")).to_have_text(f"Command {cid} canceled.")
+    row = listed.get_by_role("row", name=re.compile(cid))
+    expect(row).to_contain_text("failed")
+    expect(row).to_contain_text("canceled")
+    expect(waiting).to_contain_text("canceled")
+
+
+def test_bad_input_shows_the_api_message(console: Console, page: Page) -> None:
+    log_in(page, console)
+    page.get_by_role("link", name="Routes", exact=True).click()
+    form = page.get_by_role("form", name="Add a route")
+    form.get_by_label("Name").fill("bad")
+    form.get_by_label("Topic filter").fill("dma/#/more")
+    form.get_by_label("URL").fill("http://127.0.0.1:9/hook")
+    form.get_by_role("button", name="Add route").click()
+    body = {"name": "bad", "topic": "dma/#/more", "url": "http://127.0.0.1:9/hook", "enabled": True}
+    answer = console.api.post("/iot/api/v1/msgroute/configs", json=body)
+    assert answer.status_code == 400, answer.text
+    expect(form.get_by_role("alert")).to_have_text(answer.json()["msg"])
+    assert console.api.get("/iot/api/v1/msgroute/configs").json()["data"]["count"] == 0
+
+    page.get_by_role("link", name="Commands", exact=True).click()
+    form = page.get_by_role("form", name="Send a command")
+    form.get_by_label("Devices").fill("X1, BAD+1")
+    form.get_by_role("button", name="Send").click()
+    answer = console.api.post("/iot/api/v1/remotectl/commands", json={
+        "from": "iot_web_console", "to": [{"sn": "X1"}, {"sn": "BAD+1"}], "command": "sh",
+        "body": {"shcmd": "whoami"}, "publishNow": True, "maxRetries": 3})
+    assert answer.status_code == 400, answer.text
+    expect(form.get_by_role("alert")).to_have_text(answer.json()["msg"])

@@ -123,6 +123,8 @@ export async function render(ctx) {
   const listBox = h("div", { "aria-live": "polite" });
   const listError = errorBox();
   const note = noteBox();
+  listError.tabIndex = -1;
+  note.tabIndex = -1;
   const pager = h("nav", { class: "pager", "aria-label": "Command pages" });
   let page = Math.max(1, Number(ctx.params.get("page")) || 1);
   const snFilter = h("input", { type: "search", name: "sn", value: ctx.params.get("sn") || "", autocomplete: "off" });
@@ -172,7 +174,8 @@ export async function render(ctx) {
       if (!(e instanceof ApiError)) throw e;
       listError.textContent = e.message;
     }
-    refresh();
+    await refresh(true);
+    (listError.textContent ? listError : note).focus();
   }
 
   const columns = [
@@ -193,18 +196,19 @@ export async function render(ctx) {
   ];
 
   let busy = false;
-  async function refresh() {
-    if (busy) return;
+  // `force`: redraw even when the keyboard is in the table (else a timer's refresh waits for it to leave)
+  async function refresh(force = false) {
+    if (busy && !force) return;
     busy = true;
     try {
       const data = await get(BASE, { sn: snFilter.value.trim(), page, limit: LIMIT });
-      if (!listBox.contains(document.activeElement)) replace(listBox, table("Commands", columns, data.list, "no command."));
+      if (force || !listBox.contains(document.activeElement)) replace(listBox, table("Commands", columns, data.list, "no command."));
       const pages = Math.max(1, Math.ceil(data.total / data.limit));
       replace(pager,
         h("button", { type: "button", disabled: page <= 1, onclick: () => { page -= 1; refresh(); } }, "Previous page"),
         h("span", {}, `Page ${page} of ${pages} · ${data.total} commands`),
         h("button", { type: "button", disabled: page >= pages, onclick: () => { page += 1; refresh(); } }, "Next page"),
-        h("button", { type: "button", onclick: () => refresh() }, "Refresh"));
+        h("button", { type: "button", onclick: () => refresh(true) }, "Refresh"));
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
       listError.textContent = e.message;

@@ -100,7 +100,7 @@ function report(caption, text) {
   }
   const rows = value && typeof value === "object" && "d" in value ? value.d : value;
   const at = value && typeof value === "object" && "time" in value ? ` (device time ${value.time})` : "";
-  return h("div", {}, h("h3", {}, caption, h("span", { class: "muted" }, at)), jsonTable(caption, rows));
+  return h("div", { class: "report" }, h("h3", {}, caption, h("span", { class: "muted" }, at)), jsonTable(caption, rows));
 }
 
 export async function renderDevice(ctx) {
