@@ -150,3 +150,121 @@ def test_bad_input_shows_the_api_message(console: Console, page: Page) -> None:
         "body": {"shcmd": "whoami"}, "publishNow": True, "maxRetries": 3})
     assert answer.status_code == 400, answer.text
     expect(form.get_by_role("alert")).to_have_text(answer.json()["msg"])
+
+
+def test_a_route_made_in_the_console_delivers(console: Console, page: Page) -> None:
+    sns = console.simulate()
+    rec = Receiver()
+    with serve(rec.app()) as hook:
+        log_in(page, console)
+        page.get_by_role("link", name="Routes", exact=True).click()
+        form = page.get_by_role("form", name="Add a route")
+        form.get_by_label("Name").fill("heartbeats")
+        form.get_by_label("Topic filter").fill("dma/report/+/heartbeat")
+        form.get_by_label("URL").fill(f"{hook}/heartbeats")
+        form.get_by_role("button", name="Add route").click()
+        secret = page.get_by_label("signing secret")
+        expect(secret).to_have_value(re.compile("^whsec_"))
+        shown = secret.input_value()
+        detail = page.get_by_role("region", name=re.compile("^Route [0-9]+$"))
+        deliveries = detail.get_by_role("table", name="Deliveries")
+        expect(deliveries.get_by_role("cell", name="success").first).to_be_visible(timeout=30_000)
+        shot(page, "route")
+        wait_for(lambda: rec.received, timeout=10, what="a delivery at the receiver")
+    body = Webhook(shown).verify(rec.received[0].body, rec.received[0].headers)  # the secret shown is the one
+    assert body["topic"] in {f"dma/report/{sn}/heartbeat" for sn in sns}
+
+    page.get_by_role("button", name="Disable").click()
+    expect(detail.get_by_role("status")).to_have_text("Disabled.")
+    page.get_by_role("button", name="Rotate secret").click()
+    expect(page.get_by_label("signing secret").first).not_to_have_value(shown)
+    page.get_by_role("link", name="Routes", exact=True).click()
+    listed = page.get_by_role("table", name="Message routes")
+    expect(listed.get_by_role("row", name=re.compile("heartbeats"))).to_contain_text("dma/report/+/heartbeat")
+    shot(page, "routes")
+
+
+def test_callbacks_add_enable_rotate_delete(console: Console, page: Page) -> None:
+    log_in(page, console)
+    page.get_by_role("link", name="Callbacks", exact=True).click()
+    expect(page.get_by_role("region", name="device callbacks")).to_contain_text("Delivered")
+    form = page.get_by_role("form", name="Add a callback")
+    form.get_by_label("Type").select_option("peripheral")
+    form.get_by_label("URL").fill("http://127.0.0.1:9/status")
+    form.get_by_label("Enabled").uncheck()
+    form.get_by_role("button", name="Add callback").click()
+    expect(page.get_by_label("signing secret")).to_have_value(re.compile("^whsec_"))
+    detail = page.get_by_role("region", name=re.compile("^Callback [0-9]+$"))
+    expect(detail.get_by_role("table").first).to_contain_text("disabled")
+    detail.get_by_role("button", name="Enable").click()
+    expect(detail.get_by_role("table").first).to_contain_text("enabled")
+    (item,) = console.api.get("/iot/api/v1/monitor/devices/callbacks").json()["data"]["list"]
+    assert (item["type"], item["enabled"], item["url"]) == ("peripheral", True, "http://127.0.0.1:9/status")
+    detail.get_by_label("URL").fill("http://127.0.0.1:9/other")
+    detail.get_by_role("button", name="Save changes").click()
+    expect(detail.get_by_role("status")).to_have_text("Saved.")
+    shot(page, "callbacks")
+    detail.get_by_role("button", name="Delete").click()
+    detail.get_by_role("button", name=re.compile("^Yes, delete")).click()
+    expect(page.get_by_role("table", name="Status change callbacks")).to_have_count(0)
+    assert console.api.get("/iot/api/v1/monitor/devices/callbacks").json()["data"]["count"] == 0
+
+
+def write_buttons(page: Page) -> list[str]:
+    """The buttons, links and forms of the page that change something."""
+    names = [b.inner_text() for b in page.get_by_role("button").all()]
+    links = [a.inner_text() for a in page.get_by_role("link").all()]
+    return [n for n in names if WRITE_BUTTONS.match(n)] + [n for n in links if n.startswith("Send")] + \
+        [f"form {f.get_attribute('aria-label')}" for f in page.get_by_role("form").all()
+         if (f.get_attribute("aria-label") or "").startswith(("Send", "Add", "Change"))]
+
+
+def pages_of(console: Console) -> list[str]:
+    route = console.api.post("/iot/api/v1/msgroute/configs",
+                             json={"name": "seen", "topic": "a/b", "url": "http://127.0.0.1:9/x"}).json()["data"]
+    cb = console.api.post("/iot/api/v1/monitor/devices/callbacks",
+                          json={"type": "device", "url": "http://127.0.0.1:9/y"}).json()["data"]
+    sn = console.simulate()[0]
+    return ["dashboard", "devices", f"device/{sn}", "commands", "routes", f"routes/{route['id']}", "callbacks",
+            f"callbacks/{cb['id']}"]
+
+
+def test_a_viewer_sees_no_write_controls(console: Console, browser: Browser) -> None:
+    pages = pages_of(console)
+    seen: dict[str, dict[str, list[str]]] = {"admin": {}, VIEWER: {}}
+    for user, password in (("admin", console.password), (VIEWER, VIEWER_PASSWORD)):
+        for page in open_page(browser):
+            log_in(page, console, user, password)
+            expect(page.get_by_text(f"{user} (")).to_be_visible()
+            for name in pages:
+                page.goto(f"{console.url}/console/#/{name}")
+                expect(page.get_by_role("heading", level=1)).to_be_visible()
+                page.wait_for_load_state("networkidle")
+                seen[user][name] = write_buttons(page)
+    assert all(seen["admin"][name] for name in pages if name != "dashboard"), seen["admin"]
+    assert seen[VIEWER] == {name: [] for name in pages}
+
+
+def test_a_phone_width_page_fits(console: Console, phone: Page) -> None:
+    console.simulate()
+    log_in(phone, console)
+    for name in ("dashboard", "devices", "commands", "routes"):
+        phone.goto(f"{console.url}/console/#/{name}")
+        expect(phone.get_by_role("heading", level=1)).to_be_visible()
+        phone.wait_for_load_state("networkidle")
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{name} is {width} px wide"
+    phone.goto(f"{console.url}/console/#/devices")
+    expect(phone.get_by_role("table", name="Devices")).to_be_visible()
+    shot(phone, "phone-devices")
+
+
+def test_an_ended_login_goes_back_to_the_login(console: Console, page: Page) -> None:
+    log_in(page, console)
+    token = page.evaluate("sessionStorage.getItem('adapter.console.token')")
+    assert httpx.post(f"{console.url}/iot/api/v1/auth/logout",
+                      headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    page.get_by_role("link", name="Devices", exact=True).click()
+    expect(page.get_by_role("alert")).to_have_text("Your login has ended: log in again.")
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('adapter.console.token')") is None

@@ -73,7 +73,8 @@ export async function render(ctx, kind) {
     ], data.list, `no ${kind.noun} yet.`));
     if (kind.statsTypes.length) {
       const stats = await Promise.all(kind.statsTypes.map((t) => get(`${kind.base}/${t}/stats`)));
-      replace(statsBox, kind.statsTypes.map((t, i) => h("section", { class: "card" }, h("h2", {}, `${t} callbacks`),
+      replace(statsBox, kind.statsTypes.map((t, i) => h("section", { class: "card", "aria-labelledby": `stats-${t}` },
+        h("h2", { id: `stats-${t}` }, `${t} callbacks`),
         h("dl", { class: "stats" }, h("div", {}, h("dt", {}, "Delivered"), h("dd", {}, stats[i].succ)),
           h("div", {}, h("dt", {}, "Failed"), h("dd", {}, stats[i].failed))))));
     }
@@ -97,7 +98,11 @@ export async function render(ctx, kind) {
     const detail = h("section", { class: "card", "aria-labelledby": "detail-title" });
     ctx.main.insertBefore(detail, create);
     if (!item) replace(detail, h("p", { class: "error", role: "alert" }, `no ${kind.noun} ${openId}`));
-    else renderDetail(ctx, kind, item, detail, () => loadList().then((list) => list.find((t) => t.id === openId)));
+    else {
+      const reload = () => loadList().then((list) => list.find((t) => t.id === openId));
+      const showSecret = (made) => { replace(secret, secretBox(kind, made)); secret.scrollIntoView(); };
+      renderDetail(ctx, kind, item, detail, reload, showSecret);
+    }
   }
 }
 
@@ -129,7 +134,7 @@ function createForm(ctx, kind) {
   return h("section", { class: "card", "aria-labelledby": "create-title" }, h("h2", { id: "create-title" }, `Add a ${kind.noun}`), form);
 }
 
-function renderDetail(ctx, kind, item, box, reload) {
+function renderDetail(ctx, kind, item, box, reload, showSecret) {
   const error = errorBox();
   const note = noteBox();
   const info = h("div");
@@ -180,8 +185,7 @@ function renderDetail(ctx, kind, item, box, reload) {
           await kind.enable(item.id, false); drawInfo(await reload()); note.textContent = "Disabled.";
         }) }, "Disable"),
         h("button", { type: "button", onclick: act(async () => {
-          const made = await post(`${kind.base}/secret`, { id: item.id });
-          box.prepend(secretBox(kind, made));
+          showSecret(await post(`${kind.base}/secret`, { id: item.id }));
         }) }, "Rotate secret"),
         h("button", { type: "button", class: "danger", onclick: () => { confirmDelete.hidden = false; confirmDelete.focus(); } },
           "Delete"),
