@@ -199,9 +199,10 @@ function renderDetail(ctx, kind, item, box, reload, showSecret) {
       note.textContent = `Replayed ${r.replayed}.`;
     }) }, "Replay") : "");
   async function loadDeliveries() {
-    const [attempts, letters] = await Promise.all([
+    const [attempts, letters, now] = await Promise.all([
       get(`${kind.base}/deliveries`, { id: item.id, status: outcome.value }),
-      get(`${kind.base}/dead`, { id: item.id })]);
+      get(`${kind.base}/dead`, { id: item.id }), reload()]);
+    if (now) drawInfo(now);
     replace(deliveries, table("Deliveries", [
       { title: "Time", cell: (a) => time(a.time) }, { title: "Delivery", cell: (a) => a.deliveryId, class: "mono" },
       { title: "Attempt", cell: (a) => a.attempt }, { title: "Outcome", cell: (a) => badge(a.outcome, a.outcome) },
