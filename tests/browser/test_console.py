@@ -24,6 +24,8 @@ WRITE_BUTTONS = re.compile(r"^(Send|Cancel|Add |Save|Enable|Disable|Rotate|Delet
 def test_log_in_see_devices_appear_and_log_out(console: Console, page: Page) -> None:
     page.goto(f"{console.url}/console")  # the redirect to /console/
     assert page.url.endswith("/console/")
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    shot(page, "login")
     page.get_by_label("User", exact=True).fill("admin")
     page.get_by_label("Password", exact=True).fill("not-the-password")
     page.get_by_role("button", name="Log in").click()

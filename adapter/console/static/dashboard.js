@@ -35,7 +35,7 @@ export async function render(ctx) {
         h("h2", { id: "dash-peripherals" }, "Peripherals"), peripheralsBox),
       h("section", { class: "card", "aria-labelledby": "dash-broker" },
         h("h2", { id: "dash-broker" }, "Broker"), brokerBox)),
-    h("section", { class: "card spaced", "aria-labelledby": "dash-nodes" },
+    h("section", { class: "card", "aria-labelledby": "dash-nodes" },
       h("h2", { id: "dash-nodes" }, "Broker nodes"), nodesBox),
     updated);
   const counts = (c) => stats("counts", [["Online", c.online], ["Offline", c.offline], ["Total", c.total]]);
