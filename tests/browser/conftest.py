@@ -77,8 +77,10 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         r.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module-scoped: while Playwright's sync API runs, its event loop is the thread's running loop (and
+    `asyncio.run` in later tests would fail)."""
     assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: `make browser` installs Debian's chromium"
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])  # root in CI: no sandbox
