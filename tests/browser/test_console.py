@@ -25,6 +25,8 @@ def test_log_in_see_devices_appear_and_log_out(console: Console, page: Page) -> 
     page.goto(f"{console.url}/console")  # the redirect to /console/
     assert page.url.endswith("/console/")
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    expect(page.get_by_role("navigation", name="Pages")).to_be_hidden()
+    expect(page.get_by_role("button", name="Log out")).to_be_hidden()
     shot(page, "login")
     page.get_by_label("User", exact=True).fill("admin")
     page.get_by_label("Password", exact=True).fill("not-the-password")
@@ -108,6 +110,7 @@ def test_sh_whoami_on_two_devices_and_cancel(console: Console, page: Page) -> No
     # any command with a JSON body, not published now, to a device that is not there: then cancel it
     form.get_by_label("Devices").fill("ABSENT0001")
     form.get_by_label("Command", exact=True).fill("reboot")
+    expect(form.get_by_label("Shell command (shcmd)")).to_be_hidden()
     form.get_by_label("Method").select_option("set")
     form.get_by_label("Body (JSON object)").fill('{"delay": 5}')
     form.get_by_label("Publish now").uncheck()
