@@ -53,11 +53,11 @@ def test_log_in_see_devices_appear_and_log_out(console: Console, page: Page) -> 
     table = page.get_by_role("table", name="Devices")
     for sn in sns:
         expect(table.get_by_role("row", name=re.compile(sn))).to_contain_text("online")
+    shot(page, "devices")
     page.get_by_label("sn starts with").fill(sns[1])
     page.get_by_role("button", name="Search").click()
     expect(table.get_by_role("row")).to_have_count(2)  # the header and the one device
     assert "sn=" + sns[1] in page.url
-    shot(page, "devices")
 
     table.get_by_role("link", name=sns[1]).click()
     expect(page.get_by_role("heading", name=f"Device {sns[1]}")).to_be_visible()

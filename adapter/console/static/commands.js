@@ -206,7 +206,7 @@ export async function render(ctx) {
       const pages = Math.max(1, Math.ceil(data.total / data.limit));
       replace(pager,
         h("button", { type: "button", disabled: page <= 1, onclick: () => { page -= 1; refresh(); } }, "Previous page"),
-        h("span", {}, `Page ${page} of ${pages} · ${data.total} commands`),
+        h("span", {}, `Page ${page} of ${pages} · ${data.total} command${data.total === 1 ? "" : "s"}`),
         h("button", { type: "button", disabled: page >= pages, onclick: () => { page += 1; refresh(); } }, "Next page"),
         h("button", { type: "button", onclick: () => refresh(true) }, "Refresh"));
     } catch (e) {

@@ -69,7 +69,7 @@ export async function render(ctx) {
     const to = (n) => () => ctx.go(hashOf({ ...q, page: n }));
     replace(pager,
       h("button", { type: "button", disabled: q.page <= 1, onclick: to(q.page - 1) }, "Previous page"),
-      h("span", {}, `Page ${q.page} of ${pages} · ${page.total} devices`),
+      h("span", {}, `Page ${q.page} of ${pages} · ${page.total} device${page.total === 1 ? "" : "s"}`),
       h("button", { type: "button", disabled: q.page >= pages, onclick: to(q.page + 1) }, "Next page"));
   }
 
@@ -123,7 +123,7 @@ export async function renderDevice(ctx) {
       get("/remotectl/commands", { sn, limit: 10 }),
     ]);
     replace(body,
-      h("section", { class: "card" }, keyValues("Presence", [
+      h("section", { class: "card" }, h("h2", {}, "Presence"), keyValues("Presence", [
         ["Status", onlineBadge(device.online)], ["Online since", time(device.onlineTime)],
         ["Offline since", time(device.offlineTime)], ["Last active", time(device.activeTime)],
         ["Booted", time(device.bootTime)], ["Heartbeat (s)", device.dur || "—"],
