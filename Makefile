@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install redis lint typecheck pytest clean
+.PHONY: run test install redis browser lint typecheck pytest clean
 
 # the service with its test tools, and the dev tools (devtools/: dev broker, simulator, `adapter dev`)
 $(STAMP): pyproject.toml devtools/pyproject.toml
@@ -18,13 +18,16 @@ install: $(STAMP)
 redis:
 	@bash scripts/ensure-redis
 
+browser:
+	@bash scripts/ensure-chromium
+
 lint: install
 	$(BIN)/ruff check adapter devtools tests scripts
 
 typecheck: install
 	$(BIN)/mypy adapter devtools/adapter_devtools
 
-pytest: install redis
+pytest: install redis browser
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from adapter import commands, device_store
+from adapter import commands, console, device_store
 from adapter.api import auth as auth_api
 from adapter.api import brokers as brokers_api
 from adapter.api import callbacks as callbacks_api
@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await services.aclose()
 
     app = App(
-        routes=[*(ep.route() for ep in eps), *docs_api.mounts()],
+        routes=[*(ep.route() for ep in eps), *docs_api.mounts(), *console.routes()],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
         lifespan=lifespan,
     )

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,14 @@ def pids_with(marker: str) -> list[int]:
 
 @pytest.fixture
 def dev_stack(redis_db: redis.Redis, tmp_path: Path) -> Iterator[dict[str, str]]:
+    with running_dev_stack(tmp_path) as info:
+        yield info
+
+
+@contextmanager
+def running_dev_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """`adapter dev` on free ports and the test Redis, until the block ends (then Ctrl-C, and every child gone):
+    its URLs and logins as the banner printed them."""
     api, mqtt_port, broker = free_port(), free_port(), free_port()
     env = {**os.environ, "ADAPTER_REDIS_URL": redis_url(), "PYTHONUNBUFFERED": "1"}
     env.pop("ADAPTER_ADMIN_PASSWORD", None)
