@@ -76,6 +76,7 @@ class Target:
     fetched: float
     open: bool = False  # the breaker
     probe_at: int = 0  # ms
+    failures: int = 0  # in a row, as this pump saw them (the breaker opens here at once, not at the next fetch)
 
 
 @dataclass
@@ -215,8 +216,8 @@ class Pump:
                 ready = len(inflight) - self.parked.get(p, 0)
                 free = min(self.settings.delivery_concurrency - ready,
                            self.settings.delivery_concurrency * WAITING_FACTOR - len(inflight))
-                if free <= 0:
-                    await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                if free <= 0:  # until one ends, or (polled) one starts to wait for its target
+                    await asyncio.wait(inflight, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 reply: Any = await self.redis.xreadgroup(GROUP, self.id, {stream: ">"}, count=free, block=200)
                 for _, entries in reply or []:
@@ -269,6 +270,8 @@ class Pump:
 
         entry = _text(entry_id)
         self.working.add(entry)
+        if before is not None:  # waits behind its device's earlier delivery: no read credit (counted now)
+            self.parked[p] = self.parked.get(p, 0) + 1
 
         def release() -> None:
             if not done.done():
@@ -279,7 +282,6 @@ class Pump:
         async def run() -> None:
             try:
                 if before is not None:
-                    self.parked[p] = self.parked.get(p, 0) + 1
                     try:
                         await before
                     finally:
@@ -337,7 +339,8 @@ class Pump:
     async def _attempt(self, p: int, d: Delivery, target: Target | None) -> Outcome:
         if target is None or not target.enabled:
             return Outcome("dropped", error="target deleted" if target is None else "target disabled")
-        if target.open and not await self._probe(d.target, target):
+        probe = target.open
+        if probe and not await self._probe(d.target, target):
             return Outcome("deferred", due_ms=max(target.probe_at, _now_ms()) + self.rng.randrange(0, 1000))
         gate = self.gates.get(d.target)
         if gate is None:
@@ -351,6 +354,9 @@ class Pump:
         finally:
             gate.waiting -= 1
             self.parked[p] -= 1
+        if target.open and not probe:  # opened while this one waited for its turn
+            gate.slots.release()
+            return Outcome("deferred", due_ms=target.probe_at + self.rng.randrange(0, 1000))
         try:
             async with self.slots:
                 headers = signing.headers(target.key, d.id, int(time.time()), d.body)
@@ -359,10 +365,13 @@ class Pump:
             gate.slots.release()
         verdict = retry.classify(a.status, a.error)
         if verdict == "success":
-            target.open = False  # closed by this outcome (a probe's, or one sent before the breaker opened)
+            target.open, target.failures = False, 0  # as the outcome script does
             return _outcome("success", a)
         if verdict == "fail":
             return _outcome("failed", a)
+        target.failures += 1
+        if target.failures >= self.limits.breaker_threshold:
+            target.open, target.probe_at = True, _now_ms() + self.limits.breaker_probe_ms
         delay = retry.next_delay(d.attempts + 1, self.schedule, self.rng, a.retry_after)
         if delay is None:
             return _outcome("dead", a)
@@ -388,14 +397,14 @@ class Pump:
         kind, target_id = kind_and_id(target)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(self.keys.target(kind, target_id), "url", "enabled", "secret", "type")
-            pipe.hmget(self.keys.delivery_state(target), "breaker", "probeAt")
-            (url, enabled, secret, cb_type), (breaker, probe_at) = await pipe.execute()
+            pipe.hmget(self.keys.delivery_state(target), "breaker", "probeAt", "failures")
+            (url, enabled, secret, cb_type), (breaker, probe_at, failures) = await pipe.execute()
         if url is None or secret is None:
             self.targets.pop(target, None)
             return None
         t = Target(_text(url), _text(enabled or b"") in ("1", "true"), signing.secret_bytes(_text(secret)),
                    _text(cb_type) if cb_type is not None and kind == "callback" else None, time.monotonic(),
-                   breaker is not None and _text(breaker) == "open", int(probe_at or 0))
+                   breaker is not None and _text(breaker) == "open", int(probe_at or 0), int(failures or 0))
         self.targets[target] = t
         return t
 
