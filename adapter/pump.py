@@ -6,11 +6,11 @@ outcome; deliveries of one target and key go one after another, others concurren
 leaves its unacknowledged entries pending and its leases expiring: the pump that takes a lease over claims
 them first, so nothing is lost (at-least-once). Any pump also moves due retries back to the streams.
 
-Fairness: a target has at most `delivery_target_concurrency` requests in flight per pump and as many more
-waiting for them in memory; beyond that its deliveries are deferred to Redis for a second or two. Tasks
-waiting behind an earlier delivery of their device, or for their target's turn, use no read credit: the pump
-reads as long as fewer than `delivery_concurrency` tasks are ready to send (and fewer than WAITING_FACTOR
-times as many are in memory). After `delivery_breaker_threshold` failed attempts in a row a target's breaker
+Fairness: a target has at most `delivery_target_concurrency` requests in flight per pump; deliveries wait
+for its turn while it answers, and are deferred to Redis for a second or two once it is slow (see Gate).
+Tasks waiting behind an earlier delivery of their device use no read credit: the pump reads as long as fewer
+than `delivery_concurrency` tasks are ready to send (and fewer than WAITING_FACTOR times as many are in
+memory). After `delivery_breaker_threshold` failed attempts in a row a target's breaker
 opens: its deliveries are deferred, not sent, until a probe (one delivery every `delivery_breaker_probe` s)
 succeeds.
 """
@@ -64,7 +64,8 @@ redis.call('HSET', KEYS[1], 'probeAt', tonumber(ARGV[1]) + tonumber(ARGV[2]))
 return 1
 """
 WAITING_FACTOR = 8  # tasks in memory per partition, at most, as a multiple of delivery_concurrency
-GATE_DEFER_MS = 1000  # how long a delivery beyond its target's in-memory allowance waits in Redis
+GATE_DEFER_MS = 1000  # how long a delivery that gave up waiting for a slow target's turn waits in Redis
+SLOW_S = 1.0  # a target whose slots are all taken, one of them this long, is slow: its waiting deliveries defer
 
 
 @dataclass
@@ -79,12 +80,50 @@ class Target:
     failures: int = 0  # in a row, as this pump saw them (the breaker opens here at once, not at the next fetch)
 
 
-@dataclass
 class Gate:
-    """One target's share of a pump: requests in flight (at most the limit) and tasks waiting for them."""
+    """One target's share of a pump: at most `limit` requests in flight. A delivery waits for its turn while
+    the target keeps answering; once all its slots are taken and one has been busy SLOW_S, it gives up (and is
+    deferred to Redis), so that a black hole holds `limit` slots and no more of the pump's read credit."""
 
-    slots: asyncio.Semaphore
-    waiting: int = 0
+    def __init__(self, limit: int) -> None:
+        self.slots = asyncio.Semaphore(limit)
+        self.started: dict[int, float] = {}  # in flight: token -> start (monotonic)
+        self._next = 0
+
+    def slow(self) -> bool:
+        return self.slots.locked() and bool(self.started) and \
+            time.monotonic() - min(self.started.values()) >= SLOW_S
+
+    async def turn(self) -> int | None:
+        """A slot (its token), or None: the target is slow, go elsewhere."""
+        if not self.slots.locked():
+            await self.slots.acquire()
+            return self._take()
+        if self.slow():
+            return None
+        acquire = asyncio.ensure_future(self.slots.acquire())
+        try:
+            while not (await asyncio.wait({acquire}, timeout=SLOW_S))[0]:
+                if self.slow():
+                    acquire.cancel()
+                    break
+            await asyncio.gather(acquire, return_exceptions=True)
+        except BaseException:
+            acquire.cancel()
+            await asyncio.gather(acquire, return_exceptions=True)
+            if not acquire.cancelled():
+                self.slots.release()
+            raise
+        return None if acquire.cancelled() else self._take()
+
+    def _take(self) -> int:
+        self._next += 1
+        self.started[self._next] = time.monotonic()
+        return self._next
+
+    def done(self, token: int) -> None:
+        self.started.pop(token, None)
+        self.slots.release()
 
 
 @dataclass
@@ -113,7 +152,7 @@ class Pump:
         self.working: set[str] = set()  # entry ids read and not yet finished, by this pump
         self.holds: dict[int, dict[tuple[str, str], str]] = {}  # partition -> (target, key) -> head delivery
         self.gates: dict[str, Gate] = {}
-        self.parked: dict[int, int] = {}  # partition -> its tasks waiting (for their chain or their target)
+        self.parked: dict[int, int] = {}  # partition -> its tasks waiting behind their device's earlier delivery
         self.delivered = 0
 
     # --- the control loop: heartbeat, leases, due retries -------------------------------------------------
@@ -216,7 +255,7 @@ class Pump:
                 ready = len(inflight) - self.parked.get(p, 0)
                 free = min(self.settings.delivery_concurrency - ready,
                            self.settings.delivery_concurrency * WAITING_FACTOR - len(inflight))
-                if free <= 0:  # until one ends, or (polled) one starts to wait for its target
+                if free <= 0:  # until one ends, or (polled) one is deferred by its slow target
                     await asyncio.wait(inflight, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 reply: Any = await self.redis.xreadgroup(GROUP, self.id, {stream: ">"}, count=free, block=200)
@@ -344,25 +383,19 @@ class Pump:
             return Outcome("deferred", due_ms=max(target.probe_at, _now_ms()) + self.rng.randrange(0, 1000))
         gate = self.gates.get(d.target)
         if gate is None:
-            gate = self.gates[d.target] = Gate(asyncio.Semaphore(self.settings.delivery_target_concurrency))
-        if gate.slots.locked() and gate.waiting >= self.settings.delivery_target_concurrency:
+            gate = self.gates[d.target] = Gate(self.settings.delivery_target_concurrency)
+        token = await gate.turn()
+        if token is None:
             return Outcome("deferred", due_ms=_now_ms() + GATE_DEFER_MS + self.rng.randrange(0, GATE_DEFER_MS))
-        gate.waiting += 1
-        self.parked[p] = self.parked.get(p, 0) + 1
-        try:
-            await gate.slots.acquire()
-        finally:
-            gate.waiting -= 1
-            self.parked[p] -= 1
         if target.open and not probe:  # opened while this one waited for its turn
-            gate.slots.release()
+            gate.done(token)
             return Outcome("deferred", due_ms=target.probe_at + self.rng.randrange(0, 1000))
         try:
             async with self.slots:
                 headers = signing.headers(target.key, d.id, int(time.time()), d.body)
                 a = await self.sender.post(target.url, d.body, headers, self.settings.delivery_timeout)
         finally:
-            gate.slots.release()
+            gate.done(token)
         verdict = retry.classify(a.status, a.error)
         if verdict == "success":
             target.open, target.failures = False, 0  # as the outcome script does
@@ -405,8 +438,12 @@ class Pump:
         t = Target(_text(url), _text(enabled or b"") in ("1", "true"), signing.secret_bytes(_text(secret)),
                    _text(cb_type) if cb_type is not None and kind == "callback" else None, time.monotonic(),
                    breaker is not None and _text(breaker) == "open", int(probe_at or 0), int(failures or 0))
-        self.targets[target] = t
-        return t
+        cached = self.targets.get(target)
+        if cached is None:
+            self.targets[target] = t
+            return t
+        vars(cached).update(vars(t))  # one object per target: what its deliveries learn (the breaker) they share
+        return cached
 
 
 def _chain_of(hold_key: str, keys: Keys) -> tuple[str, str] | None:

@@ -76,7 +76,7 @@ class Settings:
     delivery_lease: float = 15.0
     delivery_concurrency: int = 64
     # bounded growth and fairness per target (docs/delivery.md)
-    delivery_target_concurrency: int = 16
+    delivery_target_concurrency: int = 48
     delivery_max_held: int = 10_000
     delivery_held_max_age: float = 86_400.0
     delivery_max_dead: int = 10_000
