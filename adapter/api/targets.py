@@ -13,6 +13,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import redis.asyncio as aioredis
 
 from adapter.endpoint import Call, Endpoint, Handler
+from adapter.errors import invalid
 from adapter.keys import Keys
 from adapter.targets import OUTCOMES, Item, Target
 from adapter.urlguard import check_static
@@ -154,6 +155,8 @@ class TargetApi(Generic[S]):
 
     async def replay_dead(self, call: Call) -> dict[str, int]:
         body, settings = call.body, call.svc.settings
+        if "deliveryId" in body and "deliveryIds" in body:
+            raise invalid("deliveryIds: give deliveryId or deliveryIds, not both")
         ids = [body["deliveryId"]] if "deliveryId" in body else body.get("deliveryIds")
         moved = await self.store(call).replay(int(body["id"]), ids, settings.delivery_partitions,
                                               settings.delivery_stream_maxlen)
