@@ -86,7 +86,11 @@ end
 -- a dead letter, then the oldest beyond the count cap or the age cap go (a few per call)
 local function dead_letter()
   redis.call('HSET', KEYS[6], ARGV[6], ARGV[7])
-  redis.call('ZADD', KEYS[11], now, ARGV[6])
+  local newest, score = redis.call('ZRANGE', KEYS[11], -1, -1, 'WITHSCORES'), now
+  if newest[2] and tonumber(newest[2]) >= now then
+    score = tonumber(newest[2]) + 0.001  -- deaths in one millisecond keep their order
+  end
+  redis.call('ZADD', KEYS[11], score, ARGV[6])
   local over = redis.call('ZCARD', KEYS[11]) - tonumber(ARGV[12])
   for _ = 1, 10 do
     local oldest = redis.call('ZRANGE', KEYS[11], 0, 0, 'WITHSCORES')
