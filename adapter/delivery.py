@@ -6,7 +6,10 @@ body, `n` attempts made so far. Entries of one key go to one partition, so one p
 
 First attempt and retry share this one path; the attempt number is data. A retry parks the delivery in
 a sorted set by due time, and later deliveries of the same target and key wait behind it in a hold list
-(order per device), released when it ends (delivered or dead-lettered).
+(order per device), released when it ends (delivered or dead-lettered), a batch at a time: the released
+entries carry `r` 1, the last of a batch 2 when more wait, and that one's outcome releases the next batch.
+A delivery whose target's breaker is open is `deferred`: parked like a retry, without counting an attempt.
+Held deliveries and dead letters are capped per target (count and age; the oldest go, counted).
 """
 
 from __future__ import annotations
@@ -25,6 +28,29 @@ from adapter.presence_store import LuaScript
 
 ATTEMPTS_KEPT = 200
 HEAD = "head:"
+RELEASING = "rel"  # the mark of a hold list whose deliveries are being released, a batch at a time
+RELEASE_BATCH = 500  # deliveries one outcome moves from a hold list back to the stream, at most
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The engine's bounds (docs/delivery.md), as the scripts take them."""
+
+    max_held: int = 10_000
+    held_max_age_ms: int = 86_400_000
+    max_dead: int = 10_000
+    dead_max_age_ms: int = 7 * 86_400_000
+    stream_maxlen: int = 250_000
+    breaker_threshold: int = 20
+    breaker_probe_ms: int = 30_000
+    release_batch: int = RELEASE_BATCH
+
+    @classmethod
+    def of(cls, settings: Any) -> Limits:
+        return cls(settings.delivery_max_held, int(settings.delivery_held_max_age * 1000),
+                   settings.delivery_max_dead, int(settings.delivery_dead_max_age * 1000),
+                   settings.delivery_stream_maxlen, settings.delivery_breaker_threshold,
+                   int(settings.delivery_breaker_probe * 1000))
 
 
 @dataclass(frozen=True)
@@ -34,6 +60,7 @@ class Delivery:
     id: str
     body: bytes
     attempts: int  # made so far
+    released: int = 0  # 1: released from a hold list; 2: the last of a released batch, more wait behind it
 
     @classmethod
     def from_fields(cls, fields: dict[Any, Any]) -> Delivery:
@@ -43,14 +70,14 @@ class Delivery:
 
         body = get("b")
         return cls(get("t"), get("k"), get("id"), body if isinstance(body, bytes) else str(body).encode(),
-                   int(get("n") or 0))
+                   int(get("n") or 0), int(get("r") or 0))
 
     def fields(self) -> dict[str, Any]:
         return {"t": self.target, "k": self.key, "id": self.id, "b": self.body, "n": self.attempts}
 
-    def to_json(self) -> bytes:
-        return orjson.dumps({"t": self.target, "k": self.key, "id": self.id, "b": self.body.decode(),
-                             "n": self.attempts})
+    def to_json(self, held_at: int | None = None) -> bytes:
+        d = {"t": self.target, "k": self.key, "id": self.id, "b": self.body.decode(), "n": self.attempts}
+        return orjson.dumps(d if held_at is None else {**d, "h": held_at})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Delivery:
@@ -96,29 +123,39 @@ class Outcome:
 
 
 OUTCOME = LuaScript((Path(__file__).parent / "outcome.lua").read_text())
+HOLD = LuaScript((Path(__file__).parent / "hold.lua").read_text())
 
 
 def outcome_command(keys: Keys, partition: int, group: str, entry_id: str, d: Delivery, o: Outcome,
-                    cb_type: str | None) -> bytes:
+                    cb_type: str | None, limits: Limits, now_ms: int) -> bytes:
     """Everything an attempt's outcome writes, as one atomic script call (outcome.lua)."""
     kind, target_id = kind_and_id(d.target)
     record = attempt_record(d, o.name, o.status, o.duration_ms, o.error, o.excerpt)
     extra: bytes = b""
-    if o.name == "retry":
-        extra = Delivery(d.target, d.key, d.id, d.body, d.attempts + 1).to_json()
+    if o.name in ("retry", "deferred"):
+        extra = Delivery(d.target, d.key, d.id, d.body, d.attempts + (o.name == "retry")).to_json()
     elif o.name in ("failed", "dead"):
         extra = dead_record(d, o.error, o.status)
     call_keys = [keys.delivery_stream(partition), keys.target(kind, target_id), keys.attempts(d.target),
                  keys.delivery_retry(), keys.delivery_hold(d.target, d.key), keys.dead(d.target),
-                 keys.callback_stats(cb_type) if cb_type else "", keys.delivery_holds(partition)]
+                 keys.callback_stats(cb_type) if cb_type else "", keys.delivery_holds(partition),
+                 keys.delivery_held(d.target), keys.delivery_state(d.target), keys.dead_index(d.target),
+                 keys.metrics()]
     return resp.pack("EVALSHA", OUTCOME.sha, len(call_keys), *call_keys, group, entry_id, o.name, record,
-                     ATTEMPTS_KEPT, d.id, extra, o.due_ms or 0)
+                     ATTEMPTS_KEPT, d.id, extra, o.due_ms or 0, d.released, now_ms, limits.release_batch,
+                     limits.max_dead, limits.dead_max_age_ms, limits.breaker_threshold, limits.breaker_probe_ms,
+                     d.target, limits.stream_maxlen, limits.held_max_age_ms)
 
 
-def hold_commands(keys: Keys, stream: str, group: str, entry_id: str, d: Delivery) -> list[bytes]:
-    """Park `d` behind the delivery of its target and key that is being retried (acknowledged last)."""
-    return [resp.pack("RPUSH", keys.delivery_hold(d.target, d.key), d.to_json()),
-            resp.pack("XACK", stream, group, entry_id), resp.pack("XDEL", stream, entry_id)]
+def hold_command(keys: Keys, stream: str, group: str, entry_id: str, d: Delivery, limits: Limits,
+                 now_ms: int) -> bytes:
+    """Park `d` behind the delivery of its target and key that is being retried, within the target's caps
+    (hold.lua; acknowledged in the same step). A delivery of a released batch goes ahead of what was never
+    released."""
+    call_keys = [keys.delivery_hold(d.target, d.key), keys.delivery_held(d.target),
+                 keys.delivery_state(d.target), stream, keys.metrics()]
+    return resp.pack("EVALSHA", HOLD.sha, len(call_keys), *call_keys, group, entry_id, d.to_json(now_ms),
+                     "1" if d.released else "0", limits.max_held, limits.held_max_age_ms, now_ms, d.target)
 
 
 # move due retries back to their partition streams
@@ -127,7 +164,8 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 for _, raw in ipairs(due) do
   local d = cjson.decode(raw)
   local p = tonumber(string.sub(redis.sha1hex(d.k), 1, 8), 16) % tonumber(ARGV[4])
-  redis.call('XADD', ARGV[3] .. p, '*', 't', d.t, 'k', d.k, 'id', d.id, 'b', d.b, 'n', tostring(d.n))
+  redis.call('XADD', ARGV[3] .. p, 'MAXLEN', '~', ARGV[5], '*', 't', d.t, 'k', d.k, 'id', d.id, 'b', d.b,
+             'n', tostring(d.n))
   redis.call('ZREM', KEYS[1], raw)
 end
 return #due

@@ -160,6 +160,16 @@ class Keys:
         """Set of the hold lists of one partition (a pump taking the partition over loads them)."""
         return self._k("dq", "holds", str(partition))
 
+    def delivery_held(self, target: str) -> str:
+        """Sorted set of one target's non-empty hold lists, scored by the hold time (ms) of each list's
+        oldest held delivery: what the target's held cap drops from first."""
+        return self._k("dq", "held", target)
+
+    def delivery_state(self, target: str) -> str:
+        """Hash of the engine's state of one target: held (count), heldDropped, deadDropped, failures
+        (consecutive), breaker ("open" or absent), openedAt (s), probeAt (ms)."""
+        return self._k("dq", "state", target)
+
     def delivery_lease(self, partition: int) -> str:
         return self._k("dq", "lease", str(partition))
 
@@ -174,6 +184,11 @@ class Keys:
     def dead(self, target: str) -> str:
         """Hash of dead-lettered deliveries of one target: delivery id -> JSON."""
         return self._k("dead", target)
+
+    def dead_index(self, target: str) -> str:
+        """Sorted set of one target's dead letters (delivery ids), scored by when they died (ms): pages,
+        the count cap and the age cap read it."""
+        return self._k("dead-idx", target)
 
     # device credentials for EMQX's HTTP authentication (issue: run with real EMQX)
     def credential(self, sn: str) -> str:

@@ -97,6 +97,15 @@ class Settings:
     delivery_timeout: float = 10.0
     delivery_lease: float = 15.0
     delivery_concurrency: int = 64
+    # bounded growth and fairness per target (docs/delivery.md)
+    delivery_target_concurrency: int = 48
+    delivery_max_held: int = 10_000
+    delivery_held_max_age: float = 86_400.0
+    delivery_max_dead: int = 10_000
+    delivery_dead_max_age: float = 7 * 86_400.0
+    delivery_stream_maxlen: int = 250_000
+    delivery_breaker_threshold: int = 20
+    delivery_breaker_probe: float = 30.0
     # remote control commands (docs/commands.md)
     command_ack_timeout: float = 30.0
     command_max_targets: int = 10_000

@@ -28,12 +28,12 @@ import redis.exceptions
 from redis.asyncio.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
-from adapter.delivery import partition_of
+from adapter import dead_letters
 from adapter.errors import AppError, not_found
 from adapter.keys import Keys
 from adapter.signing import new_secret
 
-__all__ = ["OUTCOMES", "TRIES", "Item", "Queue", "Target", "TargetStore", "Targets", "dead_items",
+__all__ = ["OUTCOMES", "TRIES", "Item", "Queue", "Target", "TargetStore", "Targets", "dead_items", "health_item",
            "json_objects", "public", "replayable", "shared_values", "stamp", "stream_fields", "text", "to_int"]
 
 OUTCOMES = ("success", "retry", "failed", "dead")  # of an attempt, as the engine records it
@@ -79,6 +79,18 @@ def dead_items(record: Mapping[str, str]) -> list[Item]:
             items.append({**item, "deliveryId": str(item.get("deliveryId") or field), "_field": field})
     items.sort(key=lambda i: (to_int(i.get("time")), i["deliveryId"]))
     return items
+
+
+def health_item(target_id: int, state: Mapping[str, str], dead: int) -> Item:
+    """The health answer from the engine's state hash (delivery_state) and the dead-letter count."""
+    failures = to_int(state.get("failures"))
+    if state.get("breaker") == "open":
+        breaker: Item = {"state": "open", "since": to_int(state.get("openedAt")), "failures": failures,
+                         "probeAt": to_int(state.get("probeAt")) // 1000}
+    else:
+        breaker = {"state": "closed", "since": None, "failures": failures, "probeAt": None}
+    return {"id": target_id, "breaker": breaker, "held": max(0, to_int(state.get("held"))), "dead": dead,
+            "dropped": {"held": to_int(state.get("heldDropped")), "dead": to_int(state.get("deadDropped"))}}
 
 
 def public(item: Item) -> Item:
@@ -223,7 +235,8 @@ class Targets:
         name = self.name(target_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zrem(self.index, str(target_id))
-            pipe.delete(self.key(target_id), self.keys.attempts(name), self.keys.dead(name))
+            pipe.delete(self.key(target_id), self.keys.attempts(name), self.keys.dead(name),
+                        self.keys.dead_index(name), self.keys.delivery_state(name))
             also(pipe)
             removed = await pipe.execute()
         return int(removed[0])
@@ -236,36 +249,46 @@ class Targets:
         found = json_objects(text(r) for r in raws)
         return [a for a in found if outcome is None or a.get("outcome") == outcome]
 
-    async def dead(self, target_id: int) -> list[Item]:
-        """The dead letters, oldest first."""
+    async def dead(self, target_id: int, page_no: int = 1, limit: int = 100) -> tuple[int, list[Item]]:
+        """How many dead letters there are, and one page of them, oldest first."""
         if not await self.exists(target_id):
             raise self.missing()
-        record = _texts(await self.redis.hgetall(self.keys.dead(self.name(target_id))))
-        return [public(i) for i in dead_items(record)]
+        total, found = await dead_letters.page(self.redis, self.keys, self.name(target_id), page_no, limit)
+        items = []
+        for field, raw in found:
+            for item in json_objects([text(raw)] if raw is not None else []):
+                items.append({**item, "deliveryId": str(item.get("deliveryId") or field)})
+        return total, items
 
-    async def replay(self, target_id: int, delivery_id: str | None, partitions: int) -> int:
-        """Moves one dead letter (or all) back onto the delivery streams, atomically: how many moved."""
+    async def replay(self, target_id: int, delivery_ids: list[str] | None, partitions: int,
+                     maxlen: int = 250_000) -> int:
+        """Moves the dead letters `delivery_ids` (None: all) back onto the delivery streams, in batches (each
+        atomic, so each letter moves once): how many moved. One id that is not there: 404; one without a
+        body: 409."""
         name = self.name(target_id)
-        dead_key = self.keys.dead(name)
-
-        async def step(pipe: Pipeline) -> Callable[[], int]:
-            if not await self.exists(target_id, pipe):
-                raise self.missing()
-            items = [i for i in dead_items(_texts(await pipe.hgetall(dead_key)))
-                     if delivery_id is None or i["deliveryId"] == delivery_id]
-            if delivery_id is not None and not items:
+        if not await self.exists(target_id):
+            raise self.missing()
+        if delivery_ids is not None and len(delivery_ids) == 1:
+            raw = await self.redis.hget(self.keys.dead(name), delivery_ids[0])
+            if raw is None:
                 raise not_found("no such dead delivery")
-            if delivery_id is not None and not replayable(items[0]):
+            if not any(replayable(i) for i in json_objects([text(raw)])):
                 raise AppError("conflict", "that dead delivery has no body to send")
-            moving = [i for i in items if replayable(i)]
-            pipe.multi()
-            for item in moving:
-                stream = self.keys.delivery_stream(partition_of(str(item.get("key", "")), partitions))
-                pipe.xadd(stream, stream_fields(name, item))
-                pipe.hdel(dead_key, item["_field"])
-            return lambda: len(moving)
+        done = await dead_letters.replay(self.redis, self.keys, name, delivery_ids, partitions, maxlen)
+        return done.moved
 
-        return await self.transact(step, self.index, dead_key)
+    async def health(self, target_id: int) -> Item:
+        """The engine's state of the target: its breaker, how many deliveries it holds and how many it
+        dropped at the caps, its dead letters."""
+        if not await self.exists(target_id):
+            raise self.missing()
+        name = self.name(target_id)
+        await dead_letters.index_missing(self.redis, self.keys, name)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.delivery_state(name))
+            pipe.zcard(self.keys.dead_index(name))
+            state, dead = await pipe.execute()
+        return health_item(target_id, _texts(state), int(dead))
 
     async def rotate_secret(self, target_id: int, now: int | None = None, also: Queue | None = None) -> str:
         """A new signing secret (and `updateTime`), shown this once; `also` queues more in its MULTI."""
@@ -317,9 +340,14 @@ class TargetStore:
         """The recent attempts the engine kept, newest first, optionally only those with this outcome."""
         return await self.targets.attempts(target_id, outcome)
 
-    async def dead(self, target_id: int) -> list[Item]:
-        return await self.targets.dead(target_id)
+    async def dead(self, target_id: int, page_no: int = 1, limit: int = 100) -> tuple[int, list[Item]]:
+        return await self.targets.dead(target_id, page_no, limit)
 
-    async def replay(self, target_id: int, delivery_id: str | None, partitions: int) -> int:
-        """Moves one dead letter (or all) back onto the delivery streams, atomically: how many moved."""
-        return await self.targets.replay(target_id, delivery_id, partitions)
+    async def replay(self, target_id: int, delivery_ids: list[str] | None, partitions: int,
+                     maxlen: int = 250_000) -> int:
+        """Moves the dead letters `delivery_ids` (None: all) back onto the delivery streams, in batches."""
+        return await self.targets.replay(target_id, delivery_ids, partitions, maxlen)
+
+    async def health(self, target_id: int) -> Item:
+        """The engine's state of the target: breaker, held deliveries, dead letters, drops."""
+        return await self.targets.health(target_id)

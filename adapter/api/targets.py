@@ -1,6 +1,7 @@
 """What the callback and message-route APIs share (adapter/targets.py is the store side): the JSON schemas of
 ids, secrets, attempts and dead letters, and the endpoints every kind of target adds to the seed's: secret
-rotation, recent deliveries, dead letters and replay.
+rotation, recent deliveries, dead letters (a page at a time) and replay, and the engine's health of a target
+(breaker, held deliveries, drops).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import Any, Generic, Protocol, TypeVar
 import redis.asyncio as aioredis
 
 from adapter.endpoint import Call, Endpoint, Handler
+from adapter.errors import invalid
 from adapter.keys import Keys
 from adapter.targets import OUTCOMES, Item, Target
 from adapter.urlguard import check_static
-from adapter.validation import Param
+from adapter.validation import LIMIT, PAGE, Param
 
 __all__ = ["COUNT", "ID", "INT", "MAX_ID", "SECRET", "STR", "URL", "Store", "TargetApi", "checked_url",
            "counted", "list_of", "object_schema"]
@@ -53,8 +55,20 @@ DEAD_PROPERTIES: Schema = {"deliveryId": STR, "body": STR, "key": STR, "attempts
 DEAD_SCHEMA = object_schema(DEAD_PROPERTIES, optional=tuple(DEAD_PROPERTIES)[1:], closed=False)
 
 ID_BODY = object_schema({"id": ID})
-REPLAY_BODY = object_schema({"id": ID, "deliveryId": {"type": "string", "minLength": 1, "maxLength": 200}},
-                            optional=("deliveryId",))
+_DELIVERY_ID: Schema = {"type": "string", "minLength": 1, "maxLength": 200}
+REPLAY_BODY = object_schema({"id": ID, "deliveryId": _DELIVERY_ID,
+                             "deliveryIds": {"type": "array", "items": _DELIVERY_ID, "minItems": 1,
+                                             "maxItems": 1000}},
+                            optional=("deliveryId", "deliveryIds"))
+_NULLABLE_INT: Schema = {"type": ["integer", "null"]}
+HEALTH_SCHEMA = object_schema({
+    "id": ID,
+    "breaker": object_schema({"state": {"type": "string", "enum": ["closed", "open"]}, "since": _NULLABLE_INT,
+                              "failures": COUNT, "probeAt": _NULLABLE_INT}),
+    "held": COUNT, "dead": COUNT, "dropped": object_schema({"held": COUNT, "dead": COUNT}),
+})
+DEAD_PAGE = object_schema({"total": COUNT, "count": COUNT, "page": INT, "limit": INT,
+                           "list": {"type": "array", "items": DEAD_SCHEMA}})
 OUTCOME = Param("status", enum=OUTCOMES, description="only attempts with this outcome")
 
 
@@ -87,9 +101,12 @@ class Store(Protocol):
 
     async def deliveries(self, target_id: int, outcome: str | None = None) -> list[Item]: ...
 
-    async def dead(self, target_id: int) -> list[Item]: ...
+    async def dead(self, target_id: int, page_no: int = 1, limit: int = 100) -> tuple[int, list[Item]]: ...
 
-    async def replay(self, target_id: int, delivery_id: str | None, partitions: int) -> int: ...
+    async def replay(self, target_id: int, delivery_ids: list[str] | None, partitions: int,
+                     maxlen: int = ...) -> int: ...
+
+    async def health(self, target_id: int) -> Item: ...
 
 
 S = TypeVar("S", bound=Store)
@@ -132,12 +149,21 @@ class TargetApi(Generic[S]):
         return counted(await self.store(call).deliveries(call.query["id"], call.query["status"]))
 
     async def list_dead(self, call: Call) -> dict[str, Any]:
-        return counted(await self.store(call).dead(call.query["id"]))
+        q = call.query
+        total, items = await self.store(call).dead(q["id"], q["page"], q["limit"])
+        return {"total": total, "count": len(items), "page": q["page"], "limit": q["limit"], "list": items}
 
     async def replay_dead(self, call: Call) -> dict[str, int]:
-        moved = await self.store(call).replay(int(call.body["id"]), call.body.get("deliveryId"),
-                                              call.svc.settings.delivery_partitions)
+        body, settings = call.body, call.svc.settings
+        if "deliveryId" in body and "deliveryIds" in body:
+            raise invalid("deliveryIds: give deliveryId or deliveryIds, not both")
+        ids = [body["deliveryId"]] if "deliveryId" in body else body.get("deliveryIds")
+        moved = await self.store(call).replay(int(body["id"]), ids, settings.delivery_partitions,
+                                              settings.delivery_stream_maxlen)
         return {"replayed": moved}
+
+    async def health(self, call: Call) -> Item:
+        return await self.store(call).health(call.query["id"])
 
     def seed_endpoints(self, create: Handler, update: Handler, create_body: Schema, update_body: Schema,
                        summaries: tuple[str, str, str]) -> list[Endpoint]:
@@ -170,10 +196,13 @@ class TargetApi(Generic[S]):
                      f"A {noun}'s recent attempts, newest first",
                      query=(*ids, OUTCOME), response=list_of(ATTEMPT_SCHEMA), errors=(404,)),
             Endpoint("GET", f"{base}/dead", self.list_dead,
-                     f"A {noun}'s dead-lettered deliveries, oldest first",
-                     query=ids, response=list_of(DEAD_SCHEMA), errors=(404,)),
+                     f"A {noun}'s dead-lettered deliveries, oldest first, a page at a time",
+                     query=(*ids, PAGE, LIMIT), response=DEAD_PAGE, errors=(404,)),
             Endpoint("POST", f"{base}/replay", self.replay_dead,
-                     "Send one (deliveryId) or all dead letters again",
+                     "Send one (deliveryId), some (deliveryIds) or all dead letters again",
                      access="admin", body=REPLAY_BODY, response=object_schema({"replayed": COUNT}),
                      errors=(404, 409)),
+            Endpoint("GET", f"{base}/health", self.health,
+                     f"A {noun}'s delivery health: breaker, held deliveries, dead letters, drops at the caps",
+                     query=ids, response=HEALTH_SCHEMA, errors=(404,)),
         ]

@@ -235,7 +235,11 @@ def check_dead_letters_and_replay(api: httpx.Client, redis_db: redis.Redis, keys
                      "_p": str(partition_of("SN2", partitions))}
     assert sorted(redis_db.hkeys(dead)) == sorted(set(letters) - {one})
     assert_err(api.post(replay, json={"id": made["id"], "deliveryId": one}), 404, "not_found")
-    assert data(api.post(replay, json={"id": made["id"]})) == {"replayed": 3}
+    both = {"id": made["id"], "deliveryId": f"m:1:{target}", "deliveryIds": [f"m:1:{target}"]}
+    assert assert_err(api.post(replay, json=both), 400, "invalid_params")["msg"].startswith("deliveryIds")
+    some = [f"m:1:{target}", "m:404:nothing"]
+    assert data(api.post(replay, json={"id": made["id"], "deliveryIds": some})) == {"replayed": 1}
+    assert data(api.post(replay, json={"id": made["id"]})) == {"replayed": 2}
     entries = stream_entries(redis_db, keys, partitions)
     assert sorted(e["id"] for e in entries) == sorted(letters)
     assert all(e["_p"] == str(partition_of(e["k"], partitions)) and e["t"] == target for e in entries)
@@ -251,8 +255,10 @@ def check_viewers_read_but_do_not_change(server: Server, api: httpx.Client, kind
     with httpx.Client(base_url=server.url, timeout=10) as c:
         c.headers["Authorization"] = f"Bearer {server.viewer}"
         assert data(c.get(kind.base))["count"] == 1
-        for path in ("/deliveries", "/dead"):
-            assert data(c.get(kind.base + path, params={"id": made["id"]})) == {"count": 0, "list": []}
+        assert data(c.get(kind.base + "/deliveries", params={"id": made["id"]})) == {"count": 0, "list": []}
+        assert data(c.get(kind.base + "/dead", params={"id": made["id"]})) == {
+            "total": 0, "count": 0, "page": 1, "limit": 100, "list": []}
+        assert data(c.get(kind.base + "/health", params={"id": made["id"]}))["breaker"]["state"] == "closed"
         for path, answer in kind.reads.items():
             assert data(c.get(kind.base + path)) == answer
         changing = [ep for ep in kind.endpoints if ep.method != "GET"]

@@ -53,6 +53,9 @@ def test_every_key_is_pinned() -> None:
     assert k.delivery_pumps() == "iot:dq:pumps"
     assert k.attempts("route:4") == "iot:attempts:route:4"
     assert k.dead("route:4") == "iot:dead:route:4"
+    assert k.dead_index("route:4") == "iot:dead-idx:route:4"
+    assert k.delivery_held("route:4") == "iot:dq:held:route:4"
+    assert k.delivery_state("route:4") == "iot:dq:state:route:4"
     assert k.seen("msg:AB") == "iot:seen:msg:AB"
     # remote control commands
     assert k.command_seq("20181126") == "iot:cmd-seq:20181126"

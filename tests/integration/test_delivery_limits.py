@@ -1,0 +1,351 @@
+"""Bounded growth and fair delivery (issue 12, items 2 and 3), with the real Redis, the real pump and real
+receivers on loopback: per-target concurrency, read credit, the circuit breaker, the caps on held deliveries
+and dead letters, the batched release of a hold list, paged dead letters and batched replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
+
+import orjson
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from adapter import dead_letters
+from adapter.callbacks import CallbackStore
+from adapter.keys import Keys
+from adapter.pump import GROUP, Pump, run_pump
+from adapter.services import async_redis
+from adapter.settings import Settings
+from tests.integration.test_delivery import add_callback
+from tests.support.receiver import Receiver
+from tests.support.servers import serve
+
+K = Keys("iot")
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    rec = Receiver()
+    with serve(rec.app()) as url:
+        yield rec, url
+    rec.release.set()
+
+
+@pytest.fixture
+def one(settings: Settings) -> Settings:
+    """One partition, so that every entry a test writes is read by the one pump in the order written."""
+    return settings.with_overrides(allow_private_urls=True, delivery_partitions=1, delivery_schedule="0.2s",
+                                   delivery_timeout=30.0, delivery_lease=2.0)
+
+
+def enqueue(r: redis.Redis, target: str, key: str, n: int, sn: str | None = None) -> str:
+    """One delivery entry as the ingest writes it (fanout.lua): its body carries `sn` and `n`."""
+    body = json.dumps({"sn": sn or key, "n": n})
+    delivery_id = f"d:{key}:{n}:{target}"
+    r.xadd(K.delivery_stream(0), {"t": target, "k": key, "id": delivery_id, "b": body, "n": "0"})
+    return delivery_id
+
+
+def run_until(settings: Settings, done: Callable[[], bool], timeout: float,
+              tune: Callable[[Pump], None] | None = None, rec: Receiver | None = None) -> bool:
+    """Runs a pump until `done()` (polled) or the deadline; answers whether `done()` came true. `rec`'s hanging
+    requests are let go before the pump stops (it waits for its requests)."""
+    async def run() -> bool:
+        stop = asyncio.Event()
+
+        async def ready(pump: Pump) -> None:
+            if tune is not None:
+                tune(pump)
+
+        task = asyncio.create_task(run_pump(settings, stop, on_ready=ready))
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if done():
+                    return True
+                await asyncio.sleep(0.05)
+            return done()
+        finally:
+            if rec is not None:
+                rec.release.set()
+            stop.set()
+            await task
+
+    return asyncio.run(run())
+
+
+def received_ns(rec: Receiver, path: str | None = None) -> list[tuple[str, int]]:
+    with rec.lock:
+        return [(json.loads(r.body)["sn"], json.loads(r.body)["n"]) for r in rec.received
+                if path is None or r.path == path]
+
+
+def on_redis(settings: Settings, work: Callable[[aioredis.Redis], Awaitable[object]]) -> object:
+    async def run() -> object:
+        client = async_redis(settings)
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+# --- item 3: fair delivery ------------------------------------------------------------------------------------
+
+def test_a_black_hole_holds_at_most_its_share_and_others_go_on(redis_db: redis.Redis, one: Settings,
+                                                               receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    rec.answer = lambda r: "hang" if r.path == "/hole" else 200
+    add_callback(redis_db, 1, f"{url}/hole")
+    add_callback(redis_db, 2, f"{url}/ok")
+    for n in range(30):  # the black hole's deliveries first, of many devices: they would fill every slot
+        enqueue(redis_db, "callback:1", f"H{n}", 0)
+    for n in range(30):
+        enqueue(redis_db, "callback:2", f"OK{n}", 0)
+    settings = one.with_overrides(delivery_concurrency=8, delivery_target_concurrency=2,
+                                  delivery_breaker_threshold=1000)
+    open_at_the_end: list[int] = []
+
+    def healthy_all_in() -> bool:
+        if len(received_ns(rec, "/ok")) < 30:
+            return False
+        open_at_the_end.append(len(received_ns(rec, "/hole")))
+        return True
+
+    assert run_until(settings, healthy_all_in, timeout=20, rec=rec), "the healthy receiver was starved"
+    assert sorted(received_ns(rec, "/ok")) == sorted((f"OK{n}", 0) for n in range(30))
+    assert open_at_the_end[0] <= 2  # the black hole never had more than its share of requests open
+
+
+def test_tasks_waiting_behind_their_device_use_no_read_credit(redis_db: redis.Redis, one: Settings,
+                                                             receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    rec.answer = lambda r: "hang" if json.loads(r.body)["sn"] == "SLOW" else 200
+    add_callback(redis_db, 1, url)
+    for n in range(10):  # one device's chain first: its first hangs, the rest wait behind it
+        enqueue(redis_db, "callback:1", "SLOW", n)
+    for n in range(10):
+        enqueue(redis_db, "callback:1", f"D{n}", 0)
+    settings = one.with_overrides(delivery_concurrency=4, delivery_target_concurrency=16)
+    got: list[tuple[str, int]] = []
+
+    def others_in() -> bool:
+        got[:] = received_ns(rec)
+        return len(got) >= 11
+
+    assert run_until(settings, others_in, timeout=15, rec=rec), "the other devices' deliveries were never read"
+    assert sorted(got) == [(f"D{n}", 0) for n in range(10)] + [("SLOW", 0)]  # SLOW's second still waits
+
+
+def test_breaker_opens_defers_and_a_probe_closes_it(redis_db: redis.Redis, one: Settings,
+                                                    receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    down = {"yes": True}
+    rec.answer = lambda r: 503 if down["yes"] else 200
+    add_callback(redis_db, 1, url)
+    for n in range(10):
+        enqueue(redis_db, "callback:1", f"B{n}", 0)
+    settings = one.with_overrides(delivery_schedule="0.1s,0.1s,0.1s,0.1s,0.1s,0.1s,0.1s,0.1s",
+                                  delivery_target_concurrency=1, delivery_breaker_threshold=3,
+                                  delivery_breaker_probe=0.5)
+    state = K.delivery_state("callback:1")
+
+    def health() -> dict:
+        async def read(client: aioredis.Redis) -> dict:
+            return await CallbackStore(client, K).health(1)
+
+        return on_redis(settings, read)  # type: ignore[return-value]
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_pump(settings, stop))
+        try:
+            deadline = time.monotonic() + 15
+            while redis_db.hget(state, "breaker") != "open":
+                assert time.monotonic() < deadline, "the breaker never opened"
+                await asyncio.sleep(0.05)
+            opened = len(rec.received)
+            await asyncio.sleep(2.0)  # open: only probes go out, about one per 0.5 s
+            during = len(rec.received) - opened
+            assert during <= 6, f"{during} requests while the breaker was open"
+            assert redis_db.hlen(K.dead("callback:1")) == 0  # waiting, not dead-lettered faster
+            assert redis_db.hget(K.target("callback", 1), "succCount") == "0"
+            down["yes"] = False
+            while redis_db.hget(K.target("callback", 1), "succCount") != "10":
+                assert time.monotonic() < deadline + 10, "not all delivered after the receiver recovered"
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await task
+
+    asyncio.run(scenario())
+    assert health()["breaker"] == {"state": "closed", "since": None, "failures": 0, "probeAt": None}
+    assert {sn for sn, _ in received_ns(rec)} == {f"B{n}" for n in range(10)}
+    assert int(redis_db.hget(K.metrics(), 'delivery_breaker_opened_total{target="callback:1"}') or 0) >= 1
+
+
+def test_breaker_state_is_visible_while_open(redis_db: redis.Redis, one: Settings,
+                                             receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    rec.answer = lambda r: 503
+    add_callback(redis_db, 1, url)
+    for n in range(4):
+        enqueue(redis_db, "callback:1", f"V{n}", 0)
+    settings = one.with_overrides(delivery_schedule="30s", delivery_target_concurrency=1,
+                                  delivery_breaker_threshold=3, delivery_breaker_probe=60)
+    assert run_until(settings, lambda: redis_db.hget(K.delivery_state("callback:1"), "breaker") == "open", 15)
+
+    async def read(client: aioredis.Redis) -> dict:
+        return await CallbackStore(client, K).health(1)
+
+    h = on_redis(settings, read)
+    assert isinstance(h, dict)
+    assert h["breaker"]["state"] == "open" and h["breaker"]["failures"] == 3
+    assert abs(h["breaker"]["since"] - time.time()) < 30 and h["breaker"]["probeAt"] >= h["breaker"]["since"]
+    assert len(rec.received) == 3  # the fourth waits for the probe
+
+
+# --- item 2: bounded growth -----------------------------------------------------------------------------------
+
+def test_held_deliveries_are_capped_per_target_dropping_the_oldest(redis_db: redis.Redis, one: Settings,
+                                                                   receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    seen: set[str] = set()
+
+    def answer(r: object) -> int:
+        delivery_id = r.headers["webhook-id"]  # type: ignore[attr-defined]
+        first = delivery_id not in seen
+        seen.add(delivery_id)
+        return 500 if first and delivery_id.endswith(":0:callback:1") else 200
+
+    rec.answer = answer
+    add_callback(redis_db, 1, url)
+    for n in range(13):  # the first fails once; the other twelve wait behind it, five at most are kept
+        enqueue(redis_db, "callback:1", "CAP", n)
+    settings = one.with_overrides(delivery_max_held=5, delivery_schedule="0.5s")
+    state = K.delivery_state("callback:1")
+    peak = {"held": 0}
+
+    def done() -> bool:
+        peak["held"] = max(peak["held"], int(redis_db.hget(state, "held") or 0))
+        return len(rec.received) >= 7
+
+    assert run_until(settings, done, timeout=15)
+    assert received_ns(rec) == [("CAP", 0), ("CAP", 0), ("CAP", 8), ("CAP", 9), ("CAP", 10), ("CAP", 11),
+                                ("CAP", 12)]
+    assert peak["held"] <= 5
+    assert redis_db.hget(state, "heldDropped") == "7" and int(redis_db.hget(state, "held") or 0) == 0
+    assert redis_db.hget(K.metrics(), 'delivery_dropped_total{target="callback:1",reason="held_cap"}') == "7"
+    assert not redis_db.exists(K.delivery_hold("callback:1", "CAP"), K.delivery_held("callback:1"))
+
+
+def test_a_long_hold_list_is_released_in_batches_in_order(redis_db: redis.Redis, one: Settings,
+                                                          receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    fail_once = {"d:LONG:0:callback:1", "d:LONG:4:callback:1"}  # the head, and one of the first released batch
+
+    def answer(r: object) -> int:
+        delivery_id = r.headers["webhook-id"]  # type: ignore[attr-defined]
+        if delivery_id in fail_once:
+            fail_once.discard(delivery_id)
+            return 500
+        return 200
+
+    rec.answer = answer
+    add_callback(redis_db, 1, url)
+    for n in range(12):
+        enqueue(redis_db, "callback:1", "LONG", n)
+
+    def small_batches(pump: Pump) -> None:
+        pump.limits = replace(pump.limits, release_batch=3)
+
+    assert run_until(one, lambda: redis_db.hget(K.target("callback", 1), "succCount") == "12", 20, small_batches)
+    assert [n for _, n in received_ns(rec)] == [0, 0, 1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert not redis_db.exists(K.delivery_hold("callback:1", "LONG"))
+    assert redis_db.hget(K.delivery_state("callback:1"), "held") == "0"
+
+
+def test_one_outcome_moves_at_most_one_batch(redis_db: redis.Redis, one: Settings) -> None:
+    """The script that ends a hold moves a bounded batch, however long the hold list."""
+    from adapter.delivery import OUTCOME, Delivery, Limits, Outcome, outcome_command
+
+    hold = K.delivery_hold("callback:1", "BIG")
+    now = int(time.time() * 1000)
+    held = [Delivery("callback:1", "BIG", f"d:BIG:{n}:callback:1", b"{}", 0).to_json(now) for n in range(1, 2001)]
+    redis_db.rpush(hold, "head:d:BIG:0:callback:1", *held)
+    redis_db.hset(K.delivery_state("callback:1"), "held", 2000)
+    stream = K.delivery_stream(0)
+    redis_db.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    entry = redis_db.xadd(stream, {"t": "callback:1", "k": "BIG", "id": "d:BIG:0:callback:1", "b": "{}", "n": "1"})
+    head = Delivery("callback:1", "BIG", "d:BIG:0:callback:1", b"{}", 1)
+    command = outcome_command(K, 0, GROUP, entry, head, Outcome("success", status=200), "device",
+                              replace(Limits(), release_batch=500), int(time.time() * 1000))
+    redis_db.script_load(OUTCOME.script)
+    conn = redis_db.connection_pool.get_connection()
+    try:
+        conn.send_packed_command([command])
+        remaining = conn.read_response()
+    finally:
+        redis_db.connection_pool.release(conn)
+    assert remaining == 1500
+    released = redis_db.xrange(stream)
+    assert len(released) == 500
+    assert [f["id"] for _, f in released][:2] == ["d:BIG:1:callback:1", "d:BIG:2:callback:1"]
+    assert released[-1][1]["r"] == "2" and {f["r"] for _, f in released[:-1]} == {"1"}
+    assert redis_db.lindex(hold, 0) == "rel" and redis_db.llen(hold) == 1501
+    assert redis_db.hget(K.delivery_state("callback:1"), "held") == "1500"
+
+
+def test_dead_letters_are_capped_by_count_and_age(redis_db: redis.Redis, one: Settings,
+                                                  receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    rec.answer = lambda r: 400
+    add_callback(redis_db, 1, url)
+    index = K.dead_index("callback:1")
+    redis_db.hset(K.dead("callback:1"), "old", orjson.dumps({"deliveryId": "old", "body": "{}", "time": 1}))
+    redis_db.zadd(index, {"old": 1000})  # died long ago: past the age
+    for n in range(6):
+        enqueue(redis_db, "callback:1", f"X{n}", 0)
+    settings = one.with_overrides(delivery_max_dead=3, delivery_dead_max_age=3600)
+    assert run_until(settings, lambda: redis_db.hget(K.target("callback", 1), "failedCount") == "6", 15)
+    assert redis_db.zcard(index) == 3 and redis_db.hlen(K.dead("callback:1")) == 3
+    last_to_die = [json.loads(a)["deliveryId"] for a in redis_db.lrange(K.attempts("callback:1"), 0, 2)]
+    assert sorted(redis_db.zrange(index, 0, -1)) == sorted(last_to_die)  # the oldest went
+    assert redis_db.hget(K.delivery_state("callback:1"), "deadDropped") == "4"
+    metrics = redis_db.hgetall(K.metrics())
+    assert metrics['delivery_dropped_total{target="callback:1",reason="dead_age"}'] == "1"
+    assert metrics['delivery_dropped_total{target="callback:1",reason="dead_cap"}'] == "3"
+
+
+def test_dead_letters_page_and_replay_in_batches(redis_db: redis.Redis, one: Settings) -> None:
+    add_callback(redis_db, 1, "http://127.0.0.1:9/x")
+    target = "callback:1"
+    for n in range(7):
+        delivery_id = f"d:P{n}:0:{target}"
+        redis_db.hset(K.dead(target), delivery_id, orjson.dumps(
+            {"deliveryId": delivery_id, "key": f"P{n}", "body": "{}", "attempts": 1, "time": 100 + n}))
+        redis_db.zadd(K.dead_index(target), {delivery_id: (100 + n) * 1000})
+    redis_db.hset(K.dead(target), "legacy", orjson.dumps({"deliveryId": "legacy", "body": "{}", "time": 50}))
+    seen: list[int] = []
+
+    async def work(client: aioredis.Redis) -> tuple[int, list, int]:
+        total, items = await CallbackStore(client, K).dead(1, 2, 3)
+
+        async def progress(done: dead_letters.Replayed) -> None:
+            seen.append(done.moved)
+
+        done = await dead_letters.replay(client, K, target, None, 1, 1000, batch=3, progress=progress)
+        return total, items, done.moved
+
+    total, items, moved = on_redis(one, work)  # type: ignore[misc]
+    assert total == 8  # the letter written before the index existed is indexed too (oldest)
+    assert [i["deliveryId"] for i in items] == [f"d:P{n}:0:{target}" for n in (2, 3, 4)]
+    assert moved == 8 and seen == [3, 6, 8]
+    assert redis_db.xlen(K.delivery_stream(0)) == 8
+    assert not redis_db.exists(K.dead(target), K.dead_index(target))
