@@ -1,3 +1,3 @@
-"""EMQX device-management adapter: one HTTP API over an EMQX fleet (see DESIGN.md)."""
+"""EMQX device-management adapter: one HTTP API over an EMQX fleet (see docs/design.md)."""
 
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from adapter import commands, console, device_store
+from adapter import console
 from adapter.api import auth as auth_api
 from adapter.api import brokers as brokers_api
 from adapter.api import callbacks as callbacks_api
@@ -28,17 +28,19 @@ from adapter.api import health as health_api
 from adapter.api import ingest as ingest_api
 from adapter.api import jobs as jobs_api
 from adapter.api import routes as routes_api
-from adapter.auth import UserStore
-from adapter.batcher import Batcher
-from adapter.endpoint import Endpoint
-from adapter.envelope import err
+from adapter.auth.users import UserStore
+from adapter.commands import rules as commands
+from adapter.devices import store as device_store
 from adapter.errors import AppError
-from adapter.forwarding import FORWARD
-from adapter.ingest import Ingest
-from adapter.openapi import document
-from adapter.route_table import RouteTable
-from adapter.services import build_services
+from adapter.http.endpoint import Endpoint
+from adapter.http.envelope import err
+from adapter.http.openapi import document
+from adapter.ingest.plan import Ingest
 from adapter.settings import Settings
+from adapter.store.batcher import Batcher
+from adapter.store.connections import build_services
+from adapter.targets.forwarding import FORWARD
+from adapter.targets.route_table import RouteTable
 
 log = logging.getLogger("adapter.app")
 

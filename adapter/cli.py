@@ -1,4 +1,4 @@
-"""The `adapter` command line (DESIGN §14). Each command fails with one line, never a traceback,
+"""The `adapter` command line (docs/design.md §14). Each command fails with one line, never a traceback,
 when its configuration is wrong or Redis does not answer.
 
 `dev`, `devbroker` and `simulate` are the dev tools (`adapter_devtools`, a distribution of its own under
@@ -37,7 +37,7 @@ def devtools(command: str) -> Iterator[None]:
 
 
 def _api(args: argparse.Namespace) -> int:
-    from adapter import runner
+    from adapter.http import runner
 
     settings = Settings.from_env()
     return runner.run_api(settings, host=args.host, port=args.port, workers=args.workers)
@@ -50,7 +50,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _user(args: argparse.Namespace) -> int:
-    from adapter import users_cli
+    from adapter.auth import users_cli
 
     return users_cli.run(Settings.from_env(), args)
 
@@ -70,7 +70,7 @@ def _devbroker(argv: list[str]) -> int:
 
 
 def _emqx(argv: list[str]) -> int:
-    from adapter import emqx_apply
+    from adapter.broker import emqx_apply
 
     if argv[:1] != ["apply"]:
         print("usage: adapter emqx apply --adapter-url URL [--rules DIR] [--force] [--dry-run]", file=sys.stderr)

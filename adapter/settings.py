@@ -172,14 +172,14 @@ class Settings:
     def check_basic(self) -> None:
         _url("ADAPTER_REDIS_URL", self.redis_url, ("redis", "rediss", "unix"))
         _url("ADAPTER_EMQX_API_URL", self.emqx_api_url, ("http", "https"))
-        from adapter.retry import parse_schedule
+        from adapter.delivery.retry import parse_schedule
 
         for name in ("delivery_schedule", "command_retry_schedule"):
             try:
                 parse_schedule(getattr(self, name))
             except ValueError as exc:
                 raise ConfigError(f"ADAPTER_{name.upper()}: {exc}") from None
-        from adapter.emqx_auth import parse_clients
+        from adapter.broker.emqx_auth import parse_clients
 
         parse_clients(self.mqtt_clients)
         if not self.key_prefix or any(c in self.key_prefix for c in " :{}"):

@@ -1,10 +1,10 @@
 """`adapter worker`: an RQ worker (scheduler on) on every queue the service uses, with the delivery pump
-and the command runner (adapter/command_runner.py) beside it in the same process. RQ runs the periodic
-jobs (reconciliation, retention) and large command requests: adapter/jobs.py.
+and the command runner (adapter/commands/runner.py) beside it in the same process. RQ runs the periodic
+jobs (reconciliation, retention) and large command requests: adapter/jobs/entry.py.
 
 Why the pump is not an RQ job: RQ runs one job at a time per worker, so a long-lived stream consumer held
 as a job would starve every other job, and RQ notices a dead worker's job only after minutes. The pump
-keeps its own leases and claims a dead pump's deliveries within one lease (DESIGN §6, docs/delivery.md).
+keeps its own leases and claims a dead pump's deliveries within one lease (docs/design.md §6, docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 
 from rq import Queue, SimpleWorker
 
-from adapter import jobs
-from adapter.command_runner import run_commands
-from adapter.keys import Keys
-from adapter.pump import run_pump
-from adapter.services import check_redis, sync_redis
+from adapter.commands.runner import run_commands
+from adapter.delivery.pump import run_pump
+from adapter.jobs import entry as jobs
 from adapter.settings import Settings
+from adapter.store.connections import check_redis, sync_redis
+from adapter.store.keys import Keys
 
 QUEUES = ("default",)
 log = logging.getLogger("adapter.worker")
@@ -105,7 +105,7 @@ def run(settings: Settings, *, burst: bool = False) -> int:
     commands.start()
     jobs.configure(settings)
     guard_stop = threading.Event()
-    if not burst:  # the periodic jobs (adapter/jobs.py): one chain each, however many workers
+    if not burst:  # the periodic jobs (adapter/jobs/entry.py): one chain each, however many workers
         jobs.ensure_chains(settings, qs[0].connection)
         threading.Thread(target=jobs.guard_chains, args=(settings, qs[0].connection, guard_stop),
                          name="periodic-guard", daemon=True).start()

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_ingest import start_server, wait_up
 from loadgen import Result, build_request
 
-from adapter.credentials import cache_digest
-from adapter.keys import Keys
+from adapter.broker.credentials import cache_digest
+from adapter.store.keys import Keys
 
 TOKEN = "bench-token"
 SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstu"

@@ -24,10 +24,10 @@ import aiohttp
 import httpx
 import redis
 
-from adapter.device_store import SCRIPTS, DeviceCommands
-from adapter.events import Connected, Disconnected
-from adapter.keys import Keys
-from adapter.signing import new_secret
+from adapter.delivery.signing import new_secret
+from adapter.devices.store import SCRIPTS, DeviceCommands
+from adapter.ingest.events import Connected, Disconnected
+from adapter.store.keys import Keys
 
 
 def start_receiver(port: int) -> subprocess.Popen[bytes]:

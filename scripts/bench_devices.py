@@ -1,13 +1,13 @@
 """Benchmark the device read side at fleet size: page and count latency, Redis memory per device.
 
-Flushes the given Redis database, loads N devices in the ingest's layout (adapter/keys.py: one client hash
+Flushes the given Redis database, loads N devices in the ingest's layout (adapter/store/keys.py: one client hash
 with presence and the last procs/sys/versions reports of the seed's size, the devices index, and the
 online or offline index; about a third online), then times, with limit 100:
-- `adapter.devices.device_page` (what the API calls) at the first, middle and last page, with no filter,
+- `adapter.devices.reads.device_page` (what the API calls) at the first, middle and last page, with no filter,
   with `online=true`, and with an sn prefix; `device_counts`; `device` (one device);
 - the same pages over HTTP against the app served by uvicorn in a child process (skip with --no-http).
 Memory per device is the INFO `used_memory` delta over N. Flushes the database again at the end.
-Goals (DESIGN §11): page p50 <= 5 ms at any depth, count <= 1 ms, <= 2 KB per device.
+Goals (docs/design.md §11): page p50 <= 5 ms at any depth, count <= 1 ms, <= 2 KB per device.
 
     .venv/bin/python scripts/bench_devices.py [--count N] [--redis-url redis://127.0.0.1:6379/11]
         [--samples 200] [--no-http] [--hash-max-listpack-value BYTES] [--keep]
@@ -31,8 +31,8 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
-from adapter import devices
-from adapter.keys import Keys
+from adapter.devices import reads as devices
+from adapter.store.keys import Keys
 
 LIMIT = 100
 PASSWORD = "bench-admin-password"

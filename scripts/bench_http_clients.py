@@ -1,4 +1,4 @@
-"""Delivery HTTP clients compared in one run: `adapter.sender.Sender` (aiohttp behind the SSRF guard), a raw
+"""Delivery HTTP clients compared in one run: `adapter.delivery.sender.Sender` (aiohttp behind the SSRF guard), a raw
 aiohttp session and httpx.AsyncClient, each with C concurrent keep-alive POSTs of a signed 300-byte JSON body
 for N seconds, against one local receiver in a separate process (a bare ASGI app under uvicorn, uvloop and
 httptools, answering 204). Prints POSTs/s and client CPU per POST for each, on each event loop asked for.
@@ -23,8 +23,8 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from adapter import signing
-from adapter.sender import Sender
+from adapter.delivery import signing
+from adapter.delivery.sender import Sender
 
 RECEIVER_APP = '''
 async def app(scope, receive, send):

@@ -43,11 +43,11 @@ sys.path.insert(0, str(ROOT.parent))
 from bench_ingest import TOKEN, event_mix, start_server, wait_up  # noqa: E402
 from loadgen import Result, build_request, run_load  # noqa: E402
 
-from adapter.events import MessagePublished, parse_event  # noqa: E402
-from adapter.forwarding import forward_of  # noqa: E402
-from adapter.keys import Keys  # noqa: E402
-from adapter.route_table import RouteTable  # noqa: E402
-from adapter.routes import RouteStore  # noqa: E402
+from adapter.ingest.events import MessagePublished, parse_event  # noqa: E402
+from adapter.store.keys import Keys  # noqa: E402
+from adapter.targets.forwarding import forward_of  # noqa: E402
+from adapter.targets.route_table import RouteTable  # noqa: E402
+from adapter.targets.routes import RouteStore  # noqa: E402
 
 TARGET = "http://127.0.0.1:9/bench"  # the discard port: nothing is sent anyway (no pump runs)
 WILDCARD_EVERY = 100

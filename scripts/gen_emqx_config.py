@@ -1,5 +1,5 @@
 """Write the generated part of `emqx-config/` from the definitions `adapter emqx apply` installs:
-`bridge.hocon` (HTTP connector and action, adapter/emqx_apply.py) and `rules.hocon` (rules/*.sql).
+`bridge.hocon` (HTTP connector and action, adapter/broker/emqx_apply.py) and `rules.hocon` (rules/*.sql).
 
     .venv/bin/python scripts/gen_emqx_config.py          # write both files
     .venv/bin/python scripts/gen_emqx_config.py --check  # exit 1 when a committed file is out of date
@@ -22,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adapter.emqx_apply import ACTION, CONNECTOR, Rule, action_config, connector_config, load_rules  # noqa: E402
+from adapter.broker.emqx_apply import ACTION, CONNECTOR, Rule, action_config, connector_config, load_rules  # noqa: E402
 
 CONFIG_DIR = ROOT / "emqx-config"
 RULES_DIR = ROOT / "rules"
@@ -62,7 +62,7 @@ def hocon(tree: Mapping[str, Any]) -> str:
 def bridge_hocon() -> str:
     tree = {"connectors": {"http": {CONNECTOR: connector_config(BASE_URL, TOKEN)}},
             "actions": {"http": {ACTION: action_config()}}}
-    return HEADER.format(source="adapter/emqx_apply.py") + hocon(tree)
+    return HEADER.format(source="adapter/broker/emqx_apply.py") + hocon(tree)
 
 
 def rules_hocon(rules: list[Rule]) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapter.auth import Sessions
-from adapter.endpoint import Call, Endpoint
-from adapter.services import Services
-from adapter.throttle import VerifyLimiter
+from adapter.auth.throttle import VerifyLimiter
+from adapter.auth.users import Sessions
+from adapter.http.endpoint import Call, Endpoint
+from adapter.store.connections import Services
 
 USER_SCHEMA: dict[str, Any] = {
     "type": "object",

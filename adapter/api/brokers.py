@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapter.broker import broker_client, monitor_connections, monitor_nodes, monitor_sessions, monitor_stats
-from adapter.endpoint import Call, Endpoint
-from adapter.openapi import page_of
-from adapter.validation import LIMIT, PAGE, Param
+from adapter.broker.client import broker_client, monitor_connections, monitor_nodes, monitor_sessions, monitor_stats
+from adapter.http.endpoint import Call, Endpoint
+from adapter.http.openapi import page_of
+from adapter.http.validation import LIMIT, PAGE, Param
 
 COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
 TEXT: dict[str, Any] = {"type": "string"}

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from adapter.api.targets import COUNT, ID, INT, STR, URL, TargetApi, checked_url, object_schema
-from adapter.callbacks import TYPES, CallbackStore
-from adapter.endpoint import Call, Endpoint
 from adapter.errors import not_found
+from adapter.http.endpoint import Call, Endpoint
+from adapter.targets.callbacks import TYPES, CallbackStore
 
 BASE = "/iot/api/v1/monitor/devices/callbacks"
 

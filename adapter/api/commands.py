@@ -1,4 +1,4 @@
-"""Remote control (seed "Remote Control", DESIGN §7): publish commands to devices, their status, the
+"""Remote control (seed "Remote Control", docs/design.md §7): publish commands to devices, their status, the
 devices' answers, and (beyond the seed) cancel. Answers carry exactly the seed's fields plus `idStr`
 (ids exceed 2^53), `reason` and `deliverTime`; every `id` parameter takes the number or its string.
 """
@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapter import command_bulk
-from adapter.command_ids import parse_id
-from adapter.command_store import CommandStore
-from adapter.commands import DEFAULT_FROM, MAX_RETRIES, METHODS, Limits, parse_request
-from adapter.endpoint import Call, Endpoint
+from adapter.commands import bulk as command_bulk
+from adapter.commands.ids import parse_id
+from adapter.commands.rules import DEFAULT_FROM, MAX_RETRIES, METHODS, Limits, parse_request
+from adapter.commands.store import CommandStore
 from adapter.errors import invalid
-from adapter.openapi import page_of
-from adapter.validation import LIMIT, PAGE, Param
+from adapter.http.endpoint import Call, Endpoint
+from adapter.http.openapi import page_of
+from adapter.http.validation import LIMIT, PAGE, Param
 
 BASE = "/iot/api/v1/remotectl/commands"
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapter.credentials import CredentialStore, check_sn
-from adapter.endpoint import Call, Endpoint
-from adapter.openapi import page_of
-from adapter.validation import LIMIT, PAGE, Param
+from adapter.broker.credentials import CredentialStore, check_sn
+from adapter.http.endpoint import Call, Endpoint
+from adapter.http.openapi import page_of
+from adapter.http.validation import LIMIT, PAGE, Param
 
 BASE = "/iot/api/v1/devices/credentials"
 

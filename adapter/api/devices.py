@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapter import devices
-from adapter.endpoint import Call, Endpoint
+from adapter.devices import reads as devices
 from adapter.errors import not_found
-from adapter.openapi import page_of
-from adapter.validation import LIMIT, PAGE, Param
+from adapter.http.endpoint import Call, Endpoint
+from adapter.http.openapi import page_of
+from adapter.http.validation import LIMIT, PAGE, Param
 
 BASE = "/iot/api/v1/monitor/devices"
 

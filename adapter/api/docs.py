@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from adapter.endpoint import Call, Endpoint
+from adapter.http.endpoint import Call, Endpoint
 
 PREFIX = "/iot/api/v1"
 STATIC = f"{PREFIX}/docs/static"

@@ -22,12 +22,12 @@ from typing import Any
 
 import redis.exceptions
 
-from adapter import emqx_auth
 from adapter.api.ingest import check_token
-from adapter.credentials import Busy, CredentialStore, Locked, VerifyLimiter, authn_buckets
-from adapter.emqx_auth import AuthPolicy, Result
-from adapter.endpoint import Call, Endpoint
-from adapter.envelope import JSONResponse, decode_json, read_body
+from adapter.broker import emqx_auth
+from adapter.broker.credentials import Busy, CredentialStore, Locked, VerifyLimiter, authn_buckets
+from adapter.broker.emqx_auth import AuthPolicy, Result
+from adapter.http.endpoint import Call, Endpoint
+from adapter.http.envelope import JSONResponse, decode_json, read_body
 
 log = logging.getLogger("adapter.emqx_hooks")
 

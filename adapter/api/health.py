@@ -6,10 +6,10 @@ from typing import Any
 
 from starlette.responses import Response
 
-from adapter.endpoint import Call, Endpoint
 from adapter.errors import AppError
-from adapter.metrics import render
-from adapter.services import texts
+from adapter.http.endpoint import Call, Endpoint
+from adapter.http.metrics import render
+from adapter.store.connections import texts
 
 
 async def healthz(call: Call) -> dict[str, Any]:

@@ -22,15 +22,15 @@ import redis.exceptions
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from adapter.auth import bearer
-from adapter.endpoint import Call, Endpoint
-from adapter.envelope import decode_json, err, read_body
+from adapter.auth.users import bearer
 from adapter.errors import AppError
-from adapter.events import parse_event
-from adapter.ingest import Ingest
-from adapter.services import Services, redis_unavailable
+from adapter.http.endpoint import Call, Endpoint
+from adapter.http.envelope import decode_json, err, read_body
+from adapter.ingest.events import parse_event
+from adapter.ingest.plan import Ingest
+from adapter.store.connections import Services, redis_unavailable
 
-log = logging.getLogger("adapter.ingest")
+log = logging.getLogger("adapter.ingest.plan")
 
 
 def ingest_of(call: Call) -> Ingest:

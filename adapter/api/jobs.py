@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapter import job_progress
-from adapter.endpoint import Call, Endpoint
 from adapter.errors import not_found
-from adapter.validation import Param
+from adapter.http.endpoint import Call, Endpoint
+from adapter.http.validation import Param
+from adapter.jobs import progress as job_progress
 
 JOB_SCHEMA = {
     "type": "object", "required": ["id", "kind", "state", "done", "total"],

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from adapter.api.targets import ID, INT, STR, URL, TargetApi, checked_url, object_schema
-from adapter.endpoint import Call
-from adapter.routes import NAME_MAX, RouteStore
+from adapter.http.endpoint import Call
+from adapter.targets.routes import NAME_MAX, RouteStore
 
 BASE = "/iot/api/v1/msgroute/configs"
 

@@ -1,4 +1,4 @@
-"""What the callback and message-route APIs share (adapter/targets.py is the store side): the JSON schemas of
+"""What the callback and message-route APIs share (adapter/targets/store.py is the store side): the JSON schemas of
 ids, secrets, attempts and dead letters, and the endpoints every kind of target adds to the seed's: secret
 rotation, recent deliveries, dead letters (a page at a time) and replay, and the engine's health of a target
 (breaker, held deliveries, drops).
@@ -12,12 +12,12 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 
-from adapter.endpoint import Call, Endpoint, Handler
+from adapter.delivery.urlguard import check_static
 from adapter.errors import invalid
-from adapter.keys import Keys
-from adapter.targets import OUTCOMES, Item, Target
-from adapter.urlguard import check_static
-from adapter.validation import LIMIT, PAGE, Param
+from adapter.http.endpoint import Call, Endpoint, Handler
+from adapter.http.validation import LIMIT, PAGE, Param
+from adapter.store.keys import Keys
+from adapter.targets.store import OUTCOMES, Item, Target
 
 __all__ = ["COUNT", "ID", "INT", "MAX_ID", "SECRET", "STR", "URL", "Store", "TargetApi", "checked_url",
            "counted", "list_of", "object_schema"]
@@ -90,7 +90,7 @@ def _named(handler: Handler, name: str) -> Handler:
 
 
 class Store(Protocol):
-    """What the shared handlers call on a kind's store (adapter.targets.TargetStore, with its own `all` and
+    """What the shared handlers call on a kind's store (adapter.targets.store.TargetStore, with its own `all` and
     `delete`)."""
 
     async def all(self) -> Sequence[Target]: ...

@@ -9,8 +9,8 @@ import httpx
 import pytest
 import redis
 
-from adapter.keys import Keys
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.conftest import INGEST_TOKEN, redis_url
 from tests.integration.test_delivery import add_callback
 from tests.support.emqx import connected, post, subscribed

@@ -11,8 +11,8 @@ import redis
 from rq import Queue
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 
-from adapter.keys import Keys
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx, emqx_client
 from tests.support.processes import adapter_process
 from tests.support.servers import serve, wait_for

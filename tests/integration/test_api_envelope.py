@@ -88,7 +88,7 @@ def test_unexpected_exception_outside_handlers_is_500(settings: Settings, caplog
 
 def test_handler_bug_inside_endpoint_wrapper_is_500(settings: Settings, caplog: pytest.LogCaptureFixture,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from adapter.auth import Sessions
+    from adapter.auth.users import Sessions
 
     async def broken(self, token):  # a bug deep in the domain layer
         raise KeyError("secret-key-name")

@@ -11,12 +11,12 @@ import httpx
 import pytest
 import redis
 
-from adapter import auth as auth_mod
 from adapter.app import create_app, endpoints
-from adapter.auth import UserStore, digest
-from adapter.keys import Keys
-from adapter.services import async_redis
+from adapter.auth import users as auth_mod
+from adapter.auth.users import UserStore, digest
 from adapter.settings import Settings
+from adapter.store.connections import async_redis
+from adapter.store.keys import Keys
 from tests.conftest import ADMIN_PASSWORD, login
 from tests.integration.test_api_envelope import assert_err
 from tests.support.servers import serve, wait_for
@@ -106,7 +106,7 @@ def test_changing_endpoints_are_admin_only(client: httpx.Client, settings: Setti
 
 def test_viewer_is_forbidden_on_an_admin_endpoint(settings: Settings) -> None:
     """The access check itself, on an admin endpoint added for the test."""
-    from adapter.endpoint import Endpoint
+    from adapter.http.endpoint import Endpoint
 
     async def change(call: object) -> dict:
         return {"changed": True}

@@ -19,7 +19,7 @@ import pytest
 from starlette.applications import Starlette
 
 from adapter.app import create_app
-from adapter.broker import (
+from adapter.broker.client import (
     EmqxClient,
     Message,
     PublishOutcome,

@@ -15,14 +15,14 @@ import redis
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
-from adapter import callbacks
 from adapter.api import callbacks as callbacks_api
-from adapter.callbacks import CallbackStore
-from adapter.delivery import partition_of
+from adapter.delivery.model import partition_of
 from adapter.errors import AppError
-from adapter.keys import Keys
 from adapter.settings import Settings
-from adapter.targets import stream_fields
+from adapter.store.keys import Keys
+from adapter.targets import callbacks
+from adapter.targets.callbacks import CallbackStore
+from adapter.targets.store import stream_fields
 from tests.conftest import login
 from tests.integration.test_api_envelope import assert_err
 from tests.support import targets_api as shared

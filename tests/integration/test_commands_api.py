@@ -19,10 +19,10 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 
 from adapter.api import commands as commands_api
 from adapter.app import create_app
-from adapter.commands import COMMANDS, NUMKEYS, script_args
-from adapter.keys import Keys
-from adapter.openapi import document
+from adapter.commands.rules import COMMANDS, NUMKEYS, script_args
+from adapter.http.openapi import document
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, login, redis_url
 from tests.support.emqx import published, sample, subscribed
 from tests.support.servers import serve

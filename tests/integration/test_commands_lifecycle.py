@@ -12,11 +12,11 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from adapter.command_ids import parse_id
-from adapter.command_store import CommandStore
-from adapter.commands import COMMANDS, NUMKEYS, Limits, parse_request, script_args
+from adapter.commands.ids import parse_id
+from adapter.commands.rules import COMMANDS, NUMKEYS, Limits, parse_request, script_args
+from adapter.commands.store import CommandStore
 from adapter.errors import AppError
-from adapter.keys import Keys
+from adapter.store.keys import Keys
 from tests.conftest import redis_url
 from tests.support.servers import wait_for
 

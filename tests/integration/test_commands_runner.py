@@ -14,12 +14,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from adapter.broker import EmqxClient
-from adapter.command_runner import CommandRunner
-from adapter.command_store import CommandStore
-from adapter.commands import Limits, parse_request
-from adapter.keys import Keys
+from adapter.broker.client import EmqxClient
+from adapter.commands.rules import Limits, parse_request
+from adapter.commands.runner import CommandRunner
+from adapter.commands.store import CommandStore
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
 from tests.support.servers import serve
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 import redis
 
-from adapter.keys import Keys
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.conftest import login
 from tests.integration.test_api_envelope import assert_err
 from tests.integration.test_auth import add_user

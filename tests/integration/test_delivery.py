@@ -15,10 +15,10 @@ import pytest
 import redis
 from standardwebhooks import Webhook
 
-from adapter.keys import Keys
-from adapter.pump import run_pump
+from adapter.delivery.pump import run_pump
+from adapter.delivery.signing import new_secret
 from adapter.settings import Settings
-from adapter.signing import new_secret
+from adapter.store.keys import Keys
 from tests.support.emqx import connected, disconnected, post, subscribed
 from tests.support.receiver import Receiver
 from tests.support.servers import serve
@@ -147,7 +147,7 @@ def test_other_4xx_fail_at_once_to_the_dead_letter_and_replay(ingest: httpx.Clie
     item = json.loads(dead["d:DL5:2:callback:1"])
     assert item["lastStatus"] == status and item["attempts"] == 1
     # replay: back on the stream with the same delivery id, delivered now that the receiver answers 200
-    from adapter.delivery import partition_of
+    from adapter.delivery.model import partition_of
 
     rec.answer = lambda r: 200
     redis_db.xadd(K.delivery_stream(partition_of("DL5", fast.delivery_partitions)),

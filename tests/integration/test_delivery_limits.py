@@ -15,12 +15,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from adapter import dead_letters
-from adapter.callbacks import CallbackStore
-from adapter.keys import Keys
-from adapter.pump import GROUP, Pump, run_pump
-from adapter.services import async_redis
+from adapter.delivery import dead_letters
+from adapter.delivery.pump import GROUP, Pump, run_pump
 from adapter.settings import Settings
+from adapter.store.connections import async_redis
+from adapter.store.keys import Keys
+from adapter.targets.callbacks import CallbackStore
 from tests.integration.test_delivery import add_callback
 from tests.support.receiver import Receiver
 from tests.support.servers import serve
@@ -273,7 +273,7 @@ def test_a_long_hold_list_is_released_in_batches_in_order(redis_db: redis.Redis,
 
 def test_one_outcome_moves_at_most_one_batch(redis_db: redis.Redis, one: Settings) -> None:
     """The script that ends a hold moves a bounded batch, however long the hold list."""
-    from adapter.delivery import OUTCOME, Delivery, Limits, Outcome, outcome_command
+    from adapter.delivery.model import OUTCOME, Delivery, Limits, Outcome, outcome_command
 
     hold = K.delivery_hold("callback:1", "BIG")
     now = int(time.time() * 1000)

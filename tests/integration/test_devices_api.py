@@ -1,4 +1,4 @@
-"""The device monitoring read API against a real Redis (DB 15) holding the ingest's layout (adapter/keys.py).
+"""The device monitoring read API against a real Redis (DB 15) holding the ingest's layout (adapter/store/keys.py).
 
 Data is written straight into Redis as the ingest writes it; the app is served by uvicorn with this module's
 routes in front of the others, as app.py will register them.
@@ -24,12 +24,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from adapter import devices
 from adapter.api import devices as devices_api
 from adapter.app import create_app
-from adapter.keys import Keys
-from adapter.openapi import document
+from adapter.devices import reads as devices
+from adapter.http.openapi import document
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, login, redis_url
 from tests.support.servers import serve
 

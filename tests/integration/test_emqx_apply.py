@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapter import emqx_apply
+from adapter.broker import emqx_apply
 from adapter.settings import Settings
 from tests.support.servers import free_port, serve
 

@@ -18,15 +18,15 @@ import pytest
 import redis
 from starlette.applications import Starlette
 
-from adapter import credentials as credentials_mod
-from adapter import emqx_auth
 from adapter.api import credentials as credentials_api
 from adapter.api import emqx_hooks
 from adapter.app import create_app
-from adapter.credentials import CredentialStore, VerifyLimiter, cache_digest
-from adapter.keys import Keys
-from adapter.services import async_redis
+from adapter.broker import credentials as credentials_mod
+from adapter.broker import emqx_auth
+from adapter.broker.credentials import CredentialStore, VerifyLimiter, cache_digest
 from adapter.settings import Settings
+from adapter.store.connections import async_redis
+from adapter.store.keys import Keys
 from tests.conftest import INGEST_TOKEN, login
 from tests.support.servers import free_port, serve
 

@@ -8,9 +8,9 @@ import json
 import httpx
 import redis
 
-from adapter.delivery import partition_of
-from adapter.keys import Keys
+from adapter.delivery.model import partition_of
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.support.emqx import connected, disconnected, post, published, subscribed
 
 K = Keys("iot")

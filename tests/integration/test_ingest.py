@@ -13,8 +13,8 @@ import redis
 from starlette.applications import Starlette
 
 from adapter.app import create_app
-from adapter.keys import Keys
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.conftest import INGEST_TOKEN
 from tests.integration.test_api_envelope import assert_err
 from tests.support.emqx import SHARED, connected, disconnected, post, published, sample, subscribed

@@ -14,11 +14,11 @@ import httpx
 import pytest
 import redis
 
-from adapter import batcher
 from adapter.api import ingest as ingest_api
 from adapter.app import create_app
-from adapter.keys import Keys
 from adapter.settings import Settings
+from adapter.store import batcher
+from adapter.store.keys import Keys
 from tests.conftest import INGEST_TOKEN
 from tests.integration.test_api_envelope import assert_err
 from tests.support.emqx import connected, post, published
@@ -32,7 +32,7 @@ AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 @pytest.fixture(autouse=True)
 def every_failure_logged(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(ingest_api, "LOG_EVERY", 0.0)
-    caplog.set_level(logging.WARNING, logger="adapter.ingest")
+    caplog.set_level(logging.WARNING, logger="adapter.ingest.plan")
 
 
 @contextmanager

@@ -8,11 +8,12 @@ import pytest
 import redis
 from rq import Queue, SimpleWorker
 
-from adapter import command_bulk, jobs
-from adapter.command_ids import id_str
-from adapter.commands import Limits, parse_request
-from adapter.keys import Keys
+from adapter.commands import bulk as command_bulk
+from adapter.commands.ids import id_str
+from adapter.commands.rules import Limits, parse_request
+from adapter.jobs import entry as jobs
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 
 K = Keys("iot")
 BASE = "/iot/api/v1/remotectl/commands"

@@ -1,5 +1,5 @@
 """Periodic RQ jobs: one chain each however many workers start, a run schedules the next, a lost chain is
-restarted once (adapter/periodic.py)."""
+restarted once (adapter/jobs/chains.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 
-from adapter import jobs
-from adapter.keys import Keys
+from adapter.jobs import entry as jobs
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 
 K = Keys("iot")
 

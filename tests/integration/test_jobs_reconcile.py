@@ -18,11 +18,11 @@ from rq.job import Job
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapter import jobs
-from adapter.events import Disconnected
-from adapter.keys import Keys
-from adapter.reconcile import STATE, apply_guarded
+from adapter.devices.reconcile import STATE, apply_guarded
+from adapter.ingest.events import Disconnected
+from adapter.jobs import entry as jobs
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.support.emqx import connected, disconnected, post, subscribed
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx, emqx_client
 from tests.support.servers import serve
@@ -71,7 +71,7 @@ def run_reconcile(cfg: Settings) -> Job:
     jobs.configure(cfg)
     conn = redis.Redis.from_url(cfg.redis_url)
     queue = Queue(K.queue("default"), connection=conn)
-    job = queue.enqueue("adapter.jobs.reconcile")
+    job = queue.enqueue("adapter.jobs.entry.reconcile")
     SimpleWorker([queue], connection=conn).work(burst=True)
     job.refresh()
     assert job.get_status() == "finished", job.latest_result()
@@ -160,7 +160,7 @@ def test_emqx_unreachable_fails_the_run_and_changes_nothing(ingest: httpx.Client
     jobs.configure(settings)  # its EMQX URL answers nothing
     conn = redis.Redis.from_url(settings.redis_url)
     queue = Queue(K.queue("default"), connection=conn)
-    job = queue.enqueue("adapter.jobs.reconcile")
+    job = queue.enqueue("adapter.jobs.entry.reconcile")
     SimpleWorker([queue], connection=conn).work(burst=True)
     assert job.get_status(refresh=True) == "failed"
     assert redis_db.hget(K.client("KEEP"), "online") == "1"

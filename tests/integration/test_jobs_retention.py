@@ -9,9 +9,10 @@ import httpx
 import redis
 from rq import Queue, SimpleWorker
 
-from adapter import jobs, retention
-from adapter.keys import Keys
+from adapter.devices import retention
+from adapter.jobs import entry as jobs
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.support.emqx import connected, disconnected, post, published, subscribed
 
 K = Keys("iot")
@@ -34,7 +35,7 @@ def run_job(cfg: Settings) -> dict[str, int]:
     jobs.configure(cfg)
     conn = redis.Redis.from_url(cfg.redis_url)
     queue = Queue(K.queue("default"), connection=conn)
-    job = queue.enqueue("adapter.jobs.retention")
+    job = queue.enqueue("adapter.jobs.entry.retention")
     SimpleWorker([queue], connection=conn).work(burst=True)
     assert job.get_status(refresh=True) == "finished"
     result: dict[str, int] = job.return_value()

@@ -7,7 +7,7 @@ import json
 import httpx
 
 from adapter.app import create_app
-from adapter.metrics import MetricsBuffer, render
+from adapter.http.metrics import MetricsBuffer, render
 from adapter.settings import Settings
 from tests.conftest import INGEST_TOKEN
 from tests.support.emqx import connected, sample

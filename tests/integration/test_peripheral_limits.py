@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from adapter.app import create_app
-from adapter.keys import Keys
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.conftest import INGEST_TOKEN, login
 from tests.support.emqx import connected, post, published
 from tests.support.servers import serve

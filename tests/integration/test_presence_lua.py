@@ -12,17 +12,17 @@ import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapter import presence_store
-from adapter.events import Connected, Disconnected
-from adapter.presence import INITIAL, PresenceEvent, PresenceState, Transition, apply
-from adapter.presence_store import (
-    LuaScript,
+from adapter.devices import presence_store
+from adapter.devices.presence import INITIAL, PresenceEvent, PresenceState, Transition, apply
+from adapter.devices.presence_store import (
     apply_now,
     apply_now_async,
     parse_reply,
     queue_apply,
     state_from_hash,
 )
+from adapter.ingest.events import Connected, Disconnected
+from adapter.store.scripts import LuaScript
 from tests.conftest import redis_url
 
 REDIS_URL = redis_url(13)

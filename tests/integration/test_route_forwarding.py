@@ -11,9 +11,9 @@ import redis
 from standardwebhooks import Webhook
 
 from adapter.app import create_app
-from adapter.keys import Keys
-from adapter.pump import run_pump
+from adapter.delivery.pump import run_pump
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.conftest import INGEST_TOKEN, login
 from tests.support.emqx import published
 from tests.support.receiver import Receiver

@@ -16,16 +16,16 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter import route_table
-from adapter.batcher import Batcher
-from adapter.delivery import Delivery, partition_of
-from adapter.events import MessagePublished
-from adapter.forwarding import FORWARD, body, forward_call, forward_of
-from adapter.keys import Keys
-from adapter.route_table import RouteInfo, RouteTable
-from adapter.routes import RouteStore
+from adapter.delivery.model import Delivery, partition_of
+from adapter.ingest.events import MessagePublished
 from adapter.settings import Settings
-from adapter.topics import matches
+from adapter.store.batcher import Batcher
+from adapter.store.keys import Keys
+from adapter.targets import route_table
+from adapter.targets.forwarding import FORWARD, body, forward_call, forward_of
+from adapter.targets.route_table import RouteInfo, RouteTable
+from adapter.targets.routes import RouteStore
+from adapter.targets.topics import matches
 from tests.conftest import redis_url
 from tests.integration.test_routes_api import BASE, HOOK, app_with_routes
 from tests.support.servers import serve

@@ -13,15 +13,16 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from adapter import commands, device_store
-from adapter.batcher import Batcher
-from adapter.delivery import Delivery, partition_of
-from adapter.events import MessagePublished, parse_event
-from adapter.forwarding import FORWARD, body
-from adapter.ingest import Ingest
-from adapter.keys import Keys
-from adapter.metrics import MetricsBuffer
-from adapter.route_table import RouteTable
+from adapter.commands import rules as commands
+from adapter.delivery.model import Delivery, partition_of
+from adapter.devices import store as device_store
+from adapter.http.metrics import MetricsBuffer
+from adapter.ingest.events import MessagePublished, parse_event
+from adapter.ingest.plan import Ingest
+from adapter.store.batcher import Batcher
+from adapter.store.keys import Keys
+from adapter.targets.forwarding import FORWARD, body
+from adapter.targets.route_table import RouteTable
 from tests.conftest import redis_url
 from tests.support.emqx import connected, disconnected, published, subscribed
 

@@ -16,9 +16,9 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
 from adapter.api import routes as routes_api
-from adapter.keys import Keys
-from adapter.routes import RouteStore
 from adapter.settings import Settings
+from adapter.store.keys import Keys
+from adapter.targets.routes import RouteStore
 from tests.integration.test_api_envelope import assert_err
 from tests.support import targets_api as shared
 from tests.support.servers import wait_for

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from adapter import signing
-from adapter.sender import EXCERPT_CHARS, Attempt, Sender
+from adapter.delivery import signing
+from adapter.delivery.sender import EXCERPT_CHARS, Attempt, Sender
 from tests.support.servers import free_port, serve
 
 T = TypeVar("T")

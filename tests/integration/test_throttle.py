@@ -9,9 +9,9 @@ from typing import Any
 
 import redis
 
-from adapter.services import async_redis
+from adapter.auth.throttle import Bucket, Throttle
 from adapter.settings import Settings
-from adapter.throttle import Bucket, Throttle
+from adapter.store.connections import async_redis
 
 OWN = Bucket("t:own", limit=2, first=10, longest=25, idle=100)
 SHARED = Bucket("t:shared", limit=3, first=50, longest=50, idle=200)

@@ -41,8 +41,8 @@ sys.exit(main(["worker"]))
 
 
 @pytest.mark.parametrize(("name", "module", "cls", "method"), [
-    ("delivery-pump", "adapter.pump", "Pump", "_tick"),
-    ("command-runner", "adapter.command_runner", "CommandRunner", "step"),
+    ("delivery-pump", "adapter.delivery.pump", "Pump", "_tick"),
+    ("command-runner", "adapter.commands.runner", "CommandRunner", "step"),
 ])
 def test_worker_exits_non_zero_when_a_thread_dies(name: str, module: str, cls: str, method: str,
                                                   redis_db: redis.Redis, tmp_path: Path) -> None:

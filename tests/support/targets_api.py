@@ -19,11 +19,11 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
 from adapter.app import create_app
-from adapter.delivery import partition_of
-from adapter.endpoint import Endpoint
-from adapter.keys import Keys
-from adapter.services import async_redis
+from adapter.delivery.model import partition_of
+from adapter.http.endpoint import Endpoint
 from adapter.settings import Settings
+from adapter.store.connections import async_redis
+from adapter.store.keys import Keys
 from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, login, redis_url
 from tests.integration.test_api_envelope import assert_err
 from tests.integration.test_auth import add_user

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from adapter.broker_views import (
+from adapter.broker.views import (
     connection_view,
     node_view,
     nodes_view,

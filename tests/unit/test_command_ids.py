@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter.command_ids import MAX_SEQ, day_of, id_range, id_str, make_id, ordinal, parse_id
+from adapter.commands.ids import MAX_SEQ, day_of, id_range, id_str, make_id, ordinal, parse_id
 
 
 def test_the_seed_example() -> None:

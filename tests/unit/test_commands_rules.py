@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
-from adapter.commands import (
+from adapter.commands.rules import (
     Claimed as ClaimedCommand,
 )
-from adapter.commands import (
+from adapter.commands.rules import (
     CommandCalls,
     CommandResponse,
     Limits,
@@ -22,12 +22,12 @@ from adapter.commands import (
     parse_response,
     view,
 )
-from adapter.device_store import DeviceCommands
+from adapter.devices.store import DeviceCommands
+from adapter.devices.uplink import Rejected
 from adapter.errors import AppError
-from adapter.events import MessageAcked, MessagePublished, Subscribed
-from adapter.ingest import plan
-from adapter.keys import Keys
-from adapter.uplink import Rejected
+from adapter.ingest.events import MessageAcked, MessagePublished, Subscribed
+from adapter.ingest.plan import plan
+from adapter.store.keys import Keys
 
 LIMITS = Limits(max_targets=5, body_max_bytes=64, default_expires=600, max_expires=3600)
 SEED = {"from": "iot_web_console", "to": [{"sn": "8CFCA0107D1B"}, {"sn": "6FSDA0108789"}], "command": "sh",

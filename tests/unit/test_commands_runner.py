@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from adapter.command_runner import backoff, lease_ms, schedule_of
+from adapter.commands.runner import backoff, lease_ms, schedule_of
 from adapter.settings import ConfigError, Settings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter.device_views import (
+from adapter.devices.views import (
     DEVICE_FIELDS,
     PERIPHERAL_FIELDS,
     device_detail,

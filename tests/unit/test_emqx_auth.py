@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter import emqx_auth, topics
-from adapter.emqx_auth import AuthnRequest, AuthPolicy, AuthzRequest, ClientRule, authorize, covers
+from adapter.auth.throttle import Busy, VerifyLimiter
+from adapter.broker import emqx_auth
+from adapter.broker.emqx_auth import AuthnRequest, AuthPolicy, AuthzRequest, ClientRule, authorize, covers
 from adapter.errors import AppError
 from adapter.settings import ConfigError
-from adapter.throttle import Busy, VerifyLimiter
+from adapter.targets import topics
 
 SIM = {"username": "simulator", "password": "sim-secret-1",
        "publish": ["dma/report/{clientid}/#", "dma/resp/cmd"], "subscribe": ["dma/cmd/{clientid}"]}

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from pyhocon import ConfigFactory, ConfigTree
 
-from adapter import emqx_apply
-from adapter.events import V5_PARSERS
+from adapter.broker import emqx_apply
+from adapter.ingest.events import V5_PARSERS
 from scripts import gen_emqx_config
 
 ROOT = Path(__file__).resolve().parents[2]

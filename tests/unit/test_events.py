@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from adapter.errors import AppError
-from adapter.events import (
+from adapter.ingest.events import (
     Connected,
     Disconnected,
     MessageAcked,

@@ -1,4 +1,4 @@
-"""The forwarded body and the packed delivery XADDs of message routes (adapter/forwarding.py), without I/O."""
+"""The forwarded body and the packed delivery XADDs of message routes (adapter/targets/forwarding.py), without I/O."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter import forwarding
-from adapter.commands import CommandCalls
-from adapter.delivery import Delivery, partition_of
-from adapter.device_store import UPLINK, DeviceCommands
-from adapter.events import REST_API_CLIENT, MessagePublished, parse_event, payload_bytes
-from adapter.forwarding import body, forward_call, forward_of
-from adapter.ingest import plan
-from adapter.keys import Keys
-from adapter.route_table import RouteInfo
+from adapter.commands.rules import CommandCalls
+from adapter.delivery.model import Delivery, partition_of
+from adapter.devices.store import UPLINK, DeviceCommands
+from adapter.ingest.events import REST_API_CLIENT, MessagePublished, parse_event, payload_bytes
+from adapter.ingest.plan import plan
+from adapter.store.keys import Keys
+from adapter.targets import forwarding
+from adapter.targets.forwarding import body, forward_call, forward_of
+from adapter.targets.route_table import RouteInfo
 
 KEYS = Keys("iot")
 BODY_FIELDS = {"topic", "payload", "payload_encoding", "clientid", "username", "qos", "retain", "timestamp",

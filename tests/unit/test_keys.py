@@ -1,6 +1,6 @@
 """Every Redis key, pinned: a changed name is a data migration and must be deliberate."""
 
-from adapter.keys import Keys
+from adapter.store.keys import Keys
 
 
 def test_every_key_is_pinned() -> None:

@@ -1,10 +1,10 @@
-"""RQ job ids (adapter/periodic.py, adapter/command_bulk.py): only letters, digits, `_` and `-`."""
+"""RQ job ids (adapter/jobs/chains.py, adapter/commands/bulk.py): only letters, digits, `_` and `-`."""
 
 from __future__ import annotations
 
-from adapter.command_bulk import job_id
-from adapter.keys import Keys
-from adapter.periodic import made_at, new_id
+from adapter.commands.bulk import job_id
+from adapter.jobs.chains import made_at, new_id
+from adapter.store.keys import Keys
 
 
 def test_job_ids_are_fit_for_rq_whatever_the_key_prefix() -> None:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapter.events import Connected, Disconnected
-from adapter.presence import INITIAL, PresenceEvent, PresenceState, Transition, apply
+from adapter.devices.presence import INITIAL, PresenceEvent, PresenceState, Transition, apply
+from adapter.ingest.events import Connected, Disconnected
 
 CID = "device-001"
 T0 = 1_717_000_000_000

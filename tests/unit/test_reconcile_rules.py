@@ -1,8 +1,8 @@
-"""The pure choices of presence reconciliation (adapter/reconcile.py)."""
+"""The pure choices of presence reconciliation (adapter/devices/reconcile.py)."""
 
 from __future__ import annotations
 
-from adapter.reconcile import epoch_ms, to_offline, to_online
+from adapter.devices.reconcile import epoch_ms, to_offline, to_online
 
 
 def test_emqx_times_are_read_as_epoch_ms() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter.retry import (
+from adapter.delivery.retry import (
     JITTER,
     MAX_RETRY_AFTER,
     classify,

@@ -93,7 +93,7 @@ def test_a_bad_redis_url_is_reported_without_its_password() -> None:
 
 
 def test_forwarded_for_is_believed_only_from_the_trusted_proxies() -> None:
-    from adapter.runner import trusted_proxies
+    from adapter.http.runner import trusted_proxies
 
     assert trusted_proxies(Settings()) == "127.0.0.1"
     assert trusted_proxies(Settings(trusted_proxies=" ")) is None

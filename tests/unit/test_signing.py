@@ -1,4 +1,4 @@
-"""Standard Webhooks signatures from `adapter.signing`, checked by the `standardwebhooks` library."""
+"""Standard Webhooks signatures from `adapter.delivery.signing`, checked by the `standardwebhooks` library."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from adapter import signing
+from adapter.delivery import signing
 
 BODY = b'{"event":"client.connected","clientid":"dev-1","ts":1764000000000}'
 

@@ -11,8 +11,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter.errors import AppError
-from adapter.urlguard import (
+from adapter.delivery.urlguard import (
     MAX_URL_LENGTH,
     GuardedResolver,
     SsrfBlocked,
@@ -22,6 +21,7 @@ from adapter.urlguard import (
     literal_refused,
     target_host,
 )
+from adapter.errors import AppError
 
 
 @pytest.mark.parametrize("url", [

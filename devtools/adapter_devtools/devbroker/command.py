@@ -1,4 +1,4 @@
-"""`adapter devbroker [--mqtt-port M] [--api-port A] [--webhook URL] [--auth-url URL]` (DESIGN §14).
+"""`adapter devbroker [--mqtt-port M] [--api-port A] [--webhook URL] [--auth-url URL]` (docs/design.md §14).
 
 Reads ADAPTER_INGEST_TOKEN / ADAPTER_EMQX_API_KEY / ADAPTER_EMQX_API_SECRET from the environment (and
 `.env`), prints one line with the bound addresses once ready, and exits 0 on Ctrl-C or SIGTERM after

@@ -1,4 +1,4 @@
-"""`DevBrokerConfig`: everything the dev broker needs, read from the environment (DESIGN §14).
+"""`DevBrokerConfig`: everything the dev broker needs, read from the environment (docs/design.md §14).
 
 It reads the same variables as the service: `ADAPTER_INGEST_TOKEN` (sent as `Authorization: Bearer …`
 with every event and every authn/authz call), `ADAPTER_EMQX_API_KEY` / `ADAPTER_EMQX_API_SECRET`

@@ -1,4 +1,4 @@
-"""Device simulator: N DMA agents (DESIGN §3, §7) on paho-mqtt, for development, load and tests.
+"""Device simulator: N DMA agents (docs/design.md §3, §7) on paho-mqtt, for development, load and tests.
 
 `main(argv)` is the command line (`adapter simulate`, `scripts/simulate`); `Simulator(SimConfig(...))`
 runs in-process on an asyncio loop.

@@ -1,4 +1,4 @@
-"""Downlink commands of a simulated DMA agent (DESIGN §7): parsing, the `sh` allow-list, the answer.
+"""Downlink commands of a simulated DMA agent (docs/design.md §7): parsing, the `sh` allow-list, the answer.
 
 `execute` is synchronous (it may run a subprocess, never through a shell); callers on an event loop
 run it in a thread. Everything else here is pure.

@@ -1,4 +1,4 @@
-"""Uplink payloads of a simulated DMA agent (DESIGN §3): topics and report bodies, as pure functions.
+"""Uplink payloads of a simulated DMA agent (docs/design.md §3): topics and report bodies, as pure functions.
 
 `time` is the agent's uptime in whole seconds (the seed's devices stamp uptime); `bootTime` is the
 agent's boot as Unix seconds. Randomness comes from the caller's `random.Random`, so tests can seed it.

@@ -1,0 +1,90 @@
+"""Limits on the expensive checks (argon2id: about 140 ms of CPU and 64 MiB each): logins and device
+authentication.
+
+- `Throttle`: attempts are counted in Redis BEFORE the check runs, in one atomic script (throttle.lua), so
+  that any number of concurrent attempts lets at most `limit` of them through. Past the limit the bucket
+  locks, first for `first` seconds, doubling with each lock up to `longest`; a lock answers at once, without
+  checking anything. A success clears the identity's own bucket (the first one) and gives the attempt back
+  to the shared ones; a check that did not run gives it back everywhere.
+- `VerifyLimiter`: at most `concurrent` checks at once in this process, at most `queue` waiting for one;
+  past that `Busy` at once, rather than checking after the caller has stopped waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from adapter.store import scripts
+
+SCRIPT = scripts.LuaScript(scripts.source("auth/throttle.lua"))
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One thing attempts count against (a user at an address, an address, a device sn)."""
+
+    key: str
+    limit: int
+    first: float  # s, the first lock
+    longest: float  # s, locks double up to this
+    idle: float  # s a bucket without attempts is remembered
+
+    def argv(self) -> list[int]:
+        return [self.limit, round(self.first * 1000), round(self.longest * 1000), round(self.idle * 1000)]
+
+
+class Busy(Exception):
+    """Too many checks are running or waiting right now; the caller should answer "not now"."""
+
+
+class Throttle:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+
+    async def take(self, buckets: Sequence[Bucket]) -> int:
+        """0: counted, go ahead and check. Otherwise the seconds (at least 1) until the caller may try again."""
+        argv: list[int] = []
+        for b in buckets:
+            argv += b.argv()
+        allowed, wait_ms = await self._run("take", buckets, argv)
+        return 0 if int(allowed) else max(1, math.ceil(int(wait_ms) / 1000))
+
+    async def clear(self, buckets: Sequence[Bucket]) -> None:
+        await self._run("clear", buckets, [])
+
+    async def refund(self, buckets: Sequence[Bucket]) -> None:
+        await self._run("refund", buckets, [])
+
+    async def _run(self, mode: str, buckets: Sequence[Bucket], argv: list[int]) -> list[int]:
+        reply: list[int] = await scripts.call(self._redis, SCRIPT, len(buckets), *(b.key for b in buckets), mode,
+                                              *argv)
+        return reply
+
+
+class VerifyLimiter:
+    """At most `concurrent` checks at once (64 MiB each) and at most `queue` waiting for one."""
+
+    def __init__(self, concurrent: int = 4, queue: int = 16) -> None:
+        self._slots = asyncio.Semaphore(concurrent)
+        self._waiting = 0
+        self.queue = queue
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._slots.locked() and self._waiting >= self.queue:
+            raise Busy
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()

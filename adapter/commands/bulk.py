@@ -1,0 +1,72 @@
+"""Bulk command creation as an RQ job with progress (docs/commands.md "Large requests").
+
+A POST whose `to` lists more than `command_job_threshold` devices allocates every id up front (the same one
+INCRBY as a small request), so it answers the seed's `to` list at once, plus `job`: the id of the RQ job
+that writes the records, `CREATE_CHUNK` (1,000) at a time. `GET /iot/api/v1/jobs?id=` shows its progress.
+A command is readable once its chunk is written; until then its id answers 404.
+
+Each chunk and its progress step are one MULTI/EXEC, so a retried job (RQ `Retry`, after a worker died)
+goes on from the first chunk not written and never rewrites a command that may have been sent already.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+
+from adapter.commands.rules import COMMANDS, NUMKEYS, CommandRequest
+from adapter.commands.store import CREATE_CHUNK, CommandStore, create_args, targets
+from adapter.jobs import progress as job_progress
+from adapter.jobs.chains import id_part
+from adapter.store.connections import Services, sync_redis
+from adapter.store.keys import Keys
+
+QUEUE = "default"
+KIND = "commands"
+ENTRY = "adapter.jobs.entry.create_commands"
+
+
+def job_id(keys: Keys, first_id: int) -> str:
+    """Command ids are unique, so the first one names the job."""
+    return f"{id_part(keys.prefix)}-commands-{first_id}"
+
+
+def rq_connection(svc: Services) -> redis.Redis:
+    """The API process's one RQ connection (RQ wants a client that does not decode answers)."""
+    conn = svc.extras.get("rq")
+    if not isinstance(conn, redis.Redis):
+        conn = svc.extras["rq"] = sync_redis(svc.settings, decode=False)
+    return conn
+
+
+def _enqueue(conn: redis.Redis, keys: Keys, jid: str, req: CommandRequest, ids: list[int], ttl: int) -> None:
+    Queue(keys.queue(QUEUE), connection=conn).enqueue(
+        ENTRY, req, ids, job_id=jid, job_timeout=900, result_ttl=ttl, failure_ttl=ttl,
+        retry=Retry(max=3, interval=[5, 30, 120]), description=f"create {len(ids)} commands")
+
+
+async def create(svc: Services, req: CommandRequest) -> dict[str, Any]:
+    """The seed's answer (`to`) plus `job`; the records are written by the job."""
+    ids = await CommandStore(svc.redis, svc.keys).new_ids(len(req.sns))
+    jid = job_id(svc.keys, ids[0])
+    ttl = svc.settings.job_progress_ttl
+    await job_progress.create(svc.redis, svc.keys, jid, KIND, len(ids), ttl)
+    await asyncio.to_thread(_enqueue, rq_connection(svc), svc.keys, jid, req, ids, ttl)
+    return {"to": targets(req, ids), "job": jid}
+
+
+def write(conn: redis.Redis, keys: Keys, jid: str, req: CommandRequest, ids: list[int], ttl: int) -> int:
+    """The job's work: every chunk not written yet, each with its progress step; answers how many it wrote."""
+    first = job_progress.done_so_far(conn, keys, jid)
+    job_progress.step(conn, keys, jid, ttl, state="started")
+    for start in range(first, len(ids), CREATE_CHUNK):
+        with conn.pipeline(transaction=True) as pipe:
+            pipe.scripts.add(COMMANDS)  # type: ignore[arg-type]  # it needs only .sha and .script
+            pipe.evalsha(COMMANDS.sha, NUMKEYS, *create_args(keys, req, ids, start))
+            job_progress.queue_step(pipe, keys, jid, ttl, done=min(start + CREATE_CHUNK, len(ids)))
+            pipe.execute()
+    job_progress.step(conn, keys, jid, ttl, state="finished")
+    return len(ids) - first

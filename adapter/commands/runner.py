@@ -1,0 +1,181 @@
+"""The command runner: publishes due commands through EMQX's REST API, in every `adapter worker` process.
+
+Why a loop beside the RQ worker and not RQ jobs: a command is due at a time (now, after the ack timeout,
+after a broker error) and must go out within a fraction of a second of it; the delivery pump already
+showed that RQ's per-job overhead (70 to 200 jobs/s here) is far from 10,000 commands in seconds, and one
+RQ job per batch would still need a scheduler tick per due time. So the runner polls one sorted set of
+due commands every `TICK` seconds, claims a batch atomically (commands.lua `claim`: each claimed command
+is leased, and comes due again should this process die mid-publish), publishes the batch with
+`/publish/bulk` in chunks, several chunks concurrently, and records each outcome (`record`):
+- 200 sent: `tryTimes` + 1, in progress, due again after the ack timeout (a resend, or the failure once
+  `maxRetries` sends went unanswered);
+- 202 no matching subscribers: not sent; it waits for its device to come online (the ingest wakes it);
+- 503 or EMQX unreachable: due again after a backoff (`ADAPTER_COMMAND_RETRY_SCHEDULE`, the last step
+  repeating, with jitter), until the command expires;
+- 400 rejected: failed with reason `rejected` (a bulk 400 refuses the whole chunk, so its messages are
+  then published one by one to find the culprit).
+Several runners (workers) share the set safely. The runner also prunes expired commands every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from adapter.broker.client import EmqxClient, Message, PublishOutcome, PublishResult
+from adapter.commands.rules import CLAIM_WIDTH, Claimed, downlink, run_script
+from adapter.delivery import retry
+from adapter.devices import uplink
+from adapter.errors import AppError
+from adapter.settings import Settings
+from adapter.store.connections import async_redis
+from adapter.store.keys import Keys
+from adapter.store.resp import Arg
+
+log = logging.getLogger("adapter.commands.rules")
+
+TICK = 0.05
+PRUNE_EVERY = 1.0
+PRUNE_BATCH = 1000
+REDIS_PAUSE = 1.0
+OUTCOMES = {PublishOutcome.SENT: "sent", PublishOutcome.NO_SUBSCRIBERS: "no_subscribers",
+            PublishOutcome.RETRY: "retry", PublishOutcome.REJECTED: "rejected"}
+
+
+def backoff(errors: int, schedule: Sequence[float], rng: random.Random) -> float:
+    """Seconds before the next try after `errors` publish errors in a row (1 after the first)."""
+    step = schedule[min(max(errors, 1), len(schedule)) - 1]
+    return step * rng.uniform(1 - retry.JITTER, 1 + retry.JITTER)
+
+
+def schedule_of(settings: Settings) -> tuple[float, ...]:
+    """The retry waits; `Settings` checked the text when it was read."""
+    return retry.parse_schedule(settings.command_retry_schedule)
+
+
+def lease_ms(settings: Settings) -> int:
+    """How long a claimed command is ours: a bulk publish, and one by one after a bulk 400."""
+    return int((4 * settings.emqx_timeout + 5) * 1000)
+
+
+class CommandRunner:
+    def __init__(self, settings: Settings, client: aioredis.Redis, emqx: EmqxClient,
+                 rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.redis = client
+        self.emqx = emqx
+        self.rng = rng or random.Random()
+        self.schedule = schedule_of(settings)
+        self.batch = settings.command_publish_batch
+        self.slots = settings.command_publish_concurrency
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.published = 0
+        self._pruned_at = 0.0
+
+    async def _eval(self, mode: str, *args: Arg) -> Any:
+        return await run_script(self.redis, self.keys, mode, *args)
+
+    async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
+        try:
+            while not stop.is_set():
+                if len(self.inflight) >= self.slots:
+                    await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                room = self.room()
+                claimed = await self.step(room)
+                if burst and not claimed and not self.inflight:
+                    break
+                if claimed < room:  # nothing more is due right now
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=TICK)
+        finally:
+            if self.inflight:
+                await asyncio.gather(*self.inflight, return_exceptions=True)
+
+    def room(self) -> int:
+        """How many commands the free publishing slots can take now."""
+        return max(0, self.slots - len(self.inflight)) * self.batch
+
+    async def step(self, limit: int | None = None) -> int:
+        """Prune when it is time, claim up to `limit` due commands (default: the room), start publishing
+        them; answers how many it claimed."""
+        limit = self.room() if limit is None else limit
+        if limit <= 0:
+            return 0
+        try:
+            if time.monotonic() - self._pruned_at >= PRUNE_EVERY:
+                await self._eval("prune", PRUNE_BATCH)
+                self._pruned_at = time.monotonic()
+            claimed = await self.claim(limit)
+        except redis.exceptions.RedisError as exc:
+            log.warning("commands: redis: %s", exc)
+            await asyncio.sleep(REDIS_PAUSE)
+            return 0
+        for start in range(0, len(claimed), self.batch):
+            task = asyncio.get_running_loop().create_task(self.publish(claimed[start:start + self.batch]))
+            self.inflight.add(task)
+            task.add_done_callback(self.inflight.discard)
+        return len(claimed)
+
+    async def claim(self, limit: int) -> list[Claimed]:
+        reply = await self._eval("claim", limit, lease_ms(self.settings))
+        return [Claimed.from_reply(reply[i:i + CLAIM_WIDTH]) for i in range(0, len(reply), CLAIM_WIDTH)]
+
+    async def publish(self, chunk: list[Claimed]) -> None:
+        """Publish one chunk and record every outcome; a failure to record leaves the lease to expire."""
+        try:
+            results = await self._send(chunk)
+            self.published += sum(r.outcome is PublishOutcome.SENT for r in results)
+            await self.record(chunk, results)
+        except Exception:
+            log.exception("commands: publishing %d commands failed; they are tried again after their lease",
+                          len(chunk))
+
+    async def _send(self, chunk: list[Claimed]) -> list[PublishResult]:
+        now_s = int(time.time())
+        messages = [Message(uplink.command_topic(c.sn), downlink(c, now_s).decode(), qos=1) for c in chunk]
+        try:
+            bulk = await self.emqx.publish_bulk(messages)
+        except AppError as exc:  # unreachable, timeout, an unexpected status
+            log.warning("commands: publish: %s", exc.msg)
+            return [PublishResult(PublishOutcome.RETRY, message=exc.msg)] * len(chunk)
+        if bulk.outcome is PublishOutcome.REJECTED and len(chunk) > 1:
+            return [await self._send_one(m) for m in messages]
+        return list(bulk.items)
+
+    async def _send_one(self, message: Message) -> PublishResult:
+        try:
+            return await self.emqx.publish(message.topic, message.payload, qos=message.qos)
+        except AppError as exc:
+            return PublishResult(PublishOutcome.RETRY, message=exc.msg)
+
+    async def record(self, chunk: list[Claimed], results: Sequence[PublishResult]) -> None:
+        now = time.time()
+        args: list[Arg] = []
+        for c, r in zip(chunk, results, strict=True):
+            due = int((now + backoff(c.errors + 1, self.schedule, self.rng)) * 1000)
+            args += [str(c.id), OUTCOMES[r.outcome], due if r.outcome is PublishOutcome.RETRY else 0]
+            if r.outcome is PublishOutcome.REJECTED:
+                log.warning("commands: EMQX rejected command %s to %s: %s", c.id, c.sn, r.message)
+        await self._eval("record", int(self.settings.command_ack_timeout * 1000), *args)
+
+
+async def run_commands(settings: Settings, stop: asyncio.Event, *, burst: bool = False) -> CommandRunner:
+    client = async_redis(settings, socket_timeout=10)
+    emqx = EmqxClient.from_settings(settings)
+    runner = CommandRunner(settings, client, emqx)
+    try:
+        await runner.run(stop, burst=burst)
+    finally:
+        await emqx.aclose()
+        await client.aclose()
+    return runner

@@ -1,0 +1,1 @@
+"""delivery: see docs/design.md."""

@@ -1,0 +1,481 @@
+"""The delivery pump: runs beside the RQ worker in every `adapter worker` process (docs/design.md §6).
+
+Pumps share the partitions of the delivery streams by leases (a fair share each: partitions / live pumps).
+A pump reads its partitions through one consumer group, sends each delivery (signed), and writes the
+outcome; deliveries of one target and key go one after another, others concurrently. A pump that dies
+leaves its unacknowledged entries pending and its leases expiring: the pump that takes a lease over claims
+them first, so nothing is lost (at-least-once). Any pump also moves due retries back to the streams.
+
+Fairness: a target has at most `delivery_target_concurrency` requests in flight per pump; deliveries wait
+for its turn while it answers, and are deferred to Redis for a second or two once it is slow (see Gate).
+Tasks waiting behind an earlier delivery of their device use no read credit: the pump reads as long as fewer
+than `delivery_concurrency` tasks are ready to send (and fewer than WAITING_FACTOR times as many are in
+memory). After `delivery_breaker_threshold` failed attempts in a row a target's breaker
+opens: its deliveries are deferred, not sent, until a probe (one delivery every `delivery_breaker_probe` s)
+succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from adapter.delivery import retry, signing
+from adapter.delivery.model import (
+    HEAD,
+    HOLD,
+    MOVE_DUE,
+    OUTCOME,
+    RELEASING,
+    Delivery,
+    Limits,
+    Outcome,
+    hold_command,
+    kind_and_id,
+    outcome_command,
+)
+from adapter.delivery.sender import Attempt, Sender
+from adapter.settings import Settings
+from adapter.store.batcher import Batcher
+from adapter.store.connections import async_redis
+from adapter.store.keys import Keys
+
+log = logging.getLogger("adapter.delivery.pump")
+GROUP = "pumps"
+
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# claim the probe of an open breaker: 1 this pump sends it, 0 not yet (or another pump does), 2 closed meanwhile
+_PROBE = """
+local f = redis.call('HMGET', KEYS[1], 'breaker', 'probeAt')
+if f[1] ~= 'open' then return 2 end
+if (tonumber(f[2]) or 0) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'probeAt', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+return 1
+"""
+WAITING_FACTOR = 8  # tasks in memory per partition, at most, as a multiple of delivery_concurrency
+GATE_DEFER_MS = 1000  # how long a delivery that gave up waiting for a slow target's turn waits in Redis
+SLOW_S = 1.0  # a target whose slots are all taken, one of them this long, is slow: its waiting deliveries defer
+
+
+@dataclass
+class Target:
+    url: str
+    enabled: bool
+    key: bytes
+    cb_type: str | None
+    fetched: float
+    open: bool = False  # the breaker
+    probe_at: int = 0  # ms
+    failures: int = 0  # in a row, as this pump saw them (the breaker opens here at once, not at the next fetch)
+
+
+class Gate:
+    """One target's share of a pump: at most `limit` requests in flight. A delivery waits for its turn while
+    the target keeps answering; once all its slots are taken and one has been busy SLOW_S, it gives up (and is
+    deferred to Redis), so that a black hole holds `limit` slots and no more of the pump's read credit."""
+
+    def __init__(self, limit: int) -> None:
+        self.slots = asyncio.Semaphore(limit)
+        self.started: dict[int, float] = {}  # in flight: token -> start (monotonic)
+        self._next = 0
+
+    def slow(self) -> bool:
+        return self.slots.locked() and bool(self.started) and \
+            time.monotonic() - min(self.started.values()) >= SLOW_S
+
+    async def turn(self) -> int | None:
+        """A slot (its token), or None: the target is slow, go elsewhere."""
+        if not self.slots.locked():
+            await self.slots.acquire()
+            return self._take()
+        if self.slow():
+            return None
+        acquire = asyncio.ensure_future(self.slots.acquire())
+        try:
+            while not (await asyncio.wait({acquire}, timeout=SLOW_S))[0]:
+                if self.slow():
+                    acquire.cancel()
+                    break
+            await asyncio.gather(acquire, return_exceptions=True)
+        except BaseException:
+            acquire.cancel()
+            await asyncio.gather(acquire, return_exceptions=True)
+            if not acquire.cancelled():
+                self.slots.release()
+            raise
+        return None if acquire.cancelled() else self._take()
+
+    def _take(self) -> int:
+        self._next += 1
+        self.started[self._next] = time.monotonic()
+        return self._next
+
+    def done(self, token: int) -> None:
+        self.started.pop(token, None)
+        self.slots.release()
+
+
+@dataclass
+class PartitionState:
+    task: asyncio.Task[None]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Pump:
+    def __init__(self, settings: Settings, client: aioredis.Redis, sender: Sender,
+                 rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.redis = client
+        self.batcher = Batcher(client, [OUTCOME, HOLD])
+        self.limits = Limits.of(settings)
+        self.sender = sender
+        self.rng = rng or random.Random()
+        self.schedule = retry.parse_schedule(settings.delivery_schedule)
+        self.id = secrets.token_hex(6)
+        self.lease_ms = int(settings.delivery_lease * 1000)
+        self.partitions: dict[int, PartitionState] = {}
+        self.targets: dict[str, Target] = {}
+        self.slots = asyncio.Semaphore(settings.delivery_concurrency)
+        self.tails: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self.working: set[str] = set()  # entry ids read and not yet finished, by this pump
+        self.holds: dict[int, dict[tuple[str, str], str]] = {}  # partition -> (target, key) -> head delivery
+        self.gates: dict[str, Gate] = {}
+        self.parked: dict[int, int] = {}  # partition -> its tasks waiting behind their device's earlier delivery
+        self.delivered = 0
+
+    # --- the control loop: heartbeat, leases, due retries -------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
+        try:
+            with contextlib.suppress(redis.exceptions.RedisError):
+                await self.batcher.load_scripts()
+            while not stop.is_set():
+                await self._tick()
+                if burst and await self._idle():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=0.2)
+        finally:
+            await self._release_all()
+
+    async def _tick(self) -> None:
+        now = int(time.time() * 1000)
+        try:
+            await self.redis.zadd(self.keys.delivery_pumps(), {self.id: now})
+            await self.redis.zremrangebyscore(self.keys.delivery_pumps(), "-inf", now - 3 * self.lease_ms)
+            await self.redis.eval(MOVE_DUE, 1, self.keys.delivery_retry(), now, 500,
+                                  self.keys.delivery_stream_prefix(), self.settings.delivery_partitions,
+                                  self.limits.stream_maxlen)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for p in self.partitions:
+                    pipe.xtrim(self.keys.delivery_stream(p), maxlen=self.limits.stream_maxlen, approximate=True)
+                await pipe.execute()
+            await self._balance(now)
+        except redis.exceptions.RedisError as exc:
+            log.warning("delivery pump: redis: %s", exc)
+
+    async def _balance(self, now: int) -> None:
+        live = max(1, await self.redis.zcount(self.keys.delivery_pumps(), now - 2 * self.lease_ms, "+inf"))
+        share = math.ceil(self.settings.delivery_partitions / live)
+        for p, state in list(self.partitions.items()):
+            renewed = await self.redis.eval(_RENEW, 1, self.keys.delivery_lease(p), self.id, self.lease_ms)
+            if not renewed or state.task.done():
+                state.stop.set()
+                self.partitions.pop(p)
+        while len(self.partitions) > share:
+            p = max(self.partitions)
+            await self._release(p)
+        for p in self._order():
+            if len(self.partitions) >= share:
+                break
+            if p in self.partitions:
+                continue
+            if await self.redis.set(self.keys.delivery_lease(p), self.id, nx=True, px=self.lease_ms):
+                state = PartitionState(task=asyncio.get_running_loop().create_task(self._partition(p)))
+                self.partitions[p] = state
+
+    def _order(self) -> list[int]:
+        order = list(range(self.settings.delivery_partitions))
+        self.rng.shuffle(order)
+        return order
+
+    async def _release(self, p: int) -> None:
+        state = self.partitions.pop(p)
+        state.stop.set()
+        await asyncio.gather(state.task, return_exceptions=True)
+        await self.redis.eval(_RELEASE, 1, self.keys.delivery_lease(p), self.id)
+
+    async def _release_all(self) -> None:
+        for p in list(self.partitions):
+            with contextlib.suppress(redis.exceptions.RedisError):
+                await self._release(p)
+        with contextlib.suppress(redis.exceptions.RedisError):
+            await self.redis.zrem(self.keys.delivery_pumps(), self.id)
+
+    async def _idle(self) -> bool:
+        """Burst mode: nothing left to send (streams empty, no retry waiting, nothing in flight)."""
+        for p in range(self.settings.delivery_partitions):
+            if await self.redis.xlen(self.keys.delivery_stream(p)):
+                return False
+        waiting = await self.redis.zcard(self.keys.delivery_retry())
+        return waiting == 0 and not self.tails
+
+    # --- one partition ------------------------------------------------------------------------------------
+
+    async def _partition(self, p: int) -> None:
+        stream = self.keys.delivery_stream(p)
+        state_stop = self.partitions[p].stop if p in self.partitions else asyncio.Event()
+        try:
+            await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        inflight: set[asyncio.Task[None]] = set()
+        try:
+            await self._load_holds(p)
+            await self._claim_stale(p, inflight, 0)
+            reclaimed = time.monotonic()
+            while not state_stop.is_set():
+                if time.monotonic() - reclaimed > self.settings.delivery_timeout + 5:
+                    # entries whose processing failed (Redis errors) are tried again
+                    await self._claim_stale(p, inflight, int((self.settings.delivery_timeout + 5) * 1000))
+                    reclaimed = time.monotonic()
+                ready = len(inflight) - self.parked.get(p, 0)
+                free = min(self.settings.delivery_concurrency - ready,
+                           self.settings.delivery_concurrency * WAITING_FACTOR - len(inflight))
+                if free <= 0:  # until one ends, or (polled) one is deferred by its slow target
+                    await asyncio.wait(inflight, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                reply: Any = await self.redis.xreadgroup(GROUP, self.id, {stream: ">"}, count=free, block=200)
+                for _, entries in reply or []:
+                    for entry_id, fields in entries:
+                        self._spawn(p, entry_id, fields, inflight)
+        except redis.exceptions.RedisError as exc:
+            log.warning("delivery pump: partition %d: %s", p, exc)
+        finally:
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+
+    async def _load_holds(self, p: int) -> None:
+        """Which target and key of this partition wait behind a retry, and behind which delivery: kept in
+        memory while this pump holds the partition (only its own outcomes change them)."""
+        holds: dict[tuple[str, str], str] = {}
+        for hold_key in await self.redis.smembers(self.keys.delivery_holds(p)):
+            head = await self.redis.lindex(hold_key, 0)
+            chain = _chain_of(_text(hold_key), self.keys)
+            if head is not None and _text(head).startswith(HEAD) and chain is not None:
+                holds[chain] = _text(head)[len(HEAD):]
+            elif head is not None and _text(head) == RELEASING and chain is not None:
+                holds[chain] = RELEASING
+        self.holds[p] = holds
+
+    async def _claim_stale(self, p: int, inflight: set[asyncio.Task[None]], min_idle_ms: int) -> None:
+        """Entries read but never finished (by a previous holder of this lease, or by this pump when
+        writing their outcome failed): ours now."""
+        cursor: Any = "0-0"
+        stream = self.keys.delivery_stream(p)
+        while True:
+            reply = await self.redis.xautoclaim(stream, GROUP, self.id, min_idle_time=min_idle_ms,
+                                                start_id=cursor, count=500)
+            cursor, entries = reply[0], reply[1]
+            for entry_id, fields in entries:
+                if _text(entry_id) in self.working:
+                    continue
+                if fields:
+                    self._spawn(p, entry_id, fields, inflight)
+                else:  # deleted while pending
+                    await self.redis.xack(stream, GROUP, entry_id)
+            if cursor in (b"0-0", "0-0"):
+                return
+
+    def _spawn(self, p: int, entry_id: Any, fields: dict[Any, Any], inflight: set[asyncio.Task[None]]) -> None:
+        d = Delivery.from_fields(fields)
+        chain = (d.target, d.key)
+        before = self.tails.get(chain)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.tails[chain] = done
+
+        entry = _text(entry_id)
+        self.working.add(entry)
+        if before is not None:  # waits behind its device's earlier delivery: no read credit (counted now)
+            self.parked[p] = self.parked.get(p, 0) + 1
+
+        def release() -> None:
+            if not done.done():
+                done.set_result(None)
+            if self.tails.get(chain) is done:
+                del self.tails[chain]
+
+        async def run() -> None:
+            try:
+                if before is not None:
+                    try:
+                        await before
+                    finally:
+                        self.parked[p] -= 1
+                await self._one(p, entry, d, release)
+            except Exception as exc:  # left pending: claimed again after a while
+                log.warning("delivery %s: %s", d.id, exc)
+            finally:
+                self.working.discard(entry)
+                release()
+
+        task = asyncio.get_running_loop().create_task(run())
+        inflight.add(task)
+        task.add_done_callback(inflight.discard)
+
+    # --- one delivery -------------------------------------------------------------------------------------
+
+    async def _one(self, p: int, entry_id: str, d: Delivery, release: Callable[[], None]) -> None:
+        """Send one delivery and record its outcome. `release` lets the next delivery of the same target and
+        key go as soon as this one's outcome is known (the hold state it needs is in memory), not after the
+        outcome is written; unless this one ends a hold or a released batch, whose written outcome says
+        whether more are still held."""
+        holds = self.holds.setdefault(p, {})
+        chain = (d.target, d.key)
+        head = holds.get(chain)
+        if head is not None and head != d.id and not (head == RELEASING and d.released):
+            await self._write([hold_command(self.keys, self.keys.delivery_stream(p), GROUP, entry_id, d,
+                                            self.limits, _now_ms())])
+            return
+        target = await self._target(d.target)
+        outcome = await self._attempt(p, d, target)
+        command = outcome_command(self.keys, p, GROUP, entry_id, d, outcome, target.cb_type if target else None,
+                                  self.limits, _now_ms())
+        if outcome.name in ("retry", "deferred"):
+            holds[chain] = d.id
+        elif head == d.id or d.released == 2:
+            [remaining] = await self._write([command])
+            if remaining:
+                holds[chain] = RELEASING
+            else:
+                holds.pop(chain, None)
+            self.delivered += outcome.name == "success"
+            return
+        release()
+        await self._write([command])
+        self.delivered += outcome.name == "success"
+
+    async def _write(self, commands: list[bytes]) -> list[Any]:
+        replies = await self.batcher.submit(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _attempt(self, p: int, d: Delivery, target: Target | None) -> Outcome:
+        if target is None or not target.enabled:
+            return Outcome("dropped", error="target deleted" if target is None else "target disabled")
+        probe = target.open
+        if probe and not await self._probe(d.target, target):
+            return Outcome("deferred", due_ms=max(target.probe_at, _now_ms()) + self.rng.randrange(0, 1000))
+        gate = self.gates.get(d.target)
+        if gate is None:
+            gate = self.gates[d.target] = Gate(self.settings.delivery_target_concurrency)
+        token = await gate.turn()
+        if token is None:
+            return Outcome("deferred", due_ms=_now_ms() + GATE_DEFER_MS + self.rng.randrange(0, GATE_DEFER_MS))
+        if target.open and not probe:  # opened while this one waited for its turn
+            gate.done(token)
+            return Outcome("deferred", due_ms=target.probe_at + self.rng.randrange(0, 1000))
+        try:
+            async with self.slots:
+                headers = signing.headers(target.key, d.id, int(time.time()), d.body)
+                a = await self.sender.post(target.url, d.body, headers, self.settings.delivery_timeout)
+        finally:
+            gate.done(token)
+        verdict = retry.classify(a.status, a.error)
+        if verdict == "success":
+            target.open, target.failures = False, 0  # as the outcome script does
+            return _outcome("success", a)
+        if verdict == "fail":
+            return _outcome("failed", a)
+        target.failures += 1
+        if target.failures >= self.limits.breaker_threshold:
+            target.open, target.probe_at = True, _now_ms() + self.limits.breaker_probe_ms
+        delay = retry.next_delay(d.attempts + 1, self.schedule, self.rng, a.retry_after)
+        if delay is None:
+            return _outcome("dead", a)
+        return _outcome("retry", a, due_ms=int((time.time() + delay) * 1000))
+
+    async def _probe(self, name: str, target: Target) -> bool:
+        """Whether this delivery is the probe of its target's open breaker (one per probe interval)."""
+        now = _now_ms()
+        if now < target.probe_at:
+            return False
+        claimed = int(await self.redis.eval(_PROBE, 1, self.keys.delivery_state(name), now,
+                                            self.limits.breaker_probe_ms))
+        if claimed == 2:
+            target.open = False
+            return True
+        target.probe_at = now + self.limits.breaker_probe_ms
+        return claimed == 1
+
+    async def _target(self, target: str) -> Target | None:
+        cached = self.targets.get(target)
+        if cached and time.monotonic() - cached.fetched < 1.0:
+            return cached
+        kind, target_id = kind_and_id(target)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.target(kind, target_id), "url", "enabled", "secret", "type")
+            pipe.hmget(self.keys.delivery_state(target), "breaker", "probeAt", "failures")
+            (url, enabled, secret, cb_type), (breaker, probe_at, failures) = await pipe.execute()
+        if url is None or secret is None:
+            self.targets.pop(target, None)
+            return None
+        t = Target(_text(url), _text(enabled or b"") in ("1", "true"), signing.secret_bytes(_text(secret)),
+                   _text(cb_type) if cb_type is not None and kind == "callback" else None, time.monotonic(),
+                   breaker is not None and _text(breaker) == "open", int(probe_at or 0), int(failures or 0))
+        cached = self.targets.get(target)
+        if cached is None:
+            self.targets[target] = t
+            return t
+        vars(cached).update(vars(t))  # one object per target: what its deliveries learn (the breaker) they share
+        return cached
+
+
+def _chain_of(hold_key: str, keys: Keys) -> tuple[str, str] | None:
+    """(target, key) of a hold list's key, `<prefix>:dq:hold:<kind>:<id>:<key>`."""
+    rest = hold_key[len(keys.delivery_hold("", "")) - 1:]
+    parts = rest.split(":", 2)
+    return (f"{parts[0]}:{parts[1]}", parts[2]) if len(parts) == 3 else None
+
+
+def _outcome(name: str, a: Attempt, due_ms: int | None = None) -> Outcome:
+    return Outcome(name, status=a.status, duration_ms=a.duration_ms, error=a.error, excerpt=a.excerpt, due_ms=due_ms)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def run_pump(settings: Settings, stop: asyncio.Event, *, burst: bool = False,
+                   on_ready: Callable[[Pump], Awaitable[None]] | None = None) -> Pump:
+    client = async_redis(settings, decode=False, socket_timeout=10, max_connections=32)
+    sender = Sender(limit=settings.delivery_concurrency, allow_private=settings.allow_private_urls)
+    pump = Pump(settings, client, sender)
+    try:
+        if on_ready is not None:
+            await on_ready(pump)
+        await pump.run(stop, burst=burst)
+    finally:
+        await sender.aclose()
+        await client.aclose()
+    return pump

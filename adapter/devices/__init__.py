@@ -1,0 +1,1 @@
+"""devices: see docs/design.md."""

@@ -1,0 +1,46 @@
+"""Start the API under uvicorn, after the checks that make a bad start a one-line error."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import uvicorn
+
+from adapter.auth.users import UserStore
+from adapter.settings import ConfigError, Settings
+from adapter.store.connections import async_redis, check_redis
+from adapter.store.keys import Keys
+
+
+async def _has_users(settings: Settings) -> bool:
+    client = async_redis(settings)
+    try:
+        return await UserStore(client, Keys(settings.key_prefix)).has_users()
+    finally:
+        await client.aclose()
+
+
+def preflight(settings: Settings) -> None:
+    """What `adapter api` needs before it serves: the ingest token, Redis, and a user or the admin password."""
+    settings.require("ingest_token")
+    check_redis(settings)
+    if not settings.admin_password and not asyncio.run(_has_users(settings)):
+        raise ConfigError("ADAPTER_ADMIN_PASSWORD is required while no user exists "
+                          "(it creates user admin; or add one with `adapter user add`)")
+
+
+def run_api(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
+    preflight(settings)
+    if workers > 1:
+        os.environ.setdefault("ADAPTER_REDIS_URL", settings.redis_url)
+    uvicorn.run("adapter.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="info", access_log=False, server_header=False,
+                proxy_headers=trusted_proxies(settings) is not None, forwarded_allow_ips=trusted_proxies(settings))
+    return 0
+
+
+def trusted_proxies(settings: Settings) -> str | None:
+    """Whom X-Forwarded-For is believed from (ADAPTER_TRUSTED_PROXIES; None: nobody). The login throttle
+    counts per client address, so a client must not be able to name its own."""
+    return settings.trusted_proxies.strip() or None

@@ -1,0 +1,142 @@
+"""RQ entry points (docs/delivery.md "What RQ runs"): thin, each calling one domain module.
+
+- `reconcile`, every `reconcile_interval` s: presence against EMQX's client list (adapter/devices/reconcile.py);
+- `retention`, every `retention_interval` s: forget clients gone for `device_retention_days`
+  (adapter/devices/retention.py);
+- `create_commands`: a large POST /remotectl/commands (adapter/commands/bulk.py).
+
+The periodic ones run as one chain each (adapter/jobs/chains.py), started by `ensure_chains` when a worker
+starts and by its guard every `GUARD_EVERY` s. Jobs read the worker process's settings (`configure`),
+never settings pickled into the job: a restart with new settings applies to the chains already scheduled,
+and no secret is stored in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from rq import Queue, get_current_job
+
+from adapter.broker.client import EmqxClient
+from adapter.commands import bulk as command_bulk
+from adapter.commands.rules import CommandRequest
+from adapter.devices import reconcile as presence_reconcile
+from adapter.devices import retention as client_retention
+from adapter.jobs import chains as periodic
+from adapter.jobs import progress as job_progress
+from adapter.jobs.chains import Periodic
+from adapter.settings import Settings
+from adapter.store.connections import async_redis, sync_redis
+from adapter.store.keys import Keys
+
+QUEUE = "default"
+GUARD_EVERY = 60.0
+log = logging.getLogger("adapter.jobs.entry")
+_settings: Settings | None = None
+
+
+def configure(settings: Settings) -> None:
+    global _settings
+    _settings = settings
+
+
+def current_settings() -> Settings:
+    return _settings if _settings is not None else Settings.from_env()
+
+
+def periodics(settings: Settings) -> dict[str, Periodic]:
+    return {"reconcile": Periodic("reconcile", "adapter.jobs.entry.reconcile", settings.reconcile_interval),
+            "retention": Periodic("retention", "adapter.jobs.entry.retention", settings.retention_interval)}
+
+
+def ensure_chains(settings: Settings, conn: redis.Redis) -> list[str]:
+    """Start every periodic chain that is not alive; the ids of the runs it scheduled."""
+    keys = Keys(settings.key_prefix)
+    queue = Queue(keys.queue(QUEUE), connection=conn)
+    started = [periodic.ensure(queue, keys, p) for p in periodics(settings).values()]
+    return [job_id for job_id in started if job_id]
+
+
+def guard_chains(settings: Settings, conn: redis.Redis, stop: threading.Event) -> None:
+    """The worker's guard: restarts a chain whose run was lost (a worker killed in the middle of it)."""
+    while not stop.wait(GUARD_EVERY):
+        try:
+            ensure_chains(settings, conn)
+        except redis.exceptions.RedisError as exc:
+            log.warning("periodic jobs: %s", exc)
+
+
+def count(conn: redis.Redis, settings: Settings, fields: dict[str, int]) -> None:
+    key = Keys(settings.key_prefix).metrics()
+    with conn.pipeline(transaction=False) as pipe:
+        for name, n in fields.items():
+            pipe.hincrby(key, name, n)
+        pipe.execute()
+
+
+@contextmanager
+def chained(name: str) -> Iterator[Settings]:
+    """Run one step of periodic job `name`, then schedule the next, whatever the step's outcome."""
+    settings = current_settings()
+    job = get_current_job()
+    ok = False
+    try:
+        yield settings
+        ok = True
+    finally:
+        if job is not None:
+            keys = Keys(settings.key_prefix)
+            periodic.follow(Queue(job.origin, connection=job.connection), keys, periodics(settings)[name], job.id)
+        with sync_redis(settings) as conn:
+            count(conn, settings, {f'jobs_runs_total{{job="{name}",result="{"ok" if ok else "failed"}"}}': 1})
+
+
+def _run(work: Callable[[], Any]) -> Any:
+    return asyncio.run(work())
+
+
+def reconcile() -> dict[str, Any]:
+    with chained("reconcile") as settings:
+        async def go() -> presence_reconcile.Outcome:
+            r = async_redis(settings)
+            emqx = EmqxClient.from_settings(settings)
+            try:
+                return await presence_reconcile.reconcile(r, emqx, Keys(settings.key_prefix),
+                                                          settings.delivery_partitions,
+                                                          settings.reconcile_page_size)
+            finally:
+                await emqx.aclose()
+                await r.aclose()
+
+        outcome: presence_reconcile.Outcome = _run(go)
+        with sync_redis(settings) as conn:
+            count(conn, settings, outcome.metrics())
+        return {"checked": outcome.checked, "online": outcome.online, "offline": outcome.offline,
+                "raced": outcome.raced}
+
+
+def retention() -> dict[str, int]:
+    with chained("retention") as settings, sync_redis(settings) as conn:
+        removed = client_retention.run(conn, Keys(settings.key_prefix), settings.device_retention_days,
+                                       settings.retention_batch)
+        count(conn, settings, removed.metrics())
+        return {"devices": removed.devices, "clients": removed.clients, "examined": removed.examined}
+
+
+def create_commands(req: CommandRequest, ids: list[int]) -> int:
+    settings = current_settings()
+    job = get_current_job()
+    jid = job.id if job is not None else command_bulk.job_id(Keys(settings.key_prefix), ids[0])
+    keys, ttl = Keys(settings.key_prefix), settings.job_progress_ttl
+    with sync_redis(settings) as conn:
+        try:
+            return command_bulk.write(conn, keys, jid, req, ids, ttl)
+        except Exception as exc:
+            job_progress.step(conn, keys, jid, ttl, state="failed", error=f"{type(exc).__name__}: {exc}")
+            raise

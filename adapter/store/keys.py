@@ -1,0 +1,288 @@
+"""Every Redis key the service writes, built under one prefix. No other module spells a key.
+
+RQ keeps its own `rq:*` keys; the queue names it is given come from here too.
+"""
+
+from __future__ import annotations
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # users and login
+    def users(self) -> str:
+        """Set of user names."""
+        return self._k("users")
+
+    def user(self, name: str) -> str:
+        """Hash: role, hash (argon2id), created."""
+        return self._k("user", name)
+
+    def token(self, token_digest: str) -> str:
+        """Hash: user, role; expires with the login (the token itself is never stored)."""
+        return self._k("token", token_digest)
+
+    def user_tokens(self, name: str) -> str:
+        """Set of a user's token digests, so that removing a user or its password ends its logins."""
+        return self._k("user-tokens", name)
+
+    def login_failures_pair(self, name: str, address: str) -> str:
+        """Hash (throttle.lua): a user name's login attempts from one client address, and its lock."""
+        return self._k("login-fail", "pair", name, address)
+
+    def login_failures_ip(self, address: str) -> str:
+        """Hash (throttle.lua): one client address's login attempts, whatever the user name."""
+        return self._k("login-fail", "ip", address)
+
+    # metrics shared by every API process
+    def metrics(self) -> str:
+        """Hash of counters: field = metric name with labels."""
+        return self._k("metrics")
+
+    # queues
+    def queue(self, name: str) -> str:
+        """An RQ queue name (RQ adds its own `rq:queue:` in front)."""
+        return f"{self.prefix}-{name}"
+
+    # clients, devices and peripherals (docs/design.md §5, §11)
+    def client(self, clientid: str) -> str:
+        """Hash of one MQTT client: presence (online "1"/"0", connected_at, ended_through, version, online_time,
+        offline_time, all ms) and, once the client is a device (`device` = "1"), its record: activeTime,
+        bootTime, dur, procs, sys, versions (the last reports as JSON strings with `revtime`)."""
+        return self._k("client", clientid)
+
+    def devices(self) -> str:
+        """Sorted set of every device sn, all scores 0 (lexical order: pages and sn prefixes by range)."""
+        return self._k("devices")
+
+    def devices_online(self) -> str:
+        """Sorted set of the online device sns (scores 0)."""
+        return self._k("devices", "online")
+
+    def devices_offline(self) -> str:
+        """Sorted set of the offline device sns (scores 0)."""
+        return self._k("devices", "offline")
+
+    def peripheral(self, sn: str, nid: str) -> str:
+        """Hash of one peripheral behind gateway `sn`: nId, gwId, sn, online, activeTime, revTime, msg."""
+        return self._k("peri", sn, nid)
+
+    def peripheral_prefix(self) -> str:
+        """What `peripheral(sn, nid)` starts with, for Lua scripts that build it: `{prefix}{sn}:{nid}`."""
+        return self._k("peri", "")
+
+    def peripherals_of_gw_prefix(self) -> str:
+        """What `peripherals_of_gw(gw)` starts with, for Lua scripts: `{prefix}{gw}`."""
+        return self._k("peris", "gw", "")
+
+    def peripherals(self) -> str:
+        """Sorted set of every peripheral as `{sn}/{nId}`, scores 0."""
+        return self._k("peris")
+
+    def peripherals_online(self) -> str:
+        return self._k("peris", "online")
+
+    def peripherals_offline(self) -> str:
+        return self._k("peris", "offline")
+
+    def peripherals_of_gw(self, gw_id: str) -> str:
+        """Sorted set of `{sn}/{nId}` members whose gwId is `gw_id`."""
+        return self._k("peris", "gw", gw_id)
+
+    def peripherals_seen(self, sn: str) -> str:
+        """Sorted set of the nIds device `sn` reports, scored by when it last reported each (revtime, s): what
+        caps a gateway's peripherals and finds its stale ones."""
+        return self._k("peris", "seen", sn)
+
+    def peripherals_seen_prefix(self) -> str:
+        """What `peripherals_seen(sn)` starts with, for Lua scripts: `{prefix}{sn}`."""
+        return self._k("peris", "seen", "")
+
+    def seen(self, event_key: str) -> str:
+        """Marks an event already applied (message ids), so that a redelivery changes nothing."""
+        return self._k("seen", event_key)
+
+    # status-change callbacks and message routes: the delivery targets (docs/design.md §6)
+    def target_seq(self, kind: str) -> str:
+        """Counter of the ids of `kind` ("callback" or "route")."""
+        return self._k("seq", kind)
+
+    def target(self, kind: str, target_id: int | str) -> str:
+        """Hash of one target: url, enabled, secret, createTime, updateTime, succCount, failedCount, and
+        type (callbacks) or name, topic (routes)."""
+        return self._k(kind, str(target_id))
+
+    def targets(self, kind: str) -> str:
+        """Sorted set of the ids of `kind`, scored by id."""
+        return self._k(f"{kind}s")
+
+    def routes_enabled(self) -> str:
+        """Hash id -> topic filter of the enabled message routes (what every API process's table loads)."""
+        return self._k("routes", "enabled")
+
+    def routes_version(self) -> str:
+        """Counter bumped by every change of any route."""
+        return self._k("routes", "version")
+
+    def routes_channel(self) -> str:
+        """Pub/sub channel every change of any route publishes on (the message is the route id)."""
+        return self._k("routes", "changed")
+
+    def callbacks_enabled_of(self, cb_type: str) -> str:
+        """Set of the enabled callback ids of one type (device | peripheral): the ingest fans out to these."""
+        return self._k("callbacks", "enabled", cb_type)
+
+    def callback_stats(self, cb_type: str) -> str:
+        """Hash succ, failed: deliveries of one callback type."""
+        return self._k("callbacks", "stats", cb_type)
+
+    # the delivery engine
+    def delivery_stream(self, partition: int) -> str:
+        """Stream of deliveries waiting to be sent, one per partition (a device's items share one)."""
+        return self._k("dq", str(partition))
+
+    def delivery_stream_prefix(self) -> str:
+        return self._k("dq", "")
+
+    def delivery_retry(self) -> str:
+        """Sorted set of deliveries waiting for their next attempt, scored by due time (ms)."""
+        return self._k("dq", "retry")
+
+    def delivery_hold(self, target: str, key: str) -> str:
+        """List of deliveries held behind one that is being retried (same target, same device)."""
+        return self._k("dq", "hold", target, key)
+
+    def delivery_holds(self, partition: int) -> str:
+        """Set of the hold lists of one partition (a pump taking the partition over loads them)."""
+        return self._k("dq", "holds", str(partition))
+
+    def delivery_held(self, target: str) -> str:
+        """Sorted set of one target's non-empty hold lists, scored by the hold time (ms) of each list's
+        oldest held delivery: what the target's held cap drops from first."""
+        return self._k("dq", "held", target)
+
+    def delivery_state(self, target: str) -> str:
+        """Hash of the engine's state of one target: held (count), heldDropped, deadDropped, failures
+        (consecutive), breaker ("open" or absent), openedAt (s), probeAt (ms)."""
+        return self._k("dq", "state", target)
+
+    def delivery_lease(self, partition: int) -> str:
+        return self._k("dq", "lease", str(partition))
+
+    def delivery_pumps(self) -> str:
+        """Sorted set of live delivery pumps, scored by their last heartbeat (ms)."""
+        return self._k("dq", "pumps")
+
+    def attempts(self, target: str) -> str:
+        """List of the most recent attempts of one target (JSON), newest first, capped."""
+        return self._k("attempts", target)
+
+    def dead(self, target: str) -> str:
+        """Hash of dead-lettered deliveries of one target: delivery id -> JSON."""
+        return self._k("dead", target)
+
+    def dead_index(self, target: str) -> str:
+        """Sorted set of one target's dead letters (delivery ids), scored by when they died (ms): pages,
+        the count cap and the age cap read it."""
+        return self._k("dead-idx", target)
+
+    # device credentials for EMQX's HTTP authentication (issue: run with real EMQX)
+    def credential(self, sn: str) -> str:
+        """Hash of one device's credential: hash (argon2id of the secret), created (s)."""
+        return self._k("cred", sn)
+
+    def credentials(self) -> str:
+        """Sorted set of the sns that have a credential, scored by creation time (s)."""
+        return self._k("creds")
+
+    def authn_failures_sn(self, sn: str) -> str:
+        """Hash (throttle.lua): secret checks of one device sn that EMQX asked for, and its lock."""
+        return self._k("authn-fail", "sn", sn)
+
+    def authn_failures_host(self, peerhost: str) -> str:
+        """Hash (throttle.lua): device secret checks from one peer address (EMQX's `peerhost`)."""
+        return self._k("authn-fail", "host", peerhost)
+
+    def authn_cache(self, sn: str) -> str:
+        """A short-lived mark that a device's secret was verified (sha256 of sn + secret), so that reconnect
+        storms do not each pay a full argon2id check."""
+        return self._k("authn-ok", sn)
+
+    # --- remote control: commands to devices (issue 7, docs/commands.md) ---------------------------------
+    def command_seq(self, day: str) -> str:
+        """Counter of one day's command ids (`YYYYMMDD`); expires two days after its last use."""
+        return self._k("cmd-seq", day)
+
+    def command(self, id_str: str) -> str:
+        """Hash of one command (the v1 fields plus phase, expireAt, errors, rewake); expires with it."""
+        return self._k("cmd", id_str)
+
+    def command_prefix(self) -> str:
+        """What `command(id)` starts with, for Lua scripts."""
+        return self._k("cmd", "")
+
+    def command_response(self, id_str: str) -> str:
+        """String: the device's last answer to a command (JSON with `revtime`); expires with the command."""
+        return self._k("cmd-resp", id_str)
+
+    def command_response_prefix(self) -> str:
+        return self._k("cmd-resp", "")
+
+    def commands(self) -> str:
+        """Sorted set of every live command id, scored by its ordinal (creation order)."""
+        return self._k("cmds")
+
+    def commands_from(self, sender: str) -> str:
+        """Sorted set of the live command ids of one `from`, scored by ordinal."""
+        return self._k("cmds", "from", sender)
+
+    def commands_from_prefix(self) -> str:
+        return self._k("cmds", "from", "")
+
+    def commands_of_sn(self, sn: str) -> str:
+        """Sorted set of the live command ids of one device, scored by ordinal."""
+        return self._k("cmds", "sn", sn)
+
+    def commands_of_sn_prefix(self) -> str:
+        return self._k("cmds", "sn", "")
+
+    def commands_from_sn(self, sender: str, sn: str) -> str:
+        """Sorted set of the live command ids of one `from` (never holds ':') and one device."""
+        return self._k("cmds", "from-sn", sender, sn)
+
+    def commands_from_sn_prefix(self) -> str:
+        """What `commands_from_sn(from, sn)` starts with: `{prefix}{from}:{sn}`."""
+        return self._k("cmds", "from-sn", "")
+
+    def commands_active(self, sn: str) -> str:
+        """Sorted set of one device's commands that are not finished (what its coming online wakes)."""
+        return self._k("cmds", "active", sn)
+
+    def commands_active_prefix(self) -> str:
+        return self._k("cmds", "active", "")
+
+    def commands_expiry(self) -> str:
+        """Sorted set of `[id, from, sn]` (JSON) scored by expiry (ms): what pruning removes from the indexes."""
+        return self._k("cmds", "expiry")
+
+    def commands_due(self) -> str:
+        """Sorted set of command ids scored by when the runner must look at them next (ms): send, resend,
+        retry after a broker error, or give up after the ack timeout."""
+        return self._k("cmds", "due")
+
+    # --- RQ jobs: periodic chains and progress (adapter/jobs/entry.py, docs/delivery.md) ----------------------
+    def job_chain(self, name: str) -> str:
+        """String: the RQ job id of the next run of periodic job `name` (one chain, however many workers)."""
+        return self._k("jobs", "chain", name)
+
+    def job_progress(self, job_id: str) -> str:
+        """Hash of one job's progress: kind, state, done, total, error, created, updated; expires."""
+        return self._k("jobs", "progress", job_id)
+
+    def retention_cursor(self, walk: str) -> str:
+        """String: where retention's walk `walk` resumes (an index member or a SCAN cursor)."""
+        return self._k("jobs", "retention", walk)

@@ -1,0 +1,59 @@
+"""Redis commands packed as RESP bytes, for the hot path: the parts that never change (the command, the
+script's sha, the fixed keys) are encoded once; a call encodes only its own keys and arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from adapter.store.scripts import LuaScript
+
+Arg = str | bytes | int
+
+
+_encoded: dict[str, bytes] = {}  # strings seen before (prefixes, modes, keys of busy devices)
+
+
+def _bulk(value: Arg) -> bytes:
+    if type(value) is int:
+        digits = b"%d" % value
+        return b"$%d\r\n%s\r\n" % (len(digits), digits)
+    if isinstance(value, str):
+        hit = _encoded.get(value)
+        if hit is not None:
+            return hit
+        data = value.encode()
+        out = b"$%d\r\n%s\r\n" % (len(data), data)
+        if len(data) <= 128:
+            if len(_encoded) >= 50_000:
+                _encoded.clear()
+            _encoded[value] = out
+        return out
+    data = value if isinstance(value, bytes) else str(value).encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def pack(*args: Arg) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(_bulk(a) for a in args)
+
+
+class PreparedCall:
+    """EVALSHA of one script with its fixed keys first and the call's own keys after them."""
+
+    def __init__(self, script: LuaScript, fixed_keys: Sequence[str], own_keys: int,
+                 tail: Sequence[Arg] = ()) -> None:
+        self.script = script
+        self.own_keys = own_keys
+        self.fixed = len(fixed_keys) + len(tail)
+        numkeys = len(fixed_keys) + own_keys
+        head: list[Arg] = ["EVALSHA", script.sha, numkeys, *fixed_keys]
+        self.head = b"".join(_bulk(a) for a in head)
+        self.tail = b"".join(_bulk(a) for a in tail)  # constant ARGV that end every call
+
+    def pack(self, keys: Sequence[Arg], argv: Sequence[Arg]) -> bytes:
+        assert len(keys) == self.own_keys
+        count = 3 + self.fixed + len(keys) + len(argv)
+        parts = [b"*%d\r\n" % count, self.head]
+        parts += [_bulk(k) for k in keys]
+        parts += [_bulk(a) for a in argv]
+        parts.append(self.tail)
+        return b"".join(parts)

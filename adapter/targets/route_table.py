@@ -1,0 +1,149 @@
+"""The in-memory table of the ENABLED message routes that every API process matches each message against.
+
+`match(topic)` is one dict lookup for the exact filters plus a walk of a trie holding only the wildcard
+filters (topics.TopicIndex); the answers for the first MATCH_CACHE topics asked are remembered with the table
+(devices publish on a few fixed topics each). A fleet with more topics than that still finds those first ones
+remembered, where a least-recently-used cache would miss every topic as the devices report in turn; the rest
+are matched in full each time.
+
+The table is rebuilt whole from one atomic read of `routes:enabled` and `routes:version` (routes.py) and
+swapped in with one assignment, so a match never sees half a change.
+
+`follow` keeps it current: it subscribes to `routes:changed` first and loads after, so no change slips
+between the two; then it reloads on every notification (a burst collapses into one reload) and, in case a
+notification was lost (pub/sub is fire-and-forget: a dropped connection loses messages), whenever the
+version it polls every `check_every` seconds differs from the one loaded. A change thus reaches every
+process within about `check_every` plus one reload, even without notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from adapter.errors import AppError
+from adapter.store.keys import Keys
+from adapter.targets.store import text
+from adapter.targets.topics import TopicIndex, validate_filter
+
+log = logging.getLogger("adapter.targets.route_table")
+
+CHECK_EVERY = 0.25  # s between version polls
+RETRY_DELAY = 1.0  # s before following again after Redis failed
+WAKE_EVERY = 0.2  # s at most between looks at `stop`
+MATCH_CACHE = 65_536  # topics whose matches are remembered, per table
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """What the ingest needs of a route to make a delivery: its id, and the filter that matched."""
+
+    id: int
+    topic: str
+
+
+_by_id = attrgetter("id")
+
+
+def build_index(enabled: Mapping[str, str]) -> TopicIndex[RouteInfo]:
+    """The index of `routes:enabled` (id -> filter); entries that are not a route are skipped (logged)."""
+    pairs = []
+    for raw_id, topic in enabled.items():
+        try:
+            pairs.append((validate_filter(topic), RouteInfo(int(raw_id), topic)))
+        except (AppError, ValueError):
+            log.warning("route table: skipping %r -> %r: not a route", raw_id, topic)
+    return TopicIndex.build(pairs)
+
+
+class RouteTable:
+    def __init__(self, keys: Keys, check_every: float = CHECK_EVERY) -> None:
+        self.keys = keys
+        self.check_every = check_every
+        self.version: int | None = None  # of the routes loaded; None until the first load
+        self.reloads = 0
+        # the index, and the answers it gave for the first MATCH_CACHE topics asked: a device publishes on the
+        # same few topics again and again. Replaced together, in one assignment, by a reload.
+        self._state: tuple[TopicIndex[RouteInfo], dict[str, tuple[RouteInfo, ...]]] = (TopicIndex(), {})
+
+    def __len__(self) -> int:
+        """The number of enabled routes loaded."""
+        return len(self._state[0])
+
+    def match(self, topic: str) -> tuple[RouteInfo, ...]:
+        """The enabled routes whose filter matches the topic name, by id."""
+        index, known = self._state
+        found = known.get(topic)
+        if found is None:
+            hits = index.match(topic)
+            found = tuple(sorted(hits, key=_by_id)) if hits else ()
+            if len(known) < MATCH_CACHE:
+                known[topic] = found
+        return found
+
+    def load(self, enabled: Mapping[str, str], version: int) -> None:
+        """Replace the table with these routes (id -> filter) at this version."""
+        self._state = (build_index(enabled), {})
+        self.version = version
+        self.reloads += 1
+
+    async def refresh(self, redis: aioredis.Redis) -> None:
+        """Load the enabled routes and their version in one atomic read."""
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.routes_version())
+            pipe.hgetall(self.keys.routes_enabled())
+            raw_version, record = await pipe.execute()
+        self.load({text(k): text(v) for k, v in record.items()}, _version(raw_version))
+
+    async def current_version(self, redis: aioredis.Redis) -> int:
+        return _version(await redis.get(self.keys.routes_version()))
+
+    async def follow(self, redis: aioredis.Redis, stop: asyncio.Event) -> None:
+        """Keep the table current until `stop` is set; Redis failures are logged and followed again."""
+        while not stop.is_set():
+            try:
+                await self._follow(redis, stop)
+            except (RedisError, OSError) as exc:
+                log.warning("route table: redis: %s; following again in %.0f s", exc, RETRY_DELAY)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), RETRY_DELAY)
+
+    async def _follow(self, redis: aioredis.Redis, stop: asyncio.Event) -> None:
+        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.keys.routes_channel())
+            await self.refresh(redis)
+            checked = time.monotonic()
+            while not stop.is_set():
+                if await pubsub.get_message(timeout=min(self.check_every, WAKE_EVERY)) is not None:
+                    await _drain(pubsub)
+                    await self.refresh(redis)
+                elif time.monotonic() - checked >= self.check_every:
+                    checked = time.monotonic()
+                    if await self.current_version(redis) != self.version:
+                        await self.refresh(redis)
+        finally:
+            await pubsub.aclose()
+
+
+async def _drain(pubsub: PubSub) -> None:
+    """Consume the notifications already waiting: one reload answers all of them."""
+    while await pubsub.get_message(timeout=0) is not None:
+        pass
+
+
+def _version(raw: Any) -> int:
+    try:
+        return int(text(raw)) if raw is not None else 0
+    except ValueError:
+        return 0
