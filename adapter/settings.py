@@ -128,6 +128,7 @@ class Settings:
     device_retention_days: int = 30
     retention_batch: int = 1000
     command_job_threshold: int = 1000
+    replay_job_threshold: int = 1000
     job_progress_ttl: int = 86_400
     authn_max_failures: int = 5
     authn_max_failures_per_host: int = 100

@@ -12,6 +12,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 
+from adapter.delivery import replay as dead_replay
 from adapter.delivery.urlguard import check_static
 from adapter.errors import invalid
 from adapter.http.endpoint import Call, Endpoint, Handler
@@ -108,6 +109,10 @@ class Store(Protocol):
 
     async def health(self, target_id: int) -> Item: ...
 
+    async def dead_count(self, target_id: int) -> int: ...
+
+    def engine_name(self, target_id: int) -> str: ...
+
 
 S = TypeVar("S", bound=Store)
 
@@ -153,13 +158,18 @@ class TargetApi(Generic[S]):
         total, items = await self.store(call).dead(q["id"], q["page"], q["limit"])
         return {"total": total, "count": len(items), "page": q["page"], "limit": q["limit"], "list": items}
 
-    async def replay_dead(self, call: Call) -> dict[str, int]:
+    async def replay_dead(self, call: Call) -> dict[str, Any]:
+        """All of many dead letters (more than `replay_job_threshold`) are replayed by an RQ job: the answer
+        names it (`job`), `GET /iot/api/v1/jobs?id=` shows its progress."""
         body, settings = call.body, call.svc.settings
         if "deliveryId" in body and "deliveryIds" in body:
             raise invalid("deliveryIds: give deliveryId or deliveryIds, not both")
         ids = [body["deliveryId"]] if "deliveryId" in body else body.get("deliveryIds")
-        moved = await self.store(call).replay(int(body["id"]), ids, settings.delivery_partitions,
-                                              settings.delivery_stream_maxlen)
+        store, target_id = self.store(call), int(body["id"])
+        total = await store.dead_count(target_id) if ids is None else 0
+        if total > settings.replay_job_threshold:
+            return {"replayed": 0, "job": await dead_replay.start(call.svc, store.engine_name(target_id), total)}
+        moved = await store.replay(target_id, ids, settings.delivery_partitions, settings.delivery_stream_maxlen)
         return {"replayed": moved}
 
     async def health(self, call: Call) -> Item:
@@ -200,7 +210,9 @@ class TargetApi(Generic[S]):
                      query=(*ids, PAGE, LIMIT), response=DEAD_PAGE, errors=(404,)),
             Endpoint("POST", f"{base}/replay", self.replay_dead,
                      "Send one (deliveryId), some (deliveryIds) or all dead letters again",
-                     access="admin", body=REPLAY_BODY, response=object_schema({"replayed": COUNT}),
+                     access="admin", body=REPLAY_BODY, response=object_schema({"replayed": COUNT, "job": {
+                         "type": "string", "description": "set when many letters are replayed by an RQ job "
+                                                          "(GET /iot/api/v1/jobs?id=)"}}, optional=("job",)),
                      errors=(404, 409)),
             Endpoint("GET", f"{base}/health", self.health,
                      f"A {noun}'s delivery health: breaker, held deliveries, dead letters, drops at the caps",

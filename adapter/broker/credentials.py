@@ -34,7 +34,9 @@ from adapter.auth.throttle import Bucket, Busy, Throttle, VerifyLimiter
 from adapter.auth.users import _hash, _verify, check_name
 from adapter.errors import AppError, invalid
 from adapter.settings import Settings
+from adapter.store import scripts
 from adapter.store.keys import Keys
+from adapter.store.scripts import LuaScript
 
 __all__ = ["Busy", "Credential", "CredentialStore", "Locked", "VerifyLimiter", "authn_buckets", "cache_digest",
            "check_sn", "new_secret"]
@@ -42,12 +44,12 @@ __all__ = ["Busy", "Credential", "CredentialStore", "Locked", "VerifyLimiter", "
 SECRET_BYTES = 32
 
 # KEYS: credential hash, cache mark. ARGV: the hash verified against, the digest, ttl (s).
-_REMEMBER = """
+_REMEMBER = LuaScript("""
 if redis.call('HGET', KEYS[1], 'hash') == ARGV[1] then
   return redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 end
 return false
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ class CredentialStore:
                 await throttle.refund(buckets)
             raise
         if good:
-            await self.redis.eval(_REMEMBER, 2, self.keys.credential(sn), self.keys.authn_cache(sn),
+            await scripts.call(self.redis, _REMEMBER, 2, self.keys.credential(sn), self.keys.authn_cache(sn),
                                   str(stored), digest, cache_ttl)
             if buckets:
                 await throttle.clear(buckets)

@@ -21,7 +21,7 @@ from adapter.commands.rules import COMMANDS, NUMKEYS, CommandRequest
 from adapter.commands.store import CREATE_CHUNK, CommandStore, create_args, targets
 from adapter.jobs import progress as job_progress
 from adapter.jobs.chains import id_part
-from adapter.store.connections import Services, sync_redis
+from adapter.store.connections import Services, rq_connection
 from adapter.store.keys import Keys
 
 QUEUE = "default"
@@ -32,14 +32,6 @@ ENTRY = "adapter.jobs.entry.create_commands"
 def job_id(keys: Keys, first_id: int) -> str:
     """Command ids are unique, so the first one names the job."""
     return f"{id_part(keys.prefix)}-commands-{first_id}"
-
-
-def rq_connection(svc: Services) -> redis.Redis:
-    """The API process's one RQ connection (RQ wants a client that does not decode answers)."""
-    conn = svc.extras.get("rq")
-    if not isinstance(conn, redis.Redis):
-        conn = svc.extras["rq"] = sync_redis(svc.settings, decode=False)
-    return conn
 
 
 def _enqueue(conn: redis.Redis, keys: Keys, jid: str, req: CommandRequest, ids: list[int], ttl: int) -> None:

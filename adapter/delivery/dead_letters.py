@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from adapter.store import scripts
 from adapter.store.keys import Keys
 from adapter.store.scripts import LuaScript
 
@@ -124,7 +125,7 @@ async def replay(client: aioredis.Redis, keys: Keys, target: str, delivery_ids: 
             args = [*head, "ids", len(chunks[0]), 0, *chunks.pop(0)]
         else:
             break
-        moved, skipped, missing, seen = (int(x) for x in await client.eval(REPLAY.script, 2, *call_keys, *args))
+        moved, skipped, missing, seen = (int(x) for x in await scripts.call(client, REPLAY, 2, *call_keys, *args))
         done += Replayed(moved, skipped, missing)
         offset += skipped
         if progress is not None:

@@ -158,7 +158,7 @@ def hold_command(keys: Keys, stream: str, group: str, entry_id: str, d: Delivery
 
 
 # move due retries back to their partition streams
-MOVE_DUE = """
+MOVE_DUE = LuaScript("""
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, raw in ipairs(due) do
   local d = cjson.decode(raw)
@@ -168,4 +168,4 @@ for _, raw in ipairs(due) do
   redis.call('ZREM', KEYS[1], raw)
 end
 return #due
-"""
+""")

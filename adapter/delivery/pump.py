@@ -47,23 +47,26 @@ from adapter.delivery.model import (
 )
 from adapter.delivery.sender import Attempt, Sender
 from adapter.settings import Settings
+from adapter.store import scripts
 from adapter.store.batcher import Batcher
 from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
+from adapter.store.scripts import LuaScript
 
 log = logging.getLogger("adapter.delivery.pump")
 GROUP = "pumps"
 
-_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_RENEW = LuaScript("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
+                   "return 0")
+_RELEASE = LuaScript("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
 # claim the probe of an open breaker: 1 this pump sends it, 0 not yet (or another pump does), 2 closed meanwhile
-_PROBE = """
+_PROBE = LuaScript("""
 local f = redis.call('HMGET', KEYS[1], 'breaker', 'probeAt')
 if f[1] ~= 'open' then return 2 end
 if (tonumber(f[2]) or 0) > tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'probeAt', tonumber(ARGV[1]) + tonumber(ARGV[2]))
 return 1
-"""
+""")
 WAITING_FACTOR = 8  # tasks in memory per partition, at most, as a multiple of delivery_concurrency
 GATE_DEFER_MS = 1000  # how long a delivery that gave up waiting for a slow target's turn waits in Redis
 SLOW_S = 1.0  # a target whose slots are all taken, one of them this long, is slow: its waiting deliveries defer
@@ -176,7 +179,7 @@ class Pump:
         try:
             await self.redis.zadd(self.keys.delivery_pumps(), {self.id: now})
             await self.redis.zremrangebyscore(self.keys.delivery_pumps(), "-inf", now - 3 * self.lease_ms)
-            await self.redis.eval(MOVE_DUE, 1, self.keys.delivery_retry(), now, 500,
+            await scripts.call(self.redis, MOVE_DUE, 1, self.keys.delivery_retry(), now, 500,
                                   self.keys.delivery_stream_prefix(), self.settings.delivery_partitions,
                                   self.limits.stream_maxlen)
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -191,7 +194,7 @@ class Pump:
         live = max(1, await self.redis.zcount(self.keys.delivery_pumps(), now - 2 * self.lease_ms, "+inf"))
         share = math.ceil(self.settings.delivery_partitions / live)
         for p, state in list(self.partitions.items()):
-            renewed = await self.redis.eval(_RENEW, 1, self.keys.delivery_lease(p), self.id, self.lease_ms)
+            renewed = await scripts.call(self.redis, _RENEW, 1, self.keys.delivery_lease(p), self.id, self.lease_ms)
             if not renewed or state.task.done():
                 state.stop.set()
                 self.partitions.pop(p)
@@ -216,7 +219,7 @@ class Pump:
         state = self.partitions.pop(p)
         state.stop.set()
         await asyncio.gather(state.task, return_exceptions=True)
-        await self.redis.eval(_RELEASE, 1, self.keys.delivery_lease(p), self.id)
+        await scripts.call(self.redis, _RELEASE, 1, self.keys.delivery_lease(p), self.id)
 
     async def _release_all(self) -> None:
         for p in list(self.partitions):
@@ -416,7 +419,7 @@ class Pump:
         now = _now_ms()
         if now < target.probe_at:
             return False
-        claimed = int(await self.redis.eval(_PROBE, 1, self.keys.delivery_state(name), now,
+        claimed = int(await scripts.call(self.redis, _PROBE, 1, self.keys.delivery_state(name), now,
                                             self.limits.breaker_probe_ms))
         if claimed == 2:
             target.open = False

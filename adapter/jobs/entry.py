@@ -3,7 +3,8 @@
 - `reconcile`, every `reconcile_interval` s: presence against EMQX's client list (adapter/devices/reconcile.py);
 - `retention`, every `retention_interval` s: forget clients gone for `device_retention_days`
   (adapter/devices/retention.py);
-- `create_commands`: a large POST /remotectl/commands (adapter/commands/bulk.py).
+- `create_commands`: a large POST /remotectl/commands (adapter/commands/bulk.py);
+- `replay_dead`: replaying all of a target's dead letters when there are many (adapter/delivery/replay.py).
 
 The periodic ones run as one chain each (adapter/jobs/chains.py), started by `ensure_chains` when a worker
 starts and by its guard every `GUARD_EVERY` s. Jobs read the worker process's settings (`configure`),
@@ -26,6 +27,7 @@ from rq import Queue, get_current_job
 from adapter.broker.client import EmqxClient
 from adapter.commands import bulk as command_bulk
 from adapter.commands.rules import CommandRequest
+from adapter.delivery import replay as dead_replay
 from adapter.devices import reconcile as presence_reconcile
 from adapter.devices import retention as client_retention
 from adapter.jobs import chains as periodic
@@ -140,3 +142,11 @@ def create_commands(req: CommandRequest, ids: list[int]) -> int:
         except Exception as exc:
             job_progress.step(conn, keys, jid, ttl, state="failed", error=f"{type(exc).__name__}: {exc}")
             raise
+
+
+def replay_dead(target: str) -> int:
+    settings = current_settings()
+    job = get_current_job()
+    jid = job.id if job is not None else dead_replay.job_id(Keys(settings.key_prefix), target, 0)
+    with sync_redis(settings) as conn:
+        return dead_replay.run(settings, conn, jid, target)

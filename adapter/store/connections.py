@@ -72,3 +72,11 @@ def build_services(settings: Settings) -> Services:
 
 def redis_unavailable() -> AppError:
     return AppError("unavailable", "storage unavailable, try again", headers={"Retry-After": "1"})
+
+
+def rq_connection(svc: Services) -> redis.Redis:
+    """The API process's one RQ connection, for enqueueing jobs (RQ wants a client that does not decode)."""
+    conn = svc.extras.get("rq")
+    if not isinstance(conn, redis.Redis):
+        conn = svc.extras["rq"] = sync_redis(svc.settings, decode=False)
+    return conn

@@ -277,6 +277,11 @@ class Targets:
         done = await dead_letters.replay(self.redis, self.keys, name, delivery_ids, partitions, maxlen)
         return done.moved
 
+    async def dead_count(self, target_id: int) -> int:
+        if not await self.exists(target_id):
+            raise self.missing()
+        return int(await self.redis.hlen(self.keys.dead(self.name(target_id))))
+
     async def health(self, target_id: int) -> Item:
         """The engine's state of the target: its breaker, how many deliveries it holds and how many it
         dropped at the caps, its dead letters."""
@@ -347,6 +352,12 @@ class TargetStore:
                      maxlen: int = 250_000) -> int:
         """Moves the dead letters `delivery_ids` (None: all) back onto the delivery streams, in batches."""
         return await self.targets.replay(target_id, delivery_ids, partitions, maxlen)
+
+    async def dead_count(self, target_id: int) -> int:
+        return await self.targets.dead_count(target_id)
+
+    def engine_name(self, target_id: int) -> str:
+        return self.targets.name(target_id)
 
     async def health(self, target_id: int) -> Item:
         """The engine's state of the target: breaker, held deliveries, dead letters, drops."""
