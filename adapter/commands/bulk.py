@@ -53,12 +53,12 @@ async def create(svc: Services, req: CommandRequest) -> dict[str, Any]:
 def write(conn: redis.Redis, keys: Keys, jid: str, req: CommandRequest, ids: list[int], ttl: int) -> int:
     """The job's work: every chunk not written yet, each with its progress step; answers how many it wrote."""
     first = job_progress.done_so_far(conn, keys, jid)
-    job_progress.step(conn, keys, jid, ttl, state="started")
+    job_progress.step(conn, keys, jid, ttl, state=job_progress.JobState.STARTED)
     for start in range(first, len(ids), CREATE_CHUNK):
         with conn.pipeline(transaction=True) as pipe:
             pipe.scripts.add(COMMANDS)  # type: ignore[arg-type]  # it needs only .sha and .script
             pipe.evalsha(COMMANDS.sha, NUMKEYS, *create_args(keys, req, ids, start))
             job_progress.queue_step(pipe, keys, jid, ttl, done=min(start + CREATE_CHUNK, len(ids)))
             pipe.execute()
-    job_progress.step(conn, keys, jid, ttl, state="finished")
+    job_progress.step(conn, keys, jid, ttl, state=job_progress.JobState.FINISHED)
     return len(ids) - first

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import IntEnum, StrEnum
 from typing import Any
 
 import orjson
@@ -39,8 +40,29 @@ MAX_COMMAND = 128
 MAX_RETRIES = 100
 DEFAULT_RETRIES = 3
 
-STATES = {0: "ready", 1: "in progress", 2: "success", 3: "failed"}
-REASONS = ("retries_exhausted", "canceled", "rejected")
+class CommandState(IntEnum):
+    """The seed's `state` of a command (docs/design.md §7); commands.lua writes the same numbers."""
+
+    READY = 0
+    IN_PROGRESS = 1
+    SUCCESS = 2
+    FAILED = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", " ")
+
+
+class FailReason(StrEnum):
+    """Why a command failed (`reason`, beyond the seed); `expired` commands are gone, so it has no reason."""
+
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+
+
+STATES = {s.value: s.label for s in CommandState}
+REASONS = tuple(r.value for r in FailReason)
 
 COMMANDS = LuaScript(scripts.source("commands/wake.lua") + scripts.source("commands/commands.lua"))
 SCRIPTS = (COMMANDS,)

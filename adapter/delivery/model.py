@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -108,12 +109,32 @@ def kind_and_id(target: str) -> tuple[str, str]:
     return kind, target_id
 
 
+class OutcomeName(StrEnum):
+    """What one attempt ended as, spelled as outcome.lua and the attempt records spell it."""
+
+    SUCCESS = "success"
+    RETRY = "retry"  # again at its due time
+    FAILED = "failed"  # a permanent error: dead-lettered
+    DEAD = "dead"  # retries exhausted: dead-lettered
+    DROPPED = "dropped"  # its target is gone or disabled
+    DEFERRED = "deferred"  # not sent (breaker open, target slow): again later, no attempt counted
+
+
+RECORDED = (OutcomeName.SUCCESS, OutcomeName.RETRY, OutcomeName.FAILED, OutcomeName.DEAD)  # in a target's attempts
+DEAD_LETTERED = (OutcomeName.FAILED, OutcomeName.DEAD)
+AGAIN_LATER = (OutcomeName.RETRY, OutcomeName.DEFERRED)
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What one attempt ended as: `success`; `retry` (with its due time); `failed` (a permanent error) or
-    `dead` (retries exhausted), both dead-lettered; `dropped` (its target is gone or disabled)."""
+    """What one attempt ended as (`OutcomeName`), with what the attempt record keeps."""
 
-    name: str
+    name: OutcomeName
     status: int | None = None
     duration_ms: float = 0.0
     error: str | None = None
@@ -131,9 +152,9 @@ def outcome_command(keys: Keys, partition: int, group: str, entry_id: str, d: De
     kind, target_id = kind_and_id(d.target)
     record = attempt_record(d, o.name, o.status, o.duration_ms, o.error, o.excerpt)
     extra: bytes = b""
-    if o.name in ("retry", "deferred"):
-        extra = Delivery(d.target, d.key, d.id, d.body, d.attempts + (o.name == "retry")).to_json()
-    elif o.name in ("failed", "dead"):
+    if o.name in AGAIN_LATER:
+        extra = Delivery(d.target, d.key, d.id, d.body, d.attempts + (o.name == OutcomeName.RETRY)).to_json()
+    elif o.name in DEAD_LETTERED:
         extra = dead_record(d, o.error, o.status)
     call_keys = [keys.delivery_stream(partition), keys.target(kind, target_id), keys.attempts(d.target),
                  keys.delivery_retry(), keys.delivery_hold(d.target, d.key), keys.dead(d.target),

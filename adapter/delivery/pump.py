@@ -33,6 +33,7 @@ import redis.exceptions
 
 from adapter.delivery import retry, signing
 from adapter.delivery.model import (
+    AGAIN_LATER,
     HEAD,
     HOLD,
     MOVE_DUE,
@@ -41,6 +42,7 @@ from adapter.delivery.model import (
     Delivery,
     Limits,
     Outcome,
+    OutcomeName,
     hold_command,
     kind_and_id,
     outcome_command,
@@ -358,7 +360,7 @@ class Pump:
         outcome = await self._attempt(p, d, target)
         command = outcome_command(self.keys, p, GROUP, entry_id, d, outcome, target.cb_type if target else None,
                                   self.limits, _now_ms())
-        if outcome.name in ("retry", "deferred"):
+        if outcome.name in AGAIN_LATER:
             holds[chain] = d.id
         elif head == d.id or d.released == 2:
             [remaining] = await self._write([command])
@@ -366,11 +368,11 @@ class Pump:
                 holds[chain] = RELEASING
             else:
                 holds.pop(chain, None)
-            self.delivered += outcome.name == "success"
+            self.delivered += outcome.name == OutcomeName.SUCCESS
             return
         release()
         await self._write([command])
-        self.delivered += outcome.name == "success"
+        self.delivered += outcome.name == OutcomeName.SUCCESS
 
     async def _write(self, commands: list[bytes]) -> list[Any]:
         replies = await self.batcher.submit(commands)
@@ -381,19 +383,20 @@ class Pump:
 
     async def _attempt(self, p: int, d: Delivery, target: Target | None) -> Outcome:
         if target is None or not target.enabled:
-            return Outcome("dropped", error="target deleted" if target is None else "target disabled")
+            return Outcome(OutcomeName.DROPPED, error="target deleted" if target is None else "target disabled")
         probe = target.open
         if probe and not await self._probe(d.target, target):
-            return Outcome("deferred", due_ms=max(target.probe_at, _now_ms()) + self.rng.randrange(0, 1000))
+            return Outcome(OutcomeName.DEFERRED, due_ms=max(target.probe_at, _now_ms()) + self.rng.randrange(0, 1000))
         gate = self.gates.get(d.target)
         if gate is None:
             gate = self.gates[d.target] = Gate(self.settings.delivery_target_concurrency)
         token = await gate.turn()
         if token is None:
-            return Outcome("deferred", due_ms=_now_ms() + GATE_DEFER_MS + self.rng.randrange(0, GATE_DEFER_MS))
+            due_ms = _now_ms() + GATE_DEFER_MS + self.rng.randrange(0, GATE_DEFER_MS)
+            return Outcome(OutcomeName.DEFERRED, due_ms=due_ms)
         if target.open and not probe:  # opened while this one waited for its turn
             gate.done(token)
-            return Outcome("deferred", due_ms=target.probe_at + self.rng.randrange(0, 1000))
+            return Outcome(OutcomeName.DEFERRED, due_ms=target.probe_at + self.rng.randrange(0, 1000))
         try:
             async with self.slots:
                 headers = signing.headers(target.key, d.id, int(time.time()), d.body)
@@ -403,16 +406,16 @@ class Pump:
         verdict = retry.classify(a.status, a.error)
         if verdict == "success":
             target.open, target.failures = False, 0  # as the outcome script does
-            return _outcome("success", a)
+            return _outcome(OutcomeName.SUCCESS, a)
         if verdict == "fail":
-            return _outcome("failed", a)
+            return _outcome(OutcomeName.FAILED, a)
         target.failures += 1
         if target.failures >= self.limits.breaker_threshold:
             target.open, target.probe_at = True, _now_ms() + self.limits.breaker_probe_ms
         delay = retry.next_delay(d.attempts + 1, self.schedule, self.rng, a.retry_after)
         if delay is None:
-            return _outcome("dead", a)
-        return _outcome("retry", a, due_ms=int((time.time() + delay) * 1000))
+            return _outcome(OutcomeName.DEAD, a)
+        return _outcome(OutcomeName.RETRY, a, due_ms=int((time.time() + delay) * 1000))
 
     async def _probe(self, name: str, target: Target) -> bool:
         """Whether this delivery is the probe of its target's open breaker (one per probe interval)."""
@@ -457,7 +460,7 @@ def _chain_of(hold_key: str, keys: Keys) -> tuple[str, str] | None:
     return (f"{parts[0]}:{parts[1]}", parts[2]) if len(parts) == 3 else None
 
 
-def _outcome(name: str, a: Attempt, due_ms: int | None = None) -> Outcome:
+def _outcome(name: OutcomeName, a: Attempt, due_ms: int | None = None) -> Outcome:
     return Outcome(name, status=a.status, duration_ms=a.duration_ms, error=a.error, excerpt=a.excerpt, due_ms=due_ms)
 
 

@@ -44,7 +44,7 @@ async def start(svc: Services, target: str, total: int) -> str:
 def run(settings: Settings, conn: redis.Redis, jid: str, target: str) -> int:
     """The job's work: every dead letter of `target` back onto the streams; answers how many moved."""
     keys, ttl = Keys(settings.key_prefix), settings.job_progress_ttl
-    job_progress.step(conn, keys, jid, ttl, state="started")
+    job_progress.step(conn, keys, jid, ttl, state=job_progress.JobState.STARTED)
 
     async def replay() -> int:
         client = async_redis(settings)
@@ -62,7 +62,7 @@ def run(settings: Settings, conn: redis.Redis, jid: str, target: str) -> int:
     try:
         moved = asyncio.run(replay())
     except Exception as exc:
-        job_progress.step(conn, keys, jid, ttl, state="failed", error=f"{type(exc).__name__}: {exc}")
+        job_progress.fail(conn, keys, jid, ttl, exc)
         raise
-    job_progress.step(conn, keys, jid, ttl, state="finished")
+    job_progress.step(conn, keys, jid, ttl, state=job_progress.JobState.FINISHED)
     return moved

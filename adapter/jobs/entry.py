@@ -140,7 +140,7 @@ def create_commands(req: CommandRequest, ids: list[int]) -> int:
         try:
             return command_bulk.write(conn, keys, jid, req, ids, ttl)
         except Exception as exc:
-            job_progress.step(conn, keys, jid, ttl, state="failed", error=f"{type(exc).__name__}: {exc}")
+            job_progress.fail(conn, keys, jid, ttl, exc)
             raise
 
 

@@ -10,6 +10,7 @@ leaves `started` until RQ notices (its heartbeat expires) and retries it.
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -17,7 +18,15 @@ import redis.asyncio as aioredis
 
 from adapter.store.keys import Keys
 
-STATES = ("queued", "started", "finished", "failed")
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+STATES = tuple(s.value for s in JobState)
 
 
 def initial(kind: str, total: int) -> dict[Any, str | int]:
@@ -54,6 +63,11 @@ def step(conn: redis.Redis, keys: Keys, job_id: str, ttl: int, *, done: int | No
     with conn.pipeline(transaction=True) as pipe:
         queue_step(pipe, keys, job_id, ttl, done=done, state=state, error=error)
         pipe.execute()
+
+
+def fail(conn: redis.Redis, keys: Keys, job_id: str, ttl: int, exc: BaseException) -> None:
+    """The job failed with `exc`: its state and the error, for the progress read."""
+    step(conn, keys, job_id, ttl, state=JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
 
 
 def done_so_far(conn: redis.Redis, keys: Keys, job_id: str) -> int:

@@ -29,6 +29,7 @@ from redis.asyncio.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
 from adapter.delivery import dead_letters
+from adapter.delivery.model import RECORDED, BreakerState
 from adapter.delivery.signing import new_secret
 from adapter.errors import AppError, not_found
 from adapter.store.keys import Keys
@@ -36,7 +37,7 @@ from adapter.store.keys import Keys
 __all__ = ["OUTCOMES", "TRIES", "Item", "Queue", "Target", "TargetStore", "Targets", "dead_items", "health_item",
            "json_objects", "public", "replayable", "shared_values", "stamp", "stream_fields", "text", "to_int"]
 
-OUTCOMES = ("success", "retry", "failed", "dead")  # of an attempt, as the engine records it
+OUTCOMES = tuple(o.value for o in RECORDED)  # of an attempt, as the engine records it
 TRIES = 20
 T = TypeVar("T")
 Item = dict[str, Any]
@@ -84,11 +85,11 @@ def dead_items(record: Mapping[str, str]) -> list[Item]:
 def health_item(target_id: int, state: Mapping[str, str], dead: int) -> Item:
     """The health answer from the engine's state hash (delivery_state) and the dead-letter count."""
     failures = to_int(state.get("failures"))
-    if state.get("breaker") == "open":
-        breaker: Item = {"state": "open", "since": to_int(state.get("openedAt")), "failures": failures,
+    if state.get("breaker") == BreakerState.OPEN:
+        breaker: Item = {"state": BreakerState.OPEN.value, "since": to_int(state.get("openedAt")), "failures": failures,
                          "probeAt": to_int(state.get("probeAt")) // 1000}
     else:
-        breaker = {"state": "closed", "since": None, "failures": failures, "probeAt": None}
+        breaker = {"state": BreakerState.CLOSED.value, "since": None, "failures": failures, "probeAt": None}
     return {"id": target_id, "breaker": breaker, "held": max(0, to_int(state.get("held"))), "dead": dead,
             "dropped": {"held": to_int(state.get("heldDropped")), "dead": to_int(state.get("deadDropped"))}}
 
