@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from adapter.delivery import retry, signing
+from adapter.delivery.gate import Gate
 from adapter.delivery.model import (
     AGAIN_LATER,
     HEAD,
@@ -71,7 +72,6 @@ return 1
 """)
 WAITING_FACTOR = 8  # tasks in memory per partition, at most, as a multiple of delivery_concurrency
 GATE_DEFER_MS = 1000  # how long a delivery that gave up waiting for a slow target's turn waits in Redis
-SLOW_S = 1.0  # a target whose slots are all taken, one of them this long, is slow: its waiting deliveries defer
 
 
 @dataclass
@@ -84,52 +84,6 @@ class Target:
     open: bool = False  # the breaker
     probe_at: int = 0  # ms
     failures: int = 0  # in a row, as this pump saw them (the breaker opens here at once, not at the next fetch)
-
-
-class Gate:
-    """One target's share of a pump: at most `limit` requests in flight. A delivery waits for its turn while
-    the target keeps answering; once all its slots are taken and one has been busy SLOW_S, it gives up (and is
-    deferred to Redis), so that a black hole holds `limit` slots and no more of the pump's read credit."""
-
-    def __init__(self, limit: int) -> None:
-        self.slots = asyncio.Semaphore(limit)
-        self.started: dict[int, float] = {}  # in flight: token -> start (monotonic)
-        self._next = 0
-
-    def slow(self) -> bool:
-        return self.slots.locked() and bool(self.started) and \
-            time.monotonic() - min(self.started.values()) >= SLOW_S
-
-    async def turn(self) -> int | None:
-        """A slot (its token), or None: the target is slow, go elsewhere."""
-        if not self.slots.locked():
-            await self.slots.acquire()
-            return self._take()
-        if self.slow():
-            return None
-        acquire = asyncio.ensure_future(self.slots.acquire())
-        try:
-            while not (await asyncio.wait({acquire}, timeout=SLOW_S))[0]:
-                if self.slow():
-                    acquire.cancel()
-                    break
-            await asyncio.gather(acquire, return_exceptions=True)
-        except BaseException:
-            acquire.cancel()
-            await asyncio.gather(acquire, return_exceptions=True)
-            if not acquire.cancelled():
-                self.slots.release()
-            raise
-        return None if acquire.cancelled() else self._take()
-
-    def _take(self) -> int:
-        self._next += 1
-        self.started[self._next] = time.monotonic()
-        return self._next
-
-    def done(self, token: int) -> None:
-        self.started.pop(token, None)
-        self.slots.release()
 
 
 @dataclass

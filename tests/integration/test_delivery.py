@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -21,7 +20,6 @@ from adapter.settings import Settings
 from adapter.store.keys import Keys
 from tests.support.emqx import connected, disconnected, post, subscribed
 from tests.support.receiver import Receiver
-from tests.support.servers import serve
 
 K = Keys("iot")
 
@@ -30,14 +28,6 @@ K = Keys("iot")
 def fast(settings: Settings) -> Settings:
     return settings.with_overrides(allow_private_urls=True, delivery_schedule="0.2s,0.2s,0.2s",
                                    delivery_timeout=0.5, delivery_lease=2.0)
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[Receiver, str]]:
-    rec = Receiver()
-    with serve(rec.app()) as url:
-        yield rec, url
-    rec.release.set()
 
 
 def add_callback(r: redis.Redis, cb_id: int, url: str, cb_type: str = "device") -> str:

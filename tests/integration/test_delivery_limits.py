@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import orjson
@@ -23,17 +23,8 @@ from adapter.store.keys import Keys
 from adapter.targets.callbacks import CallbackStore
 from tests.integration.test_delivery import add_callback
 from tests.support.receiver import Receiver
-from tests.support.servers import serve
 
 K = Keys("iot")
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[Receiver, str]]:
-    rec = Receiver()
-    with serve(rec.app()) as url:
-        yield rec, url
-    rec.release.set()
 
 
 @pytest.fixture
