@@ -75,6 +75,8 @@ class Settings:
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "iot"
+    # Redis Cluster (`redis+cluster://host:port` in ADAPTER_REDIS_URL; docs/cluster.md)
+    cluster_partitions: int = 48
     ingest_token: str = ""
     emqx_api_url: str = "http://127.0.0.1:18083/api/v5"
     emqx_api_key: str = ""
@@ -171,7 +173,7 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
     def check_basic(self) -> None:
-        _url("ADAPTER_REDIS_URL", self.redis_url, ("redis", "rediss", "unix"))
+        _url("ADAPTER_REDIS_URL", self.redis_url, ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"))
         _url("ADAPTER_EMQX_API_URL", self.emqx_api_url, ("http", "https"))
         from adapter.delivery.retry import parse_schedule
 
@@ -185,6 +187,11 @@ class Settings:
         parse_clients(self.mqtt_clients)
         if not self.key_prefix or any(c in self.key_prefix for c in " :{}"):
             raise ConfigError(f"ADAPTER_KEY_PREFIX must be a non-empty word without ':', not {self.key_prefix!r}")
+
+    @property
+    def redis_cluster(self) -> bool:
+        """ADAPTER_REDIS_URL names a Redis Cluster (`redis+cluster://` or `rediss+cluster://`)."""
+        return self.redis_url.split("://", 1)[0].endswith("+cluster")
 
     def require(self, *names: str) -> None:
         """Fail with one line when a setting that this command needs is empty."""

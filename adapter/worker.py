@@ -31,7 +31,7 @@ log = logging.getLogger("adapter.worker")
 
 def queues(settings: Settings) -> list[Queue]:
     conn = sync_redis(settings, decode=False)
-    keys = Keys(settings.key_prefix)
+    keys = Keys.of(settings)
     return [Queue(keys.queue(name), connection=conn) for name in QUEUES]
 
 

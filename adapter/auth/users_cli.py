@@ -28,7 +28,7 @@ def read_password() -> str:
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     client = async_redis(settings)
-    store = UserStore(client, Keys(settings.key_prefix))
+    store = UserStore(client, Keys.of(settings))
     try:
         if args.user_command == "add":
             await store.add(args.name, args.role, read_password())

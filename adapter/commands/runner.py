@@ -70,7 +70,7 @@ class CommandRunner:
     def __init__(self, settings: Settings, client: aioredis.Redis, emqx: EmqxClient,
                  rng: random.Random | None = None) -> None:
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys.of(settings)
         self.redis = client
         self.emqx = emqx
         self.rng = rng or random.Random()

@@ -96,7 +96,7 @@ class Pump:
     def __init__(self, settings: Settings, client: aioredis.Redis, sender: Sender,
                  rng: random.Random | None = None) -> None:
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys.of(settings)
         self.redis = client
         self.batcher = Batcher(client, [OUTCOME, HOLD])
         self.limits = Limits.of(settings)

@@ -43,7 +43,7 @@ async def start(svc: Services, target: str, total: int) -> str:
 
 def run(settings: Settings, conn: redis.Redis, jid: str, target: str) -> int:
     """The job's work: every dead letter of `target` back onto the streams; answers how many moved."""
-    keys, ttl = Keys(settings.key_prefix), settings.job_progress_ttl
+    keys, ttl = Keys.of(settings), settings.job_progress_ttl
     job_progress.step(conn, keys, jid, ttl, state=job_progress.JobState.STARTED)
 
     async def replay() -> int:

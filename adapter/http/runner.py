@@ -16,7 +16,7 @@ from adapter.store.keys import Keys
 async def _has_users(settings: Settings) -> bool:
     client = async_redis(settings)
     try:
-        return await UserStore(client, Keys(settings.key_prefix)).has_users()
+        return await UserStore(client, Keys.of(settings)).has_users()
     finally:
         await client.aclose()
 

@@ -59,7 +59,7 @@ def periodics(settings: Settings) -> dict[str, Periodic]:
 
 def ensure_chains(settings: Settings, conn: redis.Redis) -> list[str]:
     """Start every periodic chain that is not alive; the ids of the runs it scheduled."""
-    keys = Keys(settings.key_prefix)
+    keys = Keys.of(settings)
     queue = Queue(keys.queue(QUEUE), connection=conn)
     started = [periodic.ensure(queue, keys, p) for p in periodics(settings).values()]
     return [job_id for job_id in started if job_id]
@@ -75,7 +75,7 @@ def guard_chains(settings: Settings, conn: redis.Redis, stop: threading.Event) -
 
 
 def count(conn: redis.Redis, settings: Settings, fields: dict[str, int]) -> None:
-    key = Keys(settings.key_prefix).metrics()
+    key = Keys.of(settings).metrics()
     with conn.pipeline(transaction=False) as pipe:
         for name, n in fields.items():
             pipe.hincrby(key, name, n)
@@ -93,7 +93,7 @@ def chained(name: str) -> Iterator[Settings]:
         ok = True
     finally:
         if job is not None:
-            keys = Keys(settings.key_prefix)
+            keys = Keys.of(settings)
             periodic.follow(Queue(job.origin, connection=job.connection), keys, periodics(settings)[name], job.id)
         with sync_redis(settings) as conn:
             count(conn, settings, {f'jobs_runs_total{{job="{name}",result="{"ok" if ok else "failed"}"}}': 1})
@@ -109,7 +109,7 @@ def reconcile() -> dict[str, Any]:
             r = async_redis(settings)
             emqx = EmqxClient.from_settings(settings)
             try:
-                return await presence_reconcile.reconcile(r, emqx, Keys(settings.key_prefix),
+                return await presence_reconcile.reconcile(r, emqx, Keys.of(settings),
                                                           settings.delivery_partitions,
                                                           settings.reconcile_page_size)
             finally:
@@ -125,7 +125,7 @@ def reconcile() -> dict[str, Any]:
 
 def retention() -> dict[str, int]:
     with chained("retention") as settings, sync_redis(settings) as conn:
-        removed = client_retention.run(conn, Keys(settings.key_prefix), settings.device_retention_days,
+        removed = client_retention.run(conn, Keys.of(settings), settings.device_retention_days,
                                        settings.retention_batch)
         count(conn, settings, removed.metrics())
         return {"devices": removed.devices, "clients": removed.clients, "examined": removed.examined}
@@ -134,8 +134,8 @@ def retention() -> dict[str, int]:
 def create_commands(req: CommandRequest, ids: list[int]) -> int:
     settings = current_settings()
     job = get_current_job()
-    jid = job.id if job is not None else command_bulk.job_id(Keys(settings.key_prefix), ids[0])
-    keys, ttl = Keys(settings.key_prefix), settings.job_progress_ttl
+    jid = job.id if job is not None else command_bulk.job_id(Keys.of(settings), ids[0])
+    keys, ttl = Keys.of(settings), settings.job_progress_ttl
     with sync_redis(settings) as conn:
         try:
             return command_bulk.write(conn, keys, jid, req, ids, ttl)
@@ -147,6 +147,6 @@ def create_commands(req: CommandRequest, ids: list[int]) -> int:
 def replay_dead(target: str) -> int:
     settings = current_settings()
     job = get_current_job()
-    jid = job.id if job is not None else dead_replay.job_id(Keys(settings.key_prefix), target, 0)
+    jid = job.id if job is not None else dead_replay.job_id(Keys.of(settings), target, 0)
     with sync_redis(settings) as conn:
         return dead_replay.run(settings, conn, jid, target)

@@ -67,7 +67,7 @@ def check_redis(settings: Settings) -> None:
 
 
 def build_services(settings: Settings) -> Services:
-    return Services(settings=settings, keys=Keys(settings.key_prefix), redis=async_redis(settings))
+    return Services(settings=settings, keys=Keys.of(settings), redis=async_redis(settings))
 
 
 def redis_unavailable() -> AppError:

@@ -1,6 +1,12 @@
 """Every Redis key, pinned: a changed name is a data migration and must be deliberate."""
 
-from adapter.store.keys import Keys
+from collections import Counter
+
+from redis.crc import key_slot
+
+from adapter.store.keys import Keys, partition_of, partition_tags
+
+_NOT_KEYS = {"of", "shard", "shard_tag", "stream_partition", "tag", "shards"}
 
 
 def test_every_key_is_pinned() -> None:
@@ -78,8 +84,43 @@ def test_every_key_is_pinned() -> None:
 
 def test_prefix_applies_everywhere() -> None:
     k = Keys("acme")
-    names = [getattr(k, n) for n in dir(k) if not n.startswith("_") and callable(getattr(k, n))]
+    names = [getattr(k, n) for n in dir(k)
+             if not n.startswith("_") and n not in _NOT_KEYS and callable(getattr(k, n))]
     for build in names:
         argc = build.__code__.co_argcount - 1
         key = build(*(["x"] * argc))
         assert key.startswith("acme:") or key.startswith("acme-"), key
+
+
+def test_one_redis_has_no_tags() -> None:
+    k = Keys("iot")
+    assert not k.cluster and k.tag("SN1") == "" and k.shard("SN1") == 0
+    assert k.stream_partition("SN1") == partition_of("SN1", 4)
+    assert list(k.shards()) == [0]
+    assert k.meta() == "iot:meta"
+
+
+def test_partition_is_the_fanout_hash() -> None:
+    import hashlib
+
+    for sn in ("SN1", "gw-7", "\u00e9t\u00e9"):
+        assert partition_of(sn, 4) == int(hashlib.sha1(sn.encode()).hexdigest()[:8], 16) % 4
+
+
+def test_cluster_tags_spread_evenly_over_primaries() -> None:
+    """P = 48 tags over 1, 2, 3, 4, 6, 8 primaries with equal slot ranges: exactly P/M partitions each (naive
+    `{p<n>}` tags land 12/16/20 over 3)."""
+    tags = partition_tags(48)
+    assert len(set(tags)) == 48 and all(t.startswith("{p") and t.endswith("}") for t in tags)
+    for primaries in (1, 2, 3, 4, 6, 8):
+        owner = Counter(key_slot(t.encode()) * primaries // 16384 for t in tags)
+        assert sorted(owner.values()) == [48 // primaries] * primaries, (primaries, owner)
+
+
+def test_cluster_keys_of_one_device_share_a_slot() -> None:
+    k = Keys("iot", 48)
+    assert k.cluster and k.tag("SN1") == partition_tags(48)[partition_of("SN1", 48)]
+    assert k.meta() == "iot:{meta}:meta"
+    assert list(k.shards()) == list(range(48))
+    assert k.shard_tag(k.shard("SN1")) == k.tag("SN1")
+    assert k.stream_partition("SN1") == k.shard("SN1")
