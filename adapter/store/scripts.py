@@ -12,7 +12,8 @@ from importlib.resources import files
 from typing import Any
 
 import redis
-import redis.asyncio
+
+from adapter.store.types import AsyncRedis
 
 
 class LuaScript:
@@ -28,8 +29,10 @@ def source(path: str) -> str:
     return files("adapter").joinpath(path).read_text(encoding="utf-8")
 
 
-async def call(client: redis.asyncio.Redis, script: LuaScript, numkeys: int, *keys_and_args: Any) -> Any:
-    """EVALSHA, loading the script first when Redis answers NOSCRIPT (restarted, or its cache flushed)."""
+async def call(client: AsyncRedis, script: LuaScript, numkeys: int, *keys_and_args: Any) -> Any:
+    """EVALSHA, loading the script first when Redis answers NOSCRIPT (restarted, or its cache flushed). On a
+    cluster, redis-py routes the EVALSHA by its first key and SCRIPT LOAD goes to every primary, so the node
+    that answered NOSCRIPT has it when the call is sent again (tests/integration/test_cluster_store.py)."""
     try:
         return await client.evalsha(script.sha, numkeys, *keys_and_args)
     except redis.exceptions.NoScriptError:
