@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
 import redis.cluster
 
 from adapter.app import create_app
@@ -65,6 +67,14 @@ def store_client(db: int = TEST_DB, **options: Any) -> redis.Redis:
     if CLUSTER:
         return redis.cluster.RedisCluster(host=REDIS_HOST, port=CLUSTER_PORTS[0], **options)  # type: ignore[return-value]
     return redis.Redis.from_url(redis_url(db), **options)
+
+
+def async_store_client(db: int = TEST_DB, **options: Any) -> redis.asyncio.Redis:
+    """An asyncio client of the test store (a RedisCluster on the cluster)."""
+    if CLUSTER:
+        return redis.asyncio.cluster.RedisCluster(host=REDIS_HOST, port=CLUSTER_PORTS[0],  # type: ignore[return-value]
+                                                  **options)
+    return redis.asyncio.Redis.from_url(redis_url(db), **options)
 
 
 def primaries(client: redis.Redis) -> list[redis.Redis]:
