@@ -19,7 +19,7 @@ from adapter.store.batcher import Batcher, batcher_for
 from adapter.store.cluster_batcher import ClusterBatcher
 from adapter.store.connections import async_redis, check_layout, check_redis, sync_redis
 from adapter.store.keys import Keys
-from adapter.store.scripts import LuaScript, call
+from adapter.store.scripts import LuaScript, call, pipeline_scripts, pipeline_scripts_sync, queue_call
 from tests.conftest import CLUSTER, CLUSTER_PORTS, flush_store, primaries, script_flush
 
 cluster_only = pytest.mark.skipif(not CLUSTER, reason="needs the test cluster (TEST_REDIS_MODE=cluster)")
@@ -272,3 +272,34 @@ def test_one_redis_keeps_the_one_connection_batcher(settings: Settings) -> None:
     client = async_redis(settings)
     assert type(batcher_for(client, [INCR])) is Batcher
     asyncio.run(client.aclose())
+
+
+def _key(keys: Keys, name: str) -> str:
+    tag = keys.shard_tag(5)
+    return f"{keys.prefix}:{tag}:{name}" if tag else f"{keys.prefix}:{name}"
+
+
+def test_pipelines_get_their_scripts_loaded_on_either_backend(redis_db: redis.Redis, settings: Settings) -> None:
+    keys = _keys(settings)
+    script_flush(redis_db)
+
+    async def go() -> list[object]:
+        client = async_redis(settings)
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                await pipeline_scripts(client, pipe, INCR)
+                queue_call(pipe, INCR, 1, _key(keys, "a"), 2)
+                return list(await pipe.execute())
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(go()) == [2]
+    script_flush(redis_db)
+    client = sync_redis(settings)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            pipeline_scripts_sync(client, pipe, INCR)
+            queue_call(pipe, INCR, 1, _key(keys, "a"), 3)
+            assert pipe.execute() == [5]
+    finally:
+        client.close()
