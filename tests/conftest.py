@@ -3,7 +3,8 @@
 Two backends (TEST_REDIS_MODE): `single` (the default) is one Redis, database TEST_REDIS_DB, flushed before and
 after each test, key prefix `iot`. `cluster` is a Redis Cluster (TEST_REDIS_CLUSTER_PORTS, `make redis-cluster`):
 it has only database 0, so each test gets its own key prefix (ADAPTER_KEY_PREFIX) and its keys are removed from
-every primary after it (SCAN MATCH prefix* + UNLINK); RQ runs on the single test Redis (ADAPTER_RQ_REDIS_URL).
+every primary after it (SCAN MATCH prefix* + UNLINK); RQ runs on the single test Redis (ADAPTER_RQ_REDIS_URL,
+database TEST_RQ_DB).
 Tests that need a Redis of their own or one Redis's features are marked `single_redis` (skipped on the cluster).
 """
 
@@ -28,6 +29,7 @@ from tests.support.servers import serve
 REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
 TEST_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
+RQ_DB = int(os.environ.get("TEST_RQ_DB", "14"))  # RQ's database on the single test Redis, in cluster mode
 MODE = os.environ.get("TEST_REDIS_MODE", "single")
 CLUSTER = MODE == "cluster"
 CLUSTER_PORTS = [int(p) for p in os.environ.get("TEST_REDIS_CLUSTER_PORTS", "7001 7002 7003").split()]
@@ -44,9 +46,10 @@ def redis_url(db: int = TEST_DB) -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
 
 
-def rq_url(db: int = TEST_DB) -> str:
-    """RQ's Redis: always the single test Redis."""
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+def rq_url() -> str:
+    """RQ's Redis: the single test Redis (the store's own database on one Redis, TEST_RQ_DB in cluster mode, so
+    that a cluster run and a single run can share one redis-server)."""
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{RQ_DB if CLUSTER else TEST_DB}"
 
 
 def new_prefix() -> str:
@@ -58,7 +61,7 @@ def store_env(prefix: str, db: int = TEST_DB) -> dict[str, str]:
     """The environment that points settings (or a subprocess) at the test store under `prefix`."""
     env = {"ADAPTER_REDIS_URL": redis_url(db)}
     if CLUSTER:
-        env |= {"ADAPTER_KEY_PREFIX": prefix, "ADAPTER_RQ_REDIS_URL": rq_url(db)}
+        env |= {"ADAPTER_KEY_PREFIX": prefix, "ADAPTER_RQ_REDIS_URL": rq_url()}
     return env
 
 

@@ -9,7 +9,9 @@ the others of its submission ran and are not sent again):
   ASK     the slot is migrating: ASKING + the command to the named node (map unchanged);
   TRYAGAIN  a multi-key command during a migration: wait a little, resend;
   NOSCRIPT  load every script on that node, resend.
-After MAX_ROUNDS rounds the waiters get a ClusterError.
+After MAX_ROUNDS rounds the waiters get a ClusterError. A node that cannot be reached fails the whole flush (every
+waiter gets the error, as a lost connection does on one Redis) and the slot map is loaded again before the next
+flush (a failover moves slots to another node).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class ClusterBatcher:
         self.scripts = tuple(scripts)
         self._pending: list[tuple[Commands, asyncio.Future[list[Any]]]] = []
         self._flushing = False
+        self._stale = False  # a node failed: load the slot map before the next flush
         self.stats = {"flushes": 0, "moved": 0, "ask": 0, "tryagain": 0, "noscript": 0, "refreshes": 0}
 
     async def submit(self, commands: Commands) -> list[Any]:
@@ -106,6 +109,10 @@ class ClusterBatcher:
 
     async def _execute(self, flat: list[bytes]) -> list[Any]:
         await self.cluster.initialize()  # a no-op once the slot map is loaded
+        if self._stale:
+            self._stale = False
+            self.stats["refreshes"] += 1
+            await self.cluster.nodes_manager.initialize()
         replies: list[Any] = [None] * len(flat)
         slots = [slot_of(c) for c in flat]
         todo: list[tuple[int, ClusterNode, bool]] = [(i, self._owner(s), False) for i, s in enumerate(slots)]
@@ -113,8 +120,12 @@ class ClusterBatcher:
             by_node: dict[str, tuple[ClusterNode, list[tuple[int, bool]]]] = {}
             for i, node, asking in todo:
                 by_node.setdefault(node.name, (node, []))[1].append((i, asking))
-            got = await asyncio.gather(*(self._send(node, [(flat[i], asking) for i, asking in items])
-                                         for node, items in by_node.values()))
+            try:
+                got = await asyncio.gather(*(self._send(node, [(flat[i], asking) for i, asking in items])
+                                             for node, items in by_node.values()))
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError):
+                self._stale = True
+                raise
             again: list[tuple[int, ClusterNode | None, bool]] = []
             refresh = wait = False
             for (node, items), node_replies in zip(by_node.values(), got, strict=True):

@@ -303,3 +303,36 @@ def test_pipelines_get_their_scripts_loaded_on_either_backend(redis_db: redis.Re
             assert pipe.execute() == [5]
     finally:
         client.close()
+
+
+@cluster_only
+def test_a_node_that_fails_fails_the_flush_and_the_map_is_reloaded(redis_db: redis.Redis, settings: Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = _keys(settings)
+
+    async def go() -> dict[str, int]:
+        client = async_redis(settings, decode=False)
+        batcher = ClusterBatcher(client, [INCR])
+        real = batcher._send
+        calls = 0
+
+        async def flaky(node: object, commands: list[tuple[bytes, bool]]) -> list[object]:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise redis.exceptions.ConnectionError("planted: node gone")
+            return await real(node, commands)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(batcher, "_send", flaky)
+        try:
+            await batcher.load_scripts()
+            with pytest.raises(redis.exceptions.ConnectionError, match="planted"):
+                await batcher.submit([resp.pack("EVALSHA", INCR.sha, 1, _key(keys, "f"), 1)])
+            refreshes = batcher.stats["refreshes"]
+            assert await batcher.submit([resp.pack("EVALSHA", INCR.sha, 1, _key(keys, "f"), 1)]) == [1]
+            assert batcher.stats["refreshes"] == refreshes + 1
+            return batcher.stats
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())
