@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install redis browser lint typecheck pytest clean
+.PHONY: run test install redis redis-cluster browser lint typecheck pytest test-cluster clean
 
 # the service with its test tools, and the dev tools (devtools/: dev broker, simulator, `adapter dev`)
 $(STAMP): pyproject.toml devtools/pyproject.toml
@@ -17,6 +17,11 @@ install: $(STAMP)
 
 redis:
 	@bash scripts/ensure-redis
+
+# a throwaway 3-primary Redis Cluster (REDIS_CLUSTER_PORTS, default 7001 7002 7003; docs/cluster.md)
+REDIS_CLUSTER_PORTS ?= 7001 7002 7003
+redis-cluster:
+	@REDIS_CLUSTER_PORTS="$(REDIS_CLUSTER_PORTS)" bash scripts/ensure-redis-cluster
 
 browser:
 	@bash scripts/ensure-chromium
@@ -31,6 +36,10 @@ pytest: install redis browser
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# the integration tests on the cluster (RQ stays on the single test Redis, which `redis` starts)
+test-cluster: install redis redis-cluster
+	TEST_REDIS_MODE=cluster TEST_REDIS_CLUSTER_PORTS="$(REDIS_CLUSTER_PORTS)" $(BIN)/pytest tests/integration
 
 run: install
 	$(BIN)/adapter dev

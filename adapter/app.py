@@ -37,7 +37,7 @@ from adapter.http.envelope import err
 from adapter.http.openapi import document
 from adapter.ingest.plan import Ingest
 from adapter.settings import Settings
-from adapter.store.batcher import Batcher
+from adapter.store.batcher import batcher_for
 from adapter.store.connections import build_services
 from adapter.targets.forwarding import FORWARD
 from adapter.targets.route_table import RouteTable
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
-        batcher = Batcher(services.redis, [*device_store.SCRIPTS, FORWARD, *commands.SCRIPTS])
+        batcher = batcher_for(services.redis, [*device_store.SCRIPTS, FORWARD, *commands.SCRIPTS])
         routes = RouteTable(services.keys)
         services.extras["ingest"] = Ingest(batcher, services.keys, services.metrics,
                                            settings.delivery_partitions, routes,

@@ -77,6 +77,8 @@ class Settings:
     key_prefix: str = "iot"
     # Redis Cluster (`redis+cluster://host:port` in ADAPTER_REDIS_URL; docs/cluster.md)
     cluster_partitions: int = 48
+    # the one Redis RQ uses (jobs, queues); empty: redis_url. Required on a cluster (RQ cannot run on one).
+    rq_redis_url: str = ""
     ingest_token: str = ""
     emqx_api_url: str = "http://127.0.0.1:18083/api/v5"
     emqx_api_key: str = ""
@@ -167,13 +169,18 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in _SECRETS and value:
                 value = "***"
-            elif f.name == "redis_url":
+            elif f.name in ("redis_url", "rq_redis_url"):
                 value = redact_url(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
     def check_basic(self) -> None:
         _url("ADAPTER_REDIS_URL", self.redis_url, ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"))
+        if self.rq_redis_url:
+            _url("ADAPTER_RQ_REDIS_URL", self.rq_redis_url, ("redis", "rediss", "unix"))
+        elif self.redis_cluster:
+            raise ConfigError("ADAPTER_RQ_REDIS_URL is required when ADAPTER_REDIS_URL is a Redis Cluster "
+                              "(RQ runs on one plain Redis; docs/cluster.md)")
         _url("ADAPTER_EMQX_API_URL", self.emqx_api_url, ("http", "https"))
         from adapter.delivery.retry import parse_schedule
 
@@ -192,6 +199,11 @@ class Settings:
     def redis_cluster(self) -> bool:
         """ADAPTER_REDIS_URL names a Redis Cluster (`redis+cluster://` or `rediss+cluster://`)."""
         return self.redis_url.split("://", 1)[0].endswith("+cluster")
+
+    @property
+    def rq_url(self) -> str:
+        """The Redis RQ uses: ADAPTER_RQ_REDIS_URL, else the service's own Redis."""
+        return self.rq_redis_url or self.redis_url
 
     def require(self, *names: str) -> None:
         """Fail with one line when a setting that this command needs is empty."""

@@ -22,7 +22,7 @@ from adapter.commands.runner import run_commands
 from adapter.delivery.pump import run_pump
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
-from adapter.store.connections import check_redis, sync_redis
+from adapter.store.connections import check_redis, rq_redis
 from adapter.store.keys import Keys
 
 QUEUES = ("default",)
@@ -30,7 +30,7 @@ log = logging.getLogger("adapter.worker")
 
 
 def queues(settings: Settings) -> list[Queue]:
-    conn = sync_redis(settings, decode=False)
+    conn = rq_redis(settings)  # RQ's own Redis (ADAPTER_RQ_REDIS_URL): never the cluster
     keys = Keys.of(settings)
     return [Queue(keys.queue(name), connection=conn) for name in QUEUES]
 

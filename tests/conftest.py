@@ -1,13 +1,26 @@
-"""Fixtures for every layer: settings on a dedicated Redis database, a live app, an admin token."""
+"""Fixtures for every layer: settings on a dedicated Redis store, a live app, an admin token.
+
+Two backends (TEST_REDIS_MODE): `single` (the default) is one Redis, database TEST_REDIS_DB, flushed before and
+after each test, key prefix `iot`. `cluster` is a Redis Cluster (TEST_REDIS_CLUSTER_PORTS, `make redis-cluster`):
+it has only database 0, so each test gets its own key prefix (ADAPTER_KEY_PREFIX) and its keys are removed from
+every primary after it (SCAN MATCH prefix* + UNLINK); RQ runs on the single test Redis (ADAPTER_RQ_REDIS_URL,
+database TEST_RQ_DB).
+Tests that need a Redis of their own or one Redis's features are marked `single_redis` (skipped on the cluster).
+"""
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 
 from adapter.app import create_app
 from adapter.settings import Settings
@@ -16,32 +29,116 @@ from tests.support.servers import serve
 REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
 TEST_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
+RQ_DB = int(os.environ.get("TEST_RQ_DB", "14"))  # RQ's database on the single test Redis, in cluster mode
+MODE = os.environ.get("TEST_REDIS_MODE", "single")
+CLUSTER = MODE == "cluster"
+CLUSTER_PORTS = [int(p) for p in os.environ.get("TEST_REDIS_CLUSTER_PORTS", "7001 7002 7003").split()]
 ADMIN_PASSWORD = "admin-secret-1"
 INGEST_TOKEN = "ingest-secret"
+if MODE not in ("single", "cluster"):
+    raise pytest.UsageError(f"TEST_REDIS_MODE must be single or cluster, not {MODE!r}")
 
 
 def redis_url(db: int = TEST_DB) -> str:
+    """The store's URL: the single test Redis (database `db`), or the test cluster (`redis+cluster://`)."""
+    if CLUSTER:
+        return f"redis+cluster://{REDIS_HOST}:{CLUSTER_PORTS[0]}/0"
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
 
 
+def rq_url() -> str:
+    """RQ's Redis: the single test Redis (the store's own database on one Redis, TEST_RQ_DB in cluster mode, so
+    that a cluster run and a single run can share one redis-server)."""
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{RQ_DB if CLUSTER else TEST_DB}"
+
+
+def new_prefix() -> str:
+    """The key prefix of one test: `iot` on one Redis (its own database isolates it), unique on the cluster."""
+    return f"t{uuid.uuid4().hex[:8]}" if CLUSTER else "iot"
+
+
+def store_env(prefix: str, db: int = TEST_DB) -> dict[str, str]:
+    """The environment that points settings (or a subprocess) at the test store under `prefix`."""
+    env = {"ADAPTER_REDIS_URL": redis_url(db)}
+    if CLUSTER:
+        env |= {"ADAPTER_KEY_PREFIX": prefix, "ADAPTER_RQ_REDIS_URL": rq_url()}
+    return env
+
+
+def store_client(db: int = TEST_DB, **options: Any) -> redis.Redis:
+    """A sync client of the test store (a RedisCluster on the cluster; typed as redis.Redis for the tests)."""
+    if CLUSTER:
+        return redis.cluster.RedisCluster(host=REDIS_HOST, port=CLUSTER_PORTS[0], **options)  # type: ignore[return-value]
+    return redis.Redis.from_url(redis_url(db), **options)
+
+
+def async_store_client(db: int = TEST_DB, **options: Any) -> redis.asyncio.Redis:
+    """An asyncio client of the test store (a RedisCluster on the cluster)."""
+    if CLUSTER:
+        return redis.asyncio.cluster.RedisCluster(host=REDIS_HOST, port=CLUSTER_PORTS[0],  # type: ignore[return-value]
+                                                  **options)
+    return redis.asyncio.Redis.from_url(redis_url(db), **options)
+
+
+def primaries(client: redis.Redis) -> list[redis.Redis]:
+    """A client of each primary (`client` itself on one Redis)."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        return [client.get_redis_connection(node) for node in client.get_primaries()]
+    return [client]
+
+
+def flush_store(client: redis.Redis, prefix: str) -> None:
+    """Empty the test store: FLUSHDB on one Redis; on the cluster every key under `prefix`, on every primary, and
+    RQ's database on the single test Redis."""
+    if not isinstance(client, redis.cluster.RedisCluster):
+        client.flushdb()
+        return
+    for node in client.get_primaries():
+        own = client.get_redis_connection(node)  # that primary's own client: SCAN sees its keys only
+        for key in own.scan_iter(match=f"{prefix}*", count=1000):
+            own.unlink(key)  # one key per call: keys of one batch may be in many slots
+    with redis.Redis.from_url(rq_url()) as rq:
+        rq.flushdb()
+
+
+def script_flush(client: redis.Redis) -> None:
+    """SCRIPT FLUSH everywhere scripts are cached (every primary of the cluster)."""
+    for node in primaries(client):
+        node.script_flush()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not CLUSTER:
+        return
+    skip = pytest.mark.skip(reason="one Redis only (TEST_REDIS_MODE=cluster)")
+    for item in items:
+        if item.get_closest_marker("single_redis") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
-def redis_db() -> Iterator[redis.Redis]:
-    """The real Redis, on the test database, flushed before and after."""
-    client = redis.Redis.from_url(redis_url(), decode_responses=True)
+def key_prefix() -> str:
+    return new_prefix()
+
+
+@pytest.fixture
+def redis_db(key_prefix: str) -> Iterator[redis.Redis]:
+    """The real Redis (or cluster), on the test store, emptied before and after."""
+    client = store_client(decode_responses=True)
     try:
         client.ping()
     except redis.exceptions.ConnectionError:
-        pytest.fail(f"Redis does not answer at {redis_url()} (make test starts one)")
-    client.flushdb()
+        pytest.fail(f"Redis does not answer at {redis_url()} (make test starts one; make redis-cluster the cluster)")
+    flush_store(client, key_prefix)
     yield client
-    client.flushdb()
+    flush_store(client, key_prefix)
     client.close()
 
 
 @pytest.fixture
-def settings(redis_db: redis.Redis) -> Settings:
+def settings(redis_db: redis.Redis, key_prefix: str) -> Settings:
     return Settings.from_env({
-        "ADAPTER_REDIS_URL": redis_url(),
+        **store_env(key_prefix),
         "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "ADAPTER_INGEST_TOKEN": INGEST_TOKEN,
         "ADAPTER_EMQX_API_URL": "http://127.0.0.1:9/api/v5",

@@ -10,14 +10,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-import redis.asyncio as aioredis
-
 from adapter.delivery import replay as dead_replay
 from adapter.delivery.urlguard import check_static
 from adapter.errors import invalid
 from adapter.http.endpoint import Call, Endpoint, Handler
 from adapter.http.validation import LIMIT, PAGE, Param
 from adapter.store.keys import Keys
+from adapter.store.types import AsyncRedis
 from adapter.targets.store import OUTCOMES, Item, Target
 
 __all__ = ["COUNT", "ID", "INT", "MAX_ID", "SECRET", "STR", "URL", "Store", "TargetApi", "checked_url",
@@ -125,7 +124,7 @@ class TargetApi(Generic[S]):
 
     base: str
     noun: str
-    opens: Callable[[aioredis.Redis, Keys], S]
+    opens: Callable[[AsyncRedis, Keys], S]
     properties: Schema
 
     def store(self, call: Call) -> S:

@@ -18,9 +18,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from adapter.store import scripts
+from adapter.store.types import AsyncRedis
 
 SCRIPT = scripts.LuaScript(scripts.source("auth/throttle.lua"))
 
@@ -44,7 +43,7 @@ class Busy(Exception):
 
 
 class Throttle:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: AsyncRedis) -> None:
         self._redis = redis
 
     async def take(self, buckets: Sequence[Bucket]) -> int:

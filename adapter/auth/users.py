@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 
 import anyio.to_thread
-import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -20,6 +19,7 @@ from adapter.errors import AppError, invalid, not_found
 from adapter.settings import Settings
 from adapter.store.connections import texts
 from adapter.store.keys import Keys
+from adapter.store.types import AsyncRedis
 
 ROLES: dict[str, tuple[str, ...]] = {"admin": ("admin", "view"), "viewer": ("view",)}
 _hasher = PasswordHasher()
@@ -81,7 +81,7 @@ async def _verify(stored: str, password: str) -> bool:
 
 
 class UserStore:
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, redis: AsyncRedis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
 
@@ -156,7 +156,7 @@ class Sessions:
     name). At most `limiter`'s bound of checks run at once; past it the answer is 503.
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, settings: Settings,
+    def __init__(self, redis: AsyncRedis, keys: Keys, settings: Settings,
                  limiter: VerifyLimiter | None = None) -> None:
         self.redis = redis
         self.keys = keys

@@ -28,8 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from adapter.auth.throttle import Bucket, Busy, Throttle, VerifyLimiter
 from adapter.auth.users import _hash, _verify, check_name
 from adapter.errors import AppError, invalid
@@ -37,6 +35,7 @@ from adapter.settings import Settings
 from adapter.store import scripts
 from adapter.store.keys import Keys
 from adapter.store.scripts import LuaScript
+from adapter.store.types import AsyncRedis
 
 __all__ = ["Busy", "Credential", "CredentialStore", "Locked", "VerifyLimiter", "authn_buckets", "cache_digest",
            "check_sn", "new_secret"]
@@ -78,7 +77,7 @@ def cache_digest(sn: str, secret: str) -> str:
 
 
 class CredentialStore:
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, redis: AsyncRedis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
 

@@ -20,7 +20,6 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from adapter.commands.ids import id_str, parse_id
 from adapter.devices import uplink
@@ -31,6 +30,7 @@ from adapter.store import scripts
 from adapter.store.keys import Keys
 from adapter.store.resp import Arg, PreparedCall
 from adapter.store.scripts import LuaScript
+from adapter.store.types import AsyncRedis
 
 DEFAULT_FROM = "iot_web_console"
 METHODS = ("", "get", "set")
@@ -305,7 +305,7 @@ def script_args(keys: Keys, mode: str, *args: Arg) -> list[Arg]:
     return [*script_keys(keys), *script_prefixes(keys), mode, *args]
 
 
-async def run_script(client: aioredis.Redis, keys: Keys, mode: str, *args: Arg) -> Any:
+async def run_script(client: AsyncRedis, keys: Keys, mode: str, *args: Arg) -> Any:
     """One call of commands.lua, loading it first when Redis does not have it."""
     argv = script_args(keys, mode, *args)
     return await scripts.call(client, COMMANDS, NUMKEYS, *argv)

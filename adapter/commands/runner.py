@@ -27,7 +27,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from adapter.broker.client import EmqxClient, Message, PublishOutcome, PublishResult
@@ -39,6 +38,7 @@ from adapter.settings import Settings
 from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
 from adapter.store.resp import Arg
+from adapter.store.types import AsyncRedis
 
 log = logging.getLogger("adapter.commands.rules")
 
@@ -67,7 +67,7 @@ def lease_ms(settings: Settings) -> int:
 
 
 class CommandRunner:
-    def __init__(self, settings: Settings, client: aioredis.Redis, emqx: EmqxClient,
+    def __init__(self, settings: Settings, client: AsyncRedis, emqx: EmqxClient,
                  rng: random.Random | None = None) -> None:
         self.settings = settings
         self.keys = Keys.of(settings)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from adapter.commands import ids as command_ids
 from adapter.commands.ids import id_str
 from adapter.commands.rules import COMMANDS, NUMKEYS, CommandRequest, response_view, run_script, script_args, view
@@ -19,6 +17,7 @@ from adapter.errors import AppError, not_found
 from adapter.store.connections import texts
 from adapter.store.keys import Keys
 from adapter.store.resp import Arg
+from adapter.store.types import AsyncRedis
 
 CREATE_CHUNK = 1000
 PRUNE_BATCH = 1000
@@ -43,7 +42,7 @@ def targets(req: CommandRequest, ids: list[int]) -> list[dict[str, Any]]:
 
 
 class CommandStore:
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, client: AsyncRedis, keys: Keys) -> None:
         self.redis = client
         self.keys = keys
 
@@ -66,7 +65,7 @@ class CommandStore:
         """One command per device; answers the seed's `to` list, each with `idStr`."""
         ids = await self.new_ids(len(req.sns))
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.scripts.add(COMMANDS)  # type: ignore[arg-type]  # it needs only .sha and .script
+            pipe.scripts.add(COMMANDS)  # type: ignore[arg-type,union-attr]  # it needs only .sha and .script
             for start in range(0, len(ids), CREATE_CHUNK):
                 pipe.evalsha(COMMANDS.sha, NUMKEYS, *create_args(self.keys, req, ids, start))
             await pipe.execute()

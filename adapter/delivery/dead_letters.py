@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from adapter.store import scripts
 from adapter.store.keys import Keys
 from adapter.store.scripts import LuaScript
+from adapter.store.types import AsyncRedis
 
 REPLAY_BATCH = 500
 
@@ -78,7 +78,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def index_missing(client: aioredis.Redis, keys: Keys, target: str) -> None:
+async def index_missing(client: AsyncRedis, keys: Keys, target: str) -> None:
     """Indexes letters the hash holds and the index does not (written before it existed), by their time."""
     dead, index = keys.dead(target), keys.dead_index(target)
     if await client.hlen(dead) <= await client.zcard(index):
@@ -94,7 +94,7 @@ async def index_missing(client: aioredis.Redis, keys: Keys, target: str) -> None
         await client.zadd(index, scores, nx=True)
 
 
-async def page(client: aioredis.Redis, keys: Keys, target: str, page_no: int, limit: int) -> tuple[int, list[Any]]:
+async def page(client: AsyncRedis, keys: Keys, target: str, page_no: int, limit: int) -> tuple[int, list[Any]]:
     """The total and one page of the letters, oldest first: (total, [(delivery id, JSON or None)])."""
     await index_missing(client, keys, target)
     index = keys.dead_index(target)
@@ -107,7 +107,7 @@ async def page(client: aioredis.Redis, keys: Keys, target: str, page_no: int, li
     return int(total), [(_text(i), r) for i, r in zip(ids, raws, strict=True)]
 
 
-async def replay(client: aioredis.Redis, keys: Keys, target: str, delivery_ids: Sequence[str] | None,
+async def replay(client: AsyncRedis, keys: Keys, target: str, delivery_ids: Sequence[str] | None,
                  partitions: int, maxlen: int, *, batch: int = REPLAY_BATCH,
                  progress: Progress | None = None) -> Replayed:
     """Moves the letters `delivery_ids` (None: all) back onto the delivery streams as first attempts, `batch`

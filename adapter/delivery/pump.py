@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from adapter.delivery import retry, signing
@@ -51,10 +50,11 @@ from adapter.delivery.model import (
 from adapter.delivery.sender import Attempt, Sender
 from adapter.settings import Settings
 from adapter.store import scripts
-from adapter.store.batcher import Batcher
+from adapter.store.batcher import batcher_for
 from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
 from adapter.store.scripts import LuaScript
+from adapter.store.types import AsyncRedis
 
 log = logging.getLogger("adapter.delivery.pump")
 GROUP = "pumps"
@@ -93,12 +93,12 @@ class PartitionState:
 
 
 class Pump:
-    def __init__(self, settings: Settings, client: aioredis.Redis, sender: Sender,
+    def __init__(self, settings: Settings, client: AsyncRedis, sender: Sender,
                  rng: random.Random | None = None) -> None:
         self.settings = settings
         self.keys = Keys.of(settings)
         self.redis = client
-        self.batcher = Batcher(client, [OUTCOME, HOLD])
+        self.batcher = batcher_for(client, [OUTCOME, HOLD])
         self.limits = Limits.of(settings)
         self.sender = sender
         self.rng = rng or random.Random()

@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from adapter.devices.views import (
     DEVICE_FIELDS,
     PERIPHERAL_FIELDS,
@@ -35,6 +33,7 @@ from adapter.devices.views import (
 )
 from adapter.store import scripts
 from adapter.store.keys import Keys
+from adapter.store.types import AsyncRedis
 
 Item = dict[str, Any]
 
@@ -66,7 +65,7 @@ def prefix_bounds(prefix: str) -> tuple[bytes, bytes]:
     return b"[" + raw, b"[" + raw + b"\xff"
 
 
-async def index_page(r: aioredis.Redis, key: str, prefix: str | None, offset: int,
+async def index_page(r: AsyncRedis, key: str, prefix: str | None, offset: int,
                      limit: int) -> tuple[int, list[str]]:
     """(total, members) of a page of a score-0 sorted set, optionally only members starting with `prefix`."""
     if not prefix:
@@ -95,7 +94,7 @@ return rows
 HMGET_MANY_SCRIPT = scripts.LuaScript(HMGET_MANY)
 
 
-async def hashes(r: aioredis.Redis, keys: Sequence[str], fields: Sequence[str]) -> list[Values]:
+async def hashes(r: AsyncRedis, keys: Sequence[str], fields: Sequence[str]) -> list[Values]:
     """HMGET of the same fields from many hashes, in one round trip (None for a missing field)."""
     if not keys:
         return []
@@ -115,7 +114,7 @@ def _peripheral_index(keys: Keys, online: bool | None) -> str:
     return keys.peripherals_online() if online else keys.peripherals_offline()
 
 
-async def device_page(r: aioredis.Redis, keys: Keys, *, page: int = 1, limit: int = 100,
+async def device_page(r: AsyncRedis, keys: Keys, *, page: int = 1, limit: int = 100,
                       online: bool | None = None, sn: str | None = None) -> Page:
     """Devices in sn order; `online` picks the online/offline index, `sn` is a prefix."""
     total, sns = await index_page(r, _device_index(keys, online), sn, offset_of(page, limit), limit)
@@ -124,7 +123,7 @@ async def device_page(r: aioredis.Redis, keys: Keys, *, page: int = 1, limit: in
     return Page(total, page, limit, items)
 
 
-async def device(r: aioredis.Redis, keys: Keys, sn: str) -> Item | None:
+async def device(r: AsyncRedis, keys: Keys, sn: str) -> Item | None:
     """One device with its presence version and peripheral count; None when it is not a known device."""
     low, high = prefix_bounds(f"{sn}/")
     async with r.pipeline(transaction=False) as pipe:
@@ -137,7 +136,7 @@ async def device(r: aioredis.Redis, keys: Keys, sn: str) -> Item | None:
     return device_detail(sn, row[:-1], row[-1], int(peripherals))
 
 
-async def _zcards(r: aioredis.Redis, online: str, offline: str, total: str) -> dict[str, int]:
+async def _zcards(r: AsyncRedis, online: str, offline: str, total: str) -> dict[str, int]:
     async with r.pipeline(transaction=False) as pipe:
         for key in (online, offline, total):
             pipe.zcard(key)
@@ -145,15 +144,15 @@ async def _zcards(r: aioredis.Redis, online: str, offline: str, total: str) -> d
     return {"offline": int(off), "online": int(on), "total": int(every)}
 
 
-async def device_counts(r: aioredis.Redis, keys: Keys) -> dict[str, int]:
+async def device_counts(r: AsyncRedis, keys: Keys) -> dict[str, int]:
     return await _zcards(r, keys.devices_online(), keys.devices_offline(), keys.devices())
 
 
-async def peripheral_counts(r: aioredis.Redis, keys: Keys) -> dict[str, int]:
+async def peripheral_counts(r: AsyncRedis, keys: Keys) -> dict[str, int]:
     return await _zcards(r, keys.peripherals_online(), keys.peripherals_offline(), keys.peripherals())
 
 
-async def _gateway_presence_page(r: aioredis.Redis, keys: Keys, gw_id: str, online: bool, prefix: str | None,
+async def _gateway_presence_page(r: AsyncRedis, keys: Keys, gw_id: str, online: bool, prefix: str | None,
                                  offset: int, limit: int) -> tuple[int, list[str]]:
     """The gateway's peripherals that are online (offline): O(peripherals of the gateway)."""
     members = _texts(await r.zinter([keys.peripherals_of_gw(gw_id), _peripheral_index(keys, online)]))
@@ -162,7 +161,7 @@ async def _gateway_presence_page(r: aioredis.Redis, keys: Keys, gw_id: str, onli
     return len(members), members[offset:offset + limit]
 
 
-async def peripheral_page(r: aioredis.Redis, keys: Keys, *, page: int = 1, limit: int = 100,
+async def peripheral_page(r: AsyncRedis, keys: Keys, *, page: int = 1, limit: int = 100,
                           sn: str | None = None, gw_id: str | None = None,
                           online: bool | None = None) -> Page:
     """Peripherals in `{sn}/{nId}` order; `sn` is the exact device sn, `gwId` the exact gateway id."""

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from adapter.broker.client import EmqxClient
 from adapter.devices.store import DEVICE_PRESENCE, presence_args
 from adapter.ingest.events import Connected, Disconnected
 from adapter.store.keys import Keys
+from adapter.store.types import AsyncRedis
 
 REASON = "reconciled"
 STATE = ("device", "online", "connected_at", "ended_through", "version")
@@ -72,7 +72,7 @@ def _num(value: Any) -> int | None:
     return int(value) if value not in (None, "") else None
 
 
-async def _states(r: aioredis.Redis, keys: Keys, ids: list[str]) -> dict[str, list[Any]]:
+async def _states(r: AsyncRedis, keys: Keys, ids: list[str]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for start in range(0, len(ids), CHUNK):
         group = ids[start:start + CHUNK]
@@ -84,7 +84,7 @@ async def _states(r: aioredis.Redis, keys: Keys, ids: list[str]) -> dict[str, li
     return out
 
 
-async def online_snapshot(r: aioredis.Redis, keys: Keys) -> dict[str, list[Any]]:
+async def online_snapshot(r: AsyncRedis, keys: Keys) -> dict[str, list[Any]]:
     """Every device Redis has online, with its presence state as read now."""
     sns: list[str] = []
     start = 0
@@ -136,7 +136,7 @@ def to_online(states: dict[str, list[Any]], connected: dict[str, int | None]) ->
     return out
 
 
-async def apply_guarded(r: aioredis.Redis, keys: Keys, partitions: int, ev: Connected | Disconnected,
+async def apply_guarded(r: AsyncRedis, keys: Keys, partitions: int, ev: Connected | Disconnected,
                         seen: list[Any]) -> bool | None:
     """Run the device script for `ev` unless the client's state differs from `seen`; True when it made a
     transition, False when the rules made it a no-op, None when the state had moved (raced)."""
@@ -156,7 +156,7 @@ async def apply_guarded(r: aioredis.Redis, keys: Keys, partitions: int, ev: Conn
     return reply is not None
 
 
-async def _ensure_script(r: aioredis.Redis) -> None:
+async def _ensure_script(r: AsyncRedis) -> None:
     if not (await r.script_exists(DEVICE_PRESENCE.sha))[0]:
         await r.script_load(DEVICE_PRESENCE.script)
 
@@ -166,7 +166,7 @@ async def still_gone(emqx: EmqxClient, clientid: str) -> bool:
     return found is None or found.get("connected") is not True
 
 
-async def reconcile(r: aioredis.Redis, emqx: EmqxClient, keys: Keys, partitions: int,
+async def reconcile(r: AsyncRedis, emqx: EmqxClient, keys: Keys, partitions: int,
                     page_size: int) -> Outcome:
     started_ms = int(time.time() * 1000)
     snapshot = await online_snapshot(r, keys)

@@ -14,8 +14,9 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 
-import redis.asyncio as aioredis
 import redis.exceptions
+
+from adapter.store.types import AsyncRedis
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 LATENCY = "http_request_duration_seconds"
@@ -71,7 +72,7 @@ class MetricsBuffer:
             fields[f"{LATENCY}_sum{{{labels}}}"] += counts[-1]
         return dict(fields)
 
-    async def flush(self, client: aioredis.Redis, key: str) -> None:
+    async def flush(self, client: AsyncRedis, key: str) -> None:
         fields = self.take()
         if not fields:
             return
@@ -87,7 +88,7 @@ class MetricsBuffer:
             for name, value in fields.items():  # keep them for the next flush
                 self._fields[name] += value
 
-    async def run(self, client: aioredis.Redis, key: str, every: float = 1.0) -> None:
+    async def run(self, client: AsyncRedis, key: str, every: float = 1.0) -> None:
         try:
             while True:
                 await asyncio.sleep(every)

@@ -22,7 +22,8 @@ async def _has_users(settings: Settings) -> bool:
 
 
 def preflight(settings: Settings) -> None:
-    """What `adapter api` needs before it serves: the ingest token, Redis, and a user or the admin password."""
+    """What `adapter api` needs before it serves: the ingest token, Redis (answering, holding a store of this
+    process's key layout; RQ's Redis too), and a user or the admin password."""
     settings.require("ingest_token")
     check_redis(settings)
     if not settings.admin_password and not asyncio.run(_has_users(settings)):
@@ -34,6 +35,8 @@ def run_api(settings: Settings, *, host: str, port: int, workers: int = 1) -> in
     preflight(settings)
     if workers > 1:
         os.environ.setdefault("ADAPTER_REDIS_URL", settings.redis_url)
+        if settings.rq_redis_url:
+            os.environ.setdefault("ADAPTER_RQ_REDIS_URL", settings.rq_redis_url)
     uvicorn.run("adapter.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="info", access_log=False, server_header=False,
                 proxy_headers=trusted_proxies(settings) is not None, forwarded_allow_ips=trusted_proxies(settings))

@@ -30,7 +30,7 @@ from adapter.ingest.events import (
     Unknown,
     Unsubscribed,
 )
-from adapter.store.batcher import Batcher
+from adapter.store.batcher import Batching
 from adapter.store.keys import Keys
 from adapter.targets.forwarding import Forward, forward_call, forward_of
 from adapter.targets.route_table import RouteTable
@@ -136,7 +136,7 @@ def _rejected_field(reason: str) -> str:
 
 
 class Ingest:
-    def __init__(self, batcher: Batcher, keys: Keys, metrics: MetricsBuffer, partitions: int,
+    def __init__(self, batcher: Batching, keys: Keys, metrics: MetricsBuffer, partitions: int,
                  routes: RouteTable, *, max_peripherals: int = MAX_PERIPHERALS,
                  peripheral_ttl: int = PERIPHERAL_TTL) -> None:
         self.batcher = batcher

@@ -14,9 +14,9 @@ from enum import StrEnum
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
 from adapter.store.keys import Keys
+from adapter.store.types import AsyncRedis
 
 
 class JobState(StrEnum):
@@ -35,7 +35,7 @@ def initial(kind: str, total: int) -> dict[Any, str | int]:
             "updated": now}
 
 
-async def create(r: aioredis.Redis, keys: Keys, job_id: str, kind: str, total: int, ttl: int) -> None:
+async def create(r: AsyncRedis, keys: Keys, job_id: str, kind: str, total: int, ttl: int) -> None:
     key = keys.job_progress(job_id)
     async with r.pipeline(transaction=True) as pipe:
         pipe.hset(key, mapping=initial(kind, total))
@@ -75,7 +75,7 @@ def done_so_far(conn: redis.Redis, keys: Keys, job_id: str) -> int:
     return int(raw) if raw else 0
 
 
-async def read(r: aioredis.Redis, keys: Keys, job_id: str) -> dict[str, Any] | None:
+async def read(r: AsyncRedis, keys: Keys, job_id: str) -> dict[str, Any] | None:
     record = await r.hgetall(keys.job_progress(job_id))
     if not record:
         return None

@@ -4,6 +4,9 @@ A request submits its commands (RESP bytes, see resp.py) and awaits its own repl
 flight, new submissions gather; the next flush takes all of them. Nothing waits on a timer. Scripts are
 loaded once; a NOSCRIPT reply (Redis restarted or flushed its script cache) loads them again and re-sends
 only the submissions that got it (a script that answers NOSCRIPT did nothing).
+
+On a Redis Cluster the same contract is kept by cluster_batcher.ClusterBatcher (routing by slot); `batcher_for`
+picks the one that fits the client.
 """
 
 from __future__ import annotations
@@ -11,15 +14,35 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from adapter.store.scripts import LuaScript
+from adapter.store.types import AsyncRedis
 
 Commands = Sequence[bytes]
 READ_TIMEOUT = 10.0  # s for all the replies of one batch
+
+
+class Batching(Protocol):
+    """What callers use of a batcher (this module's Batcher, or the ClusterBatcher)."""
+
+    async def submit(self, commands: Commands) -> list[Any]:
+        """Send `commands`; answer their replies once written (error replies as exception objects)."""
+
+    async def load_scripts(self) -> None:
+        """Load every script of the batcher (on every primary of a cluster)."""
+
+
+def batcher_for(client: AsyncRedis, scripts: Iterable[LuaScript] = ()) -> Batching:
+    """The batcher of `client`: one connection of its pool on one Redis, routed by slot on a cluster."""
+    if isinstance(client, aioredis.Redis):
+        return Batcher(client, scripts)
+    from adapter.store.cluster_batcher import ClusterBatcher
+
+    return ClusterBatcher(client, scripts)
 
 
 class Batcher:

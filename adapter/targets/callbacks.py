@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from redis.asyncio.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
+from adapter.store.types import AsyncPipeline
 from adapter.targets.store import OUTCOMES, Item, Target, TargetStore, shared_values, stamp, to_int
 
 __all__ = ["OUTCOMES", "TYPES", "Callback", "CallbackStore", "from_hash", "hash_fields"]
@@ -59,7 +59,7 @@ class CallbackStore(TargetStore):
 
     KIND = NOUN = "callback"
 
-    def _enable(self, pipe: Pipeline, cb: Callback) -> None:
+    def _enable(self, pipe: AsyncPipeline, cb: Callback) -> None:
         """Queue the callback's membership of its type's enabled set, as its `enabled` says."""
         enabled_set, member = self.keys.callbacks_enabled_of(cb.type), str(cb.id)
         if cb.enabled:
@@ -74,7 +74,7 @@ class CallbackStore(TargetStore):
         at = stamp(now)
         cb = Callback(cb_id, cb_type, url, enabled=enabled, create_time=at, update_time=at)
 
-        def join(pipe: Pipeline) -> None:
+        def join(pipe: AsyncPipeline) -> None:
             if enabled:
                 pipe.sadd(self.keys.callbacks_enabled_of(cb_type), str(cb_id))
 
@@ -101,7 +101,7 @@ class CallbackStore(TargetStore):
 
     async def _change(self, cb_id: int, change: Callable[[Callback], Callback]) -> Callback:
         """Writes the changed hash and the enabled set together, under WATCH of the index."""
-        def write(pipe: Pipeline, old: Callback) -> Callback:
+        def write(pipe: AsyncPipeline, old: Callback) -> Callback:
             new = change(old)
             pipe.hset(self.targets.key(cb_id), mapping=hash_fields(new))
             self._enable(pipe, new)
@@ -111,7 +111,7 @@ class CallbackStore(TargetStore):
 
     async def delete(self, cb_id: int) -> int:
         """Removes the callback, its id from both enabled sets, its attempts and its dead letters: 1, or 0."""
-        def leave(pipe: Pipeline) -> None:
+        def leave(pipe: AsyncPipeline) -> None:
             for cb_type in TYPES:
                 pipe.srem(self.keys.callbacks_enabled_of(cb_type), str(cb_id))
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from adapter.errors import AppError
 from adapter.store.keys import Keys
+from adapter.store.types import AsyncRedis
 from adapter.targets.store import text
 from adapter.targets.topics import TopicIndex, validate_filter
 
@@ -97,7 +97,7 @@ class RouteTable:
         self.version = version
         self.reloads += 1
 
-    async def refresh(self, redis: aioredis.Redis) -> None:
+    async def refresh(self, redis: AsyncRedis) -> None:
         """Load the enabled routes and their version in one atomic read."""
         async with redis.pipeline(transaction=True) as pipe:
             pipe.get(self.keys.routes_version())
@@ -105,10 +105,10 @@ class RouteTable:
             raw_version, record = await pipe.execute()
         self.load({text(k): text(v) for k, v in record.items()}, _version(raw_version))
 
-    async def current_version(self, redis: aioredis.Redis) -> int:
+    async def current_version(self, redis: AsyncRedis) -> int:
         return _version(await redis.get(self.keys.routes_version()))
 
-    async def follow(self, redis: aioredis.Redis, stop: asyncio.Event) -> None:
+    async def follow(self, redis: AsyncRedis, stop: asyncio.Event) -> None:
         """Keep the table current until `stop` is set; Redis failures are logged and followed again."""
         while not stop.is_set():
             try:
@@ -118,7 +118,7 @@ class RouteTable:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), RETRY_DELAY)
 
-    async def _follow(self, redis: aioredis.Redis, stop: asyncio.Event) -> None:
+    async def _follow(self, redis: AsyncRedis, stop: asyncio.Event) -> None:
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self.keys.routes_channel())

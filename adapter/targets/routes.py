@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from redis.asyncio.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
+from adapter.store.types import AsyncPipeline
 from adapter.targets.store import Item, Target, TargetStore, shared_values, stamp
 from adapter.targets.topics import validate_filter
 
@@ -63,7 +63,7 @@ class RouteStore(TargetStore):
 
     KIND = NOUN = "route"
 
-    def _announce(self, pipe: Pipeline, route: Route | None, route_id: int) -> None:
+    def _announce(self, pipe: AsyncPipeline, route: Route | None, route_id: int) -> None:
         """Queue the enabled-hash entry of the route (gone when `route` is None or disabled), the version
         bump and the notification."""
         if route is not None and route.enabled:
@@ -98,7 +98,7 @@ class RouteStore(TargetStore):
         given: dict[str, Any] = {k: v for k, v in {"name": name, "topic": topic, "url": url,
                                                     "enabled": enabled}.items() if v is not None}
 
-        def write(pipe: Pipeline, old: Route) -> Route:
+        def write(pipe: AsyncPipeline, old: Route) -> Route:
             new = replace(old, **given)
             if new == old:
                 return old
@@ -116,7 +116,7 @@ class RouteStore(TargetStore):
         """A new signing secret, shown this once. The table does not hold secrets; the version still moves."""
         return await self.targets.rotate_secret(route_id, now, lambda pipe: self._bump(pipe, route_id))
 
-    def _bump(self, pipe: Pipeline, route_id: int) -> None:
+    def _bump(self, pipe: AsyncPipeline, route_id: int) -> None:
         pipe.incr(self.keys.routes_version())
         pipe.publish(self.keys.routes_channel(), str(route_id))
 

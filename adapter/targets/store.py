@@ -23,9 +23,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, ClassVar, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 import redis.exceptions
-from redis.asyncio.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
 from adapter.delivery import dead_letters
@@ -33,6 +31,7 @@ from adapter.delivery.model import RECORDED, BreakerState
 from adapter.delivery.signing import new_secret
 from adapter.errors import AppError, not_found
 from adapter.store.keys import Keys
+from adapter.store.types import AsyncPipeline, AsyncRedis
 
 __all__ = ["OUTCOMES", "TRIES", "Item", "Queue", "Target", "TargetStore", "Targets", "dead_items", "health_item",
            "json_objects", "public", "replayable", "shared_values", "stamp", "stream_fields", "text", "to_int"]
@@ -41,8 +40,8 @@ OUTCOMES = tuple(o.value for o in RECORDED)  # of an attempt, as the engine reco
 TRIES = 20
 T = TypeVar("T")
 Item = dict[str, Any]
-Step = Callable[[Pipeline], Awaitable[Callable[[], T]]]
-Queue = Callable[[Pipeline], None]  # queues more writes into a MULTI
+Step = Callable[[AsyncPipeline], Awaitable[Callable[[], T]]]
+Queue = Callable[[AsyncPipeline], None]  # queues more writes into a MULTI
 Load = Callable[[int, dict[str, str]], T | None]  # a kind's record from its id and hash; None: not one
 
 
@@ -157,7 +156,7 @@ def shared_values(record: Mapping[str, str]) -> dict[str, Any]:
 class Targets:
     """The engine-facing records of one kind of target. `noun` names it in errors ("no such route")."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, kind: str, noun: str) -> None:
+    def __init__(self, redis: AsyncRedis, keys: Keys, kind: str, noun: str) -> None:
         self.redis = redis
         self.keys = keys
         self.kind = kind
@@ -217,10 +216,10 @@ class Targets:
             raise self.missing()
         return target
 
-    async def change(self, target_id: int, load: Load[T], write: Callable[[Pipeline, T], T]) -> T:
+    async def change(self, target_id: int, load: Load[T], write: Callable[[AsyncPipeline, T], T]) -> T:
         """Loads the target under WATCH of the index (None: there is none, 404), then answers what
         `write(pipe, old)` answers, having queued its writes in one MULTI."""
-        async def step(pipe: Pipeline) -> Callable[[], T]:
+        async def step(pipe: AsyncPipeline) -> Callable[[], T]:
             old = load(target_id, await self.record(target_id, pipe))
             if old is None:
                 raise self.missing()
@@ -300,7 +299,7 @@ class Targets:
         """A new signing secret (and `updateTime`), shown this once; `also` queues more in its MULTI."""
         secret, at = new_secret(), stamp(now)
 
-        async def step(pipe: Pipeline) -> Callable[[], str]:
+        async def step(pipe: AsyncPipeline) -> Callable[[], str]:
             if not await self.exists(target_id, pipe):
                 raise self.missing()
             pipe.multi()
@@ -333,7 +332,7 @@ class TargetStore:
     KIND: ClassVar[str]
     NOUN: ClassVar[str]
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, redis: AsyncRedis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
         self.targets = Targets(redis, keys, self.KIND, self.NOUN)

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import redis_url
+from tests.conftest import flush_store, new_prefix, store_client, store_env
 from tests.e2e.conftest import running_dev_stack
 from tests.support.processes import stop
 from tests.support.servers import wait_for
@@ -56,14 +55,15 @@ class Console:
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    r = redis.Redis.from_url(redis_url())
-    r.flushdb()
+    prefix = new_prefix()
+    r = store_client()
+    flush_store(r, prefix)
     logs = tmp_path_factory.mktemp("console")
     try:
-        with running_dev_stack(logs) as info, httpx.Client(base_url=info["api"], timeout=10) as api:
+        with running_dev_stack(logs, prefix) as info, httpx.Client(base_url=info["api"], timeout=10) as api:
             token = api.post("/iot/api/v1/auth/login", json={"user": "admin", "password": info["password"]})
             api.headers["Authorization"] = f"Bearer {token.json()['data']['token']}"
-            env = {**os.environ, "ADAPTER_REDIS_URL": redis_url()}
+            env = {**os.environ, **store_env(prefix)}
             subprocess.run([sys.executable, "-m", "adapter", "user", "add", VIEWER, "--role", "viewer"],
                            input=f"{VIEWER_PASSWORD}\n".encode(), env=env, check=True, capture_output=True)
             c = Console(info["api"], info["password"], info["mqtt"], api, logs)
@@ -73,7 +73,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
                 for proc in c.procs:
                     stop(proc)
     finally:
-        r.flushdb()
+        flush_store(r, prefix)
         r.close()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import redis_url
+from tests.conftest import store_env
 from tests.support.servers import free_port, wait_for
 
 
@@ -33,17 +33,17 @@ def pids_with(marker: str) -> list[int]:
 
 
 @pytest.fixture
-def dev_stack(redis_db: redis.Redis, tmp_path: Path) -> Iterator[dict[str, str]]:
-    with running_dev_stack(tmp_path) as info:
+def dev_stack(redis_db: redis.Redis, key_prefix: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    with running_dev_stack(tmp_path, key_prefix) as info:
         yield info
 
 
 @contextmanager
-def running_dev_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
+def running_dev_stack(tmp_path: Path, prefix: str = "iot") -> Iterator[dict[str, str]]:
     """`adapter dev` on free ports and the test Redis, until the block ends (then Ctrl-C, and every child gone):
     its URLs and logins as the banner printed them."""
     api, mqtt_port, broker = free_port(), free_port(), free_port()
-    env = {**os.environ, "ADAPTER_REDIS_URL": redis_url(), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **store_env(prefix), "PYTHONUNBUFFERED": "1"}
     env.pop("ADAPTER_ADMIN_PASSWORD", None)
     log = open(tmp_path / "dev.log", "w+b")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "adapter", "dev", "--port", str(api), "--mqtt-port",

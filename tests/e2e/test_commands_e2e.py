@@ -18,9 +18,8 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-import redis
 
-from tests.conftest import redis_url
+from tests.conftest import flush_store, new_prefix, store_client, store_env
 from tests.support.processes import stop
 from tests.support.servers import free_port, wait_for
 
@@ -97,10 +96,11 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    r = redis.Redis.from_url(redis_url())
-    r.flushdb()
+    prefix = new_prefix()
+    r = store_client()
+    flush_store(r, prefix)
     api_port, mqtt_port, broker_port = free_port(), free_port(), free_port()
-    env = {**os.environ, "ADAPTER_REDIS_URL": redis_url(), "ADAPTER_ADMIN_PASSWORD": PASSWORD,
+    env = {**os.environ, **store_env(prefix), "ADAPTER_ADMIN_PASSWORD": PASSWORD,
            "ADAPTER_INGEST_TOKEN": TOKEN, "ADAPTER_EMQX_API_URL": f"http://127.0.0.1:{broker_port}/api/v5",
            "ADAPTER_EMQX_API_KEY": KEY, "ADAPTER_EMQX_API_SECRET": SECRET, "ADAPTER_DEV": "true",
            "ADAPTER_COMMAND_ACK_TIMEOUT": str(ACK_TIMEOUT), "PYTHONUNBUFFERED": "1"}
@@ -120,7 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         finally:
             for proc in reversed(s.procs):
                 stop(proc)
-            r.flushdb()
+            flush_store(r, prefix)
             r.close()
 
 

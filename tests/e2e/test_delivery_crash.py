@@ -11,7 +11,7 @@ import redis
 
 from adapter.settings import Settings
 from adapter.store.keys import Keys
-from tests.conftest import INGEST_TOKEN, redis_url
+from tests.conftest import INGEST_TOKEN, store_env
 from tests.integration.test_delivery import add_callback
 from tests.support.emqx import connected, post, subscribed
 from tests.support.processes import adapter_process, stop
@@ -26,7 +26,7 @@ def test_sigkilled_worker_loses_nothing(client: httpx.Client, redis_db: redis.Re
                                         tmp_path: object) -> None:
     rec = Receiver()
     rec.answer = lambda r: "hang"  # the first worker's requests stay in flight until it is killed
-    env = {"ADAPTER_REDIS_URL": redis_url(), "ADAPTER_ALLOW_PRIVATE_URLS": "true", "ADAPTER_DELIVERY_LEASE": "2",
+    env = {**store_env(settings.key_prefix), "ADAPTER_ALLOW_PRIVATE_URLS": "true", "ADAPTER_DELIVERY_LEASE": "2",
            "ADAPTER_DELIVERY_TIMEOUT": "30", "ADAPTER_DELIVERY_SCHEDULE": "0.2s,0.2s"}
     with serve(rec.app()) as url:
         add_callback(redis_db, 1, url)

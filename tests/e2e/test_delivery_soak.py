@@ -21,7 +21,7 @@ import redis
 
 from adapter.settings import Settings
 from adapter.store.keys import Keys
-from tests.conftest import INGEST_TOKEN, redis_url
+from tests.conftest import INGEST_TOKEN, store_env
 from tests.integration.test_delivery import add_callback
 from tests.support.emqx import connected, published
 from tests.support.processes import adapter_process
@@ -89,7 +89,7 @@ def delivery_memory(r: redis.Redis, target: str) -> int:
 def test_a_down_route_on_everything_stays_bounded(live: str, redis_db: redis.Redis, settings: Settings,
                                                   tmp_path: object) -> None:
     rec = Receiver()
-    env = {"ADAPTER_REDIS_URL": redis_url(), "ADAPTER_ALLOW_PRIVATE_URLS": "true",
+    env = {**store_env(settings.key_prefix), "ADAPTER_ALLOW_PRIVATE_URLS": "true",
            "ADAPTER_DELIVERY_MAX_HELD": str(MAX_HELD), "ADAPTER_DELIVERY_TIMEOUT": "2"}
     with serve(rec.app()) as url:
         add_callback(redis_db, 1, f"{url}/status")

@@ -12,6 +12,7 @@ from rq import Queue
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 
 from adapter.settings import Settings
+from adapter.store.connections import rq_redis
 from adapter.store.keys import Keys
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx, emqx_client
 from tests.support.processes import adapter_process
@@ -28,7 +29,7 @@ def test_two_workers_run_one_chain_per_periodic_job(settings: Settings, redis_db
                "ADAPTER_EMQX_API_KEY": KEY, "ADAPTER_EMQX_API_SECRET": SECRET}
         with adapter_process("worker", env=env, log_path=str(tmp_path / "w1.log")), \
                 adapter_process("worker", env=env, log_path=str(tmp_path / "w2.log")):
-            queue = Queue(K.queue("default"), connection=redis.Redis.from_url(settings.redis_url))
+            queue = Queue(K.queue("default"), connection=rq_redis(settings))
             finished = FinishedJobRegistry(queue=queue)
             wait_for(lambda: len(finished.get_job_ids()) == 2, 60, "the first run of each periodic job")
             scheduled = ScheduledJobRegistry(queue=queue)

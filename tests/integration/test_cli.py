@@ -10,7 +10,7 @@ import sys
 import pytest
 import redis
 
-from tests.conftest import redis_url
+from tests.conftest import store_env
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 
@@ -47,14 +47,14 @@ def test_the_redis_password_is_never_printed(args: tuple[str, ...]) -> None:
     assert "s3cret-pw" not in done.stderr + done.stdout
 
 
-def test_api_needs_the_admin_password_while_no_user_exists(redis_db: redis.Redis) -> None:
-    done = adapter("api", env={"ADAPTER_INGEST_TOKEN": "t", "ADAPTER_REDIS_URL": redis_url()})
+def test_api_needs_the_admin_password_while_no_user_exists(redis_db: redis.Redis, key_prefix: str) -> None:
+    done = adapter("api", env={"ADAPTER_INGEST_TOKEN": "t", **store_env(key_prefix)})
     assert done.returncode == 2
     assert "ADAPTER_ADMIN_PASSWORD is required" in done.stderr
 
 
-def test_user_add_list_passwd_del(redis_db: redis.Redis) -> None:
-    env = {"ADAPTER_REDIS_URL": redis_url()}
+def test_user_add_list_passwd_del(redis_db: redis.Redis, key_prefix: str) -> None:
+    env = store_env(key_prefix)
     assert adapter("user", "add", "ops", "--role", "viewer", env=env, stdin="ops-password\n").returncode == 0
     assert adapter("user", "list", env=env).stdout.split() == ["ops", "viewer"]
     again = adapter("user", "add", "ops", env=env, stdin="ops-password\n")

@@ -23,11 +23,12 @@ from adapter.commands.rules import COMMANDS, NUMKEYS, script_args
 from adapter.http.openapi import document
 from adapter.settings import Settings
 from adapter.store.keys import Keys
-from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, login, redis_url
+from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, flush_store, login, new_prefix, store_client, store_env
 from tests.support.emqx import published, sample, subscribed
 from tests.support.servers import serve
 
-K = Keys("iot")
+PREFIX = new_prefix()  # the module's server and its per-test cleanup
+K = Keys(PREFIX)
 URL = "/iot/api/v1/remotectl/commands"
 SEED = {"from": "iot_web_console", "to": [{"sn": "8CFCA0107D1B"}, {"sn": "6FSDA0108789"}], "command": "sh",
         "method": "", "body": {"shcmd": "whoami"}, "publishNow": True, "maxRetries": 3, "expires": 38400,
@@ -44,21 +45,22 @@ def app_with_commands(settings: Settings) -> Any:
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, str, redis.Redis]]:
     """One app and one login for the module (logins cost an argon2id hash); tests clear the commands."""
-    r = redis.Redis.from_url(redis_url(), decode_responses=True)
-    r.flushdb()
-    settings = Settings.from_env({"ADAPTER_REDIS_URL": redis_url(), "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    prefix = PREFIX
+    r = store_client(decode_responses=True)
+    flush_store(r, prefix)
+    settings = Settings.from_env({**store_env(prefix), "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
                                   "ADAPTER_INGEST_TOKEN": INGEST_TOKEN, "ADAPTER_COMMAND_MAX_TARGETS": "50",
                                   "ADAPTER_EMQX_API_URL": "http://127.0.0.1:9/api/v5"}, dotenv=None)
     with serve(app_with_commands(settings)) as url, httpx.Client(base_url=url, timeout=10) as c:
         yield url, login(c), r
-    r.flushdb()
+    flush_store(r, prefix)
     r.close()
 
 
 @pytest.fixture
 def redis_db(server: tuple[str, str, redis.Redis]) -> redis.Redis:
     r = server[2]
-    for pattern in ("iot:cmd*", "iot:seen:*", "iot:metrics", "iot:client:*"):
+    for pattern in (f"{PREFIX}:cmd*", f"{PREFIX}:seen:*", f"{PREFIX}:metrics", f"{PREFIX}:client:*"):
         for key in r.scan_iter(pattern, count=1000):
             r.delete(key)
     return r

@@ -10,24 +10,29 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from adapter.commands.ids import parse_id
 from adapter.commands.rules import COMMANDS, NUMKEYS, Limits, parse_request, script_args
 from adapter.commands.store import CommandStore
 from adapter.errors import AppError
 from adapter.store.keys import Keys
-from tests.conftest import redis_url
+from tests.conftest import async_store_client
 from tests.support.servers import wait_for
 
 K = Keys("iot")
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return K.prefix
 LIMITS = Limits(max_targets=100, body_max_bytes=1024, default_expires=600, max_expires=3600)
 T = TypeVar("T")
 
 
 def with_store(fn: Callable[[CommandStore], Awaitable[T]]) -> T:
     async def go() -> T:
-        client = aioredis.Redis.from_url(redis_url(), decode_responses=True)
+        client = async_store_client(decode_responses=True)
         try:
             return await fn(CommandStore(client, K))
         finally:

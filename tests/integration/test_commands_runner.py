@@ -12,13 +12,13 @@ from typing import Any
 import orjson
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from adapter.broker.client import EmqxClient
 from adapter.commands.rules import Limits, parse_request
 from adapter.commands.runner import CommandRunner
 from adapter.commands.store import CommandStore
 from adapter.settings import Settings
+from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
 from tests.support.servers import serve
@@ -69,7 +69,7 @@ def run(cfg: Settings, sns: list[str], until: Callable[[redis.Redis], bool], r: 
         timeout: float = 5.0, **fields: Any) -> tuple[list[str], float]:
     """Create commands, then run a runner until `until` holds; answers the ids and the seconds it took."""
     async def go() -> tuple[list[str], float]:
-        client = aioredis.Redis.from_url(cfg.redis_url, decode_responses=True)
+        client = async_redis(cfg)
         emqx = EmqxClient.from_settings(cfg)
         runner = CommandRunner(cfg, client, emqx)
         try:

@@ -30,7 +30,7 @@ from adapter.devices import reads as devices
 from adapter.http.openapi import document
 from adapter.settings import Settings
 from adapter.store.keys import Keys
-from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, login, redis_url
+from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, flush_store, login, new_prefix, store_client, store_env
 from tests.support.servers import serve
 
 BASE = "/iot/api/v1/monitor/devices"
@@ -80,9 +80,10 @@ def put_fleet(r: redis.Redis, keys: Keys) -> None:
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[httpx.Client, redis.Redis, Keys]]:
     """One server and one login for the module (argon2 and startup cost ~0.4 s each); DB 15 flushed around."""
-    store = redis.Redis.from_url(redis_url(), decode_responses=True)
-    store.flushdb()
-    settings = Settings.from_env({"ADAPTER_REDIS_URL": redis_url(), "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    prefix = new_prefix()
+    store = store_client(decode_responses=True)
+    flush_store(store, prefix)
+    settings = Settings.from_env({**store_env(prefix), "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
                                   "ADAPTER_INGEST_TOKEN": INGEST_TOKEN}, dotenv=None)
     app = create_app(settings)
     app.router.routes[0:0] = [ep.route() for ep in devices_api.ENDPOINTS]
@@ -91,7 +92,7 @@ def served() -> Iterator[tuple[httpx.Client, redis.Redis, Keys]]:
             client.headers["Authorization"] = f"Bearer {login(client)}"
             yield client, store, Keys(settings.key_prefix)
     finally:
-        store.flushdb()
+        flush_store(store, prefix)
         store.close()
 
 
@@ -105,9 +106,9 @@ def redis_db(served: tuple[httpx.Client, redis.Redis, Keys]) -> redis.Redis:
     """DB 15 emptied of everything but the login (users and tokens), per test."""
     _, store, keys = served
     login_keys = (keys.users(), keys.user(""), keys.token(""), keys.user_tokens(""))
-    stale = [k for k in store.scan_iter(count=1000) if not str(k).startswith(login_keys)]
-    if stale:
-        store.delete(*stale)
+    stale = [k for k in store.scan_iter(match=f"{keys.prefix}*", count=1000) if not str(k).startswith(login_keys)]
+    for key in stale:  # one at a time: on the cluster they are in many slots
+        store.delete(key)
     return store
 
 

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from adapter.app import create_app
 from adapter.settings import Settings
 from adapter.store.keys import Keys
-from tests.conftest import INGEST_TOKEN
+from tests.conftest import INGEST_TOKEN, flush_store
 from tests.integration.test_api_envelope import assert_err
 from tests.support.emqx import SHARED, connected, disconnected, post, published, sample, subscribed
 from tests.support.servers import serve, wait_for
@@ -160,6 +160,7 @@ def test_malformed_bodies_are_400_counted_no_state(ingest: httpx.Client, redis_d
     assert redis_db.keys(K.client("*")) == []
 
 
+@pytest.mark.single_redis  # it starts a redis-server of its own, then stops it
 def test_redis_unavailable_is_503(settings: Settings) -> None:
     """EMQX retries 503 (and drops 500): a stopped Redis must answer 503, and state written before stays."""
     import shutil
@@ -243,7 +244,7 @@ def test_the_declared_endpoint_answers_as_the_fast_path(settings: Settings, redi
     body = published("SN9", "dma/report/SN9/sys", {"sn": "SN9", "time": 3, "d": {"free": 1}})
     answers = []
     for served in (app, through_the_router):
-        redis_db.flushdb()
+        flush_store(redis_db, settings.key_prefix)
         with serve(served) as url, httpx.Client(base_url=url) as c:
             assert_err(c.post("/emqx/events", json=body), 401, "unauthorized")
             assert_err(c.post("/emqx/events", content=b"{", headers=AUTH), 400, "invalid_params")

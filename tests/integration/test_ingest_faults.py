@@ -25,6 +25,8 @@ from tests.support.emqx import connected, post, published
 from tests.support.redis_server import RedisServer, redis_server
 from tests.support.servers import serve, wait_for
 
+pytestmark = pytest.mark.single_redis  # each test starts its own redis-server to break it
+
 K = Keys("iot")
 AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 

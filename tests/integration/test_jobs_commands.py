@@ -13,6 +13,7 @@ from adapter.commands.ids import id_str
 from adapter.commands.rules import Limits, parse_request
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
+from adapter.store.connections import rq_redis, sync_redis
 from adapter.store.keys import Keys
 
 K = Keys("iot")
@@ -26,7 +27,7 @@ def settings(settings: Settings) -> Settings:
 
 def work(settings: Settings) -> None:
     jobs.configure(settings)
-    conn = redis.Redis.from_url(settings.redis_url)
+    conn = rq_redis(settings)
     SimpleWorker([Queue(K.queue("default"), connection=conn)], connection=conn).work(burst=True)
 
 
@@ -55,7 +56,7 @@ def test_a_large_request_answers_the_ids_and_a_job_writes_them(admin: httpx.Clie
     before = progress(admin, data["job"])
     assert (before["state"], before["done"], before["total"], before["kind"]) == ("queued", 0, 2500, "commands")
     assert admin.get(BASE, params={"id": to[0]["idStr"]}).status_code == 404  # not written yet
-    assert data["job"] in Queue(K.queue("default"), connection=redis.Redis.from_url(settings.redis_url)).job_ids
+    assert data["job"] in Queue(K.queue("default"), connection=rq_redis(settings)).job_ids
 
     work(settings)
 
@@ -79,7 +80,7 @@ def test_a_retried_job_goes_on_from_the_first_chunk_not_written(settings: Settin
     ids = [202601010000000001 + i for i in range(2100)]
     jid = command_bulk.job_id(K, ids[0])
     redis_db.hset(K.job_progress(jid), mapping={"state": "started", "done": 1000, "total": 2100})
-    conn = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    conn = sync_redis(settings)
     assert command_bulk.write(conn, K, jid, req, ids, 3600) == 1100
     assert not redis_db.exists(K.command(id_str(ids[999])))  # written by the first try: not rewritten
     assert redis_db.hget(K.command(id_str(ids[1000])), "sn") == "R1000"

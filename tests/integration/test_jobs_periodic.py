@@ -13,6 +13,7 @@ from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
+from adapter.store.connections import rq_redis
 from adapter.store.keys import Keys
 
 K = Keys("iot")
@@ -25,7 +26,7 @@ def cfg(settings: Settings) -> Settings:
 
 
 def queue_of(cfg: Settings) -> Queue:
-    return Queue(K.queue("default"), connection=redis.Redis.from_url(cfg.redis_url))
+    return Queue(K.queue("default"), connection=rq_redis(cfg))
 
 
 def scheduled(cfg: Settings) -> list[str]:
@@ -38,7 +39,7 @@ def start_workers_at_once(cfg: Settings, n: int) -> list[list[str]]:
     started: list[list[str]] = [[] for _ in range(n)]
 
     def one(i: int) -> None:
-        conn = redis.Redis.from_url(cfg.redis_url)
+        conn = rq_redis(cfg)
         barrier.wait()
         started[i] = jobs.ensure_chains(cfg, conn)
 
@@ -64,7 +65,7 @@ def test_many_workers_start_one_chain_per_periodic_job(cfg: Settings, redis_db: 
 
 
 def test_each_run_schedules_exactly_the_next(cfg: Settings, redis_db: redis.Redis) -> None:
-    first = jobs.ensure_chains(cfg, redis.Redis.from_url(cfg.redis_url))
+    first = jobs.ensure_chains(cfg, rq_redis(cfg))
     jobs.configure(cfg)
     queue = queue_of(cfg)
     # two workers, one after the other: the due runs go once, each schedules one successor

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import redis.asyncio as aioredis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from starlette.requests import Request
@@ -22,6 +21,7 @@ from adapter.devices.reconcile import STATE, apply_guarded
 from adapter.ingest.events import Disconnected
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
+from adapter.store.connections import async_redis, rq_redis
 from adapter.store.keys import Keys
 from tests.support.emqx import connected, disconnected, post, subscribed
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx, emqx_client
@@ -69,7 +69,7 @@ def cfg(settings: Settings, emqx: tuple[Emqx, str]) -> Settings:
 def run_reconcile(cfg: Settings) -> Job:
     """Enqueue the entry point and run it with a real RQ worker in burst mode."""
     jobs.configure(cfg)
-    conn = redis.Redis.from_url(cfg.redis_url)
+    conn = rq_redis(cfg)
     queue = Queue(K.queue("default"), connection=conn)
     job = queue.enqueue("adapter.jobs.entry.reconcile")
     SimpleWorker([queue], connection=conn).work(burst=True)
@@ -143,7 +143,7 @@ def test_a_real_event_between_snapshot_and_correction_wins(ingest: httpx.Client,
     post(ingest, connected("RACE", T0 + 2000))  # and a new connection
 
     async def correct() -> bool | None:
-        r = aioredis.Redis.from_url(cfg.redis_url, decode_responses=True)
+        r = async_redis(cfg)
         try:
             ev = Disconnected("RACE", T0 + 3000, "reconciled", connected_at=T0)
             return await apply_guarded(r, K, cfg.delivery_partitions, ev, seen)
@@ -158,7 +158,7 @@ def test_emqx_unreachable_fails_the_run_and_changes_nothing(ingest: httpx.Client
                                                             settings: Settings) -> None:
     online_device(ingest, "KEEP", T0)
     jobs.configure(settings)  # its EMQX URL answers nothing
-    conn = redis.Redis.from_url(settings.redis_url)
+    conn = rq_redis(settings)
     queue = Queue(K.queue("default"), connection=conn)
     job = queue.enqueue("adapter.jobs.entry.reconcile")
     SimpleWorker([queue], connection=conn).work(burst=True)

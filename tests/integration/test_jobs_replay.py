@@ -11,6 +11,7 @@ from rq import Queue, SimpleWorker
 
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
+from adapter.store.connections import rq_redis
 from adapter.store.keys import Keys
 
 K = Keys("iot")
@@ -53,7 +54,7 @@ def test_replaying_many_dead_letters_is_a_job_with_progress(admin: httpx.Client,
     assert redis_db.hlen(K.dead(TARGET)) == 7 and streamed(redis_db, settings) == 0  # nothing moved yet
 
     jobs.configure(settings)
-    conn = redis.Redis.from_url(settings.redis_url)
+    conn = rq_redis(settings)
     SimpleWorker([Queue(K.queue("default"), connection=conn)], connection=conn).work(burst=True)
 
     after = admin.get("/iot/api/v1/jobs", params={"id": data["job"]}).json()["data"]

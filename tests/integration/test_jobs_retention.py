@@ -12,6 +12,7 @@ from rq import Queue, SimpleWorker
 from adapter.devices import retention
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
+from adapter.store.connections import rq_redis
 from adapter.store.keys import Keys
 from tests.support.emqx import connected, disconnected, post, published, subscribed
 
@@ -33,7 +34,7 @@ def gone_device(ingest: httpx.Client, r: redis.Redis, sn: str, ended_ms: int, pe
 
 def run_job(cfg: Settings) -> dict[str, int]:
     jobs.configure(cfg)
-    conn = redis.Redis.from_url(cfg.redis_url)
+    conn = rq_redis(cfg)
     queue = Queue(K.queue("default"), connection=conn)
     job = queue.enqueue("adapter.jobs.entry.retention")
     SimpleWorker([queue], connection=conn).work(burst=True)

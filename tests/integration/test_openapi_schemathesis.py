@@ -15,7 +15,6 @@ from urllib.parse import urljoin
 
 import httpx
 import pytest
-import redis
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from jsonschema import Draft202012Validator
@@ -29,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 
 from adapter.app import create_app, endpoints
 from adapter.settings import Settings
-from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, redis_url
+from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, flush_store, new_prefix, store_client, store_env
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
 from tests.support.servers import serve
 
@@ -40,17 +39,18 @@ DOC_PATH = "/iot/api/v1/openapi.json"
 
 @pytest.fixture(scope="module")
 def live_api() -> Iterator[tuple[str, str]]:
-    client = redis.Redis.from_url(redis_url(DB))
-    client.flushdb()
-    with serve(FakeEmqx().app()) as emqx, _app(emqx) as live:
+    prefix = new_prefix()
+    client = store_client(DB)
+    flush_store(client, prefix)
+    with serve(FakeEmqx().app()) as emqx, _app(emqx, prefix) as live:
         yield live
-    client.flushdb()
+    flush_store(client, prefix)
     client.close()
 
 
 @contextmanager
-def _app(emqx: str) -> Iterator[tuple[str, str]]:
-    s = Settings.from_env({"ADAPTER_REDIS_URL": redis_url(DB), "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
+def _app(emqx: str, prefix: str) -> Iterator[tuple[str, str]]:
+    s = Settings.from_env({**store_env(prefix, DB), "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
                            "ADAPTER_INGEST_TOKEN": INGEST_TOKEN, "ADAPTER_EMQX_API_URL": f"{emqx}/api/v5",
                            "ADAPTER_EMQX_API_KEY": KEY, "ADAPTER_EMQX_API_SECRET": SECRET,
                            "ADAPTER_LOGIN_MAX_FAILURES": "1000000",

@@ -23,9 +23,9 @@ from adapter.devices.presence_store import (
 )
 from adapter.ingest.events import Connected, Disconnected
 from adapter.store.scripts import LuaScript
-from tests.conftest import redis_url
+from tests.conftest import async_store_client, flush_store, store_client
 
-REDIS_URL = redis_url(13)
+DB = 13
 KEY = "test:presence:device-001"
 CID = "device-001"
 T0 = 1_717_000_000_000
@@ -34,10 +34,10 @@ REASONS = ("normal", "tcp_closed", "keepalive_timeout", "kicked", "takenover", "
 
 @pytest.fixture
 def r() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
+    client = store_client(DB)
+    flush_store(client, "test:presence")
     yield client
-    client.flushdb()
+    flush_store(client, "test:presence")
     client.close()
 
 
@@ -84,7 +84,7 @@ def test_many_events_in_one_transaction_and_a_missing_script_is_loaded(
 
 def test_asyncio_client_and_pipeline(r: redis.Redis) -> None:
     async def scenario() -> tuple[Transition | None, list[Transition | None]]:
-        client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
+        client = async_store_client(DB, decode_responses=True)
         try:
             first = await apply_now_async(client, KEY, conn(T0))
             async with client.pipeline(transaction=True) as pipe:
@@ -112,7 +112,7 @@ presence_events = st.one_of(
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(presence_events, max_size=16))
 def test_script_agrees_with_the_pure_function(r: redis.Redis, events: list[PresenceEvent]) -> None:
-    r.flushdb()  # the fixture flushes once per test, this once per example
+    flush_store(r, "test:presence")  # the fixture flushes once per test, this once per example
     state: PresenceState | None = None
     for ev in events:
         state, want = apply(state, ev)

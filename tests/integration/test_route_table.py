@@ -19,18 +19,24 @@ from hypothesis import strategies as st
 from adapter.delivery.model import Delivery, partition_of
 from adapter.ingest.events import MessagePublished
 from adapter.settings import Settings
-from adapter.store.batcher import Batcher
+from adapter.store.batcher import batcher_for
 from adapter.store.keys import Keys
 from adapter.targets import route_table
 from adapter.targets.forwarding import FORWARD, body, forward_call, forward_of
 from adapter.targets.route_table import RouteInfo, RouteTable
 from adapter.targets.routes import RouteStore
 from adapter.targets.topics import matches
-from tests.conftest import redis_url
+from tests.conftest import async_store_client, store_client
 from tests.integration.test_routes_api import BASE, HOOK, app_with_routes
 from tests.support.servers import serve
 
 KEYS = Keys("iot")
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return KEYS.prefix
 PROPAGATION = 1.0  # s: the issue's bound for a change to reach every process
 
 
@@ -117,7 +123,7 @@ def ids_of(table: RouteTable, topic: str) -> list[int]:
 
 def test_refresh_loads_the_enabled_routes_and_the_version(redis_db: redis.Redis) -> None:
     async def run() -> None:
-        client = aioredis.Redis.from_url(redis_url(), decode_responses=True)
+        client = async_store_client(decode_responses=True)
         try:
             store = RouteStore(client, KEYS)
             on, _ = await store.create("on", "dma/resp/cmd", HOOK)
@@ -125,7 +131,7 @@ def test_refresh_loads_the_enabled_routes_and_the_version(redis_db: redis.Redis)
             table = RouteTable(KEYS)
             await table.refresh(client)
             assert ids_of(table, "dma/resp/cmd") == [on.id] and table.version == 2
-            raw = aioredis.Redis.from_url(redis_url())  # a client that does not decode answers
+            raw = async_store_client()  # a client that does not decode answers
             try:
                 await table.refresh(raw)
             finally:
@@ -181,7 +187,7 @@ def test_two_followers_see_every_api_change_within_a_second(admin_url: str, redi
             await step(api.put(BASE, json={"id": 1, "enabled": True}), "dma/resp/cmd", [1, 2])
             await step(api.delete(BASE, params={"id": 2}), "dma/x/y", [])
 
-    clients = [aioredis.Redis.from_url(redis_url(), decode_responses=True) for _ in tables]
+    clients = [async_store_client(decode_responses=True) for _ in tables]
     asyncio.run(following(tables, clients, changes))
     assert all(t.version == 6 for t in tables)
 
@@ -196,7 +202,7 @@ def test_a_change_without_a_notification_arrives_by_the_version_check(redis_db: 
         took = await until(lambda: ids_of(table, "quiet/x") == [7], PROPAGATION, "the version check")
         assert took < PROPAGATION
 
-    clients = [aioredis.Redis.from_url(redis_url(), decode_responses=True)]
+    clients = [async_store_client(decode_responses=True)]
     asyncio.run(following([table], clients, silent_change))
 
 
@@ -208,11 +214,11 @@ def test_a_follower_whose_connection_drops_catches_up(redis_db: redis.Redis) -> 
         subscribed = [c for c in redis_db.client_list() if c.get("name") == name and c.get("sub") == "1"]
         assert len(subscribed) == 1, subscribed
         redis_db.client_kill_filter(_id=subscribed[0]["id"])
-        async with aioredis.Redis.from_url(redis_url(), decode_responses=True) as writer:
+        async with async_store_client(decode_responses=True) as writer:
             await RouteStore(writer, KEYS).create("late", "late/#", HOOK)
         await until(lambda: ids_of(table, "late/x") == [1], 2 + PROPAGATION, "the follower to catch up")
 
-    clients = [aioredis.Redis.from_url(redis_url(), decode_responses=True, client_name=name)]
+    clients = [async_store_client(decode_responses=True, client_name=name)]
     asyncio.run(following([table], clients, drop_and_change))
 
 
@@ -231,9 +237,9 @@ def test_deliveries_land_in_the_clients_partition_in_message_order(redis_db: red
     msgs = [message(n) for n in range(20)] + [message(100, "SN2")]
 
     async def run() -> None:
-        client = aioredis.Redis.from_url(redis_url())
+        client = async_store_client()
         try:
-            batcher = Batcher(client, [FORWARD])
+            batcher = batcher_for(client, [FORWARD])
             await batcher.load_scripts()
             for msg in msgs:
                 fwd = forward_of(msg, table.match(msg.topic), KEYS, partitions)
@@ -246,7 +252,7 @@ def test_deliveries_land_in_the_clients_partition_in_message_order(redis_db: red
             await client.aclose()
 
     asyncio.run(run())
-    raw = redis.Redis.from_url(redis_url())
+    raw = store_client()
     try:
         for clientid, sent in (("SN1", msgs[:20]), ("SN2", msgs[20:])):
             stream = KEYS.delivery_stream(partition_of(clientid, partitions))

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from adapter.commands import rules as commands
 from adapter.delivery.model import Delivery, partition_of
@@ -19,14 +18,20 @@ from adapter.devices import store as device_store
 from adapter.http.metrics import MetricsBuffer
 from adapter.ingest.events import MessagePublished, parse_event
 from adapter.ingest.plan import Ingest
-from adapter.store.batcher import Batcher
+from adapter.store.batcher import batcher_for
 from adapter.store.keys import Keys
 from adapter.targets.forwarding import FORWARD, body
 from adapter.targets.route_table import RouteTable
-from tests.conftest import redis_url
+from tests.conftest import async_store_client, flush_store, store_client
 from tests.support.emqx import connected, disconnected, published, subscribed
 
 K = Keys("iot")
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return K.prefix
 PARTITIONS = 4
 ROUTES = {"3": "#", "5": "dma/report/+/+", "9": "other/topic"}
 
@@ -58,16 +63,16 @@ def events() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def raw(redis_db: redis.Redis) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url())
+    client = store_client()
     yield client
     client.close()
 
 
 def apply_all(bodies: list[dict[str, Any]], routes: dict[str, str], times: int = 1) -> None:
     async def run() -> None:
-        client = aioredis.Redis.from_url(redis_url())
+        client = async_store_client()
         try:
-            batcher = Batcher(client, [*device_store.SCRIPTS, FORWARD, *commands.SCRIPTS])
+            batcher = batcher_for(client, [*device_store.SCRIPTS, FORWARD, *commands.SCRIPTS])
             await batcher.load_scripts()
             table = RouteTable(K)
             table.load(routes, 1)
@@ -113,7 +118,7 @@ def test_routed_messages_change_the_device_exactly_as_unrouted_ones(raw: redis.R
     assert json.loads(raw.hget(K.client("GW1"), "procs") or b"{}")["d"] == [{"n": "monitor", "mem": 1088}]
     assert raw.zrange(K.peripherals(), 0, -1) == [b"GW1/P1", b"GW1/P2"]
     assert deliveries(raw) == []
-    raw.flushdb()
+    flush_store(raw, K.prefix)
     apply_all(bodies, ROUTES, times=2)
     assert state(raw) == without
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import redis_url
+from tests.conftest import rq_url, store_env
 from tests.support.processes import stop
 from tests.support.servers import wait_for
 
@@ -45,19 +45,20 @@ sys.exit(main(["worker"]))
     ("command-runner", "adapter.commands.runner", "CommandRunner", "step"),
 ])
 def test_worker_exits_non_zero_when_a_thread_dies(name: str, module: str, cls: str, method: str,
-                                                  redis_db: redis.Redis, tmp_path: Path) -> None:
+                                                  redis_db: redis.Redis, key_prefix: str, tmp_path: Path) -> None:
     code = LAUNCHER.format(module=module, cls=cls, method=method, trigger=TRIGGER, name=name)
     log_path = tmp_path / "worker.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTER_")}
-    env["ADAPTER_REDIS_URL"] = redis_url()
+    env.update(store_env(key_prefix))
+    trigger = redis.Redis.from_url(rq_url())  # the planted fault's flag: on the one Redis (the cluster's RQ Redis)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code, redis_url()], env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-c", code, rq_url()], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: "Listening on" in log_path.read_text() or proc.poll() is not None, timeout=30,
                  what="the RQ worker to listen")
         assert proc.poll() is None, log_path.read_text()
-        redis_db.set(TRIGGER, "1")
+        trigger.set(TRIGGER, "1")
         started = time.monotonic()
         returncode = proc.wait(timeout=30)
         output = log_path.read_text()
@@ -69,3 +70,4 @@ def test_worker_exits_non_zero_when_a_thread_dies(name: str, module: str, cls: s
         assert f"exiting with status 1: {name} died" in output
     finally:
         stop(proc)
+        trigger.close()

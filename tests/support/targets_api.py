@@ -24,7 +24,7 @@ from adapter.http.endpoint import Endpoint
 from adapter.settings import Settings
 from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
-from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, login, redis_url
+from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, flush_store, login, new_prefix, store_client, store_env
 from tests.integration.test_api_envelope import assert_err
 from tests.integration.test_auth import add_user
 from tests.support.servers import serve
@@ -74,25 +74,28 @@ def fixtures(kind: Kind) -> tuple[Any, Any, Any]:
     @pytest.fixture(scope="module", name="server")
     def server_fixture() -> Iterator[Server]:
         """One app for the module (logins cost an argon2 hash each); each test starts from a flushed DB."""
-        settings = Settings.from_env({"ADAPTER_REDIS_URL": redis_url(),
+        prefix = new_prefix()
+        settings = Settings.from_env({**store_env(prefix),
                                       "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
                                       "ADAPTER_INGEST_TOKEN": INGEST_TOKEN}, dotenv=None)
-        raw = redis.Redis.from_url(redis_url())
-        raw.flushdb()
+        raw = store_client()
+        flush_store(raw, prefix)
         try:
             with serve(kind.app(settings)) as url, httpx.Client(base_url=url, timeout=10) as c:
                 add_user(settings, VIEWER[0], "viewer", VIEWER[1])
                 admin, viewer = login(c), login(c, *VIEWER)
-                sessions = {k.decode(): (raw.dump(k), max(raw.pttl(k), 0)) for k in raw.scan_iter()}
+                sessions = {k.decode(): (raw.dump(k), max(raw.pttl(k), 0))
+                            for k in raw.scan_iter(match=f"{prefix}*")}
                 yield Server(url, settings, admin, viewer, sessions)
         finally:
-            raw.flushdb()
+            flush_store(raw, prefix)
             raw.close()
 
     @pytest.fixture(name="api")
     def api_fixture(server: Server, redis_db: redis.Redis) -> Iterator[httpx.Client]:
         """The admin's client on a flushed database (but for the users and their logins)."""
-        raw = redis.Redis.from_url(redis_url())
+        raw = store_client()
+        flush_store(raw, server.settings.key_prefix)  # redis_db's own prefix is another on the cluster
         for key, (dumped, ttl) in server.sessions.items():
             raw.restore(key, ttl, dumped, replace=True)
         raw.close()
