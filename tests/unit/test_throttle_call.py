@@ -33,8 +33,8 @@ def test_layout_matches_the_lua_header() -> None:
     per_bucket = re.search(r"per bucket: 2 limit\s+3 first lock \(ms\)\s+4 longest lock \(ms\)\s+5 kept while idle",
                            header)
     assert per_bucket, header
-    # the script reads bucket i's four values at ARGV[o + 1 .. o + 4], o = 1 + (i - 1) * 4
-    assert "local o = 1 + (i - 1) * 4" in LUA
-    assert "ARGV[o + 1]), tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3])" in LUA
+    # the script reads bucket i's four values at ARGV[o + 1 .. o + 4], o = 1 + (i - 1) * 4, in one place
+    assert "local o = 1 + (i - 1) * 4" in LUA and LUA.count("ARGV[") == 5  # ARGV[1] (the mode) and those four
+    assert "tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])" in LUA
     assert all(f"mode == '{m.value}'" in LUA for m in (Mode.CLEAR, Mode.REFUND))
     assert len(OWN.argv()) == 4
