@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from adapter.auth.users import bearer
 from adapter.errors import AppError, storage_unavailable
 from adapter.http.endpoint import Call, Endpoint
-from adapter.http.envelope import decode_json, error_response, read_body
+from adapter.http.envelope import check_declared, check_streamed, decode_json, error_response, read_body
 from adapter.ingest.events import parse_event
 from adapter.ingest.plan import Ingest
 from adapter.store.connections import Services
@@ -121,8 +121,8 @@ async def answer(svc: Services, scope: Scope, receive: Receive) -> bytes | Respo
 
 
 async def read_asgi_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise AppError("too_large", f"body over {limit} bytes")
+    """envelope.read_body on raw ASGI messages."""
+    check_declared(declared, limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -130,9 +130,7 @@ async def read_asgi_body(receive: Receive, declared: bytes | None, limit: int) -
         if message["type"] == "http.disconnect":
             raise AppError("invalid_params", "body: the client went away")
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise AppError("too_large", f"body over {limit} bytes")
+        size = check_streamed(size + len(chunk), limit)
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)

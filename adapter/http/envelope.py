@@ -61,17 +61,26 @@ def as_app_error(exc: BaseException, where: str = "") -> AppError:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise AppError("too_large", f"body over {limit} bytes")
+    check_declared(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise AppError("too_large", f"body over {limit} bytes")
+        size = check_streamed(size + len(chunk), limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def check_declared(declared: str | bytes | None, limit: int) -> None:
+    """413 before reading when the body's declared length (Content-Length) passes `limit`."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise AppError("too_large", f"body over {limit} bytes")
+
+
+def check_streamed(size: int, limit: int) -> int:
+    """`size` (the bytes read so far), or 413 once it passes `limit`."""
+    if size > limit:
+        raise AppError("too_large", f"body over {limit} bytes")
+    return size
 
 
 def decode_json(raw: bytes) -> Any:
