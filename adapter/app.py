@@ -31,9 +31,8 @@ from adapter.api import routes as routes_api
 from adapter.auth.users import UserStore
 from adapter.commands import rules as commands
 from adapter.devices import store as device_store
-from adapter.errors import AppError
 from adapter.http.endpoint import Endpoint
-from adapter.http.envelope import err
+from adapter.http.envelope import error_response
 from adapter.http.openapi import document
 from adapter.ingest.plan import Ingest
 from adapter.settings import Settings
@@ -44,8 +43,6 @@ from adapter.targets.route_table import RouteTable
 
 log = logging.getLogger("adapter.app")
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 400: "invalid_params"}
-
 
 def endpoints() -> list[Endpoint]:
     # devices last: its `/monitor/devices/{sn}` would capture GET routes below /monitor/devices/ declared after it
@@ -55,17 +52,9 @@ def endpoints() -> list[Endpoint]:
             *devices_api.ENDPOINTS]
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "invalid_params" if exc.status_code < 500 else "internal")
-    msg = {404: "no such endpoint", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
-    error = AppError(code, msg, status=exc.status_code, headers=dict(exc.headers or {}))
-    return err(error)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return err(AppError("internal", "internal error"))
+async def _failure(request: Request, exc: Exception) -> Response:
+    """Unknown routes, wrong methods and anything raised outside an Endpoint (a plain route, middleware)."""
+    return error_response(exc, f"{request.method} {request.url.path}")
 
 
 class App(Starlette):
@@ -117,11 +106,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
+            rq = services.extras.pop("rq", None)  # the RQ connection (store.connections.rq_connection) is sync
+            if rq is not None:
+                rq.close()
             await services.aclose()
 
     app = App(
         routes=[*(ep.route() for ep in eps), *docs_api.mounts(), *console.routes()],
-        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={HTTPException: _failure, Exception: _failure},
         lifespan=lifespan,
     )
     app.state.settings = settings

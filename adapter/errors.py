@@ -1,7 +1,8 @@
 """The one error type of the service, and the codes it speaks.
 
 Every failure a client may see is an `AppError`: a machine code, a human message and an HTTP status.
-`app.py` is the only place that turns it into the `{"status":"err","code","msg"}` envelope.
+`adapter.http.envelope.error_response` is the only place that turns an exception (this one or any other) into
+the `{"status":"err","code","msg"}` envelope.
 """
 
 from __future__ import annotations
@@ -39,3 +40,8 @@ def invalid(msg: str) -> AppError:
 
 def not_found(msg: str = "not found") -> AppError:
     return AppError("not_found", msg)
+
+
+def storage_unavailable() -> AppError:
+    """Redis failed (lost, timed out, READONLY, OOM, BUSY, MISCONF): 503, and the client may retry in a second."""
+    return AppError("unavailable", "storage unavailable, try again", headers={"Retry-After": "1"})

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from adapter.errors import AppError
 from adapter.http.endpoint import Call, Endpoint
-from adapter.http.metrics import render
+from adapter.http.metrics import render, summed
 from adapter.store.connections import texts
 
 
@@ -25,7 +25,15 @@ async def readyz(call: Call) -> dict[str, Any]:
 
 
 async def metrics(call: Call) -> Response:
-    fields = texts(await call.svc.redis.hgetall(call.svc.keys.metrics()))
+    keys = call.svc.keys
+    names = dict.fromkeys([keys.metrics(), *(keys.metrics_in(p) for p in keys.shards())])  # one on one Redis
+    if len(names) == 1:
+        fields = texts(await call.svc.redis.hgetall(keys.metrics()))
+    else:
+        async with call.svc.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(name)
+            fields = summed(texts(h) for h in await pipe.execute())
     return Response(render(fields), media_type="text/plain; version=0.0.4")
 
 

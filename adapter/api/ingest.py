@@ -23,12 +23,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from adapter.auth.users import bearer
-from adapter.errors import AppError
+from adapter.errors import AppError, storage_unavailable
 from adapter.http.endpoint import Call, Endpoint
-from adapter.http.envelope import decode_json, err, read_body
+from adapter.http.envelope import check_declared, check_streamed, decode_json, error_response, read_body
 from adapter.ingest.events import parse_event
 from adapter.ingest.plan import Ingest
-from adapter.store.connections import Services, redis_unavailable
+from adapter.store.connections import Services
 
 log = logging.getLogger("adapter.ingest.plan")
 
@@ -61,7 +61,7 @@ async def answer_bytes(ingest: Ingest, raw: bytes) -> bytes:
     except (redis.exceptions.RedisError, OSError) as exc:  # OSError: the batch's deadline (TimeoutError) too
         ingest.count_unavailable("redis")
         _log_storage_failure(exc)
-        raise redis_unavailable() from None
+        raise storage_unavailable() from None
     return _envelope(p.label, p.rejected)
 
 
@@ -116,18 +116,13 @@ async def answer(svc: Services, scope: Scope, receive: Receive) -> bytes | Respo
         require_token(svc.settings.ingest_token, auth.decode("latin-1") if auth is not None else None)
         raw = await read_asgi_body(receive, headers.get(b"content-length"), svc.settings.max_body_bytes)
         return await answer_bytes(svc.extras["ingest"], raw)
-    except AppError as exc:
-        return err(exc)
-    except (redis.exceptions.RedisError, OSError):
-        return err(redis_unavailable())
-    except Exception:
-        log.exception("unhandled error on POST %s", PATH)
-        return err(AppError("internal", "internal error"))
+    except Exception as exc:
+        return error_response(exc, f"POST {PATH}")
 
 
 async def read_asgi_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise AppError("too_large", f"body over {limit} bytes")
+    """envelope.read_body on raw ASGI messages."""
+    check_declared(declared, limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -135,9 +130,7 @@ async def read_asgi_body(receive: Receive, declared: bytes | None, limit: int) -
         if message["type"] == "http.disconnect":
             raise AppError("invalid_params", "body: the client went away")
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise AppError("too_large", f"body over {limit} bytes")
+        size = check_streamed(size + len(chunk), limit)
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)

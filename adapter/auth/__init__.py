@@ -1,1 +1,1 @@
-"""auth: see docs/design.md."""
+"""API users, passwords, login tokens, roles and the login throttle."""

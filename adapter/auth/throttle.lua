@@ -30,35 +30,42 @@ elseif mode == 'refund' then
   return {1, 0}
 end
 
-local wait = 0
-for i = 1, #KEYS do
-  local until_ms = tonumber(redis.call('HGET', KEYS[i], 'u') or '0')
-  if until_ms > now then
-    wait = math.max(wait, until_ms - now)
-  end
-end
-if wait > 0 then
-  return {0, wait}
-end
-
-for i = 1, #KEYS do
+local function bucket(i)  -- bucket i's ARGV: limit, first lock, longest lock, kept while idle (ms)
   local o = 1 + (i - 1) * 4
-  local limit, first, longest, idle = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]),
-    tonumber(ARGV[o + 4])
-  if tonumber(redis.call('HGET', KEYS[i], 'n') or '0') >= limit then
-    local locks = redis.call('HINCRBY', KEYS[i], 's', 1)
-    local lock = math.floor(math.min(first * 2 ^ math.min(locks - 1, 40), longest))
-    redis.call('HSET', KEYS[i], 'n', 0, 'u', now + lock)
-    redis.call('PEXPIRE', KEYS[i], lock + idle)
-    wait = math.max(wait, lock)
-  end
+  return tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
 end
+
+local function locked_for()  -- ms until the last of the buckets' locks ends (0: none is locked)
+  local wait = 0
+  for i = 1, #KEYS do
+    wait = math.max(wait, tonumber(redis.call('HGET', KEYS[i], 'u') or '0') - now)
+  end
+  return wait
+end
+
+local function lock_full()  -- lock every bucket this attempt would pass; ms of the longest of those locks
+  local wait = 0
+  for i = 1, #KEYS do
+    local limit, first, longest, idle = bucket(i)
+    if tonumber(redis.call('HGET', KEYS[i], 'n') or '0') >= limit then
+      local locks = redis.call('HINCRBY', KEYS[i], 's', 1)
+      local lock = math.floor(math.min(first * 2 ^ math.min(locks - 1, 40), longest))
+      redis.call('HSET', KEYS[i], 'n', 0, 'u', now + lock)
+      redis.call('PEXPIRE', KEYS[i], lock + idle)
+      wait = math.max(wait, lock)
+    end
+  end
+  return wait
+end
+
+local wait = locked_for()
+if wait == 0 then wait = lock_full() end
 if wait > 0 then
   return {0, wait}
 end
 
 for i = 1, #KEYS do
-  local idle = tonumber(ARGV[1 + (i - 1) * 4 + 4])
+  local _, _, _, idle = bucket(i)
   redis.call('HINCRBY', KEYS[i], 'n', 1)
   if redis.call('PTTL', KEYS[i]) < idle then
     redis.call('PEXPIRE', KEYS[i], idle)

@@ -17,6 +17,7 @@ import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 
 from adapter.store import scripts
 from adapter.store.types import AsyncRedis
@@ -48,22 +49,35 @@ class Throttle:
 
     async def take(self, buckets: Sequence[Bucket]) -> int:
         """0: counted, go ahead and check. Otherwise the seconds (at least 1) until the caller may try again."""
-        argv: list[int] = []
-        for b in buckets:
-            argv += b.argv()
-        allowed, wait_ms = await self._run("take", buckets, argv)
+        allowed, wait_ms = await self._run(*throttle_call(Mode.TAKE, buckets))
         return 0 if int(allowed) else max(1, math.ceil(int(wait_ms) / 1000))
 
     async def clear(self, buckets: Sequence[Bucket]) -> None:
-        await self._run("clear", buckets, [])
+        await self._run(*throttle_call(Mode.CLEAR, buckets))
 
     async def refund(self, buckets: Sequence[Bucket]) -> None:
-        await self._run("refund", buckets, [])
+        await self._run(*throttle_call(Mode.REFUND, buckets))
 
-    async def _run(self, mode: str, buckets: Sequence[Bucket], argv: list[int]) -> list[int]:
-        reply: list[int] = await scripts.call(self._redis, SCRIPT, len(buckets), *(b.key for b in buckets), mode,
-                                              *argv)
+    async def _run(self, keys: list[str], args: list[str | int]) -> list[int]:
+        reply: list[int] = await scripts.call(self._redis, SCRIPT, len(keys), *keys, *args)
         return reply
+
+
+class Mode(StrEnum):
+    TAKE = "take"
+    CLEAR = "clear"
+    REFUND = "refund"
+
+
+def throttle_call(mode: Mode, buckets: Sequence[Bucket]) -> tuple[list[str], list[str | int]]:
+    """throttle.lua's KEYS and ARGV, by name (the layout its header documents): KEYS the buckets, the identity's
+    own first; ARGV the mode, then for `take` each bucket's limit, first lock, longest lock and idle time (ms).
+    Every bucket of one call must be in one slot on Redis Cluster (`{auth}` for logins)."""
+    args: list[str | int] = [mode.value]
+    if mode is Mode.TAKE:
+        for b in buckets:
+            args += b.argv()
+    return [b.key for b in buckets], args
 
 
 class VerifyLimiter:

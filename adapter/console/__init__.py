@@ -1,7 +1,8 @@
-"""The web console (seed: "iot_web_console"): plain ES modules, CSS and one HTML page in this package, served
-at `/console/` by the API itself, so the page is a same-origin client of the v1 API (no CORS, no CDN, no
-build step). `routes()` is what the app mounts; every answer carries a Content-Security-Policy that allows
-only this origin's scripts, styles and API."""
+"""The web console: static ES modules, CSS and one HTML page, served by the API at `/console/`."""
+
+# (seed: "iot_web_console") The page is a same-origin client of the v1 API (no CORS, no CDN, no build step).
+# `routes()` is what the app mounts; every answer carries a Content-Security-Policy that allows only this
+# origin's scripts, styles and API.
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""delivery: see docs/design.md."""
+"""The delivery engine: callbacks and routes delivered from the streams, retried, held, dead-lettered."""

@@ -1,1 +1,1 @@
-"""devices: see docs/design.md."""
+"""Devices, peripherals and presence: what EMQX events change (store, Lua) and how they are read."""

@@ -1,1 +1,1 @@
-"""http: see docs/design.md."""
+"""How an endpoint is declared, validated, documented and answered (the envelope, the one error mapping)."""

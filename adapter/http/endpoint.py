@@ -1,29 +1,26 @@
 """How an HTTP endpoint is declared: once, for routing, access control, validation and the OpenAPI document.
 
 A handler receives a `Call` (validated body and query, path params, the principal, the services) and returns
-the `data` of the success envelope. It raises `AppError` for anything else.
+the `data` of the success envelope. It raises `AppError` for anything else; whatever it raises becomes the failure
+envelope in `envelope.error_response`.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import redis.exceptions
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from adapter.auth.users import Principal, Sessions, bearer
 from adapter.errors import AppError
-from adapter.http.envelope import decode_json, err, ok, read_body
+from adapter.http.envelope import decode_json, error_response, ok, read_body
 from adapter.http.validation import Param, check_body, check_query
-from adapter.store.connections import Services, redis_unavailable
-
-log = logging.getLogger("adapter.http.endpoint")
+from adapter.store.connections import Services
 
 Access = Literal["public", "view", "admin"]
 
@@ -100,15 +97,8 @@ async def _answer(ep: Endpoint, svc: Services, request: Request) -> Response:
             raw = await read_body(request, svc.settings.max_body_bytes)
             call.body = check_body(ep.body, decode_json(raw))
         data = await ep.handler(call)
-    except AppError as exc:
-        return err(exc)
-    except (redis.exceptions.RedisError, OSError) as exc:  # READONLY, OOM, BUSY, MISCONF, lost, timed out: retry
-        log.warning("%s %s: Redis failed, answering 503: %s: %s", request.method, request.url.path,
-                    type(exc).__name__, exc)
-        return err(redis_unavailable())
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return err(AppError("internal", "internal error"))
+    except Exception as exc:
+        return error_response(exc, f"{request.method} {request.url.path}")
     if isinstance(data, Response):
         return data
     return ok(data, ep.status)

@@ -2,7 +2,8 @@
 
 Counters and request-latency histograms are gathered per process and added to one Redis hash
 (`Keys.metrics()`) about once a second and at shutdown (a failed flush keeps them for the next), so
-`GET /metrics` on any process shows the sum over all of them, at most a second late.
+`GET /metrics` on any process shows the sum over all of them, at most a second late. Scripts count into
+`Keys.metrics_in(shard)`: the same hash on one Redis, one per shard on Redis Cluster, summed on read.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import bisect
 import contextlib
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import redis.exceptions
 
@@ -96,6 +97,15 @@ class MetricsBuffer:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.flush(client, key))
+
+
+def summed(hashes: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """Several counter hashes as one (on Redis Cluster: the API's hash and each shard's, `Keys.metrics_in`)."""
+    total: dict[str, float] = defaultdict(float)
+    for fields in hashes:
+        for name, value in fields.items():
+            total[name] += float(value)
+    return {name: str(int(v)) if v.is_integer() else repr(v) for name, v in total.items()}
 
 
 def render(fields: Mapping[str, str]) -> str:

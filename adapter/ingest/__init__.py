@@ -1,1 +1,1 @@
-"""ingest: see docs/design.md."""
+"""EMQX pushes to `POST /emqx/events`: parsed into events and planned into script calls."""

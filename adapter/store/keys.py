@@ -104,32 +104,37 @@ class Keys:
     # users and login
     def users(self) -> str:
         """Set of user names."""
-        return self._k("users")
+        return self._t(self.auth_tag, "users")
 
     def user(self, name: str) -> str:
         """Hash: role, hash (argon2id), created."""
-        return self._k("user", name)
+        return self._t(self.auth_tag, "user", name)
 
     def token(self, token_digest: str) -> str:
         """Hash: user, role; expires with the login (the token itself is never stored)."""
-        return self._k("token", token_digest)
+        return self._t(self.auth_tag, "token", token_digest)
 
     def user_tokens(self, name: str) -> str:
         """Set of a user's token digests, so that removing a user or its password ends its logins."""
-        return self._k("user-tokens", name)
+        return self._t(self.auth_tag, "user-tokens", name)
 
     def login_failures_pair(self, name: str, address: str) -> str:
         """Hash (throttle.lua): a user name's login attempts from one client address, and its lock."""
-        return self._k("login-fail", "pair", name, address)
+        return self._t(self.auth_tag, "login-fail", "pair", name, address)
 
     def login_failures_ip(self, address: str) -> str:
         """Hash (throttle.lua): one client address's login attempts, whatever the user name."""
-        return self._k("login-fail", "ip", address)
+        return self._t(self.auth_tag, "login-fail", "ip", address)
 
     # metrics shared by every API process
     def metrics(self) -> str:
         """Hash of counters: field = metric name with labels."""
-        return self._k("metrics")
+        return self._t(self.meta_tag, "metrics")
+
+    def metrics_in(self, p: int) -> str:
+        """The counters a script of shard `p` adds to (it may touch only its own slot); `GET /metrics` sums them
+        with `metrics()`. On one Redis it is `metrics()` itself."""
+        return self._t(self.shard_tag(p), "metrics")
 
     # queues
     def queue(self, name: str) -> str:
@@ -263,7 +268,7 @@ class Keys:
 
     def delivery_pumps(self) -> str:
         """Sorted set of live delivery pumps, scored by their last heartbeat (ms)."""
-        return self._k("dq", "pumps")
+        return self._t(self.meta_tag, "dq", "pumps")
 
     def attempts(self, target: str) -> str:
         """List of the most recent attempts of one target (JSON), newest first, capped."""
@@ -365,12 +370,12 @@ class Keys:
     # --- RQ jobs: periodic chains and progress (adapter/jobs/entry.py, docs/delivery.md) ----------------------
     def job_chain(self, name: str) -> str:
         """String: the RQ job id of the next run of periodic job `name` (one chain, however many workers)."""
-        return self._k("jobs", "chain", name)
+        return self._t(self.meta_tag, "jobs", "chain", name)
 
     def job_progress(self, job_id: str) -> str:
         """Hash of one job's progress: kind, state, done, total, error, created, updated; expires."""
-        return self._k("jobs", "progress", job_id)
+        return self._t(self.meta_tag, "jobs", "progress", job_id)
 
     def retention_cursor(self, walk: str) -> str:
         """String: where retention's walk `walk` resumes (an index member or a SCAN cursor)."""
-        return self._k("jobs", "retention", walk)
+        return self._t(self.meta_tag, "jobs", "retention", walk)

@@ -1,1 +1,1 @@
-"""targets: see docs/design.md."""
+"""Callbacks and message routes: their store, topic filters, the route table and forwarding."""

@@ -113,3 +113,16 @@ def test_readyz_answers_503_when_redis_is_gone(settings: Settings) -> None:
 
 def test_readyz_ok(client: httpx.Client) -> None:
     assert client.get("/readyz").json() == {"status": "ok", "data": {"redis": "ok"}}
+
+
+def test_shutdown_closes_the_rq_connection(settings: Settings) -> None:
+    from adapter.store.connections import rq_connection
+
+    app = create_app(settings)
+    with serve(app):
+        conn = rq_connection(app.state.services)
+        assert conn.ping()
+        opened = list(conn.connection_pool._available_connections)  # type: ignore[attr-defined]
+        assert opened and all(c._sock is not None for c in opened)
+    assert "rq" not in app.state.services.extras
+    assert all(c._sock is None for c in opened)
