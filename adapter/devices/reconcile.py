@@ -152,7 +152,8 @@ async def apply_guarded(r: aioredis.Redis, keys: Keys, partitions: int, ev: Conn
                 await pipe.unwatch()
                 return None
             pipe.multi()
-            pipe.evalsha(DEVICE_PRESENCE.sha, len(call_keys), *call_keys, *argv)
+            # execute_command: a cluster pipeline refuses `evalsha` by name, not the command
+            pipe.execute_command("EVALSHA", DEVICE_PRESENCE.sha, len(call_keys), *call_keys, *argv)
             [reply] = await pipe.execute()
         except redis.exceptions.WatchError:
             return None

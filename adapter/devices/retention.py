@@ -62,10 +62,14 @@ def _forget(r: redis.Redis, keys: Keys, ids: list[str], cutoff: int, out: Remove
     if not ids:
         return
     with r.pipeline(transaction=False) as pipe:
-        pipe.scripts.add(RETENTION)  # type: ignore[arg-type]  # it needs only .sha and .script
+        if hasattr(pipe, "scripts"):
+            pipe.scripts.add(RETENTION)  # type: ignore[arg-type]  # it needs only .sha and .script
+        else:  # a cluster pipeline loads no scripts: load it on every primary first
+            r.script_load(RETENTION.script)
         for cid in ids:
             call_keys, argv = retention_call(keys, cid, cutoff)
-            pipe.evalsha(RETENTION.sha, len(call_keys), *call_keys, *argv)
+            # execute_command: a cluster pipeline refuses `evalsha` by name, not the command
+            pipe.execute_command("EVALSHA", RETENTION.sha, len(call_keys), *call_keys, *argv)
         results = pipe.execute()
     out.examined += len(ids)
     out.devices += sum(1 for x in results if int(x) == 1)
@@ -109,11 +113,9 @@ def _walk_clients_on(r: redis.Redis, keys: Keys, mark: str, cutoff: int, batch: 
     cursor = int(_text(r.get(mark)) or 0)
     pattern, client_id = _client_pattern(keys)
     extra = {} if node is None else {"target_nodes": node}
-    reply = r.scan(cursor, match=pattern, count=batch, _type="hash", **extra)
-    if isinstance(reply, dict):  # a cluster answers per node
-        [(cursor, found)] = reply.values()
-    else:
-        cursor, found = reply
+    cursor_reply, found = r.scan(cursor, match=pattern, count=batch, _type="hash", **extra)
+    # a cluster names the node: {"host:port": cursor}
+    cursor = next(iter(cursor_reply.values())) if isinstance(cursor_reply, dict) else cursor_reply
     ids = [m.group(1) for m in (client_id.fullmatch(_text(k)) for k in found) if m]
     _forget(r, keys, ids, cutoff, out)
     r.set(mark, cursor)

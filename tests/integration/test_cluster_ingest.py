@@ -1,6 +1,7 @@
 """The ingest's device scripts on a real Redis Cluster (issue 15): presence, device.lua, uplink.lua (report,
 heartbeat with wake, peripherals, a routed message with its forwarding) and FORWARD alone, for many devices over
-every shard, through redis-py's cluster client; every call is one slot (no CROSSSLOT, no non-local key).
+every shard, through redis-py's cluster client; every call is one slot (no CROSSSLOT, no non-local key). Also
+retention and reconciliation (every shard), and credentials (one slot per sn, a list over the shards).
 
 Skipped unless TEST_REDIS_CLUSTER_PORTS is set (e.g. "7121 7122 7123", a cluster started by
 scripts/ensure-redis-cluster). Self-contained: a unique key prefix per test, removed from every primary after.
@@ -19,6 +20,8 @@ import redis
 import redis.asyncio.cluster as aiocluster
 import redis.exceptions
 
+from adapter.broker.credentials import CredentialStore, VerifyLimiter
+from adapter.devices import reconcile, retention
 from adapter.devices.presence_store import PRESENCE_SCRIPT, presence_call
 from adapter.devices.store import DEVICE_PRESENCE, UPLINK, device_call, peripheral_args, uplink_call, wake_args
 from adapter.devices.uplink import Peripheral
@@ -154,3 +157,66 @@ def test_a_call_over_two_slots_is_refused(keys: Keys) -> None:
             r.eval("return redis.call('SET', ARGV[1], '1')", 1, keys.client(a), keys.client(b))
     finally:
         r.close()
+
+
+def test_retention_and_reconciliation_walk_every_shard(keys: Keys) -> None:
+    """retention.py walks each index shard and SCANs each primary; a reconciliation correction runs under
+    WATCH/MULTI of the client hash (one slot with the rest of its call)."""
+    sns = sns_over_every_shard(keys)
+
+    async def run() -> tuple[bool | None, list[str]]:
+        rc = aiocluster.RedisCluster(host="127.0.0.1", port=PORTS[0], decode_responses=True)
+        try:
+            for sn in sns:
+                await call(rc, DEVICE_PRESENCE, device_call(keys, Connected(sn, 1000)))
+                await call(rc, UPLINK, uplink_call(keys, "report", sn, 2000, ["sys", "{}"]))
+                await call(rc, DEVICE_PRESENCE, device_call(keys, Disconnected(sn, 3000, "normal", connected_at=1000)))
+            await call(rc, DEVICE_PRESENCE, device_call(keys, Connected("NEVER-A-DEVICE", 1000)))
+            await call(rc, DEVICE_PRESENCE, device_call(keys, Disconnected("NEVER-A-DEVICE", 3000, "normal",
+                                                                           connected_at=1000)))
+            back = sns[0]
+            state = await rc.hmget(keys.client(back), reconcile.STATE)
+            applied = await reconcile.apply_guarded(rc, keys, PARTITIONS, Connected(back, 9000), state)
+            return applied, list(await reconcile.online_snapshot(rc, keys))
+        finally:
+            await rc.aclose()
+
+    applied, online = asyncio.run(run())
+    assert applied is True and online == [sns[0]]
+    r = redis.RedisCluster(host="127.0.0.1", port=PORTS[0])
+    try:
+        out = retention.run(r, keys, 0, 20)
+        assert (out.devices, out.clients) == (len(sns) - 1, 1)
+        assert [m for p in keys.shards() for m in r.zrange(keys.devices(p), 0, -1)] == [sns[0].encode()]
+        assert r.exists(*[keys.client(sn) for sn in sns[1:]]) == 0
+    finally:
+        r.close()
+
+
+def test_credentials_on_a_cluster(keys: Keys) -> None:
+    """A credential, its shard of the creds index and its authn mark are one slot (MULTI), and the list
+    merges the shards newest first."""
+    sns = [f"CRED{n}" for n in range(30)]
+
+    async def run() -> None:
+        rc = aiocluster.RedisCluster(host="127.0.0.1", port=PORTS[0], decode_responses=True)
+        store = CredentialStore(rc, keys)
+        try:
+            secrets = {}
+            for sn in sns:
+                _, secrets[sn] = await store.create(sn)
+            total, page = await store.page(1, 50)
+            assert total == len(sns) and {c.sn for c in page} == set(sns)
+            assert [c.created for c in page] == sorted((c.created for c in page), reverse=True)
+            total, second = await store.page(2, 20)
+            assert total == len(sns) and len(second) == 10
+            limiter = VerifyLimiter(2, 10)
+            assert await store.verify(sns[0], secrets[sns[0]], cache_ttl=60, limiter=limiter) is True
+            assert await rc.exists(keys.authn_cache(sns[0])) == 1
+            assert await store.revoke(sns[0]) == 1
+            assert await store.get(sns[0]) is None and await rc.exists(keys.authn_cache(sns[0])) == 0
+            assert (await store.get(sns[1])) is not None
+        finally:
+            await rc.aclose()
+
+    asyncio.run(run())
