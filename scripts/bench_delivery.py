@@ -159,7 +159,7 @@ def main() -> int:
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                    for _ in range(args.workers)]
         time.sleep(3)  # leases settle between the workers
-        cmd = DeviceCommands(keys, 4)
+        cmd = DeviceCommands(keys)
         sns = [f"STORM{i:06d}" for i in range(args.transitions)]
         expected = args.transitions * args.callbacks
 

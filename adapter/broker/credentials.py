@@ -42,13 +42,19 @@ __all__ = ["Busy", "Credential", "CredentialStore", "Locked", "VerifyLimiter", "
 
 SECRET_BYTES = 32
 
-# KEYS: credential hash, cache mark. ARGV: the hash verified against, the digest, ttl (s).
+# KEYS 1 the credential hash, 2 the cache mark (both in the sn's slot); ARGV 1 the hash verified against,
+# 2 the digest, 3 ttl (s). Built by `remember_call` only.
 _REMEMBER = LuaScript("""
 if redis.call('HGET', KEYS[1], 'hash') == ARGV[1] then
   return redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 end
 return false
 """)
+
+
+def remember_call(keys: Keys, sn: str, stored: str, digest: str, ttl: int) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV of `_REMEMBER`: remember `digest` for `sn` while its credential's hash is `stored`."""
+    return [keys.credential(sn), keys.authn_cache(sn)], [stored, digest, ttl]
 
 
 @dataclass(frozen=True)
@@ -91,22 +97,33 @@ class CredentialStore:
         now = int(time.time())
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.credential(sn), "created", now)
-            pipe.zadd(self.keys.credentials(), {sn: now})
+            pipe.zadd(self.keys.credentials(self.keys.shard(sn)), {sn: now})
             pipe.delete(self.keys.authn_cache(sn))
             await pipe.execute()
         return Credential(sn, now), secret
 
     async def page(self, page: int, limit: int) -> tuple[int, list[Credential]]:
-        """(total, one page), newest first."""
+        """(total, one page), newest first. On the cluster the shards' first pages are merged by creation time
+        (ties by sn, newest first)."""
         start = (page - 1) * limit
+        shards = self.keys.shards()
+        if len(shards) == 1:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(self.keys.credentials())
+                pipe.zrevrange(self.keys.credentials(), start, start + limit - 1, withscores=True)
+                total, members = await pipe.execute()
+            return int(total), [Credential(str(sn), int(score)) for sn, score in members]
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.keys.credentials())
-            pipe.zrevrange(self.keys.credentials(), start, start + limit - 1, withscores=True)
-            total, members = await pipe.execute()
-        return int(total), [Credential(str(sn), int(score)) for sn, score in members]
+            for p in shards:
+                pipe.zcard(self.keys.credentials(p))
+                pipe.zrevrange(self.keys.credentials(p), 0, start + limit - 1, withscores=True)
+            replies = await pipe.execute()
+        total = sum(int(n) for n in replies[0::2])
+        merged = sorted(((int(score), str(sn)) for part in replies[1::2] for sn, score in part), reverse=True)
+        return total, [Credential(sn, score) for score, sn in merged[start:start + limit]]
 
     async def get(self, sn: str) -> Credential | None:
-        score = await self.redis.zscore(self.keys.credentials(), sn)
+        score = await self.redis.zscore(self.keys.credentials(self.keys.shard(sn)), sn)
         return None if score is None else Credential(sn, int(score))
 
     async def revoke(self, sn: str) -> int:
@@ -114,7 +131,7 @@ class CredentialStore:
         """
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(self.keys.credential(sn))
-            pipe.zrem(self.keys.credentials(), sn)
+            pipe.zrem(self.keys.credentials(self.keys.shard(sn)), sn)
             pipe.delete(self.keys.authn_cache(sn))
             removed, _, _ = await pipe.execute()
         return int(removed)
@@ -143,8 +160,8 @@ class CredentialStore:
                 await throttle.refund(buckets)
             raise
         if good:
-            await scripts.call(self.redis, _REMEMBER, 2, self.keys.credential(sn), self.keys.authn_cache(sn),
-                                  str(stored), digest, cache_ttl)
+            call_keys, call_argv = remember_call(self.keys, sn, str(stored), digest, cache_ttl)
+            await scripts.call(self.redis, _REMEMBER, len(call_keys), *call_keys, *call_argv)
             if buckets:
                 await throttle.clear(buckets)
         return good

@@ -1,20 +1,16 @@
--- Shared by device.lua and uplink.lua (device_store.py puts this first, after the locals
--- `stream_prefix` and `partitions`): one delivery per enabled callback
--- of a transition's type, appended to the delivery stream of the device's partition, in the same atomic
--- step as the state change (docs/design.md §4). Stream entry fields: t target, k ordering key, id delivery id,
--- b body (JSON), n attempts made. The partition is sha1(key)[:8] mod partitions, as in delivery.py.
+-- Shared by device.lua and uplink.lua (devices/store.py puts this first): one delivery per enabled callback
+-- of a transition's type, appended to the device's delivery stream in the same atomic step as the state
+-- change (docs/design.md §4). The caller passes the stream as a KEY (`Keys.delivery_stream` of
+-- `Keys.stream_partition(sn)`, in the device's slot on a cluster) and the enabled set as the replica of the
+-- device's shard (`Keys.callbacks_enabled_in`). Stream entry fields: t target, k ordering key, id delivery id,
+-- b body (JSON), n attempts made.
 
-local function partition_of(k, partitions)
-  return tonumber(string.sub(redis.sha1hex(k), 1, 8), 16) % partitions
-end
-
-local function fanout(enabled_key, k, item)
+local function fanout(enabled_key, stream, k, item)
   local ids = redis.call('SMEMBERS', enabled_key)
   if #ids == 0 then
     return
   end
   local body = cjson.encode(item)
-  local stream = stream_prefix .. partition_of(k, partitions)
   for _, id in ipairs(ids) do
     local target = 'callback:' .. id
     redis.call('XADD', stream, '*', 't', target, 'k', k, 'id', item.eventId .. ':' .. target, 'b', body, 'n', '0')

@@ -1,11 +1,13 @@
 -- Device bookkeeping, appended to presence.lua (wrapped as `presence(KEYS, ARGV)`) and to fanout.lua
--- by device_store.py. One atomic step per event: the presence rules, then the device indexes, the
--- peripherals of a gateway that went offline, and one delivery per enabled callback of each transition.
+-- by devices/store.py (`device_call` builds its KEYS and ARGV). One atomic step per event: the presence rules,
+-- then the device indexes, the peripherals of a gateway that went offline, and one delivery per enabled
+-- callback of each transition. Every key is in the device's slot on a cluster (the index shards, the enabled
+-- sets' replicas and the stream of its partition).
 --
 -- KEYS  1 devices  2 devices:online  3 devices:offline  4 peris  5 peris:online  6 peris:offline
---       7 enabled device callbacks  8 enabled peripheral callbacks  9 the client hash
--- ARGV  1..5 as presence.lua; 6 the prefix of peripheral hash keys ("<prefix>:peri:");
---       7 the prefix of the delivery streams; 8 the number of partitions
+--       (the index shards of the device's shard)
+--       7 enabled device callbacks  8 enabled peripheral callbacks  9 the client hash  10 the delivery stream
+-- ARGV  1..5 as presence.lua; 6 the prefix of the device's peripheral hash keys ("<prefix>:peri:")
 
 local function peripherals_offline(sn, time, reason)
   local members = redis.call('ZRANGEBYLEX', KEYS[4], '[' .. sn .. '/', '[' .. sn .. '/\255')
@@ -17,7 +19,7 @@ local function peripherals_offline(sn, time, reason)
       redis.call('HSET', pkey, 'online', '0', 'offlineTime', tostring(math.floor(time / 1000)))
       redis.call('ZREM', KEYS[5], m)
       redis.call('ZADD', KEYS[6], 0, m)
-      fanout(KEYS[8], sn, {type = 'peripheral', sn = sn, nId = nid, gwId = redis.call('HGET', pkey, 'gwId') or '',
+      fanout(KEYS[8], KEYS[10], sn, {type = 'peripheral', sn = sn, nId = nid, gwId = redis.call('HGET', pkey, 'gwId') or '',
               online = false, time = math.floor(time / 1000), reason = reason, version = v,
               onlineTime = tonumber(redis.call('HGET', pkey, 'onlineTime')) or 0,
               offlineTime = math.floor(time / 1000), eventId = 'p:' .. sn .. '/' .. nid .. ':' .. v})
@@ -42,5 +44,5 @@ else
   redis.call('ZREM', KEYS[2], sn)
   peripherals_offline(sn, t[2], 'gateway_offline')
 end
-fanout(KEYS[7], sn, device_event(KEYS[9], sn, online, t[2], t[3], t[4]))
+fanout(KEYS[7], KEYS[10], sn, device_event(KEYS[9], sn, online, t[2], t[3], t[4]))
 return t

@@ -44,10 +44,16 @@ def script_argv(ev: Connected | Disconnected) -> list[str]:
     return [kind, ev.clientid, connected_at, str(ev.disconnected_at), ev.reason]
 
 
+def presence_call(key: str, ev: Connected | Disconnected) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of presence.lua alone: the client's presence hash `key`, then `script_argv`."""
+    return [key], script_argv(ev)
+
+
 def queue_apply(pipe: Queue, key: str, ev: Connected | Disconnected) -> None:
     """Queue the presence step for `ev` on `pipe`; its result goes through `parse_reply`."""
     pipe.scripts.add(PRESENCE_SCRIPT)
-    pipe.evalsha(PRESENCE_SCRIPT.sha, 1, key, *script_argv(ev))
+    call_keys, argv = presence_call(key, ev)
+    pipe.evalsha(PRESENCE_SCRIPT.sha, len(call_keys), *call_keys, *argv)
 
 
 def parse_reply(reply: Any, clientid: str) -> Transition | None:

@@ -31,7 +31,7 @@ from typing import Any
 import redis.exceptions
 
 from adapter.broker.client import EmqxClient
-from adapter.devices.store import DEVICE_PRESENCE, presence_args
+from adapter.devices.store import DEVICE_PRESENCE, device_call
 from adapter.ingest.events import Connected, Disconnected
 from adapter.store.keys import Keys
 from adapter.store.types import AsyncRedis
@@ -85,15 +85,16 @@ async def _states(r: AsyncRedis, keys: Keys, ids: list[str]) -> dict[str, list[A
 
 
 async def online_snapshot(r: AsyncRedis, keys: Keys) -> dict[str, list[Any]]:
-    """Every device Redis has online, with its presence state as read now."""
+    """Every device Redis has online (every index shard), with its presence state as read now."""
     sns: list[str] = []
-    start = 0
-    while True:
-        batch = await r.zrange(keys.devices_online(), start, start + 4999)
-        sns += [str(s) for s in batch]
-        if len(batch) < 5000:
-            break
-        start += 5000
+    for p in keys.shards():
+        start = 0
+        while True:
+            batch = await r.zrange(keys.devices_online(p), start, start + 4999)
+            sns += [str(s) for s in batch]
+            if len(batch) < 5000:
+                break
+            start += 5000
     return await _states(r, keys, sns)
 
 
@@ -139,9 +140,11 @@ def to_online(states: dict[str, list[Any]], connected: dict[str, int | None]) ->
 async def apply_guarded(r: AsyncRedis, keys: Keys, partitions: int, ev: Connected | Disconnected,
                         seen: list[Any]) -> bool | None:
     """Run the device script for `ev` unless the client's state differs from `seen`; True when it made a
-    transition, False when the rules made it a no-op, None when the state had moved (raced)."""
+    transition, False when the rules made it a no-op, None when the state had moved (raced). Every key of
+    the call is in the client's slot, so WATCH and MULTI hold on a cluster too. (`partitions`, the delivery
+    partitions, is what `keys` says already.)"""
     key = keys.client(ev.clientid)
-    args = presence_args(keys, partitions, ev)
+    call_keys, argv = device_call(keys, ev)
     async with r.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(key)
@@ -149,7 +152,8 @@ async def apply_guarded(r: AsyncRedis, keys: Keys, partitions: int, ev: Connecte
                 await pipe.unwatch()
                 return None
             pipe.multi()
-            pipe.evalsha(DEVICE_PRESENCE.sha, 9, *args)
+            # execute_command: a cluster pipeline refuses `evalsha` by name, not the command
+            pipe.execute_command("EVALSHA", DEVICE_PRESENCE.sha, len(call_keys), *call_keys, *argv)
             [reply] = await pipe.execute()
         except redis.exceptions.WatchError:
             return None

@@ -3,8 +3,10 @@
 -- a client that came back (or was seen) after the cutoff is kept.
 --
 -- KEYS  1 devices  2 devices:online  3 devices:offline  4 peris  5 peris:online  6 peris:offline
---       7 the client hash
--- ARGV  1 the client id  2 the cutoff (ms)  3 the prefix of peripheral hashes  4 the prefix of per-gateway sets
+--       (the index shards of the client's shard)  7 the client hash
+-- ARGV  1 the client id  2 the cutoff (ms)  3 the prefix of its peripheral hashes  4 the prefix of its shard's
+--       per-gateway sets
+-- Built by `retention_call` (retention.py); every key is in the client's slot on a cluster.
 -- Returns 0 kept, 1 a device removed, 2 a client that never became a device removed.
 
 local key, sn, cutoff = KEYS[7], ARGV[1], tonumber(ARGV[2])

@@ -9,8 +9,9 @@ What needs no job, because a TTL bounds it already (docs/devices.md "Retention")
 What grows without it: the hash of every client id that ever connected, and the device and peripheral
 index entries that go with it. Two walks, each resuming where the previous run stopped
 (`Keys.retention_cursor`), `ROUNDS` batches of `retention_batch` per run:
-- `devices`: the offline device index, in lex order;
-- `clients`: a SCAN over `<prefix>:client:*`, for clients that never became devices (no index has them).
+- `devices`: the offline device index, in lex order (on a cluster each index shard, walk `devices:<p>`);
+- `clients`: a SCAN over `<prefix>:client:*`, for clients that never became devices (no index has them); on a
+  cluster one SCAN per primary (walk `clients:<host:port>`) over `<prefix>:{*}:client:*`.
 Each candidate goes through retention.lua, which re-checks the state atomically: a client is removed only
 when offline and nothing about it (offline_time, connected_at, ended_through, activeTime) is newer than the
 cutoff, with its peripherals and its index entries, so counts stay right.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -48,16 +50,26 @@ def cutoff_ms(days: int, now_ms: int | None = None) -> int:
     return (int(time.time() * 1000) if now_ms is None else now_ms) - days * DAY_MS
 
 
+def retention_call(keys: Keys, cid: str, cutoff: int) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV of RETENTION (retention.lua) for client `cid`."""
+    p = keys.shard(cid)
+    return ([keys.devices(p), keys.devices_online(p), keys.devices_offline(p), keys.peripherals(p),
+             keys.peripherals_online(p), keys.peripherals_offline(p), keys.client(cid)],
+            [cid, cutoff, keys.peripheral_prefix(cid), keys.peripherals_of_gw_prefix(p)])
+
+
 def _forget(r: redis.Redis, keys: Keys, ids: list[str], cutoff: int, out: Removed) -> None:
     if not ids:
         return
-    fixed = [keys.devices(), keys.devices_online(), keys.devices_offline(), keys.peripherals(),
-             keys.peripherals_online(), keys.peripherals_offline()]
     with r.pipeline(transaction=False) as pipe:
-        pipe.scripts.add(RETENTION)  # type: ignore[arg-type]  # it needs only .sha and .script
+        if hasattr(pipe, "scripts"):
+            pipe.scripts.add(RETENTION)  # type: ignore[arg-type]  # it needs only .sha and .script
+        else:  # a cluster pipeline loads no scripts: load it on every primary first
+            r.script_load(RETENTION.script)
         for cid in ids:
-            pipe.evalsha(RETENTION.sha, 7, *fixed, keys.client(cid), cid, cutoff, keys.peripheral_prefix(),
-                         keys.peripherals_of_gw_prefix())
+            call_keys, argv = retention_call(keys, cid, cutoff)
+            # execute_command: a cluster pipeline refuses `evalsha` by name, not the command
+            pipe.execute_command("EVALSHA", RETENTION.sha, len(call_keys), *call_keys, *argv)
         results = pipe.execute()
     out.examined += len(ids)
     out.devices += sum(1 for x in results if int(x) == 1)
@@ -68,38 +80,66 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else (value or "")
 
 
-def walk_devices(r: redis.Redis, keys: Keys, cutoff: int, batch: int, out: Removed) -> None:
-    """One batch of the offline device index from the saved member on; back to the start at its end."""
-    mark = keys.retention_cursor("devices")
+def _walk_name(keys: Keys, walk: str, part: object) -> str:
+    """One Redis keeps the walk's plain name; a cluster walks each shard (or primary) with its own cursor."""
+    return keys.retention_cursor(walk if not keys.cluster else f"{walk}:{part}")
+
+
+def walk_devices(r: redis.Redis, keys: Keys, cutoff: int, batch: int, out: Removed, p: int = 0) -> bool:
+    """One batch of shard `p`'s offline device index from the saved member on; back to the start at its end
+    (True then)."""
+    mark = _walk_name(keys, "devices", p)
     after = _text(r.get(mark))
     low = b"(" + after.encode() if after else b"-"
-    sns = [_text(s) for s in r.zrangebylex(keys.devices_offline(), low, b"+", start=0, num=batch)]
+    sns = [_text(s) for s in r.zrangebylex(keys.devices_offline(p), low, b"+", start=0, num=batch)]
     _forget(r, keys, sns, cutoff, out)
     if len(sns) < batch:
         r.delete(mark)
-    else:
-        r.set(mark, sns[-1])
+        return True
+    r.set(mark, sns[-1])
+    return False
+
+
+def _client_pattern(keys: Keys) -> tuple[str, re.Pattern[str]]:
+    """The SCAN pattern of every client hash, and how to read the client id out of a key."""
+    escaped = re.sub(r"([*?\[\]\\])", r"\\\1", keys.prefix)
+    if not keys.cluster:
+        return escaped + ":client:*", re.compile(re.escape(keys.prefix) + ":client:(.*)", re.S)
+    return escaped + ":{*}:client:*", re.compile(re.escape(keys.prefix) + r":\{[^}]*\}:client:(.*)", re.S)
+
+
+def _walk_clients_on(r: redis.Redis, keys: Keys, mark: str, cutoff: int, batch: int, out: Removed,
+                     node: Any = None) -> bool:
+    cursor = int(_text(r.get(mark)) or 0)
+    pattern, client_id = _client_pattern(keys)
+    extra = {} if node is None else {"target_nodes": node}
+    cursor_reply, found = r.scan(cursor, match=pattern, count=batch, _type="hash", **extra)
+    # a cluster names the node: {"host:port": cursor}
+    cursor = next(iter(cursor_reply.values())) if isinstance(cursor_reply, dict) else cursor_reply
+    ids = [m.group(1) for m in (client_id.fullmatch(_text(k)) for k in found) if m]
+    _forget(r, keys, ids, cutoff, out)
+    r.set(mark, cursor)
+    return int(cursor) == 0
 
 
 def walk_clients(r: redis.Redis, keys: Keys, cutoff: int, batch: int, out: Removed) -> bool:
-    """One SCAN step over the client hashes; True when the pass came back to the start."""
-    mark = keys.retention_cursor("clients")
-    cursor = int(_text(r.get(mark)) or 0)
-    prefix = keys.client("")
-    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
-    cursor, found = r.scan(cursor, match=pattern, count=batch, _type="hash")
-    _forget(r, keys, [_text(k)[len(prefix):] for k in found], cutoff, out)
-    r.set(mark, cursor)
-    return int(cursor) == 0
+    """One SCAN step over the client hashes (on a cluster, one on each primary); True when every pass came
+    back to the start."""
+    if not keys.cluster:
+        return _walk_clients_on(r, keys, keys.retention_cursor("clients"), cutoff, batch, out)
+    done = True
+    for node in r.get_primaries():  # type: ignore[attr-defined]  # a RedisCluster on a cluster layout
+        done = _walk_clients_on(r, keys, _walk_name(keys, "clients", node.name), cutoff, batch, out, node) and done
+    return done
 
 
 def run(r: redis.Redis, keys: Keys, days: int, batch: int, rounds: int = ROUNDS) -> Removed:
     out = Removed()
     cutoff = cutoff_ms(days)
-    for _ in range(rounds):
-        walk_devices(r, keys, cutoff, batch, out)
-        if not r.exists(keys.retention_cursor("devices")):
-            break
+    for p in keys.shards():
+        for _ in range(rounds):
+            if walk_devices(r, keys, cutoff, batch, out, p):
+                break
     for _ in range(rounds):
         if walk_clients(r, keys, cutoff, batch, out):
             break

@@ -1,32 +1,33 @@
 -- What a device says about itself (docs/design.md §3), applied atomically to its record.
 --
--- Appended to fanout.lua by device_store.py.
--- KEYS  as device.lua (1 devices ... 7, 8 the enabled callbacks of each type, 9 the client hash)
+-- Appended to fanout.lua, wake.lua and forward.lua by devices/store.py (`uplink_call` builds its KEYS and ARGV).
+-- KEYS  1..10 as device.lua (the index shards, the enabled callbacks of each type, 9 the client hash,
+--       10 the device's delivery stream), 11 the message's seen key (only when it is routed: n > 0)
 -- ARGV  1 mode: mark | active | report | heartbeat | peripherals
 --       2 sn (= the publishing client id)  3 received_at (ms)  4 revtime (s)
 --       report: 5 field (procs|sys|versions)  6 JSON string
 --       heartbeat: 5 bootTime  6 dur, then the wake arguments
 --       mark: the wake arguments
---       wake arguments: the device's active commands set, the prefix of command hashes, the due set
---       peripherals: 5 the prefix of peripheral hash keys, 6 the prefix of the per-gateway sets,
---                    7 the prefix of the per-device last-seen sets, 8 the most peripherals a device keeps,
---                    9 how long (s) an unreported peripheral is kept, 10 the metrics hash,
---                    then groups of 4: nId, gwId, online "1"/"0", msg
+--       wake arguments: the device's active commands set, the prefix of its shard's command hashes, its
+--                       shard's due set
+--       peripherals: 5 the prefix of the device's peripheral hash keys, 6 the prefix of its shard's
+--                    per-gateway sets, 7 the prefix of the per-device last-seen sets, 8 the most peripherals
+--                    a device keeps, 9 how long (s) an unreported peripheral is kept, 10 its shard's metrics
+--                    hash, then groups of 4: nId, gwId, online "1"/"0", msg
 --       then, when the message is routed, its forwarding (forward.lua: message id, body head, route ids),
---       then the number n of route ids (0 when none; then KEYS 10 and 11 are absent)
---       last three: the seen TTL, the prefix of the delivery streams, the number of partitions (constants:
---       they end every call so that the caller encodes them once)
--- KEYS  10 the message's seen key, 11 the stream of its partition (only when n > 0)
+--       then the number n of route ids (0 when none)
+--       last: the seen TTL (a constant)
+-- Every key is in the device's slot on a cluster: the prefixes carry its tag.
 -- Returns the number of transitions (device and peripherals).
 
 local PRUNE_MAX = 100  -- stale peripherals removed per report at most
 local key, sn, mode = KEYS[9], ARGV[2], ARGV[1]
 local received_at, revtime = tonumber(ARGV[3]), ARGV[4]
-local routed = tonumber(ARGV[#ARGV - 3])
-local last = #ARGV - 4  -- the mode's last argument
+local routed = tonumber(ARGV[#ARGV - 1])
+local last = #ARGV - 2  -- the mode's last argument
 if routed > 0 then
   last = last - 2 - routed
-  forward(KEYS[10], KEYS[11], ARGV[#ARGV - 2], sn, last + 1, routed)
+  forward(KEYS[11], KEYS[10], ARGV[#ARGV], sn, last + 1, routed)
 end
 local transitions = 0
 -- what this message is stamped against (`<stamp>_at`: the newest message applied of its kind)
@@ -51,7 +52,7 @@ local function mark()
     local v = redis.call('HINCRBY', key, 'version', 1)
     local since = tonumber(redis.call('HGET', key, 'online_time')) or received_at
     transitions = transitions + 1
-    fanout(KEYS[7], sn, device_event(key, sn, true, since, 'connected', v))
+    fanout(KEYS[7], KEYS[10], sn, device_event(key, sn, true, since, 'connected', v))
   else
     redis.call('ZADD', KEYS[3], 0, sn)
     redis.call('ZREM', KEYS[2], sn)
@@ -179,7 +180,7 @@ elseif mode == 'peripherals' and newest() then
         end
         redis.call('HSET', pkey, field, revtime)
         transitions = transitions + 1
-        fanout(KEYS[8], sn, {type = 'peripheral', sn = sn, nId = nid, gwId = gw, online = on == '1',
+        fanout(KEYS[8], KEYS[10], sn, {type = 'peripheral', sn = sn, nId = nid, gwId = gw, online = on == '1',
                 time = tonumber(revtime), reason = 'report', version = v,
                 onlineTime = tonumber(redis.call('HGET', pkey, 'onlineTime')) or 0,
                 offlineTime = tonumber(redis.call('HGET', pkey, 'offlineTime')) or 0,

@@ -59,6 +59,7 @@ class Subscribed:
     topic: str
     qos: int | None = None
     username: str | None = None
+    at: int | None = None  # ms, EMQX's `timestamp` of the event (v5); the same on every redelivery
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +276,7 @@ def _v5_disconnected(b: _Body) -> Disconnected:
 def _v5_subscribed(b: _Body) -> Subscribed:
     qos = b.qos() if b.opt("qos") is not None else None
     return Subscribed(clientid=b.req_str("clientid"), topic=b.req_str("topic"), qos=qos,
-                      username=b.opt_str("username"))
+                      username=b.opt_str("username"), at=b.opt_int("timestamp"))
 
 
 def _unsubscribed(b: _Body) -> Unsubscribed:

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from adapter.commands.rules import CommandCalls, acked_command, parse_response
 from adapter.devices import uplink
-from adapter.devices.store import MAX_PERIPHERALS, PERIPHERAL_TTL, DeviceCommands
+from adapter.devices.store import MAX_PERIPHERALS, PERIPHERAL_TTL, DeviceCommands, packed
 from adapter.errors import AppError
 from adapter.http.metrics import MetricsBuffer
 from adapter.ingest.events import (
@@ -32,7 +32,7 @@ from adapter.ingest.events import (
 )
 from adapter.store.batcher import Batching
 from adapter.store.keys import Keys
-from adapter.targets.forwarding import Forward, forward_call, forward_of
+from adapter.targets.forwarding import FORWARD, Forward, forward_call, forward_of
 from adapter.targets.route_table import RouteTable
 
 
@@ -70,7 +70,8 @@ def plan(ev: Event, cmd: DeviceCommands, now_ms: int, ctl: CommandCalls, fwd: Fo
         case Connected() | Disconnected():
             return Plan(label, commands=(cmd.presence(ev),))
         case Subscribed() if uplink.is_own_command_topic(ev.clientid, ev.topic):
-            return Plan(label, commands=(cmd.mark(ev.clientid, now_ms),))
+            # EMQX's own time of the event when it sent one, so that a redelivery writes the same activeTime
+            return Plan(label, commands=(cmd.mark(ev.clientid, now_ms if ev.at is None else ev.at),))
         case MessagePublished() if ev.clientid != REST_API_CLIENT:
             return _message_plan(ev, cmd, ctl, label, fwd)
         case MessageAcked():
@@ -85,7 +86,7 @@ def _message_plan(msg: MessagePublished, cmd: DeviceCommands, ctl: CommandCalls,
     sn, at = msg.clientid, msg.received_at
 
     def rejected(reason: str) -> Plan:  # the device layer drops it; its routes still get it
-        return Plan(label, rejected=reason, commands=(forward_call(fwd),) if fwd else ())
+        return Plan(label, rejected=reason, commands=(packed(FORWARD, forward_call(fwd)),) if fwd else ())
 
     if msg.topic == uplink.RESPONSE_TOPIC:
         answer = parse_response(msg)
@@ -110,7 +111,7 @@ def _message_plan(msg: MessagePublished, cmd: DeviceCommands, ctl: CommandCalls,
     return Plan(label, commands=(cmd.mark(sn, at, fwd),))
 
 
-def routed(ev: Event, routes: RouteTable, keys: Keys, partitions: int) -> Forward | None:
+def routed(ev: Event, routes: RouteTable, keys: Keys) -> Forward | None:
     """Every message (DMA uplink included, even one the device layer rejects) goes to its routes too; until the
     table has loaded once, a message is refused with 503 (EMQX sends it again) rather than stored unforwarded."""
     if not isinstance(ev, MessagePublished):
@@ -118,7 +119,7 @@ def routed(ev: Event, routes: RouteTable, keys: Keys, partitions: int) -> Forwar
     if routes.version is None:
         raise RoutesNotLoaded("unavailable", "the message routes are not loaded yet, try again",
                               headers={"Retry-After": "1"})
-    return forward_of(ev, routes.match(ev.topic), keys, partitions)
+    return forward_of(ev, routes.match(ev.topic), keys)
 
 
 class RoutesNotLoaded(AppError):
@@ -141,9 +142,8 @@ class Ingest:
                  peripheral_ttl: int = PERIPHERAL_TTL) -> None:
         self.batcher = batcher
         self.keys = keys
-        self.partitions = partitions
-        self.commands = DeviceCommands(keys, partitions, max_peripherals=max_peripherals,
-                                       peripheral_ttl=peripheral_ttl)
+        self.partitions = partitions  # the delivery partitions: the same as `keys.stream_partitions`
+        self.commands = DeviceCommands(keys, max_peripherals=max_peripherals, peripheral_ttl=peripheral_ttl)
         self.command_calls = CommandCalls(keys)
         self.metrics = metrics
         self.routes = routes
@@ -151,7 +151,7 @@ class Ingest:
     async def apply(self, ev: Event) -> Plan:
         """Write the event's effects; return once Redis has them. Counted once written."""
         try:
-            fwd = routed(ev, self.routes, self.keys, self.partitions)
+            fwd = routed(ev, self.routes, self.keys)
         except RoutesNotLoaded:
             self.count_unavailable("routes_not_loaded")
             raise

@@ -136,68 +136,84 @@ class Keys:
         with `metrics()`. On one Redis it is `metrics()` itself."""
         return self._t(self.shard_tag(p), "metrics")
 
+    def metrics_in(self, p: int) -> str:
+        """The counters the device scripts of shard `p` write (in the shard's slot); on one Redis `metrics()`."""
+        return self._t(self.shard_tag(p), "metrics") if self.cluster else self.metrics()
+
     # queues
     def queue(self, name: str) -> str:
         """An RQ queue name (RQ adds its own `rq:queue:` in front)."""
         return f"{self.prefix}-{name}"
 
-    # clients, devices and peripherals (docs/design.md §5, §11)
+    # clients, devices and peripherals (docs/design.md §5, §11). On the cluster a device's keys carry its tag
+    # (`tag(sn)`) and the indexes are split into shards (`shards()`), each in the slot of its partition: what
+    # one device's script touches is its own hash, its peripherals and the index shards of its own partition.
     def client(self, clientid: str) -> str:
         """Hash of one MQTT client: presence (online "1"/"0", connected_at, ended_through, version, online_time,
         offline_time, all ms) and, once the client is a device (`device` = "1"), its record: activeTime,
         bootTime, dur, procs, sys, versions (the last reports as JSON strings with `revtime`)."""
-        return self._k("client", clientid)
+        return self._t(self.tag(clientid), "client", clientid)
 
-    def devices(self) -> str:
-        """Sorted set of every device sn, all scores 0 (lexical order: pages and sn prefixes by range)."""
-        return self._k("devices")
+    def devices(self, p: int = 0) -> str:
+        """Sorted set of the device sns of shard `p`, all scores 0 (lexical order: pages and sn prefixes by
+        range); one shard holds every device on one Redis."""
+        return self._t(self.shard_tag(p), "devices")
 
-    def devices_online(self) -> str:
-        """Sorted set of the online device sns (scores 0)."""
-        return self._k("devices", "online")
+    def devices_online(self, p: int = 0) -> str:
+        """Sorted set of the online device sns of shard `p` (scores 0)."""
+        return self._t(self.shard_tag(p), "devices", "online")
 
-    def devices_offline(self) -> str:
-        """Sorted set of the offline device sns (scores 0)."""
-        return self._k("devices", "offline")
+    def devices_offline(self, p: int = 0) -> str:
+        """Sorted set of the offline device sns of shard `p` (scores 0)."""
+        return self._t(self.shard_tag(p), "devices", "offline")
 
     def peripheral(self, sn: str, nid: str) -> str:
-        """Hash of one peripheral behind gateway `sn`: nId, gwId, sn, online, activeTime, revTime, msg."""
-        return self._k("peri", sn, nid)
+        """Hash of one peripheral behind gateway `sn` (in `sn`'s slot): nId, gwId, sn, online, activeTime,
+        revTime, msg."""
+        return self._t(self.tag(sn), "peri", sn, nid)
 
-    def peripheral_prefix(self) -> str:
-        """What `peripheral(sn, nid)` starts with, for Lua scripts that build it: `{prefix}{sn}:{nid}`."""
-        return self._k("peri", "")
+    def peripheral_prefix(self, sn: str) -> str:
+        """What `peripheral(sn, nid)` starts with, for Lua scripts that build it: `{prefix}{sn}:{nid}` (the
+        prefix carries `sn`'s tag, so it serves only the peripherals of `sn` and of its partition)."""
+        return self._t(self.tag(sn), "peri", "")
 
-    def peripherals_of_gw_prefix(self) -> str:
-        """What `peripherals_of_gw(gw)` starts with, for Lua scripts: `{prefix}{gw}`."""
-        return self._k("peris", "gw", "")
+    def peripherals_of_gw_prefix(self, p: int = 0) -> str:
+        """What `peripherals_of_gw(gw, p)` starts with, for Lua scripts: `{prefix}{gw}`."""
+        return self._t(self.shard_tag(p), "peris", "gw", "")
 
-    def peripherals(self) -> str:
-        """Sorted set of every peripheral as `{sn}/{nId}`, scores 0."""
-        return self._k("peris")
+    def peripherals(self, p: int = 0) -> str:
+        """Sorted set of the peripherals reported by the devices of shard `p`, as `{sn}/{nId}`, scores 0."""
+        return self._t(self.shard_tag(p), "peris")
 
-    def peripherals_online(self) -> str:
-        return self._k("peris", "online")
+    def peripherals_online(self, p: int = 0) -> str:
+        return self._t(self.shard_tag(p), "peris", "online")
 
-    def peripherals_offline(self) -> str:
-        return self._k("peris", "offline")
+    def peripherals_offline(self, p: int = 0) -> str:
+        return self._t(self.shard_tag(p), "peris", "offline")
 
-    def peripherals_of_gw(self, gw_id: str) -> str:
-        """Sorted set of `{sn}/{nId}` members whose gwId is `gw_id`."""
-        return self._k("peris", "gw", gw_id)
+    def peripherals_of_gw(self, gw_id: str, p: int = 0) -> str:
+        """Sorted set of `{sn}/{nId}` members whose gwId is `gw_id`, reported by devices of shard `p` (the
+        reporter's shard: all of one gateway's peripherals are the union over `shards()`)."""
+        return self._t(self.shard_tag(p), "peris", "gw", gw_id)
 
     def peripherals_seen(self, sn: str) -> str:
         """Sorted set of the nIds device `sn` reports, scored by when it last reported each (revtime, s): what
         caps a gateway's peripherals and finds its stale ones."""
-        return self._k("peris", "seen", sn)
+        return self._t(self.tag(sn), "peris", "seen", sn)
 
-    def peripherals_seen_prefix(self) -> str:
-        """What `peripherals_seen(sn)` starts with, for Lua scripts: `{prefix}{sn}`."""
-        return self._k("peris", "seen", "")
+    def peripherals_seen_prefix(self, sn: str) -> str:
+        """What `peripherals_seen(sn)` starts with, for Lua scripts: `{prefix}{sn}` (in `sn`'s slot)."""
+        return self._t(self.tag(sn), "peris", "seen", "")
 
-    def seen(self, event_key: str) -> str:
-        """Marks an event already applied (message ids), so that a redelivery changes nothing."""
-        return self._k("seen", event_key)
+    def seen(self, event_key: str, owner: str | None = None) -> str:
+        """Marks an event already applied (message ids), so that a redelivery changes nothing; in the slot of
+        `owner` (the publishing clientid, or the sn of the command answered), whose script writes it. Only one
+        Redis (no slots) may leave `owner` out."""
+        if owner is None:
+            if self.cluster:
+                raise ValueError(f"seen({event_key!r}): a cluster needs the owner")
+            return self._k("seen", event_key)
+        return self._t(self.tag(owner), "seen", event_key)
 
     # status-change callbacks and message routes: the delivery targets (docs/design.md §6)
     def target_seq(self, kind: str) -> str:
@@ -229,14 +245,22 @@ class Keys:
         """Set of the enabled callback ids of one type (device | peripheral): the ingest fans out to these."""
         return self._k("callbacks", "enabled", cb_type)
 
+    def callbacks_enabled_in(self, cb_type: str, p: int) -> str:
+        """The replica of `callbacks_enabled_of(cb_type)` that the device scripts of shard `p` read (in the
+        shard's slot); on one Redis it is the set itself (no replica)."""
+        if not self.cluster:
+            return self.callbacks_enabled_of(cb_type)
+        return self._t(self.shard_tag(p), "callbacks", "enabled", cb_type)
+
     def callback_stats(self, cb_type: str) -> str:
         """Hash succ, failed: deliveries of one callback type."""
         return self._k("callbacks", "stats", cb_type)
 
     # the delivery engine
     def delivery_stream(self, partition: int) -> str:
-        """Stream of deliveries waiting to be sent, one per partition (a device's items share one)."""
-        return self._k("dq", str(partition))
+        """Stream of deliveries waiting to be sent, one per partition (a device's items share one); on the
+        cluster in the slot of shard `partition`."""
+        return self._t(self.shard_tag(partition), "dq", str(partition))
 
     def delivery_stream_prefix(self) -> str:
         return self._k("dq", "")
@@ -285,12 +309,12 @@ class Keys:
 
     # device credentials for EMQX's HTTP authentication (issue: run with real EMQX)
     def credential(self, sn: str) -> str:
-        """Hash of one device's credential: hash (argon2id of the secret), created (s)."""
-        return self._k("cred", sn)
+        """Hash of one device's credential (in `sn`'s slot): hash (argon2id of the secret), created (s)."""
+        return self._t(self.tag(sn), "cred", sn)
 
-    def credentials(self) -> str:
-        """Sorted set of the sns that have a credential, scored by creation time (s)."""
-        return self._k("creds")
+    def credentials(self, p: int = 0) -> str:
+        """Sorted set of the sns of shard `p` that have a credential, scored by creation time (s)."""
+        return self._t(self.shard_tag(p), "creds")
 
     def authn_failures_sn(self, sn: str) -> str:
         """Hash (throttle.lua): secret checks of one device sn that EMQX asked for, and its lock."""
@@ -302,8 +326,8 @@ class Keys:
 
     def authn_cache(self, sn: str) -> str:
         """A short-lived mark that a device's secret was verified (sha256 of sn + secret), so that reconnect
-        storms do not each pay a full argon2id check."""
-        return self._k("authn-ok", sn)
+        storms do not each pay a full argon2id check. In `sn`'s slot, beside its credential."""
+        return self._t(self.tag(sn), "authn-ok", sn)
 
     # --- remote control: commands to devices (issue 7, docs/commands.md) ---------------------------------
     def command_seq(self, day: str) -> str:
@@ -314,9 +338,9 @@ class Keys:
         """Hash of one command (the v1 fields plus phase, expireAt, errors, rewake); expires with it."""
         return self._k("cmd", id_str)
 
-    def command_prefix(self) -> str:
-        """What `command(id)` starts with, for Lua scripts."""
-        return self._k("cmd", "")
+    def command_prefix(self, p: int = 0) -> str:
+        """What `command(id)` starts with, for Lua scripts (on the cluster: of the commands of shard `p`)."""
+        return self._t(self.shard_tag(p), "cmd", "")
 
     def command_response(self, id_str: str) -> str:
         """String: the device's last answer to a command (JSON with `revtime`); expires with the command."""
@@ -353,7 +377,7 @@ class Keys:
 
     def commands_active(self, sn: str) -> str:
         """Sorted set of one device's commands that are not finished (what its coming online wakes)."""
-        return self._k("cmds", "active", sn)
+        return self._t(self.tag(sn), "cmds", "active", sn)
 
     def commands_active_prefix(self) -> str:
         return self._k("cmds", "active", "")
@@ -362,10 +386,10 @@ class Keys:
         """Sorted set of `[id, from, sn]` (JSON) scored by expiry (ms): what pruning removes from the indexes."""
         return self._k("cmds", "expiry")
 
-    def commands_due(self) -> str:
+    def commands_due(self, p: int = 0) -> str:
         """Sorted set of command ids scored by when the runner must look at them next (ms): send, resend,
-        retry after a broker error, or give up after the ack timeout."""
-        return self._k("cmds", "due")
+        retry after a broker error, or give up after the ack timeout (on the cluster: of shard `p`)."""
+        return self._t(self.shard_tag(p), "cmds", "due")
 
     # --- RQ jobs: periodic chains and progress (adapter/jobs/entry.py, docs/delivery.md) ----------------------
     def job_chain(self, name: str) -> str:

@@ -12,8 +12,9 @@ publishing clientid, `id`
 and the `webhook-id`), `b` the body, `n` 0. The key picks the partition, and the engine sends the entries
 of one target and key one after another, so each route gets one client's messages in their order.
 
-The entries are written by forward.lua: inside the message's uplink script call (device_store.py) when it
-has one, so forwarding costs no script call of its own; alone (FORWARD) when the uplink was rejected.
+The entries are written by forward.lua: inside the message's uplink script call (devices/store.py) when it
+has one, so forwarding costs no script call of its own; alone (FORWARD, `forward_call`) when the uplink was
+rejected. The seen key and the stream are both in the publisher's slot on a cluster.
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from typing import NamedTuple
 
 import orjson
 
-from adapter.delivery.model import partition_of
 from adapter.ingest.events import REST_API_CLIENT, SEEN_TTL, MessagePublished
 from adapter.store import scripts
 from adapter.store.keys import Keys
-from adapter.store.resp import Arg, pack
+from adapter.store.resp import Arg
 from adapter.store.scripts import LuaScript
 from adapter.targets.route_table import RouteInfo
 
@@ -46,7 +46,7 @@ def body(msg: MessagePublished, route_id: int) -> bytes:
 
 
 FORWARD_LUA = scripts.source("targets/forward.lua")
-# KEYS 1 the seen key, 2 the stream; ARGV 1 SEEN_TTL, 2 the clientid, then Forward.argv
+# KEYS 1 the seen key, 2 the stream; ARGV 1 SEEN_TTL, 2 the clientid, then Forward.argv (`forward_call`)
 FORWARD = LuaScript(FORWARD_LUA + "return forward(KEYS[1], KEYS[2], ARGV[1], ARGV[2], 3, #ARGV - 4)\n")
 
 
@@ -66,22 +66,23 @@ class Forward(NamedTuple):
 
 
 @lru_cache(maxsize=100_000)
-def _stream_of(keys: Keys, clientid: str, partitions: int) -> str:
-    return keys.delivery_stream(partition_of(clientid, partitions))
+def stream_of(keys: Keys, clientid: str) -> str:
+    """The delivery stream of a publishing client (an ordering key): its partition's, in its slot."""
+    return keys.delivery_stream(keys.stream_partition(clientid))
 
 
-def forward_of(msg: MessagePublished, routes: Sequence[RouteInfo], keys: Keys, partitions: int) -> Forward | None:
+def forward_of(msg: MessagePublished, routes: Sequence[RouteInfo], keys: Keys) -> Forward | None:
     """The forwarding of `msg` to the routes it matched; None when there is nothing to forward (no route, or
     a message the service published itself)."""
     if not routes or msg.clientid == REST_API_CLIENT:
         return None
     head = orjson.dumps(message_fields(msg))[:-1] + b',"routeId":'
     message_id = msg.id.encode()  # bytes: resp.py keeps no copy of what is unique to one message
-    return Forward(keys.seen("msg:" + msg.id).encode(), _stream_of(keys, msg.clientid, partitions),
+    return Forward(keys.seen("msg:" + msg.id, msg.clientid).encode(), stream_of(keys, msg.clientid),
                    msg.clientid, (message_id, head, *[r.id for r in routes]))
 
 
-def forward_call(fwd: Forward) -> bytes:
-    """The packed FORWARD call, for a message with no script call of its own to carry it (a rejected uplink);
-    otherwise the uplink call carries the Forward (device_store.py)."""
-    return pack("EVALSHA", FORWARD.sha, 2, fwd.seen, fwd.stream, SEEN_TTL, fwd.key, *fwd.argv)
+def forward_call(fwd: Forward) -> tuple[list[Arg], list[Arg]]:
+    """KEYS and ARGV of FORWARD, for a message with no script call of its own to carry it (a rejected uplink);
+    otherwise the uplink call carries the Forward (devices/store.py `uplink_call`)."""
+    return [fwd.seen, fwd.stream], [SEEN_TTL, fwd.key, *fwd.argv]

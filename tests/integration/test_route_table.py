@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapter.delivery.model import Delivery, partition_of
+from adapter.devices import store as device_store
 from adapter.ingest.events import MessagePublished
 from adapter.settings import Settings
 from adapter.store.batcher import batcher_for
@@ -242,9 +243,9 @@ def test_deliveries_land_in_the_clients_partition_in_message_order(redis_db: red
             batcher = batcher_for(client, [FORWARD])
             await batcher.load_scripts()
             for msg in msgs:
-                fwd = forward_of(msg, table.match(msg.topic), KEYS, partitions)
+                fwd = forward_of(msg, table.match(msg.topic), KEYS)
                 assert fwd is not None
-                packed = forward_call(fwd)
+                packed = device_store.packed(FORWARD, forward_call(fwd))
                 for _ in range(2):  # a redelivered event forwards nothing again
                     replies = await batcher.submit([packed])
                     assert not any(isinstance(r, Exception) for r in replies)

@@ -156,7 +156,7 @@ def test_answered_ok(body: dict[str, Any], ok: bool) -> None:
 
 
 KEYS = Keys("iot")
-DEVICE = DeviceCommands(KEYS, 4)
+DEVICE = DeviceCommands(KEYS)
 CALLS = CommandCalls(KEYS)
 
 

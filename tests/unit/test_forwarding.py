@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from adapter.commands.rules import CommandCalls
 from adapter.delivery.model import Delivery, partition_of
-from adapter.devices.store import UPLINK, DeviceCommands
+from adapter.devices.store import UPLINK, DeviceCommands, packed
 from adapter.ingest.events import REST_API_CLIENT, MessagePublished, parse_event, payload_bytes
 from adapter.ingest.plan import plan
 from adapter.store.keys import Keys
@@ -33,8 +33,8 @@ def message(**changes: object) -> MessagePublished:
 
 
 def forward_command(msg: MessagePublished, routes: list[RouteInfo], keys: Keys, partitions: int) -> bytes | None:
-    fwd = forward_of(msg, routes, keys, partitions)
-    return forward_call(fwd) if fwd else None
+    fwd = forward_of(msg, routes, Keys(keys.prefix, 0, partitions))
+    return packed(forwarding.FORWARD, forward_call(fwd)) if fwd else None
 
 
 def unpack(packed: bytes) -> list[bytes]:
@@ -116,7 +116,7 @@ def test_one_xadd_per_route_in_order_on_the_clients_partition() -> None:
     routes = [RouteInfo(2, "dma/resp/cmd"), RouteInfo(5, "dma/#"), RouteInfo(11, "+/resp/+")]
     seen, got_stream, ds = entries(forward_command(msg, routes, KEYS, 8))
     assert len(ds) == 3
-    assert seen == KEYS.seen(f"msg:{msg.id}")
+    assert seen == KEYS.seen(f"msg:{msg.id}", msg.clientid) == KEYS.seen(f"msg:{msg.id}")
     assert got_stream == KEYS.delivery_stream(partition_of(msg.clientid, 8))
     for route, d in zip(routes, ds, strict=True):
         assert (d.target, d.key, d.id, d.attempts) == (f"route:{route.id}", msg.clientid,
@@ -161,23 +161,23 @@ def test_packed_bodies_equal_the_plain_body(payload: str, clientid: str, usernam
 
 def test_a_routed_uplink_is_one_script_call_and_a_rejected_one_forwards_alone() -> None:
     routes = [RouteInfo(1, "#"), RouteInfo(2, "dma/report/+/+")]
-    device, calls = DeviceCommands(KEYS, 4), CommandCalls(KEYS)
+    device, calls = DeviceCommands(KEYS), CommandCalls(KEYS)
     for topic, payload in (("dma/report/SN1/sys", '{"sn":"SN1","time":1,"d":{}}'), ("x/y", "hello")):
         msg = message(clientid="SN1", topic=topic, payload=payload)
-        fwd = forward_of(msg, routes, KEYS, 4)
+        fwd = forward_of(msg, routes, KEYS)
         assert fwd is not None and fwd.routes == 2
         (call,) = plan(msg, device, 1000, calls, fwd).commands
         args = unpack(call)
         assert args[1] == UPLINK.sha.encode() and args[2] == b"11"
-        assert args[11:14] == [k.encode() for k in (KEYS.client("SN1"), KEYS.seen(f"msg:{msg.id}"), fwd.stream)]
-        # then the message id, the body head, the route ids and their number, before the constant tail (seen
-        # TTL, stream prefix, partitions)
-        assert args[-8:-4] == [msg.id.encode(), body(msg, 1)[:-2], b"1", b"2"]
-        assert args[-4] == b"2"
+        # KEYS 9..11: the client hash, its stream (the forward's too), the message's seen key
+        assert args[11:14] == [k.encode() for k in (KEYS.client("SN1"), fwd.stream, KEYS.seen(f"msg:{msg.id}"))]
+        # then the message id, the body head, the route ids and their number, before the seen TTL
+        assert args[-6:-2] == [msg.id.encode(), body(msg, 1)[:-2], b"1", b"2"]
+        assert args[-2] == b"2"
         assert plan(msg, device, 1000, calls, None).commands[0] != call
     rejected = message(clientid="SN1", topic="dma/report/SN1/sys", payload="not json")
-    fwd = forward_of(rejected, routes, KEYS, 4)
+    fwd = forward_of(rejected, routes, KEYS)
     assert fwd is not None
     p = plan(rejected, device, 1000, calls, fwd)
-    assert p.rejected and p.commands == (forward_call(fwd),)
+    assert p.rejected and p.commands == (packed(forwarding.FORWARD, forward_call(fwd)),)
     assert plan(rejected, device, 1000, calls, None).commands == ()

@@ -20,18 +20,18 @@ def test_every_key_is_pinned() -> None:
     assert k.metrics() == "iot:metrics"
     assert k.queue("default") == "iot-default"
     assert k.client("SN1") == "iot:client:SN1"
-    assert k.devices() == "iot:devices"
-    assert k.devices_online() == "iot:devices:online"
-    assert k.devices_offline() == "iot:devices:offline"
+    assert k.devices(0) == k.devices() == "iot:devices"
+    assert k.devices_online(0) == "iot:devices:online"
+    assert k.devices_offline(0) == "iot:devices:offline"
     assert k.peripheral("GW1", "P1") == "iot:peri:GW1:P1"
-    assert k.peripherals() == "iot:peris"
-    assert k.peripherals_online() == "iot:peris:online"
-    assert k.peripherals_offline() == "iot:peris:offline"
-    assert k.peripherals_of_gw("G") == "iot:peris:gw:G"
-    assert k.peripheral_prefix() + "GW1:P1" == k.peripheral("GW1", "P1")
-    assert k.peripherals_of_gw_prefix() + "G" == k.peripherals_of_gw("G")
+    assert k.peripherals(0) == "iot:peris"
+    assert k.peripherals_online(0) == "iot:peris:online"
+    assert k.peripherals_offline(0) == "iot:peris:offline"
+    assert k.peripherals_of_gw("G", 0) == "iot:peris:gw:G"
+    assert k.peripheral_prefix("GW1") + "GW1:P1" == k.peripheral("GW1", "P1")
+    assert k.peripherals_of_gw_prefix(0) + "G" == k.peripherals_of_gw("G", 0)
     assert k.peripherals_seen("GW1") == "iot:peris:seen:GW1"
-    assert k.peripherals_seen_prefix() + "GW1" == k.peripherals_seen("GW1")
+    assert k.peripherals_seen_prefix("GW1") + "GW1" == k.peripherals_seen("GW1")
     assert k.target_seq("callback") == "iot:seq:callback"
     assert k.target("callback", 3) == "iot:callback:3"
     assert k.target("route", "7") == "iot:route:7"
@@ -41,6 +41,8 @@ def test_every_key_is_pinned() -> None:
     assert k.routes_version() == "iot:routes:version"
     assert k.routes_channel() == "iot:routes:changed"
     assert k.callbacks_enabled_of("device") == "iot:callbacks:enabled:device"
+    assert k.callbacks_enabled_in("device", 0) == k.callbacks_enabled_of("device")  # no replica on one Redis
+    assert k.metrics_in(0) == k.metrics()
     assert k.callback_stats("peripheral") == "iot:callbacks:stats:peripheral"
     assert k.delivery_stream(2) == "iot:dq:2"
     assert k.delivery_stream_prefix() + "2" == k.delivery_stream(2)
@@ -48,7 +50,7 @@ def test_every_key_is_pinned() -> None:
     assert k.job_chain("reconcile") == "iot:jobs:chain:reconcile"
     assert k.job_progress("iot-commands-1") == "iot:jobs:progress:iot-commands-1"
     assert k.retention_cursor("devices") == "iot:jobs:retention:devices"
-    assert k.credentials() == "iot:creds"
+    assert k.credentials(0) == "iot:creds"
     assert k.authn_cache("SN1") == "iot:authn-ok:SN1"
     assert k.authn_failures_sn("SN1") == "iot:authn-fail:sn:SN1"
     assert k.authn_failures_host("10.0.0.9") == "iot:authn-fail:host:10.0.0.9"
@@ -62,11 +64,11 @@ def test_every_key_is_pinned() -> None:
     assert k.dead_index("route:4") == "iot:dead-idx:route:4"
     assert k.delivery_held("route:4") == "iot:dq:held:route:4"
     assert k.delivery_state("route:4") == "iot:dq:state:route:4"
-    assert k.seen("msg:AB") == "iot:seen:msg:AB"
+    assert k.seen("msg:AB", "SN1") == k.seen("msg:AB") == "iot:seen:msg:AB"
     # remote control commands
     assert k.command_seq("20181126") == "iot:cmd-seq:20181126"
     assert k.command("201811260000000001") == "iot:cmd:201811260000000001"
-    assert k.command_prefix() + "7" == k.command("7")
+    assert k.command_prefix(0) + "7" == k.command("7")
     assert k.command_response("201811260000000001") == "iot:cmd-resp:201811260000000001"
     assert k.command_response_prefix() + "7" == k.command_response("7")
     assert k.commands() == "iot:cmds"
@@ -79,7 +81,7 @@ def test_every_key_is_pinned() -> None:
     assert k.commands_active("SN1") == "iot:cmds:active:SN1"
     assert k.commands_active_prefix() + "SN1" == k.commands_active("SN1")
     assert k.commands_expiry() == "iot:cmds:expiry"
-    assert k.commands_due() == "iot:cmds:due"
+    assert k.commands_due(0) == "iot:cmds:due"
 
 
 def test_prefix_applies_everywhere() -> None:
@@ -124,3 +126,52 @@ def test_cluster_keys_of_one_device_share_a_slot() -> None:
     assert list(k.shards()) == list(range(48))
     assert k.shard_tag(k.shard("SN1")) == k.tag("SN1")
     assert k.stream_partition("SN1") == k.shard("SN1")
+
+
+def test_cluster_device_keys_are_pinned() -> None:
+    """What one device's scripts touch on the cluster: its own tag for its keys, its shard's tag for the
+    indexes, the enabled replicas, its stream and its commands' shared sets; and all of it is ONE slot."""
+    k = Keys("iot", 48)
+    sn = "SN1"
+    t, p = k.tag(sn), k.shard(sn)
+    assert t == "{p41}" and p == 41
+    assert k.client(sn) == f"iot:{t}:client:SN1"
+    assert k.peripheral(sn, "N1") == f"iot:{t}:peri:SN1:N1" == k.peripheral_prefix(sn) + "SN1:N1"
+    assert k.peripherals_seen(sn) == f"iot:{t}:peris:seen:SN1" == k.peripherals_seen_prefix(sn) + "SN1"
+    assert k.devices(p) == f"iot:{t}:devices"
+    assert k.devices_online(p) == f"iot:{t}:devices:online"
+    assert k.devices_offline(p) == f"iot:{t}:devices:offline"
+    assert k.peripherals(p) == f"iot:{t}:peris"
+    assert k.peripherals_online(p) == f"iot:{t}:peris:online"
+    assert k.peripherals_offline(p) == f"iot:{t}:peris:offline"
+    assert k.peripherals_of_gw("G", p) == f"iot:{t}:peris:gw:G" == k.peripherals_of_gw_prefix(p) + "G"
+    assert k.seen("msg:AB", sn) == f"iot:{t}:seen:msg:AB"
+    assert k.credential(sn) == f"iot:{t}:cred:SN1"
+    assert k.authn_cache(sn) == f"iot:{t}:authn-ok:SN1"
+    assert k.credentials(p) == f"iot:{t}:creds"
+    assert k.callbacks_enabled_in("device", p) == f"iot:{t}:callbacks:enabled:device"
+    assert k.callbacks_enabled_of("device") != k.callbacks_enabled_in("device", p)
+    assert k.delivery_stream(k.stream_partition(sn)) == f"iot:{t}:dq:{p}"
+    assert k.commands_active(sn) == f"iot:{t}:cmds:active:SN1"
+    assert k.command_prefix(p) == f"iot:{t}:cmd:"
+    assert k.commands_due(p) == f"iot:{t}:cmds:due"
+    assert k.metrics_in(p) == f"iot:{t}:metrics"
+    one_call = [k.client(sn), k.peripheral(sn, "N1"), k.peripherals_seen(sn), k.devices(p), k.peripherals(p),
+                k.peripherals_of_gw("OTHER-GW", p), k.seen("msg:AB", sn), k.credential(sn), k.authn_cache(sn),
+                k.credentials(p), k.callbacks_enabled_in("peripheral", p), k.delivery_stream(p),
+                k.commands_active(sn), k.command_prefix(p) + "123", k.commands_due(p), k.metrics_in(p)]
+    assert {key_slot(key.encode()) for key in one_call} == {key_slot(t.encode())}
+
+
+def test_cluster_seen_needs_its_owner() -> None:
+    import pytest
+
+    with pytest.raises(ValueError):
+        Keys("iot", 48).seen("msg:AB")
+
+
+def test_cluster_shards_spread_devices() -> None:
+    k = Keys("iot", 48)
+    shards = {k.shard(f"SN{n}") for n in range(2000)}
+    assert shards == set(range(48))
+    assert len({k.devices(p) for p in k.shards()}) == 48
