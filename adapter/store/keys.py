@@ -143,17 +143,23 @@ class Keys:
         bootTime, dur, procs, sys, versions (the last reports as JSON strings with `revtime`)."""
         return self._k("client", clientid)
 
-    def devices(self) -> str:
-        """Sorted set of every device sn, all scores 0 (lexical order: pages and sn prefixes by range)."""
-        return self._k("devices")
+    def _index(self, p: int, *parts: str) -> str:
+        """Shard `p` of a global index: on one Redis the one index, exactly as it always was (p is ignored: the
+        only shard is 0); on the cluster the index's shard in the slot of shard p's tag."""
+        return self._t(self.shard_tag(p), *parts) if self.cluster else self._k(*parts)
 
-    def devices_online(self) -> str:
-        """Sorted set of the online device sns (scores 0)."""
-        return self._k("devices", "online")
+    def devices(self, p: int = 0) -> str:
+        """Sorted set of every device sn (of shard `p`), all scores 0 (lexical order: pages and sn prefixes by
+        range)."""
+        return self._index(p, "devices")
 
-    def devices_offline(self) -> str:
-        """Sorted set of the offline device sns (scores 0)."""
-        return self._k("devices", "offline")
+    def devices_online(self, p: int = 0) -> str:
+        """Sorted set of the online device sns (of shard `p`, scores 0)."""
+        return self._index(p, "devices", "online")
+
+    def devices_offline(self, p: int = 0) -> str:
+        """Sorted set of the offline device sns (of shard `p`, scores 0)."""
+        return self._index(p, "devices", "offline")
 
     def peripheral(self, sn: str, nid: str) -> str:
         """Hash of one peripheral behind gateway `sn`: nId, gwId, sn, online, activeTime, revTime, msg."""
@@ -163,23 +169,29 @@ class Keys:
         """What `peripheral(sn, nid)` starts with, for Lua scripts that build it: `{prefix}{sn}:{nid}`."""
         return self._k("peri", "")
 
-    def peripherals_of_gw_prefix(self) -> str:
-        """What `peripherals_of_gw(gw)` starts with, for Lua scripts: `{prefix}{gw}`."""
-        return self._k("peris", "gw", "")
+    def peripherals_of_gw_prefix(self, p: int = 0) -> str:
+        """What `peripherals_of_gw(gw, p)` starts with, for Lua scripts: `{prefix}{gw}`."""
+        return self._index(p, "peris", "gw", "")
 
-    def peripherals(self) -> str:
-        """Sorted set of every peripheral as `{sn}/{nId}`, scores 0."""
-        return self._k("peris")
+    def peripherals(self, p: int = 0) -> str:
+        """Sorted set of every peripheral as `{sn}/{nId}` (of shard `p`: the reporting device's), scores 0."""
+        return self._index(p, "peris")
 
-    def peripherals_online(self) -> str:
-        return self._k("peris", "online")
+    def peripherals_online(self, p: int = 0) -> str:
+        return self._index(p, "peris", "online")
 
-    def peripherals_offline(self) -> str:
-        return self._k("peris", "offline")
+    def peripherals_offline(self, p: int = 0) -> str:
+        return self._index(p, "peris", "offline")
 
-    def peripherals_of_gw(self, gw_id: str) -> str:
-        """Sorted set of `{sn}/{nId}` members whose gwId is `gw_id`."""
-        return self._k("peris", "gw", gw_id)
+    def peripherals_of_gw(self, gw_id: str, p: int = 0) -> str:
+        """Sorted set of `{sn}/{nId}` members whose gwId is `gw_id` (of shard `p`, the reporting device's: one
+        gateway's peripherals are spread over every shard on the cluster)."""
+        return self._index(p, "peris", "gw", gw_id)
+
+    def page_anchors(self, index: str) -> str:
+        """Sorted set of anchors of a sharded index (the cluster's merged pages, adapter/devices/paging.py):
+        member = an index member, score = its global rank when it was seen; `index` names the index."""
+        return self._t(self.meta_tag, "anchors", index)
 
     def peripherals_seen(self, sn: str) -> str:
         """Sorted set of the nIds device `sn` reports, scored by when it last reported each (revtime, s): what
