@@ -127,3 +127,16 @@ def test_pivots_keep_the_rounds_few() -> None:
     store = paging.Memory(sharded(ref))
     assert page(store, 0, 100).rounds == 2
     assert page(store, 100_000, 100).rounds <= 10
+
+
+def test_a_hint_saves_the_anchor_round_and_a_bad_hint_stays_exact() -> None:
+    ref = fleet(100_000)
+    store = paging.Memory(sharded(ref))
+
+    def hinted(offset: int, hint: str) -> paging.Selection:
+        return asyncio.run(paging.select(store.run, SHARDS, offset, 100, None, True, hint))
+
+    got = hinted(50_300, ref[50_000])
+    assert got.members == ref[50_300:50_400] and got.rounds == 2 and got.writes == []
+    for offset, hint in ((50_300, ref[60_000]), (50_300, ref[10]), (70_000, "SN0-gone"), (2_000, "~")):
+        assert hinted(offset, hint).members == ref[offset:offset + 100], (offset, hint)
