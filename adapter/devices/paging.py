@@ -31,7 +31,7 @@ from itertools import chain
 from typing import Any
 
 META = -1
-MERGE_MAX = 1500  # merge directly when at most this many members remain to skip (48 shards: ~45 each)
+MERGE_MAX = 3000  # merge directly when at most this many members remain to skip (48 shards: ~85 each)
 ANCHOR_EVERY = 1000  # a deep page farther than this from its anchor leaves a new one
 Cmd = tuple[Any, ...]
 Run = Callable[[list[Cmd]], Awaitable[list[Any]]]
@@ -127,9 +127,9 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
     q = _run_length(need, shards)
     want = [max(0, min(q, ends[i] - a[i])) for i in every]
     asked = [i for i in every if want[i] > 0]
-    runs: list[list[str]] = [[] for _ in every]
+    runs: list[list[str]] = [[] for _ in every]  # members as the client decodes them (str)
     for i, got_run in zip(asked, await go([(i, "ZRANGE", a[i], a[i] + want[i] - 1) for i in asked]), strict=True):
-        runs[i] = [str(m) for m in got_run]
+        runs[i] = got_run
     cut = [i for i in asked if len(runs[i]) == want[i] and a[i] + want[i] < ends[i]]
     while True:
         merged = sorted(chain.from_iterable(runs))[:need]
@@ -138,7 +138,7 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
             break
         more = await go([(i, "ZRANGE", a[i] + len(runs[i]), a[i] + len(runs[i]) + q - 1) for i in short])
         for i, extra in zip(short, more, strict=True):
-            runs[i] += [str(m) for m in extra]
+            runs[i] += extra
         cut = [i for i in short if len(more[short.index(i)]) == q and a[i] + len(runs[i]) < ends[i]]
     page = merged[skip:need]
     if prefix:

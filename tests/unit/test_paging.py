@@ -46,7 +46,8 @@ def test_deep_pages_of_a_large_index_are_exact(anchors: bool) -> None:
     ref = fleet(60_000)
     store = paging.Memory(sharded(ref))
     rng = random.Random(2)
-    for offset in [0, 1499, 1501, 30000, len(ref) - 100, len(ref) - 1, *rng.sample(range(len(ref)), 40)]:
+    edges = [0, paging.MERGE_MAX - 1, paging.MERGE_MAX + 1, 30_000, len(ref) - 100, len(ref) - 1]
+    for offset in [*edges, *rng.sample(range(len(ref)), 40)]:
         got = page(store, offset, 100, anchors=anchors)
         assert got.members == ref[offset:offset + 100], offset
         for cmd in got.writes:
