@@ -64,11 +64,15 @@ def _run_length(need: int, shards: int) -> int:
 
 
 async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | None = None,
-                 anchors: bool = False, hint: str | None = None) -> Selection:
+                 anchors: bool = False, hint: tuple[str, float] | None = None) -> Selection:
     """(total, members) of the page at `offset` of the merged shards, optionally only members starting with
     `prefix`; `anchors` uses and feeds the anchor set (unfiltered indexes only). `hint` is an anchor the caller
-    already knows (its copy of the anchor set): its ranks are asked in the first round instead of looking an
-    anchor up, which saves a round; a stale or vanished hint costs nothing but the pivots it fails to save."""
+    already knows (its copy of the anchor set: member, rank when seen): its ranks are asked in the first round
+    instead of looking an anchor up; a stale or vanished hint costs nothing but the rounds it fails to save.
+
+    When the page is expected within MERGE_MAX of where the first round starts (the range's start, or the hint),
+    that round also fetches every shard's run from there (ZRANGE BYLEX LIMIT 0 q: no offset walked), so the
+    page needs no further round unless a run turns out short."""
     out = Selection(0, [])
 
     async def go(cmds: list[Cmd]) -> list[Any]:
@@ -84,9 +88,21 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
     else:
         first = [(i, "ZCARD") for i in every]
     if use_anchor and hint is not None:
-        first += [(i, "ZLEXCOUNT", "-", "(" + hint) for i in every]
+        first += [(i, "ZLEXCOUNT", "-", "(" + hint[0]) for i in every]
     elif use_anchor:
         first.append((META, "ZRANGE", offset, "-inf", "BYSCORE", "REV", "LIMIT", 0, 1))
+    # the speculative runs: from the lex bound the page is expected to start near
+    start: str | None = None
+    expect = offset
+    from_hint = use_anchor and hint is not None
+    if hint is not None and from_hint:
+        start, expect = "[" + hint[0], offset - int(hint[1])
+    elif not use_anchor:
+        start = "[" + prefix if prefix else "-"
+    spec = start is not None and 0 <= expect <= MERGE_MAX and limit > 0
+    q0 = _run_length(expect + limit, shards)
+    if spec:
+        first += [(i, "ZRANGE", start, high if prefix else "+", "BYLEX", "LIMIT", 0, q0) for i in every]
     got = await go(first)
     if prefix:
         base, ends = [int(x) for x in got[:shards]], [int(x) for x in got[shards:2 * shards]]
@@ -96,7 +112,7 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
     if offset >= out.total or limit <= 0:
         return out
     a, r = list(base), 0
-    near = False
+    near = hinted = False
     at: list[int] | None = None
     if use_anchor and hint is not None:
         at = [int(x) for x in got[shards:2 * shards]]
@@ -108,6 +124,12 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
         if rank <= offset:
             a, r = at, rank
             near = offset - rank <= ANCHOR_EVERY
+            hinted = from_hint
+    runs: list[list[str]]  # members as the client decodes them (str)
+    if spec and (hinted or not from_hint) and offset - r <= MERGE_MAX:
+        runs = list(got[-shards:])
+        cut = [i for i in every if len(runs[i]) == q0 and a[i] + q0 < ends[i]]
+        return await _merged(out, go, runs, cut, a, ends, q0, offset - r, limit, prefix, anchors and not near)
     step = _step(offset - r, shards)
     while offset - r > MERGE_MAX and step > 0:
         j = max(every, key=lambda i: ends[i] - a[i])
@@ -123,14 +145,21 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
         else:
             step //= 2
     skip = offset - r
-    need = skip + limit
-    q = _run_length(need, shards)
+    q = _run_length(skip + limit, shards)
     want = [max(0, min(q, ends[i] - a[i])) for i in every]
     asked = [i for i in every if want[i] > 0]
-    runs: list[list[str]] = [[] for _ in every]  # members as the client decodes them (str)
+    runs = [[] for _ in every]
     for i, got_run in zip(asked, await go([(i, "ZRANGE", a[i], a[i] + want[i] - 1) for i in asked]), strict=True):
         runs[i] = got_run
     cut = [i for i in asked if len(runs[i]) == want[i] and a[i] + want[i] < ends[i]]
+    return await _merged(out, go, runs, cut, a, ends, q, skip, limit, prefix, anchors and not near)
+
+
+async def _merged(out: Selection, go: Run, runs: list[list[str]], cut: list[int], a: list[int], ends: list[int],
+                  q: int, skip: int, limit: int, prefix: str | None, leave_anchor: bool) -> Selection:
+    """The k-way merge of the runs fetched from every shard's bound `a`: skip, take `limit`; a shard whose run
+    was cut (`cut`) before the last member taken is asked for `q` more until none is."""
+    need = skip + limit
     while True:
         merged = sorted(chain.from_iterable(runs))[:need]
         short = cut if len(merged) < need else [i for i in cut if runs[i] and runs[i][-1] < merged[-1]]
@@ -144,7 +173,8 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
     if prefix:
         page = [m for m in page if m.startswith(prefix)]  # the shards may have moved in between
     out.members = page
-    if anchors and not prefix and not near and offset > ANCHOR_EVERY and page:
+    offset = sum(a) + skip  # the page's global rank (no prefix: the bounds count from the index's start)
+    if leave_anchor and not prefix and offset > ANCHOR_EVERY and page:
         out.writes.append((META, "ZADD", offset, page[0]))
     return out
 
@@ -195,6 +225,10 @@ class Memory:
             return len(members)
         if name == "ZLEXCOUNT":
             return max(0, _lex_index(members, args[1], True) - _lex_index(members, args[0], False))
+        if name == "ZRANGE" and "BYLEX" in args:
+            low, high = _lex_index(members, args[0], False), _lex_index(members, args[1], True)
+            skip, count = int(args[4]), int(args[5])
+            return members[low:high][skip:skip + count]
         if name == "ZRANGE":
             start, stop = int(args[0]), int(args[1])
             return members[start:stop + 1] if stop >= start >= 0 else []

@@ -277,9 +277,9 @@ class _AnchorCopy:
     ranks: list[float]
     members: list[str]
 
-    def below(self, offset: int) -> str | None:
+    def below(self, offset: int) -> tuple[str, float] | None:
         at = bisect.bisect_right(self.ranks, offset)
-        return self.members[at - 1] if at else None
+        return (self.members[at - 1], self.ranks[at - 1]) if at else None
 
     def add(self, rank: float, member: str) -> None:
         at = bisect.bisect_right(self.ranks, rank)

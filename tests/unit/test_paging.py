@@ -87,7 +87,7 @@ def test_a_deep_page_leaves_an_anchor_and_the_next_one_uses_it() -> None:
     asyncio.run(store.run(cold.writes))
     warm = page(store, 100_500, 100, anchors=True)
     assert warm.members == ref[100_500:100_600]
-    assert warm.rounds == 3 and warm.writes == []  # counts + anchor, the anchor's rank, the merge
+    assert warm.rounds == 3 and warm.writes == []  # counts + anchor lookup, the anchor's rank, the merge
     assert warm.rounds < cold.rounds
 
 
@@ -126,7 +126,8 @@ def test_changes_between_rounds_never_fail_and_stay_sorted() -> None:
 def test_pivots_keep_the_rounds_few() -> None:
     ref = fleet(200_000)
     store = paging.Memory(sharded(ref))
-    assert page(store, 0, 100).rounds == 2
+    assert page(store, 0, 100).rounds == 1  # counts and runs in one round
+    assert page(store, 2_000, 100, "SN").rounds == 1
     assert page(store, 100_000, 100).rounds <= 10
 
 
@@ -134,10 +135,13 @@ def test_a_hint_saves_the_anchor_round_and_a_bad_hint_stays_exact() -> None:
     ref = fleet(100_000)
     store = paging.Memory(sharded(ref))
 
-    def hinted(offset: int, hint: str) -> paging.Selection:
-        return asyncio.run(paging.select(store.run, SHARDS, offset, 100, None, True, hint))
+    def hinted(offset: int, hint: str, rank: float) -> paging.Selection:
+        return asyncio.run(paging.select(store.run, SHARDS, offset, 100, None, True, (hint, rank)))
 
-    got = hinted(50_300, ref[50_000])
-    assert got.members == ref[50_300:50_400] and got.rounds == 2 and got.writes == []
-    for offset, hint in ((50_300, ref[60_000]), (50_300, ref[10]), (70_000, "SN0-gone"), (2_000, "~")):
-        assert hinted(offset, hint).members == ref[offset:offset + 100], (offset, hint)
+    got = hinted(50_300, ref[50_000], 50_000)
+    assert got.members == ref[50_300:50_400] and got.rounds == 1 and got.writes == []  # counts and runs at once
+    got = hinted(50_300, ref[50_000], 49_000)  # a stale rank: a merge round more, still exact
+    assert got.members == ref[50_300:50_400] and got.rounds <= 2
+    for offset, hint, rank in ((50_300, ref[60_000], 50_000), (50_300, ref[10], 50_000), (70_000, "SN0-gone", 69_000),
+                               (20_000, "~", 19_000), (40_000, ref[39_500], 39_500), (40_000, ref[41_000], 39_900)):
+        assert hinted(offset, hint, rank).members == ref[offset:offset + 100], (offset, hint)
