@@ -9,8 +9,15 @@ online or offline index; about a third online), then times, with limit 100:
 Memory per device is the INFO `used_memory` delta over N. Flushes the database again at the end.
 Goals (docs/design.md §11): page p50 <= 5 ms at any depth, count <= 1 ms, <= 2 KB per device.
 
+With `--cluster-ports "7131 7132 7133"` the same N devices are then loaded into that Redis Cluster in the
+cluster layout (48 index shards, each in its partition's slot; raw ZADD/HSET packed per node) and the same
+pages are timed through `device_page` on an async RedisCluster client: warm (the anchor cache of deep pages
+filled by the warm-up calls) and cold (the anchor set removed before every call). The cluster's keys under the
+prefix are removed at the end (SCAN + UNLINK on every primary). `--no-single` skips the single-Redis part.
+
     .venv/bin/python scripts/bench_devices.py [--count N] [--redis-url redis://127.0.0.1:6379/11]
         [--samples 200] [--no-http] [--hash-max-listpack-value BYTES] [--keep]
+        [--cluster-ports "7131 7132 7133"] [--no-single]
 """
 
 from __future__ import annotations
@@ -125,7 +132,7 @@ def scenarios(count: int, online_total: int) -> Iterator[tuple[str, dict[str, An
     yield f"sn={sn_of(first)[:-3]}", {"sn": sn_of(first)[:-3]}, min(count, first + 4096) - first
 
 
-def page_call(r: aioredis.Redis, keys: Keys, page: int,
+def page_call(r: devices.Client, keys: Keys, page: int,
               query: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
     async def call() -> devices.Page:
         result = await devices.device_page(r, keys, page=page, limit=LIMIT, **query)
@@ -246,6 +253,83 @@ def flush(r: redis.Redis) -> int:
     return int(memory["used_memory"])
 
 
+async def cluster_wipe(r: Any, prefix: str) -> int:
+    """UNLINK every key under the prefix on every primary (a cluster has no FLUSHDB of one prefix)."""
+    gone = 0
+    for node in r.get_primaries():
+        one = aioredis.Redis(host=node.host, port=node.port)
+        try:
+            batch: list[Any] = []
+            async for key in one.scan_iter(match=f"{prefix}:*", count=5000):
+                batch.append(key.decode())
+                if len(batch) >= 5000:
+                    await devices.cluster_round(r, [(k, ("UNLINK", k)) for k in batch])
+                    gone, batch = gone + len(batch), []
+            if batch:
+                await devices.cluster_round(r, [(k, ("UNLINK", k)) for k in batch])
+                gone += len(batch)
+        finally:
+            await one.aclose()
+    return gone
+
+
+async def bench_cluster(ports: list[int], prefix: str, count: int, samples: int) -> None:
+    import redis.asyncio.cluster as acluster
+
+    keys = Keys(prefix, cluster_partitions=48)
+    r = acluster.RedisCluster(host="127.0.0.1", port=ports[0], decode_responses=True)
+    try:
+        await r.initialize()
+        await cluster_wipe(r, prefix)
+        rng = random.Random(1)
+        start = time.perf_counter()
+        batch = 20_000
+        for lo in range(0, count, batch):
+            shards: dict[str, list[str]] = {}
+            commands: list[Any] = []
+            for i in range(lo, min(lo + batch, count)):
+                sn, online = sn_of(i), rng.random() < 1 / 3
+                key = keys.client(sn)
+                commands.append((key, ("HSET", key, *(x for kv in client_hash(sn, online, rng).items() for x in kv))))
+                p = keys.shard(sn)
+                shards.setdefault(keys.devices(p), []).append(sn)
+                shards.setdefault(keys.devices_online(p) if online else keys.devices_offline(p), []).append(sn)
+            for key, members in shards.items():
+                commands.append((key, ("ZADD", key, *(x for m in members for x in ("0", m)))))
+            await devices.cluster_round(r, commands)
+        seconds = time.perf_counter() - start
+        used = [int((await r.info("memory", target_nodes=n))["used_memory"]) for n in r.get_primaries()]
+        print(f"\nRedis Cluster {ports} (3 primaries), {len(keys.shards())} index shards: loaded {count:,} devices "
+              f"in {seconds:.1f} s ({count / seconds:,.0f}/s); used_memory per primary "
+              f"{', '.join(f'{u / 2**20:,.0f} MiB' for u in used)}")
+        counted = await devices.device_counts(r, keys)
+        assert counted["total"] == count, counted
+        online_total = counted["online"]
+        print(f"adapter.devices on the cluster (async RedisCluster, one client), limit {LIMIT}, {samples} samples:")
+        anchors = [keys.page_anchors(n) for n in ("devices", "devices:online", "devices:offline")]
+        for label, query, total in scenarios(count, online_total):
+            for where, page in positions(total):
+                took = await timed(page_call(r, keys, page, query), samples)
+                cold: list[float] = []
+                if where != "first" and not query.get("sn"):
+                    for _ in range(max(10, samples // 4)):
+                        await r.unlink(anchors[1] if query.get("online") else anchors[0])
+                        devices._anchor_copies.clear()
+                        t = time.perf_counter()
+                        await page_call(r, keys, page, query)()
+                        cold.append(time.perf_counter() - t)
+                extra = f"   cold (no anchor): {percentiles(cold)}" if cold else ""
+                print(f"  page {label:<16} {where:<6} (page {page:>6}): {percentiles(took)}{extra}")
+        counts = await timed(lambda: devices.device_counts(r, keys), samples * 5)
+        print(f"  device_counts (144 ZCARD, one round):        {percentiles(counts)}")
+        one = await timed(lambda: devices.device(r, keys, sn_of(count // 2)), samples)
+        print(f"  device (one, by sn):                         {percentiles(one)}")
+    finally:
+        gone = await cluster_wipe(r, prefix)
+        print(f"  removed {gone:,} keys from the cluster")
+        await r.aclose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
@@ -256,7 +340,17 @@ def main() -> None:
     parser.add_argument("--hash-max-listpack-value", type=int, default=None,
                         help="set this Redis config for the load (restored after) to compare encodings")
     parser.add_argument("--keep", action="store_true", help="leave the data in the database")
+    parser.add_argument("--cluster-ports", default="", help='e.g. "7131 7132 7133": also bench a Redis Cluster')
+    parser.add_argument("--no-single", action="store_true", help="skip the single-Redis part")
     args = parser.parse_args()
+    if not args.no_single:
+        single(args)
+    if args.cluster_ports:
+        asyncio.run(bench_cluster([int(p) for p in args.cluster_ports.split()], args.prefix, args.count,
+                                  args.samples))
+
+
+def single(args: argparse.Namespace) -> None:
     keys = Keys(args.prefix)
     r = redis.Redis.from_url(args.redis_url, decode_responses=True)
     previous = str(r.config_get("hash-max-listpack-value")["hash-max-listpack-value"])

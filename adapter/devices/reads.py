@@ -13,14 +13,29 @@ The one exception: peripherals filtered by both `gwId` and `online` intersect th
 online (or offline) set, which costs O(peripherals of that gateway).
 
 An index member whose hash has vanished between the two reads is left out of the page (`count` < `limit`).
+
+On Redis Cluster every global index is split into `keys.shards()` shards (one per partition, each in its
+partition's slot): pages are exact offset pages over their k-way merge (adapter/devices/paging.py, with an
+anchor cache for deep pages), counts are sums over the shards, and every round of per-shard commands goes to
+every primary at once, packed as RESP on one connection per node (`cluster_round`), not through redis-py's
+cluster pipeline. The page's hashes are HMGETs grouped by node the same way. One Redis keeps the code above.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
+import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from adapter.devices import paging
 from adapter.devices.views import (
     DEVICE_FIELDS,
     PERIPHERAL_FIELDS,
@@ -33,9 +48,11 @@ from adapter.devices.views import (
 )
 from adapter.store import scripts
 from adapter.store.keys import Keys
+from adapter.store.resp import Arg, pack
 from adapter.store.types import AsyncRedis
 
 Item = dict[str, Any]
+Client = AsyncRedis
 
 
 @dataclass(frozen=True)
@@ -114,17 +131,21 @@ def _peripheral_index(keys: Keys, online: bool | None) -> str:
     return keys.peripherals_online() if online else keys.peripherals_offline()
 
 
-async def device_page(r: AsyncRedis, keys: Keys, *, page: int = 1, limit: int = 100,
+async def device_page(r: Client, keys: Keys, *, page: int = 1, limit: int = 100,
                       online: bool | None = None, sn: str | None = None) -> Page:
     """Devices in sn order; `online` picks the online/offline index, `sn` is a prefix."""
+    if keys.cluster or isinstance(r, RedisCluster):
+        return await cluster_device_page(r, keys, page=page, limit=limit, online=online, sn=sn)
     total, sns = await index_page(r, _device_index(keys, online), sn, offset_of(page, limit), limit)
     rows = await hashes(r, [keys.client(s) for s in sns], DEVICE_FIELDS)
     items = [device_item(s, row) for s, row in zip(sns, rows, strict=True) if is_recorded(row)]
     return Page(total, page, limit, items)
 
 
-async def device(r: AsyncRedis, keys: Keys, sn: str) -> Item | None:
+async def device(r: Client, keys: Keys, sn: str) -> Item | None:
     """One device with its presence version and peripheral count; None when it is not a known device."""
+    if keys.cluster or isinstance(r, RedisCluster):
+        return await cluster_device(r, keys, sn)
     low, high = prefix_bounds(f"{sn}/")
     async with r.pipeline(transaction=False) as pipe:
         pipe.zscore(keys.devices(), sn)
@@ -144,11 +165,15 @@ async def _zcards(r: AsyncRedis, online: str, offline: str, total: str) -> dict[
     return {"offline": int(off), "online": int(on), "total": int(every)}
 
 
-async def device_counts(r: AsyncRedis, keys: Keys) -> dict[str, int]:
+async def device_counts(r: Client, keys: Keys) -> dict[str, int]:
+    if keys.cluster or isinstance(r, RedisCluster):
+        return await _cluster_counts(r, *(_device_shards(keys, flag) for flag in (True, False, None)))
     return await _zcards(r, keys.devices_online(), keys.devices_offline(), keys.devices())
 
 
-async def peripheral_counts(r: AsyncRedis, keys: Keys) -> dict[str, int]:
+async def peripheral_counts(r: Client, keys: Keys) -> dict[str, int]:
+    if keys.cluster or isinstance(r, RedisCluster):
+        return await _cluster_counts(r, *(_peripheral_shards(keys, flag) for flag in (True, False, None)))
     return await _zcards(r, keys.peripherals_online(), keys.peripherals_offline(), keys.peripherals())
 
 
@@ -161,10 +186,12 @@ async def _gateway_presence_page(r: AsyncRedis, keys: Keys, gw_id: str, online: 
     return len(members), members[offset:offset + limit]
 
 
-async def peripheral_page(r: AsyncRedis, keys: Keys, *, page: int = 1, limit: int = 100,
+async def peripheral_page(r: Client, keys: Keys, *, page: int = 1, limit: int = 100,
                           sn: str | None = None, gw_id: str | None = None,
                           online: bool | None = None) -> Page:
     """Peripherals in `{sn}/{nId}` order; `sn` is the exact device sn, `gwId` the exact gateway id."""
+    if keys.cluster or isinstance(r, RedisCluster):
+        return await cluster_peripheral_page(r, keys, page=page, limit=limit, sn=sn, gw_id=gw_id, online=online)
     prefix = f"{sn}/" if sn else None
     offset = offset_of(page, limit)
     if gw_id and online is not None:
@@ -175,3 +202,228 @@ async def peripheral_page(r: AsyncRedis, keys: Keys, *, page: int = 1, limit: in
     rows = await hashes(r, [keys.peripheral(*split_member(m)) for m in members], PERIPHERAL_FIELDS)
     items = [peripheral_item(m, row) for m, row in zip(members, rows, strict=True) if is_recorded(row)]
     return Page(total, page, limit, items)
+
+
+# --- Redis Cluster: sharded indexes ----------------------------------------------------------------------------
+
+Command = tuple[str, Sequence[Arg]]  # (the key that routes it, the command's words)
+
+
+async def _send(conn: Any, commands: Sequence[Command], into: list[Any], at: Sequence[int]) -> None:
+    """Write the commands packed on one connection, read the replies in order (an error reply in its place).
+    The replies are parsed by one hiredis reader straight off the connection's stream: redis-py's per-reply
+    read_response (a timeout context each) cost more than the round trip itself for a page's 100 HMGETs."""
+    await conn.send_packed_command(b"".join(pack(*commands[i][1]) for i in at), check_health=False)
+    parser = hiredis.Reader(replyError=redis.exceptions.ResponseError,
+                            encoding="utf-8" if conn.encoder.decode_responses else None)
+    stream = conn._reader
+    async with asyncio.timeout(conn.socket_timeout or 10):
+        for i in at:
+            reply = parser.gets()
+            while reply is False:
+                data = await stream.read(65536)
+                if not data:
+                    raise redis.exceptions.ConnectionError("Redis closed the connection")
+                parser.feed(data)
+                reply = parser.gets()
+            into[i] = reply
+
+
+async def _on_node(node: Any, commands: Sequence[Command], into: list[Any], at: Sequence[int]) -> None:
+    conn = node.acquire_connection()
+    try:
+        await _send(conn, commands, into, at)
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        node.release(conn)
+
+
+async def cluster_round(r: Client, commands: Sequence[Command]) -> list[Any]:
+    """One round trip: every node's commands packed on one of its connections, all nodes at once. A reply that
+    is a redirection (a slot moving) or any other error is answered again through the client, which follows
+    redirections and raises what is a real error. On one Redis the commands share one connection."""
+    replies: list[Any] = [None] * len(commands)
+    if isinstance(r, RedisCluster):
+        await r.initialize()  # a no-op once the slot map is known
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for i, (key, _) in enumerate(commands):
+            node = r.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+            by_node.setdefault(node.name, (node, []))[1].append(i)
+        await asyncio.gather(*(_on_node(node, commands, replies, at) for node, at in by_node.values()))
+    else:
+        conn = await r.connection_pool.get_connection()
+        try:
+            await _send(conn, commands, replies, range(len(commands)))
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await r.connection_pool.release(conn)
+    for i, reply in enumerate(replies):
+        if isinstance(reply, redis.exceptions.ResponseError):
+            replies[i] = await r.execute_command(*commands[i][1])
+    return replies
+
+
+ANCHOR_COPY_SECONDS = 30.0  # how long a process trusts its copy of an anchor set before reading it again
+
+
+@dataclass
+class _AnchorCopy:
+    """A process's copy of one index's anchor set (ranks as scores, ascending): the hints of deep pages."""
+    loaded: float
+    ranks: list[float]
+    members: list[str]
+
+    def below(self, offset: int) -> tuple[str, float] | None:
+        at = bisect.bisect_right(self.ranks, offset)
+        return (self.members[at - 1], self.ranks[at - 1]) if at else None
+
+    def add(self, rank: float, member: str) -> None:
+        at = bisect.bisect_right(self.ranks, rank)
+        self.ranks.insert(at, rank)
+        self.members.insert(at, member)
+
+
+_anchor_copies: dict[str, _AnchorCopy] = {}
+
+
+class ShardedIndex:
+    """One global index as its shards' keys (and its anchor set), answering paging's rounds."""
+
+    def __init__(self, r: Client, shard_keys: Sequence[str], anchors: str | None = None) -> None:
+        self.r = r
+        self.keys = list(shard_keys)
+        self.anchors = anchors
+
+    def command(self, cmd: paging.Cmd) -> Command:
+        target, name, *args = cmd
+        key = self.keys[target] if target != paging.META else self.anchors
+        assert key is not None
+        return key, (name, key, *args)
+
+    async def run(self, cmds: list[paging.Cmd]) -> list[Any]:
+        return await cluster_round(self.r, [self.command(c) for c in cmds])
+
+    async def _anchor_copy(self, anchors: str) -> _AnchorCopy:
+        copy = _anchor_copies.get(anchors)
+        now = time.monotonic()
+        if copy is None or now - copy.loaded > ANCHOR_COPY_SECONDS:
+            flat = (await cluster_round(self.r, [(anchors, ("ZRANGE", anchors, 0, -1, "WITHSCORES"))]))[0]
+            copy = _AnchorCopy(now, [float(x) for x in flat[1::2]], [str(m) for m in flat[::2]])
+            _anchor_copies[anchors] = copy
+        return copy
+
+    async def page(self, offset: int, limit: int, prefix: str | None = None) -> paging.Selection:
+        """The page at `offset`; a deep unfiltered page starts from the nearest anchor of this process's copy
+        of the anchor set, and a new anchor it leaves goes into the copy too."""
+        if self.anchors is None or prefix or offset <= paging.MERGE_MAX:
+            return await paging.select(self.run, len(self.keys), offset, limit, prefix)
+        copy = await self._anchor_copy(self.anchors)
+        selection = await paging.select(self.run, len(self.keys), offset, limit, None, True, copy.below(offset))
+        for _, _, rank, member in selection.writes:
+            copy.add(float(rank), str(member))
+        return selection
+
+
+def _device_shards(keys: Keys, online: bool | None) -> list[str]:
+    if online is None:
+        return [keys.devices(p) for p in keys.shards()]
+    return [keys.devices_online(p) if online else keys.devices_offline(p) for p in keys.shards()]
+
+
+def _peripheral_shards(keys: Keys, online: bool | None) -> list[str]:
+    if online is None:
+        return [keys.peripherals(p) for p in keys.shards()]
+    return [keys.peripherals_online(p) if online else keys.peripherals_offline(p) for p in keys.shards()]
+
+
+def _anchor_name(online: bool | None, kind: str) -> str:
+    return kind if online is None else f"{kind}:{'online' if online else 'offline'}"
+
+
+async def _cluster_hashes(r: Client, keys: Sequence[str], fields: Sequence[str],
+                          extra: Sequence[Command] = ()) -> tuple[list[Values], list[Any]]:
+    """HMGET of the same fields from many hashes of many slots, grouped by node in one round (plus `extra`
+    commands riding along, e.g. a new page anchor); answers (rows, the extra commands' replies)."""
+    if not keys and not extra:
+        return [], []
+    got = await cluster_round(r, [(k, ("HMGET", k, *fields)) for k in keys] + list(extra))
+    return [list(row) for row in got[:len(keys)]], got[len(keys):]
+
+
+async def _cluster_page(r: Client, index: ShardedIndex, prefix: str | None, offset: int,
+                        limit: int, hash_key: Any, fields: Sequence[str]) -> tuple[int, list[str], list[Values]]:
+    selection = await index.page(offset, limit, prefix)
+    rows, _ = await _cluster_hashes(r, [hash_key(m) for m in selection.members], fields,
+                                    [index.command(c) for c in selection.writes])
+    return selection.total, selection.members, rows
+
+
+async def cluster_device_page(r: Client, keys: Keys, *, page: int = 1, limit: int = 100,
+                              online: bool | None = None, sn: str | None = None) -> Page:
+    index = ShardedIndex(r, _device_shards(keys, online), keys.page_anchors(_anchor_name(online, "devices")))
+    total, sns, rows = await _cluster_page(r, index, sn, offset_of(page, limit), limit, keys.client,
+                                           DEVICE_FIELDS)
+    items = [device_item(s, row) for s, row in zip(sns, rows, strict=True) if is_recorded(row)]
+    return Page(total, page, limit, items)
+
+
+async def _cluster_counts(r: Client, online: list[str], offline: list[str], every: list[str]) -> dict[str, int]:
+    got = await cluster_round(r, [(k, ("ZCARD", k)) for k in (*online, *offline, *every)])
+    n = len(online)
+    return {"offline": sum(got[n:2 * n]), "online": sum(got[:n]), "total": sum(got[2 * n:])}
+
+
+async def _cluster_gateway_page(r: Client, keys: Keys, gw_id: str, online: bool | None, prefix: str | None,
+                                offset: int, limit: int) -> tuple[int, list[str]]:
+    """A gateway's peripherals (online or offline ones): its set in every shard (with the presence shard of
+    the same slot intersected there), merged. A filter by sn reads that device's shard only."""
+    shards = [keys.shard(prefix[:-1])] if prefix else list(keys.shards())
+    if online is None:
+        commands: list[Command] = [(k, ("ZRANGE", k, 0, -1)) for k in
+                                   (keys.peripherals_of_gw(gw_id, p) for p in shards)]
+    else:
+        presence = keys.peripherals_online if online else keys.peripherals_offline
+        commands = [(keys.peripherals_of_gw(gw_id, p), ("ZINTER", 2, keys.peripherals_of_gw(gw_id, p), presence(p)))
+                    for p in shards]
+    members = sorted(str(m) for part in await cluster_round(r, commands) for m in part)
+    if prefix:
+        members = [m for m in members if m.startswith(prefix)]
+    return len(members), members[offset:offset + limit]
+
+
+async def cluster_peripheral_page(r: Client, keys: Keys, *, page: int = 1, limit: int = 100,
+                                  sn: str | None = None, gw_id: str | None = None,
+                                  online: bool | None = None) -> Page:
+    prefix = f"{sn}/" if sn else None
+    offset = offset_of(page, limit)
+    if gw_id:
+        total, members = await _cluster_gateway_page(r, keys, gw_id, online, prefix, offset, limit)
+        rows, _ = await _cluster_hashes(r, [keys.peripheral(*split_member(m)) for m in members],
+                                        PERIPHERAL_FIELDS)
+    else:
+        shards = _peripheral_shards(keys, online)
+        if sn:  # one device's peripherals are all in its own shard
+            index = ShardedIndex(r, [shards[keys.shard(sn)]])
+        else:
+            index = ShardedIndex(r, shards, keys.page_anchors(_anchor_name(online, "peris")))
+        total, members, rows = await _cluster_page(r, index, prefix, offset, limit,
+                                                   lambda m: keys.peripheral(*split_member(m)), PERIPHERAL_FIELDS)
+    items = [peripheral_item(m, row) for m, row in zip(members, rows, strict=True) if is_recorded(row)]
+    return Page(total, page, limit, items)
+
+
+async def cluster_device(r: Client, keys: Keys, sn: str) -> Item | None:
+    """One device: its index shard, its hash and its peripherals' shard, all in its slot: one round."""
+    p = keys.shard(sn)
+    _, low, high = paging.prefix_bounds(f"{sn}/")
+    score, row, peripherals = await cluster_round(r, [
+        (keys.devices(p), ("ZSCORE", keys.devices(p), sn)),
+        (keys.client(sn), ("HMGET", keys.client(sn), *DEVICE_FIELDS, "version")),
+        (keys.peripherals(p), ("ZLEXCOUNT", keys.peripherals(p), low, high))])
+    if score is None:
+        return None
+    return device_detail(sn, row[:-1], row[-1], int(peripherals))

@@ -136,10 +136,6 @@ class Keys:
         with `metrics()`. On one Redis it is `metrics()` itself."""
         return self._t(self.shard_tag(p), "metrics")
 
-    def metrics_in(self, p: int) -> str:
-        """The counters the device scripts of shard `p` write (in the shard's slot); on one Redis `metrics()`."""
-        return self._t(self.shard_tag(p), "metrics") if self.cluster else self.metrics()
-
     # queues
     def queue(self, name: str) -> str:
         """An RQ queue name (RQ adds its own `rq:queue:` in front)."""
@@ -195,6 +191,11 @@ class Keys:
         """Sorted set of `{sn}/{nId}` members whose gwId is `gw_id`, reported by devices of shard `p` (the
         reporter's shard: all of one gateway's peripherals are the union over `shards()`)."""
         return self._t(self.shard_tag(p), "peris", "gw", gw_id)
+
+    def page_anchors(self, index: str) -> str:
+        """Sorted set of anchors of a sharded index (the cluster's merged pages, adapter/devices/paging.py):
+        member = an index member, score = its global rank when it was seen; `index` names the index."""
+        return self._t(self.meta_tag, "anchors", index)
 
     def peripherals_seen(self, sn: str) -> str:
         """Sorted set of the nIds device `sn` reports, scored by when it last reported each (revtime, s): what

@@ -175,3 +175,20 @@ def test_cluster_shards_spread_devices() -> None:
     shards = {k.shard(f"SN{n}") for n in range(2000)}
     assert shards == set(range(48))
     assert len({k.devices(p) for p in k.shards()}) == 48
+
+
+def test_index_shards_carry_their_shard_tag_on_the_cluster() -> None:
+    one, c = Keys("iot"), Keys("iot", cluster_partitions=48)
+    assert one.devices(0) == one.devices() == "iot:devices"
+    assert one.peripherals_of_gw("G", 0) == "iot:peris:gw:G"
+    tag = c.shard_tag(7)
+    assert c.devices(7) == f"iot:{tag}:devices"
+    assert c.devices_online(7) == f"iot:{tag}:devices:online"
+    assert c.devices_offline(7) == f"iot:{tag}:devices:offline"
+    assert c.peripherals(7) == f"iot:{tag}:peris"
+    assert c.peripherals_online(7) == f"iot:{tag}:peris:online"
+    assert c.peripherals_offline(7) == f"iot:{tag}:peris:offline"
+    assert c.peripherals_of_gw("G", 7) == f"iot:{tag}:peris:gw:G"
+    assert c.peripherals_of_gw_prefix(7) + "G" == c.peripherals_of_gw("G", 7)
+    assert c.page_anchors("devices") == "iot:{meta}:anchors:devices"
+    assert one.page_anchors("devices") == "iot:anchors:devices"

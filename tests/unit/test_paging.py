@@ -1,0 +1,147 @@
+"""The merged paging of sharded indexes (adapter/devices/paging.py) against a sorted reference: every page, the
+filters' shape (any shard set), sn prefixes, anchors (fresh, stale, gone), and changes between rounds."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from adapter.devices import paging
+from adapter.store.keys import partition_of
+
+SHARDS = 48
+
+
+def sharded(members: list[str], shards: int = SHARDS) -> list[list[str]]:
+    out: list[list[str]] = [[] for _ in range(shards)]
+    for m in members:
+        out[partition_of(m.partition("/")[0], shards)].append(m)
+    return out
+
+
+def fleet(n: int, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    return sorted({f"SN{rng.randrange(16**7):07X}" for _ in range(n)})
+
+
+def page(store: paging.Memory, offset: int, limit: int, prefix: str | None = None,
+         anchors: bool = False) -> paging.Selection:
+    return asyncio.run(paging.select(store.run, len(store.shards), offset, limit, prefix, anchors))
+
+
+def test_every_page_equals_the_sorted_reference() -> None:
+    ref = fleet(3000)
+    store = paging.Memory(sharded(ref))
+    for limit in (1, 7, 100):
+        for offset in range(0, len(ref) + limit, limit):
+            got = page(store, offset, limit)
+            assert got.total == len(ref)
+            assert got.members == ref[offset:offset + limit], (offset, limit)
+
+
+@pytest.mark.parametrize("anchors", [False, True])
+def test_deep_pages_of_a_large_index_are_exact(anchors: bool) -> None:
+    ref = fleet(60_000)
+    store = paging.Memory(sharded(ref))
+    rng = random.Random(2)
+    edges = [0, paging.MERGE_MAX - 1, paging.MERGE_MAX + 1, 30_000, len(ref) - 100, len(ref) - 1]
+    for offset in [*edges, *rng.sample(range(len(ref)), 40)]:
+        got = page(store, offset, 100, anchors=anchors)
+        assert got.members == ref[offset:offset + 100], offset
+        for cmd in got.writes:
+            asyncio.run(store.run([cmd]))
+    assert page(store, len(ref), 100).members == []
+    assert page(store, len(ref) + 5000, 100).total == len(ref)
+
+
+def test_prefix_pages_are_exact() -> None:
+    ref = fleet(20_000)
+    store = paging.Memory(sharded(ref))
+    for prefix in ("SN0", "SN1A", "SNFFF", "SN0000000", "nothing", "SN"):
+        want = [m for m in ref if m.startswith(prefix)]
+        for offset in sorted({0, 50, len(want) // 2, max(0, len(want) - 30), len(want)}):
+            got = page(store, offset, 100, prefix)
+            assert got.total == len(want)
+            assert got.members == want[offset:offset + 100], (prefix, offset)
+
+
+def test_uneven_and_empty_shards() -> None:
+    ref = fleet(5000)
+    shards: list[list[str]] = [[] for _ in range(SHARDS)]
+    for i, m in enumerate(ref):
+        shards[0 if i % 3 else (i % 7)].append(m)  # two thirds in one shard, many shards empty
+    store = paging.Memory(shards)
+    for offset in (0, 100, 2500, 4000, 4999):
+        assert page(store, offset, 100).members == ref[offset:offset + 100]
+    assert page(paging.Memory([[] for _ in range(SHARDS)]), 0, 100).members == []
+
+
+def test_a_deep_page_leaves_an_anchor_and_the_next_one_uses_it() -> None:
+    ref = fleet(200_000)
+    store = paging.Memory(sharded(ref))
+    cold = page(store, 100_000, 100, anchors=True)
+    assert cold.members == ref[100_000:100_100]
+    assert cold.writes == [(paging.META, "ZADD", 100_000, ref[100_000])]
+    asyncio.run(store.run(cold.writes))
+    warm = page(store, 100_500, 100, anchors=True)
+    assert warm.members == ref[100_500:100_600]
+    assert warm.rounds == 3 and warm.writes == []  # counts + anchor lookup, the anchor's rank, the merge
+    assert warm.rounds < cold.rounds
+
+
+def test_stale_and_vanished_anchors_still_give_exact_pages() -> None:
+    ref = fleet(50_000)
+    store = paging.Memory(sharded(ref))
+    store.anchors = {ref[20_000]: 20_000, "SN0000000-gone": 25_000, ref[40_000]: 29_000}  # stale ranks
+    for offset in (20_100, 25_000, 25_900, 29_000, 30_500, 41_000):
+        assert page(store, offset, 100, anchors=True).members == ref[offset:offset + 100], offset
+
+
+def test_changes_between_rounds_never_fail_and_stay_sorted() -> None:
+    ref = fleet(20_000)
+    store = paging.Memory(sharded(ref))
+    rng = random.Random(3)
+
+    def churn() -> None:
+        for _ in range(20):
+            shard = store.shards[rng.randrange(SHARDS)]
+            if shard and rng.random() < 0.5:
+                shard.pop(rng.randrange(len(shard)))
+            else:
+                shard.append(f"SN{rng.randrange(16**7):07X}")
+                shard.sort()
+
+    store.before_round = churn
+    for offset in (0, 5000, 10_000, 19_000):
+        got = page(store, offset, 100).members
+        assert got == sorted(got) and len(set(got)) == len(got)
+        assert 0 < len(got) <= 100
+    store.before_round = None
+    now = sorted(m for s in store.shards for m in s)
+    assert page(store, 10_000, 100).members == now[10_000:10_100]
+
+
+def test_pivots_keep_the_rounds_few() -> None:
+    ref = fleet(200_000)
+    store = paging.Memory(sharded(ref))
+    assert page(store, 0, 100).rounds == 1  # counts and runs in one round
+    assert page(store, 2_000, 100, "SN").rounds == 1
+    assert page(store, 100_000, 100).rounds <= 10
+
+
+def test_a_hint_saves_the_anchor_round_and_a_bad_hint_stays_exact() -> None:
+    ref = fleet(100_000)
+    store = paging.Memory(sharded(ref))
+
+    def hinted(offset: int, hint: str, rank: float) -> paging.Selection:
+        return asyncio.run(paging.select(store.run, SHARDS, offset, 100, None, True, (hint, rank)))
+
+    got = hinted(50_300, ref[50_000], 50_000)
+    assert got.members == ref[50_300:50_400] and got.rounds == 1 and got.writes == []  # counts and runs at once
+    got = hinted(50_300, ref[50_000], 49_000)  # a stale rank: a merge round more, still exact
+    assert got.members == ref[50_300:50_400] and got.rounds <= 2
+    for offset, hint, rank in ((50_300, ref[60_000], 50_000), (50_300, ref[10], 50_000), (70_000, "SN0-gone", 69_000),
+                               (20_000, "~", 19_000), (40_000, ref[39_500], 39_500), (40_000, ref[41_000], 39_900)):
+        assert hinted(offset, hint, rank).members == ref[offset:offset + 100], (offset, hint)
