@@ -2,7 +2,9 @@
 
 The engine writes them (outcome.lua): the hash `dead(target)` (delivery id -> JSON) and its index
 `dead_index(target)` (delivery id scored by when it died, ms), capped per target by count and age. Letters
-written before the index existed are indexed on first read (`index_missing`).
+written before the index existed are indexed on first read (`index_missing`). On Redis Cluster a target has one
+hash and index per partition (`dead(target, p)`, the partition's slot): a page merges them by time, a count sums
+them, a replay moves each partition's letters back onto that partition's stream.
 
 `replay` is a domain function, not handler logic: the API calls it, and so can a background job (it reports
 progress after each batch through `progress`). Each batch is one script call, so two replays at the same
@@ -17,16 +19,17 @@ from typing import Any
 
 import orjson
 
-from adapter.store import scripts
+from adapter.delivery.model import ScriptCall
 from adapter.store.keys import Keys
 from adapter.store.scripts import LuaScript
 from adapter.store.types import AsyncRedis
 
 REPLAY_BATCH = 500
 
-# KEYS 1 dead hash 2 dead index; ARGV 1 stream prefix 2 partitions 3 target 4 stream MAXLEN 5 "first" (the
-# oldest `limit` from `offset`) or "ids" (ARGV 8..) 6 limit 7 offset. Returns {moved, skipped (no body),
-# missing (ids only), looked at}.
+# KEYS 1 dead hash 2 dead index 3 (cluster) the partition's stream; absent: the stream is ARGV 1 .. sha1 partition
+# of the letter's key. ARGV 1 stream prefix 2 partitions 3 target 4 stream MAXLEN 5 "first" (the oldest `limit`
+# from `offset`) or "ids" (ARGV 8..) 6 limit 7 offset. Returns {moved, skipped (no body), missing (ids only),
+# looked at}.
 REPLAY = LuaScript("""
 local ids = {}
 if ARGV[5] == 'first' then
@@ -47,8 +50,11 @@ for _, id in ipairs(ids) do
   else
     local body = type(d.body) == 'string' and d.body or cjson.encode(d.body)
     local k = type(d.key) == 'string' and d.key or ''
-    local p = tonumber(string.sub(redis.sha1hex(k), 1, 8), 16) % tonumber(ARGV[2])
-    redis.call('XADD', ARGV[1] .. p, 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[3], 'k', k, 'id', id, 'b', body,
+    local stream = KEYS[3]
+    if not stream then
+      stream = ARGV[1] .. (tonumber(string.sub(redis.sha1hex(k), 1, 8), 16) % tonumber(ARGV[2]))
+    end
+    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[3], 'k', k, 'id', id, 'b', body,
                'n', '0')
     redis.call('HDEL', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
@@ -57,6 +63,21 @@ for _, id in ipairs(ids) do
 end
 return {moved, skipped, missing, #ids}
 """)
+
+
+def replay_call(keys: Keys, target: str, p: int, partitions: int, maxlen: int, ids: Sequence[str] | None,
+                limit: int, offset: int) -> ScriptCall:
+    """One replay batch: the letters `ids`, or (None) the oldest `limit` from `offset`, of `target`'s partition
+    `p` (one Redis: its only one, each letter to its key's stream of `partitions`) back onto the streams."""
+    if keys.cluster:
+        call_keys: tuple[str, ...] = (keys.dead(target, p), keys.dead_index(target, p), keys.delivery_stream(p))
+        head: tuple[Any, ...] = ("", 0, target, maxlen)
+    else:
+        call_keys, head = (keys.dead(target), keys.dead_index(target)), (keys.delivery_stream_prefix(), partitions,
+                                                                         target, maxlen)
+    if ids is None:
+        return ScriptCall(REPLAY, call_keys, (*head, "first", limit, offset))
+    return ScriptCall(REPLAY, call_keys, (*head, "ids", len(ids), 0, *ids))
 
 
 @dataclass(frozen=True)
@@ -80,31 +101,72 @@ def _text(value: Any) -> str:
 
 async def index_missing(client: AsyncRedis, keys: Keys, target: str) -> None:
     """Indexes letters the hash holds and the index does not (written before it existed), by their time."""
-    dead, index = keys.dead(target), keys.dead_index(target)
-    if await client.hlen(dead) <= await client.zcard(index):
-        return
-    scores: dict[str, float] = {}
-    async for field, raw in client.hscan_iter(dead):
-        try:
-            when = orjson.loads(raw).get("time", 0)
-        except (orjson.JSONDecodeError, AttributeError):
-            when = 0
-        scores[_text(field)] = float(when if isinstance(when, int | float) else 0) * 1000
-    if scores:
-        await client.zadd(index, scores, nx=True)
+    for p in keys.shards():
+        dead, index = keys.dead(target, p), keys.dead_index(target, p)
+        if await client.hlen(dead) <= await client.zcard(index):
+            continue
+        scores: dict[str, float] = {}
+        async for field, raw in client.hscan_iter(dead):
+            try:
+                when = orjson.loads(raw).get("time", 0)
+            except (orjson.JSONDecodeError, AttributeError):
+                when = 0
+            scores[_text(field)] = float(when if isinstance(when, int | float) else 0) * 1000
+        if scores:
+            await client.zadd(index, scores, nx=True)
+
+
+async def count(client: AsyncRedis, keys: Keys, target: str) -> int:
+    """How many dead letters the target has (over its partitions)."""
+    async with client.pipeline(transaction=False) as pipe:
+        for p in keys.shards():
+            pipe.hlen(keys.dead(target, p))
+        return sum(int(n) for n in await pipe.execute())
 
 
 async def page(client: AsyncRedis, keys: Keys, target: str, page_no: int, limit: int) -> tuple[int, list[Any]]:
     """The total and one page of the letters, oldest first: (total, [(delivery id, JSON or None)])."""
     await index_missing(client, keys, target)
-    index = keys.dead_index(target)
     start = (page_no - 1) * limit
+    if not keys.cluster:
+        index = keys.dead_index(target)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.zcard(index)
+            pipe.zrange(index, start, start + limit - 1)
+            total, ids = await pipe.execute()
+        raws = await client.hmget(keys.dead(target), ids) if ids else []
+        return int(total), [(_text(i), r) for i, r in zip(ids, raws, strict=True)]
+    # the cluster: the first start + limit of every partition's index, merged by time (each index holds at most
+    # ceil(max dead / P) letters: an admin read, not a hot path)
+    lanes = list(keys.shards())
     async with client.pipeline(transaction=False) as pipe:
-        pipe.zcard(index)
-        pipe.zrange(index, start, start + limit - 1)
-        total, ids = await pipe.execute()
-    raws = await client.hmget(keys.dead(target), ids) if ids else []
-    return int(total), [(_text(i), r) for i, r in zip(ids, raws, strict=True)]
+        for p in lanes:
+            pipe.zcard(keys.dead_index(target, p))
+            pipe.zrange(keys.dead_index(target, p), 0, start + limit - 1, withscores=True)
+        replies = await pipe.execute()
+    total = sum(int(n) for n in replies[0::2])
+    merged = sorted((float(score), _text(i), p) for p, found in zip(lanes, replies[1::2], strict=True)
+                    for i, score in found)[start:start + limit]
+    async with client.pipeline(transaction=False) as pipe:
+        for _, i, p in merged:
+            pipe.hget(keys.dead(target, p), i)
+        raws = await pipe.execute() if merged else []
+    return total, [(i, r) for (_, i, _), r in zip(merged, raws, strict=True)]
+
+
+async def _by_lane(client: AsyncRedis, keys: Keys, target: str, ids: Sequence[str]) -> dict[int, list[str]]:
+    """The ids grouped by the partition whose letters hold them; those none holds go with partition 0's (where
+    the script counts them missing)."""
+    lanes = list(keys.shards())
+    async with client.pipeline(transaction=False) as pipe:
+        for p in lanes:
+            pipe.hmget(keys.dead(target, p), list(ids))
+        found = await pipe.execute()
+    groups: dict[int, list[str]] = {}
+    for n, i in enumerate(ids):
+        lane = next((p for p, raws in zip(lanes, found, strict=True) if raws[n] is not None), 0)
+        groups.setdefault(lane, []).append(i)
+    return groups
 
 
 async def replay(client: AsyncRedis, keys: Keys, target: str, delivery_ids: Sequence[str] | None,
@@ -113,19 +175,30 @@ async def replay(client: AsyncRedis, keys: Keys, target: str, delivery_ids: Sequ
     """Moves the letters `delivery_ids` (None: all) back onto the delivery streams as first attempts, `batch`
     per script call; `progress` hears the running total after each call."""
     await index_missing(client, keys, target)
-    call_keys = (keys.dead(target), keys.dead_index(target))
-    head = (keys.delivery_stream_prefix(), partitions, target, maxlen)
-    done, offset = Replayed(), 0
+    if delivery_ids is None or not keys.cluster:
+        groups: dict[int, Sequence[str] | None] = {p: delivery_ids for p in keys.shards()}
+    else:
+        groups = dict((await _by_lane(client, keys, target, delivery_ids)).items()) if delivery_ids else {}
+    done = Replayed()
+    for p, ids in groups.items():
+        done = await _replay_lane(client, keys, target, p, ids, partitions, maxlen, batch, done, progress)
+    return done
+
+
+async def _replay_lane(client: AsyncRedis, keys: Keys, target: str, p: int, delivery_ids: Sequence[str] | None,
+                       partitions: int, maxlen: int, batch: int, done: Replayed, progress: Progress | None
+                       ) -> Replayed:
+    offset = 0
     chunks = ([list(delivery_ids[i:i + batch]) for i in range(0, len(delivery_ids), batch)]
               if delivery_ids is not None else None)
     while True:
         if chunks is None:
-            args: list[Any] = [*head, "first", batch, offset]
+            call = replay_call(keys, target, p, partitions, maxlen, None, batch, offset)
         elif chunks:
-            args = [*head, "ids", len(chunks[0]), 0, *chunks.pop(0)]
+            call = replay_call(keys, target, p, partitions, maxlen, chunks.pop(0), batch, 0)
         else:
             break
-        moved, skipped, missing, seen = (int(x) for x in await scripts.call(client, REPLAY, 2, *call_keys, *args))
+        moved, skipped, missing, seen = (int(x) for x in await call.run(client))
         done += Replayed(moved, skipped, missing)
         offset += skipped
         if progress is not None:

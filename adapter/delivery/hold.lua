@@ -1,6 +1,7 @@
--- Park a delivery behind the one of its target and key that is being retried (delivery.py builds the call),
+-- Park a delivery behind the one of its target and key that is being retried (model.hold_call builds the call),
 -- then keep the target's held deliveries within their caps: beyond the count, or older than the age, the
--- oldest held delivery of the target (over all its hold lists) is dropped, a few per call.
+-- oldest held delivery of the target (over all its hold lists of the partition) is dropped, a few per call.
+-- Every key is in the slot of the delivery's partition on Redis Cluster.
 -- KEYS  1 the hold list  2 the target's index of hold lists (zset: list -> hold time of its oldest, ms)
 --       3 the target's engine state (hash: held, heldDropped)  4 the partition stream  5 the metrics hash
 -- ARGV  1 group  2 entry id  3 the delivery (JSON, with `h` its hold time in ms)  4 "1": a delivery of a

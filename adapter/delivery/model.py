@@ -15,8 +15,9 @@ Held deliveries and dead letters are capped per target (count and age; the oldes
 from __future__ import annotations
 
 import hashlib
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -25,6 +26,11 @@ import orjson
 from adapter.store import resp, scripts
 from adapter.store.keys import Keys
 from adapter.store.scripts import LuaScript
+
+# The stream entry schema, the one place it is spelled in Python (tests/unit/test_delivery_calls.py pins every Lua
+# script that writes or reads entries to it): target, ordering key, delivery id, body, attempts made.
+ENTRY_FIELDS = ("t", "k", "id", "b", "n")
+RELEASED_FIELD = "r"  # only on entries released from a hold list (outcome.lua): 1, or 2 for a batch's last
 
 ATTEMPTS_KEPT = 200
 HEAD = "head:"
@@ -52,6 +58,15 @@ class Limits:
                    settings.delivery_stream_maxlen, settings.delivery_breaker_threshold,
                    int(settings.delivery_breaker_probe * 1000))
 
+    def per_partition(self, partitions: int) -> Limits:
+        """The caps one partition's scripts enforce when a target's held deliveries and dead letters are split
+        over `partitions` (the cluster): each gets ceil(cap / partitions), so the target's total stays within
+        the cap (docs/delivery.md "On Redis Cluster"). One partition: unchanged."""
+        if partitions <= 1:
+            return self
+        return replace(self, max_held=math.ceil(self.max_held / partitions),
+                       max_dead=math.ceil(self.max_dead / partitions))
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -73,7 +88,8 @@ class Delivery:
                    int(get("n") or 0), int(get("r") or 0))
 
     def fields(self) -> dict[str, Any]:
-        return {"t": self.target, "k": self.key, "id": self.id, "b": self.body, "n": self.attempts}
+        """The stream entry (ENTRY_FIELDS)."""
+        return dict(zip(ENTRY_FIELDS, (self.target, self.key, self.id, self.body, self.attempts), strict=True))
 
     def to_json(self, held_at: int | None = None) -> bytes:
         d = {"t": self.target, "k": self.key, "id": self.id, "b": self.body.decode(), "n": self.attempts}
@@ -146,47 +162,98 @@ OUTCOME = LuaScript(scripts.source("delivery/outcome.lua"))
 HOLD = LuaScript(scripts.source("delivery/hold.lua"))
 
 
-def outcome_command(keys: Keys, partition: int, group: str, entry_id: str, d: Delivery, o: Outcome,
-                    cb_type: str | None, limits: Limits, now_ms: int) -> bytes:
-    """Everything an attempt's outcome writes, as one atomic script call (outcome.lua)."""
-    kind, target_id = kind_and_id(d.target)
+@dataclass(frozen=True)
+class ScriptCall:
+    """One script call, its KEYS and ARGV built by name in one function each (below); the Lua header of each
+    script lists the same layout (tests/unit/test_delivery_calls.py pins both)."""
+
+    script: LuaScript
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+    def packed(self) -> bytes:
+        """The EVALSHA as RESP, for the batcher (one Redis)."""
+        return resp.pack("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
+
+    async def run(self, client: Any) -> Any:
+        """EVALSHA through a client (redis-py routes it by its KEYS on a cluster)."""
+        return await scripts.call(client, self.script, len(self.keys), *self.keys, *self.args)
+
+
+def outcome_call(keys: Keys, partition: int, group: str, entry_id: str, d: Delivery, o: Outcome,
+                 cb_type: str | None, limits: Limits, now_ms: int) -> ScriptCall:
+    """Everything an attempt's outcome writes, as one atomic script call (outcome.lua): every key in the slot of
+    the delivery's partition."""
+    p = partition
     record = attempt_record(d, o.name, o.status, o.duration_ms, o.error, o.excerpt)
     extra: bytes = b""
     if o.name in AGAIN_LATER:
         extra = Delivery(d.target, d.key, d.id, d.body, d.attempts + (o.name == OutcomeName.RETRY)).to_json()
     elif o.name in DEAD_LETTERED:
         extra = dead_record(d, o.error, o.status)
-    call_keys = [keys.delivery_stream(partition), keys.target(kind, target_id), keys.attempts(d.target),
-                 keys.delivery_retry(), keys.delivery_hold(d.target, d.key), keys.dead(d.target),
-                 keys.callback_stats(cb_type) if cb_type else "", keys.delivery_holds(partition),
-                 keys.delivery_held(d.target), keys.delivery_state(d.target), keys.dead_index(d.target),
-                 keys.metrics()]
-    return resp.pack("EVALSHA", OUTCOME.sha, len(call_keys), *call_keys, group, entry_id, o.name, record,
-                     ATTEMPTS_KEPT, d.id, extra, o.due_ms or 0, d.released, now_ms, limits.release_batch,
-                     limits.max_dead, limits.dead_max_age_ms, limits.breaker_threshold, limits.breaker_probe_ms,
-                     d.target, limits.stream_maxlen, limits.held_max_age_ms)
+    state = keys.delivery_state(d.target, p)
+    # a route has no stats hash: on one Redis "" (as ever), on the cluster a key of the slot that is not written
+    stats = keys.callback_stats_in(cb_type, p) if cb_type else (state if keys.cluster else "")
+    call_keys = (keys.delivery_stream(p), keys.delivery_counts(d.target, p), keys.attempts(d.target, p),
+                 keys.delivery_retry(p), keys.delivery_hold(d.target, d.key), keys.dead(d.target, p), stats,
+                 keys.delivery_holds(p), keys.delivery_held(d.target, p), state, keys.dead_index(d.target, p),
+                 keys.delivery_metrics(p))
+    args = (group, entry_id, o.name, record, ATTEMPTS_KEPT, d.id, extra, o.due_ms or 0, d.released, now_ms,
+            limits.release_batch, limits.max_dead, limits.dead_max_age_ms, limits.breaker_threshold,
+            limits.breaker_probe_ms, d.target, limits.stream_maxlen, limits.held_max_age_ms,
+            "1" if cb_type else "0")
+    return ScriptCall(OUTCOME, call_keys, args)
 
 
-def hold_command(keys: Keys, stream: str, group: str, entry_id: str, d: Delivery, limits: Limits,
-                 now_ms: int) -> bytes:
+def outcome_command(keys: Keys, partition: int, group: str, entry_id: str, d: Delivery, o: Outcome,
+                    cb_type: str | None, limits: Limits, now_ms: int) -> bytes:
+    """`outcome_call` as RESP, for the batcher."""
+    return outcome_call(keys, partition, group, entry_id, d, o, cb_type, limits, now_ms).packed()
+
+
+def hold_call(keys: Keys, partition: int, group: str, entry_id: str, d: Delivery, limits: Limits,
+              now_ms: int) -> ScriptCall:
     """Park `d` behind the delivery of its target and key that is being retried, within the target's caps
     (hold.lua; acknowledged in the same step). A delivery of a released batch goes ahead of what was never
     released."""
-    call_keys = [keys.delivery_hold(d.target, d.key), keys.delivery_held(d.target),
-                 keys.delivery_state(d.target), stream, keys.metrics()]
-    return resp.pack("EVALSHA", HOLD.sha, len(call_keys), *call_keys, group, entry_id, d.to_json(now_ms),
-                     "1" if d.released else "0", limits.max_held, limits.held_max_age_ms, now_ms, d.target)
+    p = partition
+    call_keys = (keys.delivery_hold(d.target, d.key), keys.delivery_held(d.target, p),
+                 keys.delivery_state(d.target, p), keys.delivery_stream(p), keys.delivery_metrics(p))
+    args = (group, entry_id, d.to_json(now_ms), "1" if d.released else "0", limits.max_held,
+            limits.held_max_age_ms, now_ms, d.target)
+    return ScriptCall(HOLD, call_keys, args)
 
 
-# move due retries back to their partition streams
+def hold_command(keys: Keys, partition: int, group: str, entry_id: str, d: Delivery, limits: Limits,
+                 now_ms: int) -> bytes:
+    """`hold_call` as RESP, for the batcher."""
+    return hold_call(keys, partition, group, entry_id, d, limits, now_ms).packed()
+
+
+# Move due retries back to their streams.
+# KEYS  1 the retry set  2 (cluster) the partition's stream; absent: the stream is ARGV 3 .. sha1 partition
+# ARGV  1 now (ms)  2 at most this many  3 stream prefix (one Redis)  4 partitions (one Redis)  5 stream MAXLEN
 MOVE_DUE = LuaScript("""
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, raw in ipairs(due) do
   local d = cjson.decode(raw)
-  local p = tonumber(string.sub(redis.sha1hex(d.k), 1, 8), 16) % tonumber(ARGV[4])
-  redis.call('XADD', ARGV[3] .. p, 'MAXLEN', '~', ARGV[5], '*', 't', d.t, 'k', d.k, 'id', d.id, 'b', d.b,
+  local stream = KEYS[2]
+  if not stream then
+    stream = ARGV[3] .. (tonumber(string.sub(redis.sha1hex(d.k), 1, 8), 16) % tonumber(ARGV[4]))
+  end
+  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[5], '*', 't', d.t, 'k', d.k, 'id', d.id, 'b', d.b,
              'n', tostring(d.n))
   redis.call('ZREM', KEYS[1], raw)
 end
 return #due
 """)
+
+
+def move_due_call(keys: Keys, partition: int, now_ms: int, limit: int, maxlen: int) -> ScriptCall:
+    """Due retries back to their streams: on one Redis from the one retry set to each one's partition stream
+    (`partition` is ignored), on the cluster from partition `partition`'s set to its stream."""
+    if keys.cluster:
+        return ScriptCall(MOVE_DUE, (keys.delivery_retry(partition), keys.delivery_stream(partition)),
+                          (now_ms, limit, "", 0, maxlen))
+    return ScriptCall(MOVE_DUE, (keys.delivery_retry(),),
+                      (now_ms, limit, keys.delivery_stream_prefix(), keys.stream_partitions, maxlen))

@@ -1,6 +1,9 @@
--- What one delivery attempt's outcome writes, atomically (delivery.py builds the call).
--- KEYS  1 the partition stream  2 the target hash  3 its attempts list  4 the retry set  5 the hold list
---       6 the target's dead letters  7 the callback type's stats hash ("" when not a callback)
+-- What one delivery attempt's outcome writes, atomically (model.outcome_call builds the call). Every key is in the
+-- slot of the delivery's partition on Redis Cluster (docs/delivery.md "On Redis Cluster").
+-- KEYS  1 the partition stream  2 the hash its succCount/failedCount count in (the target hash, counted only
+--       while it exists; on the cluster the state hash, key 10)  3 its attempts list  4 the retry set
+--       5 the hold list  6 the target's dead letters  7 the callback type's stats hash (counted when ARGV 19
+--       is "1"; a route: "" on one Redis, key 10 on the cluster)
 --       8 the partition's set of hold lists (what a pump taking the partition over loads)
 --       9 the target's index of hold lists (held.lua)  10 the target's engine state  11 the dead-letter index
 --       12 the metrics hash
@@ -9,6 +12,7 @@
 --       8 due (ms)  9 released flag of the entry (0, 1, 2: the last of a released batch, more wait)  10 now (ms)
 --       11 release batch  12 max dead letters  13 dead-letter max age (ms)  14 breaker threshold
 --       15 breaker probe interval (ms)  16 target name  17 stream MAXLEN  18 held max age (ms)
+--       19 "1": count in the stats hash (key 7)
 -- `deferred`: not an attempt (its target's breaker is open): parked like a retry, the attempt count unchanged.
 -- Returns how many deliveries are still held behind this chain after a release (0: the chain is free).
 local outcome, now = ARGV[3], tonumber(ARGV[10])
@@ -146,10 +150,10 @@ else
       counter, stat = 'failedCount', 'failed'
       dead_letter()
     end
-    if redis.call('EXISTS', KEYS[2]) == 1 then
+    if KEYS[2] == state or redis.call('EXISTS', KEYS[2]) == 1 then
       redis.call('HINCRBY', KEYS[2], counter, 1)
     end
-    if KEYS[7] ~= '' then
+    if ARGV[19] == '1' then
       redis.call('HINCRBY', KEYS[7], stat, 1)
     end
   end

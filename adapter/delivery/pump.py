@@ -12,7 +12,10 @@ Tasks waiting behind an earlier delivery of their device use no read credit: the
 than `delivery_concurrency` tasks are ready to send (and fewer than WAITING_FACTOR times as many are in
 memory). After `delivery_breaker_threshold` failed attempts in a row a target's breaker
 opens: its deliveries are deferred, not sent, until a probe (one delivery every `delivery_breaker_probe` s)
-succeeds.
+succeeds (breaker.py; per partition on Redis Cluster).
+
+On Redis Cluster the pump talks to a RedisCluster client: every script call is single-slot (the partition's),
+sent by itself (redis-py routes it); on one Redis the outcomes go through the batcher, as ever.
 """
 
 from __future__ import annotations
@@ -28,33 +31,36 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.asyncio as aioredis
 import redis.exceptions
 
 from adapter.delivery import retry, signing
+from adapter.delivery.breaker import Target, Targets, now_ms
 from adapter.delivery.gate import Gate
 from adapter.delivery.model import (
     AGAIN_LATER,
     HEAD,
     HOLD,
-    MOVE_DUE,
     OUTCOME,
     RELEASING,
     Delivery,
     Limits,
     Outcome,
     OutcomeName,
-    hold_command,
-    kind_and_id,
-    outcome_command,
+    ScriptCall,
+    hold_call,
+    move_due_call,
+    outcome_call,
 )
 from adapter.delivery.sender import Attempt, Sender
 from adapter.settings import Settings
 from adapter.store import scripts
-from adapter.store.batcher import batcher_for
+from adapter.store.batcher import Batcher
 from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
 from adapter.store.scripts import LuaScript
 from adapter.store.types import AsyncRedis
+from adapter.targets import replicas
 
 log = logging.getLogger("adapter.delivery.pump")
 GROUP = "pumps"
@@ -62,28 +68,9 @@ GROUP = "pumps"
 _RENEW = LuaScript("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
                    "return 0")
 _RELEASE = LuaScript("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
-# claim the probe of an open breaker: 1 this pump sends it, 0 not yet (or another pump does), 2 closed meanwhile
-_PROBE = LuaScript("""
-local f = redis.call('HMGET', KEYS[1], 'breaker', 'probeAt')
-if f[1] ~= 'open' then return 2 end
-if (tonumber(f[2]) or 0) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'probeAt', tonumber(ARGV[1]) + tonumber(ARGV[2]))
-return 1
-""")
 WAITING_FACTOR = 8  # tasks in memory per partition, at most, as a multiple of delivery_concurrency
 GATE_DEFER_MS = 1000  # how long a delivery that gave up waiting for a slow target's turn waits in Redis
-
-
-@dataclass
-class Target:
-    url: str
-    enabled: bool
-    key: bytes
-    cb_type: str | None
-    fetched: float
-    open: bool = False  # the breaker
-    probe_at: int = 0  # ms
-    failures: int = 0  # in a row, as this pump saw them (the breaker opens here at once, not at the next fetch)
+REPAIR_EVERY_S = 30.0  # cluster: how often a pump re-syncs the enabled-callback replicas (targets/replicas.py)
 
 
 @dataclass
@@ -98,15 +85,18 @@ class Pump:
         self.settings = settings
         self.keys = Keys.of(settings)
         self.redis = client
-        self.batcher = batcher_for(client, [OUTCOME, HOLD])
-        self.limits = Limits.of(settings)
+        # one Redis: outcomes through the batcher; a cluster client routes each script call by its slot
+        self.batcher = Batcher(client, [OUTCOME, HOLD]) if isinstance(client, aioredis.Redis) else None
+        self.limits = Limits.of(settings).per_partition(len(self.keys.shards()))
+        self.stream_partitions = self.keys.stream_partitions
         self.sender = sender
         self.rng = rng or random.Random()
         self.schedule = retry.parse_schedule(settings.delivery_schedule)
         self.id = secrets.token_hex(6)
         self.lease_ms = int(settings.delivery_lease * 1000)
         self.partitions: dict[int, PartitionState] = {}
-        self.targets: dict[str, Target] = {}
+        self.targets = Targets(client, self.keys, self.limits.breaker_probe_ms)
+        self.repaired = 0.0  # monotonic time of the last replica repair (cluster)
         self.slots = asyncio.Semaphore(settings.delivery_concurrency)
         self.tails: dict[tuple[str, str], asyncio.Future[None]] = {}
         self.working: set[str] = set()  # entry ids read and not yet finished, by this pump
@@ -120,7 +110,8 @@ class Pump:
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         try:
             with contextlib.suppress(redis.exceptions.RedisError):
-                await self.batcher.load_scripts()
+                if self.batcher is not None:
+                    await self.batcher.load_scripts()
             while not stop.is_set():
                 await self._tick()
                 if burst and await self._idle():
@@ -135,9 +126,14 @@ class Pump:
         try:
             await self.redis.zadd(self.keys.delivery_pumps(), {self.id: now})
             await self.redis.zremrangebyscore(self.keys.delivery_pumps(), "-inf", now - 3 * self.lease_ms)
-            await scripts.call(self.redis, MOVE_DUE, 1, self.keys.delivery_retry(), now, 500,
-                                  self.keys.delivery_stream_prefix(), self.settings.delivery_partitions,
-                                  self.limits.stream_maxlen)
+            if self.keys.cluster:  # each partition's retries, by the pump that holds it
+                await asyncio.gather(*(move_due_call(self.keys, p, now, 500, self.limits.stream_maxlen)
+                                       .run(self.redis) for p in self.partitions))
+                if time.monotonic() - self.repaired > REPAIR_EVERY_S:
+                    await replicas.repair(self.redis, self.keys)
+                    self.repaired = time.monotonic()
+            else:
+                await move_due_call(self.keys, 0, now, 500, self.limits.stream_maxlen).run(self.redis)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for p in self.partitions:
                     pipe.xtrim(self.keys.delivery_stream(p), maxlen=self.limits.stream_maxlen, approximate=True)
@@ -148,7 +144,7 @@ class Pump:
 
     async def _balance(self, now: int) -> None:
         live = max(1, await self.redis.zcount(self.keys.delivery_pumps(), now - 2 * self.lease_ms, "+inf"))
-        share = math.ceil(self.settings.delivery_partitions / live)
+        share = math.ceil(self.stream_partitions / live)
         for p, state in list(self.partitions.items()):
             renewed = await scripts.call(self.redis, _RENEW, 1, self.keys.delivery_lease(p), self.id, self.lease_ms)
             if not renewed or state.task.done():
@@ -167,7 +163,7 @@ class Pump:
                 self.partitions[p] = state
 
     def _order(self) -> list[int]:
-        order = list(range(self.settings.delivery_partitions))
+        order = list(range(self.stream_partitions))
         self.rng.shuffle(order)
         return order
 
@@ -186,11 +182,13 @@ class Pump:
 
     async def _idle(self) -> bool:
         """Burst mode: nothing left to send (streams empty, no retry waiting, nothing in flight)."""
-        for p in range(self.settings.delivery_partitions):
+        for p in range(self.stream_partitions):
             if await self.redis.xlen(self.keys.delivery_stream(p)):
                 return False
-        waiting = await self.redis.zcard(self.keys.delivery_retry())
-        return waiting == 0 and not self.tails
+        for lane in self.keys.shards():
+            if await self.redis.zcard(self.keys.delivery_retry(lane)):
+                return False
+        return not self.tails
 
     # --- one partition ------------------------------------------------------------------------------------
 
@@ -234,7 +232,7 @@ class Pump:
         holds: dict[tuple[str, str], str] = {}
         for hold_key in await self.redis.smembers(self.keys.delivery_holds(p)):
             head = await self.redis.lindex(hold_key, 0)
-            chain = _chain_of(_text(hold_key), self.keys)
+            chain = _chain_of(_text(hold_key), self.keys.delivery_hold_prefix(p))
             if head is not None and _text(head).startswith(HEAD) and chain is not None:
                 holds[chain] = _text(head)[len(HEAD):]
             elif head is not None and _text(head) == RELEASING and chain is not None:
@@ -307,13 +305,12 @@ class Pump:
         chain = (d.target, d.key)
         head = holds.get(chain)
         if head is not None and head != d.id and not (head == RELEASING and d.released):
-            await self._write([hold_command(self.keys, self.keys.delivery_stream(p), GROUP, entry_id, d,
-                                            self.limits, _now_ms())])
+            await self._write([hold_call(self.keys, p, GROUP, entry_id, d, self.limits, now_ms())])
             return
-        target = await self._target(d.target)
+        target = await self.targets.get(d.target, p)
         outcome = await self._attempt(p, d, target)
-        command = outcome_command(self.keys, p, GROUP, entry_id, d, outcome, target.cb_type if target else None,
-                                  self.limits, _now_ms())
+        command = outcome_call(self.keys, p, GROUP, entry_id, d, outcome, target.cb_type if target else None,
+                               self.limits, now_ms())
         if outcome.name in AGAIN_LATER:
             holds[chain] = d.id
         elif head == d.id or d.released == 2:
@@ -328,8 +325,10 @@ class Pump:
         await self._write([command])
         self.delivered += outcome.name == OutcomeName.SUCCESS
 
-    async def _write(self, commands: list[bytes]) -> list[Any]:
-        replies = await self.batcher.submit(commands)
+    async def _write(self, calls: list[ScriptCall]) -> list[Any]:
+        if self.batcher is None:
+            return [await call.run(self.redis) for call in calls]
+        replies = await self.batcher.submit([call.packed() for call in calls])
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
@@ -339,14 +338,14 @@ class Pump:
         if target is None or not target.enabled:
             return Outcome(OutcomeName.DROPPED, error="target deleted" if target is None else "target disabled")
         probe = target.open
-        if probe and not await self._probe(d.target, target):
-            return Outcome(OutcomeName.DEFERRED, due_ms=max(target.probe_at, _now_ms()) + self.rng.randrange(0, 1000))
+        if probe and not await self.targets.probe(d.target, p, target):
+            return Outcome(OutcomeName.DEFERRED, due_ms=max(target.probe_at, now_ms()) + self.rng.randrange(0, 1000))
         gate = self.gates.get(d.target)
         if gate is None:
             gate = self.gates[d.target] = Gate(self.settings.delivery_target_concurrency)
         token = await gate.turn()
         if token is None:
-            due_ms = _now_ms() + GATE_DEFER_MS + self.rng.randrange(0, GATE_DEFER_MS)
+            due_ms = now_ms() + GATE_DEFER_MS + self.rng.randrange(0, GATE_DEFER_MS)
             return Outcome(OutcomeName.DEFERRED, due_ms=due_ms)
         if target.open and not probe:  # opened while this one waited for its turn
             gate.done(token)
@@ -365,61 +364,22 @@ class Pump:
             return _outcome(OutcomeName.FAILED, a)
         target.failures += 1
         if target.failures >= self.limits.breaker_threshold:
-            target.open, target.probe_at = True, _now_ms() + self.limits.breaker_probe_ms
+            target.open, target.probe_at = True, now_ms() + self.limits.breaker_probe_ms
         delay = retry.next_delay(d.attempts + 1, self.schedule, self.rng, a.retry_after)
         if delay is None:
             return _outcome(OutcomeName.DEAD, a)
         return _outcome(OutcomeName.RETRY, a, due_ms=int((time.time() + delay) * 1000))
 
-    async def _probe(self, name: str, target: Target) -> bool:
-        """Whether this delivery is the probe of its target's open breaker (one per probe interval)."""
-        now = _now_ms()
-        if now < target.probe_at:
-            return False
-        claimed = int(await scripts.call(self.redis, _PROBE, 1, self.keys.delivery_state(name), now,
-                                            self.limits.breaker_probe_ms))
-        if claimed == 2:
-            target.open = False
-            return True
-        target.probe_at = now + self.limits.breaker_probe_ms
-        return claimed == 1
 
-    async def _target(self, target: str) -> Target | None:
-        cached = self.targets.get(target)
-        if cached and time.monotonic() - cached.fetched < 1.0:
-            return cached
-        kind, target_id = kind_and_id(target)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(self.keys.target(kind, target_id), "url", "enabled", "secret", "type")
-            pipe.hmget(self.keys.delivery_state(target), "breaker", "probeAt", "failures")
-            (url, enabled, secret, cb_type), (breaker, probe_at, failures) = await pipe.execute()
-        if url is None or secret is None:
-            self.targets.pop(target, None)
-            return None
-        t = Target(_text(url), _text(enabled or b"") in ("1", "true"), signing.secret_bytes(_text(secret)),
-                   _text(cb_type) if cb_type is not None and kind == "callback" else None, time.monotonic(),
-                   breaker is not None and _text(breaker) == "open", int(probe_at or 0), int(failures or 0))
-        cached = self.targets.get(target)
-        if cached is None:
-            self.targets[target] = t
-            return t
-        vars(cached).update(vars(t))  # one object per target: what its deliveries learn (the breaker) they share
-        return cached
-
-
-def _chain_of(hold_key: str, keys: Keys) -> tuple[str, str] | None:
-    """(target, key) of a hold list's key, `<prefix>:dq:hold:<kind>:<id>:<key>`."""
-    rest = hold_key[len(keys.delivery_hold("", "")) - 1:]
+def _chain_of(hold_key: str, prefix: str) -> tuple[str, str] | None:
+    """(target, key) of a hold list's key, `<prefix><kind>:<id>:<key>` (prefix: `Keys.delivery_hold_prefix`)."""
+    rest = hold_key[len(prefix):]
     parts = rest.split(":", 2)
     return (f"{parts[0]}:{parts[1]}", parts[2]) if len(parts) == 3 else None
 
 
 def _outcome(name: OutcomeName, a: Attempt, due_ms: int | None = None) -> Outcome:
     return Outcome(name, status=a.status, duration_ms=a.duration_ms, error=a.error, excerpt=a.excerpt, due_ms=due_ms)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _text(value: Any) -> str:

@@ -5,7 +5,9 @@ Redis (keys.py):
 - `target("callback", id)`: hash type, url, enabled ("1"/"0"), secret, createTime, updateTime (seconds),
   succCount, failedCount (the delivery engine counts these two).
 - `targets("callback")`: sorted set of the ids, scored by id; `target_seq("callback")` hands the ids out.
-- `callbacks_enabled_of(type)`: set holding EXACTLY the enabled ids of that type; the ingest fans out to it.
+- `callbacks_enabled_of(type)`: set holding EXACTLY the enabled ids of that type; the ingest fans out to it (on
+  Redis Cluster to its per-shard replicas `callbacks_enabled_in(type, p)`, written after the MULTI by
+  replicas.py).
 - `attempts("callback:<id>")`, `dead("callback:<id>")`: written by the engine, read (and replayed) here
   through targets.py, which callbacks share with message routes.
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass, replace
 from redis.typing import EncodableT, FieldT
 
 from adapter.store.types import AsyncPipeline
+from adapter.targets import replicas
 from adapter.targets.store import OUTCOMES, Item, Target, TargetStore, shared_values, stamp, to_int
 
 __all__ = ["OUTCOMES", "TYPES", "Callback", "CallbackStore", "from_hash", "hash_fields"]
@@ -78,7 +81,9 @@ class CallbackStore(TargetStore):
             if enabled:
                 pipe.sadd(self.keys.callbacks_enabled_of(cb_type), str(cb_id))
 
-        return cb, await self.targets.add(cb_id, hash_fields(cb), join)
+        secret = await self.targets.add(cb_id, hash_fields(cb), join)
+        await replicas.sync(self.redis, self.keys, cb_type, [cb_id])
+        return cb, secret
 
     async def all(self) -> list[Callback]:
         return await self.targets.all(from_hash)
@@ -107,7 +112,9 @@ class CallbackStore(TargetStore):
             self._enable(pipe, new)
             return new
 
-        return await self.targets.change(cb_id, from_hash, write)
+        new = await self.targets.change(cb_id, from_hash, write)
+        await replicas.sync(self.redis, self.keys, new.type, [cb_id])
+        return new
 
     async def delete(self, cb_id: int) -> int:
         """Removes the callback, its id from both enabled sets, its attempts and its dead letters: 1, or 0."""
@@ -115,8 +122,15 @@ class CallbackStore(TargetStore):
             for cb_type in TYPES:
                 pipe.srem(self.keys.callbacks_enabled_of(cb_type), str(cb_id))
 
-        return await self.targets.delete(cb_id, leave)
+        removed = await self.targets.delete(cb_id, leave)
+        for cb_type in TYPES:
+            await replicas.sync(self.redis, self.keys, cb_type, [cb_id])
+        return removed
 
     async def stats(self, cb_type: str) -> dict[str, int]:
-        succ, failed = await self.redis.hmget(self.keys.callback_stats(cb_type), ["succ", "failed"])
-        return {"succ": to_int(succ), "failed": to_int(failed)}
+        """The type's deliveries (on the cluster summed over the partitions' stats hashes)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in self.keys.shards():
+                pipe.hmget(self.keys.callback_stats_in(cb_type, p), ["succ", "failed"])
+            found = await pipe.execute()
+        return {"succ": sum(to_int(s) for s, _ in found), "failed": sum(to_int(f) for _, f in found)}

@@ -13,7 +13,8 @@ Redis (keys.py, and three keys it does not have yet, built by the functions belo
   message and, as a fallback, when they see the version move.
 - `attempts("route:<id>")`, `dead("route:<id>")`: written by the engine, read (and replayed) here.
 
-Every change writes the hash, the index, the enabled hash, the version and the notification in one MULTI.
+Every change writes the hash, the index, the enabled hash, the version and the notification in one MULTI (on Redis
+Cluster, where a pipeline may not PUBLISH, the notification follows the MULTI: the version poll covers a lost one).
 A change to an existing route runs under WATCH of the index (see targets.py for why not of the hash), so a
 concurrent delete aborts it (it then answers 404) instead of reviving the route.
 """
@@ -81,6 +82,7 @@ class RouteStore(TargetStore):
         route = Route(route_id, name, topic, url, enabled=enabled, create_time=at, update_time=at)
         secret = await self.targets.add(route_id, hash_fields(route),
                                         lambda pipe: self._announce(pipe, route, route_id))
+        await self._notify(route_id)
         return route, secret
 
     async def all(self) -> list[Route]:
@@ -107,19 +109,31 @@ class RouteStore(TargetStore):
             self._announce(pipe, new, route_id)
             return new
 
-        return await self.targets.change(route_id, from_hash, write)
+        changed = await self.targets.change(route_id, from_hash, write)
+        await self._notify(route_id)
+        return changed
 
     async def set_enabled(self, route_id: int, enabled: bool, now: int | None = None) -> Route:
         return await self.update(route_id, enabled=enabled, now=now)
 
     async def rotate_secret(self, route_id: int, now: int | None = None) -> str:
         """A new signing secret, shown this once. The table does not hold secrets; the version still moves."""
-        return await self.targets.rotate_secret(route_id, now, lambda pipe: self._bump(pipe, route_id))
+        secret = await self.targets.rotate_secret(route_id, now, lambda pipe: self._bump(pipe, route_id))
+        await self._notify(route_id)
+        return secret
 
     def _bump(self, pipe: AsyncPipeline, route_id: int) -> None:
         pipe.incr(self.keys.routes_version())
-        pipe.publish(self.keys.routes_channel(), str(route_id))
+        if not self.keys.cluster:
+            pipe.publish(self.keys.routes_channel(), str(route_id))
+
+    async def _notify(self, route_id: int) -> None:
+        """The cluster's notification, after the MULTI (one Redis sends it inside)."""
+        if self.keys.cluster:
+            await self.redis.publish(self.keys.routes_channel(), str(route_id))
 
     async def delete(self, route_id: int) -> int:
         """Removes the route, its attempts and its dead letters: 1, or 0 when there was no such route."""
-        return await self.targets.delete(route_id, lambda pipe: self._announce(pipe, None, route_id))
+        removed = await self.targets.delete(route_id, lambda pipe: self._announce(pipe, None, route_id))
+        await self._notify(route_id)
+        return removed

@@ -5,6 +5,10 @@ A target of kind `kind` ("callback", "route") and id `n` is named `"{kind}:{n}"`
 Its keys (keys.py): the hash `target(kind, n)`, the index `targets(kind)` (sorted set of ids), the attempts
 list `attempts(name)` and the dead-letter hash `dead(name)`, both written by the engine.
 
+On Redis Cluster the target, its index and the enabled sets are in `{tgt}` (a change stays one MULTI) while what
+the engine writes is per partition (`attempts(name, p)`, `dead(name, p)`, `delivery_state(name, p)`, the counts):
+reads merge the partitions (docs/delivery.md "On Redis Cluster"), a delete removes them after its MULTI.
+
 Attempts, dead letters, replay and secret rotation check that the target exists by its index entry; `get`
 and `change` by the kind's reading of its hash (a `Load`). Writes watch the index, not the target's hash:
 the engine bumps the hash's counters on every delivery, which would abort a watch on it again and again,
@@ -18,7 +22,7 @@ routes.py): it owns their `Targets` and the engine-facing operations they share.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -27,14 +31,15 @@ import redis.exceptions
 from redis.typing import EncodableT, FieldT
 
 from adapter.delivery import dead_letters
-from adapter.delivery.model import RECORDED, BreakerState
+from adapter.delivery.model import ATTEMPTS_KEPT, RECORDED, BreakerState
 from adapter.delivery.signing import new_secret
 from adapter.errors import AppError, not_found
 from adapter.store.keys import Keys
 from adapter.store.types import AsyncPipeline, AsyncRedis
 
 __all__ = ["OUTCOMES", "TRIES", "Item", "Queue", "Target", "TargetStore", "Targets", "dead_items", "health_item",
-           "json_objects", "public", "replayable", "shared_values", "stamp", "stream_fields", "text", "to_int"]
+           "json_objects", "merged_state", "public", "replayable", "shared_values", "stamp", "stream_fields", "text",
+           "to_int"]
 
 OUTCOMES = tuple(o.value for o in RECORDED)  # of an attempt, as the engine records it
 TRIES = 20
@@ -79,6 +84,22 @@ def dead_items(record: Mapping[str, str]) -> list[Item]:
             items.append({**item, "deliveryId": str(item.get("deliveryId") or field), "_field": field})
     items.sort(key=lambda i: (to_int(i.get("time")), i["deliveryId"]))
     return items
+
+
+def merged_state(states: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    """One engine state from those of a target's partitions (the cluster; one Redis has one): counts summed, the
+    breaker open when any partition's is, since its earliest opening, probing at its earliest probe."""
+    out: dict[str, str] = {}
+    opened = [s for s in states if s.get("breaker") == BreakerState.OPEN]
+    for field in ("held", "heldDropped", "deadDropped", "failures"):
+        values = [s[field] for s in states if field in s]
+        if values:
+            out[field] = str(sum(to_int(v) for v in values))
+    if opened:
+        out["breaker"] = BreakerState.OPEN.value
+        out["openedAt"] = str(min(to_int(s.get("openedAt")) for s in opened))
+        out["probeAt"] = str(min(to_int(s.get("probeAt")) for s in opened))
+    return out
 
 
 def health_item(target_id: int, state: Mapping[str, str], dead: int) -> Item:
@@ -206,8 +227,20 @@ class Targets:
         async with self.redis.pipeline(transaction=False) as pipe:
             for target_id in ids:
                 pipe.hgetall(self.key(target_id))
-            records = await pipe.execute()
-        found = (load(i, _texts(r)) for i, r in zip(ids, records, strict=True))
+            records = [_texts(r) for r in await pipe.execute()]
+        if self.keys.cluster:  # the engine counts per partition
+            lanes = list(self.keys.shards())
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for target_id in ids:
+                    for p in lanes:
+                        pipe.hmget(self.keys.delivery_counts(self.name(target_id), p), "succCount", "failedCount")
+                counts = await pipe.execute()
+            for n, record in enumerate(records):
+                mine = counts[n * len(lanes):(n + 1) * len(lanes)]
+                if record:
+                    record["succCount"] = str(to_int(record.get("succCount")) + sum(to_int(c[0]) for c in mine))
+                    record["failedCount"] = str(to_int(record.get("failedCount")) + sum(to_int(c[1]) for c in mine))
+        found = (load(i, r) for i, r in zip(ids, records, strict=True))
         return [target for target in found if target is not None]
 
     async def get(self, target_id: int, load: Load[T]) -> T:
@@ -233,20 +266,36 @@ class Targets:
         """Removes the target, its index entry, attempts and dead letters in one MULTI with what `also`
         queues: 1, or 0 when there was no such target."""
         name = self.name(target_id)
+        engine = [key for p in self.keys.shards() for key in (
+            self.keys.attempts(name, p), self.keys.dead(name, p), self.keys.dead_index(name, p),
+            self.keys.delivery_state(name, p))]
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zrem(self.index, str(target_id))
-            pipe.delete(self.key(target_id), self.keys.attempts(name), self.keys.dead(name),
-                        self.keys.dead_index(name), self.keys.delivery_state(name))
+            if self.keys.cluster:
+                pipe.delete(self.key(target_id))
+            else:
+                pipe.delete(self.key(target_id), *engine)
             also(pipe)
             removed = await pipe.execute()
+        if self.keys.cluster:  # the engine's keys of every partition: the cluster client sends one UNLINK per slot
+            await self.redis.unlink(*engine)
         return int(removed[0])
 
     async def attempts(self, target_id: int, outcome: str | None = None) -> list[Item]:
         """The recent attempts the engine kept, newest first, optionally only those with this outcome."""
         if not await self.exists(target_id):
             raise self.missing()
-        raws = await self.redis.lrange(self.keys.attempts(self.name(target_id)), 0, -1)
-        found = json_objects(text(r) for r in raws)
+        name = self.name(target_id)
+        if self.keys.cluster:  # each partition's newest, merged: the newest ATTEMPTS_KEPT of them
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for p in self.keys.shards():
+                    pipe.lrange(self.keys.attempts(name, p), 0, -1)
+                lists = await pipe.execute()
+            merged = [a for raws in lists for a in json_objects(text(r) for r in raws)]
+            merged.sort(key=lambda a: to_int(a.get("time")), reverse=True)
+            found = merged[:ATTEMPTS_KEPT]
+        else:
+            found = json_objects(text(r) for r in await self.redis.lrange(self.keys.attempts(name), 0, -1))
         return [a for a in found if outcome is None or a.get("outcome") == outcome]
 
     async def dead(self, target_id: int, page_no: int = 1, limit: int = 100) -> tuple[int, list[Item]]:
@@ -269,7 +318,8 @@ class Targets:
         if not await self.exists(target_id):
             raise self.missing()
         if delivery_ids is not None and len(delivery_ids) == 1:
-            raw = await self.redis.hget(self.keys.dead(name), delivery_ids[0])
+            lane = await self._dead_lane(name, delivery_ids[0])
+            raw = None if lane is None else await self.redis.hget(self.keys.dead(name, lane), delivery_ids[0])
             if raw is None:
                 raise not_found("no such dead delivery")
             if not any(replayable(i) for i in json_objects([text(raw)])):
@@ -277,10 +327,20 @@ class Targets:
         done = await dead_letters.replay(self.redis, self.keys, name, delivery_ids, partitions, maxlen)
         return done.moved
 
+    async def _dead_lane(self, name: str, delivery_id: str) -> int | None:
+        """The partition whose dead letters hold `delivery_id` (one Redis: its only one, 0), or None."""
+        if not self.keys.cluster:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in self.keys.shards():
+                pipe.hexists(self.keys.dead(name, p), delivery_id)
+            found = await pipe.execute()
+        return next((p for p, there in zip(self.keys.shards(), found, strict=True) if there), None)
+
     async def dead_count(self, target_id: int) -> int:
         if not await self.exists(target_id):
             raise self.missing()
-        return int(await self.redis.hlen(self.keys.dead(self.name(target_id))))
+        return await dead_letters.count(self.redis, self.keys, self.name(target_id))
 
     async def health(self, target_id: int) -> Item:
         """The engine's state of the target: its breaker, how many deliveries it holds and how many it
@@ -289,11 +349,15 @@ class Targets:
             raise self.missing()
         name = self.name(target_id)
         await dead_letters.index_missing(self.redis, self.keys, name)
+        lanes = list(self.keys.shards())
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.delivery_state(name))
-            pipe.zcard(self.keys.dead_index(name))
-            state, dead = await pipe.execute()
-        return health_item(target_id, _texts(state), int(dead))
+            for p in lanes:
+                pipe.hgetall(self.keys.delivery_state(name, p))
+                pipe.zcard(self.keys.dead_index(name, p))
+            replies = await pipe.execute()
+        states = [_texts(r) for r in replies[0::2]]
+        state = states[0] if len(states) == 1 else merged_state(states)
+        return health_item(target_id, state, sum(int(n) for n in replies[1::2]))
 
     async def rotate_secret(self, target_id: int, now: int | None = None, also: Queue | None = None) -> str:
         """A new signing secret (and `updateTime`), shown this once; `also` queues more in its MULTI."""

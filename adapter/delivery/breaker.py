@@ -1,0 +1,103 @@
+"""What a pump knows of its targets: each one's url, secret and callback type (read at most once a second), and its
+breaker, as the outcomes in Redis wrote it and as this pump's own attempts saw it (docs/delivery.md).
+
+The breaker lives in the target's engine state (`Keys.delivery_state`), which outcome.lua writes. On one Redis
+that is one hash per target, so one `Target` object per target here; on Redis Cluster it is one hash per
+(target, partition) — a lane — so a target has one `Target` per lane it delivers on, and each lane's breaker
+opens, probes and closes on its own ("On Redis Cluster" in docs/delivery.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from adapter.delivery import signing
+from adapter.delivery.model import kind_and_id
+from adapter.store import scripts
+from adapter.store.keys import Keys
+from adapter.store.scripts import LuaScript
+
+FRESH_S = 1.0  # a target's record is read again after this long
+
+# claim the probe of an open breaker: 1 this pump sends it, 0 not yet (or another pump does), 2 closed meanwhile
+# KEYS 1 the engine state (of the lane); ARGV 1 now (ms) 2 probe interval (ms)
+PROBE = LuaScript("""
+local f = redis.call('HMGET', KEYS[1], 'breaker', 'probeAt')
+if f[1] ~= 'open' then return 2 end
+if (tonumber(f[2]) or 0) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'probeAt', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+return 1
+""")
+
+
+@dataclass
+class Target:
+    url: str
+    enabled: bool
+    key: bytes
+    cb_type: str | None
+    fetched: float
+    open: bool = False  # the breaker
+    probe_at: int = 0  # ms
+    failures: int = 0  # in a row, as this pump saw them (the breaker opens here at once, not at the next fetch)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Targets:
+    """The pump's targets, one `Target` per (target, lane): what its deliveries learn (the breaker) they share."""
+
+    def __init__(self, client: Any, keys: Keys, probe_ms: int) -> None:
+        self.redis = client
+        self.keys = keys
+        self.probe_ms = probe_ms
+        self.cached: dict[tuple[str, int], Target] = {}
+
+    def lane(self, p: int) -> int:
+        """The lane of stream partition `p`: itself on the cluster, the one lane (0) on one Redis."""
+        return p if self.keys.cluster else 0
+
+    async def get(self, name: str, p: int) -> Target | None:
+        """The target `name` as its deliveries of partition `p` see it; None when it is gone."""
+        lane = self.lane(p)
+        cached = self.cached.get((name, lane))
+        if cached and time.monotonic() - cached.fetched < FRESH_S:
+            return cached
+        kind, target_id = kind_and_id(name)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.target(kind, target_id), "url", "enabled", "secret", "type")
+            pipe.hmget(self.keys.delivery_state(name, lane), "breaker", "probeAt", "failures")
+            (url, enabled, secret, cb_type), (breaker, probe_at, failures) = await pipe.execute()
+        if url is None or secret is None:
+            self.cached.pop((name, lane), None)
+            return None
+        t = Target(_text(url), _text(enabled or b"") in ("1", "true"), signing.secret_bytes(_text(secret)),
+                   _text(cb_type) if cb_type is not None and kind == "callback" else None, time.monotonic(),
+                   breaker is not None and _text(breaker) == "open", int(probe_at or 0), int(failures or 0))
+        cached = self.cached.get((name, lane))  # again: another delivery may have fetched it meanwhile
+        if cached is None:
+            self.cached[(name, lane)] = t
+            return t
+        vars(cached).update(vars(t))
+        return cached
+
+    async def probe(self, name: str, p: int, target: Target) -> bool:
+        """Whether this delivery is the probe of its lane's open breaker (one per probe interval)."""
+        now = now_ms()
+        if now < target.probe_at:
+            return False
+        claimed = int(await scripts.call(self.redis, PROBE, 1, self.keys.delivery_state(name, self.lane(p)), now,
+                                         self.probe_ms))
+        if claimed == 2:
+            target.open = False
+            return True
+        target.probe_at = now + self.probe_ms
+        return claimed == 1
