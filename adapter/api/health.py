@@ -10,6 +10,7 @@ from adapter.errors import AppError
 from adapter.http.endpoint import Call, Endpoint
 from adapter.http.metrics import render
 from adapter.store.connections import texts
+from adapter.store.keys import Keys
 
 
 async def healthz(call: Call) -> dict[str, Any]:
@@ -25,8 +26,24 @@ async def readyz(call: Call) -> dict[str, Any]:
 
 
 async def metrics(call: Call) -> Response:
-    fields = texts(await call.svc.redis.hgetall(call.svc.keys.metrics()))
-    return Response(render(fields), media_type="text/plain; version=0.0.4")
+    return Response(render(await read_metrics(call.svc.redis, call.svc.keys)), media_type="text/plain; version=0.0.4")
+
+
+async def read_metrics(client: Any, keys: Keys) -> dict[str, str]:
+    """The shared counters; on the cluster also every partition's (`metrics_in(p)`, which scripts of one slot
+    write), summed field by field. On one Redis: the one hash, as it is."""
+    if not keys.cluster:
+        return texts(await client.hgetall(keys.metrics()))
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.metrics())
+        for p in keys.shards():
+            pipe.hgetall(keys.metrics_in(p))
+        hashes = await pipe.execute()
+    total: dict[str, int] = {}
+    for h in hashes:
+        for field, value in texts(h).items():
+            total[field] = total.get(field, 0) + int(float(value))
+    return {field: str(n) for field, n in total.items()}
 
 
 ENDPOINTS = [

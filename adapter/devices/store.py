@@ -76,7 +76,8 @@ class DeviceCommands:
 
     def _wake(self, sn: str) -> list[Arg]:
         """What the uplink script needs to wake the device's waiting commands (see wake.lua)."""
-        return [self.keys.commands_active(sn), self.keys.command_prefix(), self.keys.commands_due()]
+        p = self.keys.shard(sn)
+        return [self.keys.commands_active(sn), self.keys.command_prefix(p), self.keys.commands_due(p)]
 
     def mark(self, sn: str, at: int, fwd: Forward | None = None) -> bytes:
         """The client subscribed to its command topic (or reported): a device, online for commands."""

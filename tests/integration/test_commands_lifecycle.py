@@ -12,8 +12,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from adapter.commands.calls import COMMANDS, mode_call
 from adapter.commands.ids import parse_id
-from adapter.commands.rules import COMMANDS, NUMKEYS, Limits, parse_request, script_args
+from adapter.commands.rules import Limits, parse_request
 from adapter.commands.store import CommandStore
 from adapter.errors import AppError
 from adapter.store.keys import Keys
@@ -43,7 +44,8 @@ def create(sns: list[str], **fields: Any) -> list[str]:
 
 def lua(r: redis.Redis, mode: str, *args: Any) -> Any:
     r.script_load(COMMANDS.script)
-    return r.evalsha(COMMANDS.sha, NUMKEYS, *script_args(K, mode, *args))
+    ks, argv = mode_call(K, 0, mode, *args)
+    return r.evalsha(COMMANDS.sha, len(ks), *ks, *argv)
 
 
 def claim(r: redis.Redis, lease_ms: int = 10_000) -> list[str]:
@@ -66,11 +68,11 @@ UNSET = {"tryTimes": "0", "publishTime": "0", "finishTime": "0", "failedTime": "
 
 
 def state(r: redis.Redis, cid: str) -> dict[str, str]:
-    return {**UNSET, **r.hgetall(K.command(cid))}
+    return {**UNSET, **r.hgetall(K.command(cid, 0))}
 
 
 def due(r: redis.Redis) -> list[str]:
-    return r.zrange(K.commands_due(), 0, -1)
+    return r.zrange(K.commands_due(0), 0, -1)
 
 
 def test_publish_now_sent_and_answered(redis_db: redis.Redis) -> None:
@@ -82,14 +84,14 @@ def test_publish_now_sent_and_answered(redis_db: redis.Redis) -> None:
     record(redis_db, cid, "sent")
     s = state(redis_db, cid)
     assert (s["state"], s["tryTimes"], s["phase"]) == ("1", "1", "waiting") and int(s["publishTime"]) > 0
-    assert redis_db.zscore(K.commands_due(), cid) > time.time() * 1000 + 25_000  # the ack timeout
+    assert redis_db.zscore(K.commands_due(0), cid) > time.time() * 1000 + 25_000  # the ack timeout
     assert respond(redis_db, cid, True) == "success"
     s = state(redis_db, cid)
     assert (s["state"], s["tryTimes"], s["reason"]) == ("2", "1", "") and int(s["finishTime"]) > 0
     assert due(redis_db) == [] and redis_db.zcard(K.commands_active("SN1")) == 0
-    assert redis_db.get(K.command_response(cid)) == f'{{"id":{cid},"status":"ok"}}'
-    assert 590_000 < redis_db.pttl(K.command_response(cid)) <= 600_000
-    assert 590_000 < redis_db.pttl(K.command(cid)) <= 600_000
+    assert redis_db.get(K.command_response(cid, 0)) == f'{{"id":{cid},"status":"ok"}}'
+    assert 590_000 < redis_db.pttl(K.command_response(cid, 0)) <= 600_000
+    assert 590_000 < redis_db.pttl(K.command(cid, 0)) <= 600_000
 
 
 def test_waiting_for_online(redis_db: redis.Redis) -> None:
@@ -221,7 +223,7 @@ def test_delivery_time(redis_db: redis.Redis) -> None:
     assert lua(redis_db, "delivered", cid, "SN1") == 1
     assert int(state(redis_db, cid)["deliverTime"]) >= int(time.time()) - 1
     assert lua(redis_db, "delivered", "201811260000000009", "SN1") == 0
-    assert not redis_db.exists(K.command("201811260000000009"))
+    assert not redis_db.exists(K.command("201811260000000009", 0))
 
 
 def test_cancel(redis_db: redis.Redis) -> None:
@@ -260,13 +262,13 @@ def test_expiry_takes_the_command_its_answer_and_its_index_entries(redis_db: red
     claim(redis_db)
     record(redis_db, gone, "sent")
     respond(redis_db, gone, True)
-    assert redis_db.exists(K.command_response(gone))
-    wait_for(lambda: not redis_db.exists(K.command(gone)), timeout=3, what="the command to expire")
-    assert not redis_db.exists(K.command_response(gone))
+    assert redis_db.exists(K.command_response(gone, 0))
+    wait_for(lambda: not redis_db.exists(K.command(gone, 0)), timeout=3, what="the command to expire")
+    assert not redis_db.exists(K.command_response(gone, 0))
     page = with_store(lambda s: s.page(None, None, 1, 10))
     assert page["total"] == 1 and [i["idStr"] for i in page["list"]] == [kept]
     assert with_store(lambda s: s.page(None, "SN1", 1, 10))["total"] == 1
-    assert redis_db.zcard(K.commands_expiry()) == 1 and due(redis_db) == [kept]
+    assert redis_db.zcard(K.commands_expiry(0)) == 1 and due(redis_db) == [kept]
     with pytest.raises(AppError) as caught:
         with_store(lambda s: s.get(int(gone)))
     assert caught.value.code == "not_found"

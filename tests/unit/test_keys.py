@@ -64,22 +64,24 @@ def test_every_key_is_pinned() -> None:
     assert k.delivery_state("route:4") == "iot:dq:state:route:4"
     assert k.seen("msg:AB") == "iot:seen:msg:AB"
     # remote control commands
-    assert k.command_seq("20181126") == "iot:cmd-seq:20181126"
-    assert k.command("201811260000000001") == "iot:cmd:201811260000000001"
-    assert k.command_prefix() + "7" == k.command("7")
-    assert k.command_response("201811260000000001") == "iot:cmd-resp:201811260000000001"
-    assert k.command_response_prefix() + "7" == k.command_response("7")
-    assert k.commands() == "iot:cmds"
-    assert k.commands_from("iot_web_console") == "iot:cmds:from:iot_web_console"
-    assert k.commands_from_prefix() + "web" == k.commands_from("web")
+    assert k.command_seq("20181126", 0) == "iot:cmd-seq:20181126"
+    assert k.command("201811260000000001", 0) == "iot:cmd:201811260000000001"
+    assert k.command_prefix(0) + "7" == k.command("7", 0)
+    assert k.command_response("201811260000000001", 0) == "iot:cmd-resp:201811260000000001"
+    assert k.command_response_prefix(0) + "7" == k.command_response("7", 0)
+    assert k.commands(0) == "iot:cmds"
+    assert k.commands_from("iot_web_console", 0) == "iot:cmds:from:iot_web_console"
+    assert k.commands_from_prefix(0) + "web" == k.commands_from("web", 0)
     assert k.commands_of_sn("SN1") == "iot:cmds:sn:SN1"
-    assert k.commands_of_sn_prefix() + "SN1" == k.commands_of_sn("SN1")
+    assert k.commands_of_sn_prefix(0) + "SN1" == k.commands_of_sn("SN1")
     assert k.commands_from_sn("web", "SN1") == "iot:cmds:from-sn:web:SN1"
-    assert k.commands_from_sn_prefix() + "web:SN1" == k.commands_from_sn("web", "SN1")
+    assert k.commands_from_sn_prefix(0) + "web:SN1" == k.commands_from_sn("web", "SN1")
     assert k.commands_active("SN1") == "iot:cmds:active:SN1"
-    assert k.commands_active_prefix() + "SN1" == k.commands_active("SN1")
-    assert k.commands_expiry() == "iot:cmds:expiry"
-    assert k.commands_due() == "iot:cmds:due"
+    assert k.commands_active_prefix(0) + "SN1" == k.commands_active("SN1")
+    assert k.commands_expiry(0) == "iot:cmds:expiry"
+    assert k.commands_due(0) == "iot:cmds:due"
+    assert k.metrics_in(0) == k.metrics() == "iot:metrics"
+    assert k.seen("cmd-resp:M1", "SN1") == "iot:seen:cmd-resp:M1"
 
 
 def test_prefix_applies_everywhere() -> None:
@@ -124,3 +126,20 @@ def test_cluster_keys_of_one_device_share_a_slot() -> None:
     assert list(k.shards()) == list(range(48))
     assert k.shard_tag(k.shard("SN1")) == k.tag("SN1")
     assert k.stream_partition("SN1") == k.shard("SN1")
+
+
+def test_cluster_commands_live_in_their_devices_slot() -> None:
+    """A command for sn lives with its device: the per-partition keys of shard(sn) and the per-sn keys share
+    the device's slot, and the prefixes the script builds from are of that slot too."""
+    k = Keys("iot", 48)
+    p = k.shard("SN1")
+    slot = key_slot(k.tag("SN1").encode())
+    same = [k.command_seq("20181126", p), k.command("7", p), k.command_response("7", p), k.commands(p),
+            k.commands_from("web", p), k.commands_of_sn("SN1"), k.commands_from_sn("web", "SN1"),
+            k.commands_active("SN1"), k.commands_expiry(p), k.commands_due(p), k.metrics_in(p),
+            k.seen("cmd-resp:M1", "SN1"), k.command_prefix(p) + "7", k.commands_active_prefix(p) + "SN1"]
+    assert {key_slot(x.encode()) for x in same} == {slot}
+    assert k.commands_active_prefix(p) + "SN1" == k.commands_active("SN1")
+    assert k.commands_of_sn_prefix(p) + "SN1" == k.commands_of_sn("SN1")
+    assert k.commands_from_sn_prefix(p) + "web:SN1" == k.commands_from_sn("web", "SN1")
+    assert k.commands(p) == f"iot:{k.tag('SN1')}:cmds" and k.metrics_in(p) != k.metrics()
