@@ -105,8 +105,8 @@ def queue(pipe: Any, calls: Sequence[Call]) -> None:
     """Queue calls on a pipeline; a plain pipeline loads commands.lua itself should Redis lack it."""
     if hasattr(pipe, "scripts"):  # a cluster pipeline has none: `run_many` reloads on NOSCRIPT instead
         pipe.scripts.add(COMMANDS)
-    for ks, args in calls:
-        pipe.evalsha(COMMANDS.sha, len(ks), *ks, *args)
+    for ks, args in calls:  # not pipe.evalsha: a cluster pipeline refuses it (the command routes by its keys)
+        pipe.execute_command("EVALSHA", COMMANDS.sha, len(ks), *ks, *args)
 
 
 async def run_many(client: Any, calls: Sequence[Call]) -> list[Any]:

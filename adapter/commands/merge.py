@@ -46,10 +46,10 @@ async def page(client: Any, shards: Sequence[str], offset: int, limit: int) -> t
     while offset - above > SLACK_PER_SHARD * n and step > 0:
         j = max(range(n), key=lambda i: ends[i] - rank[i])
         at = min(rank[j] + step, ends[j] - 1)
-        got = (await _each(client, [("ZREVRANGE", shards[j], str(at), str(at), "WITHSCORES")]))[0]
+        got = _pairs((await _each(client, [("ZREVRANGE", shards[j], str(at), str(at), "WITHSCORES")]))[0])
         if not got:
             break  # the shard shrank meanwhile: merge from here
-        pivot = _score(got[1])
+        pivot = got[0][0]
         counted = [int(x) for x in await _each(client, [("ZCOUNT", k, f"({pivot}", "+inf") for k in shards])]
         if sum(counted) <= offset:
             rank, above = counted, sum(counted)

@@ -141,7 +141,7 @@ class Keys:
         """Hash of one MQTT client: presence (online "1"/"0", connected_at, ended_through, version, online_time,
         offline_time, all ms) and, once the client is a device (`device` = "1"), its record: activeTime,
         bootTime, dur, procs, sys, versions (the last reports as JSON strings with `revtime`)."""
-        return self._k("client", clientid)
+        return self._t(self.tag(clientid), "client", clientid)
 
     def devices(self) -> str:
         """Sorted set of every device sn, all scores 0 (lexical order: pages and sn prefixes by range)."""

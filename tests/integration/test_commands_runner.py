@@ -160,3 +160,14 @@ def test_a_bulk_400_is_narrowed_down_to_its_culprit(cfg: Settings, emqx: Fake,
     ids, _ = run(cfg, ["A", "BIG", "C"], all_sent(2), redis_db)
     assert states(redis_db, ids) == [("1", "1"), ("3", "0"), ("1", "1")]
     assert redis_db.hget(K.command(ids[1], 0), "reason") == "rejected"
+
+
+def test_a_due_member_that_is_no_command_id_does_not_stop_the_runner(cfg: Settings, emqx: Fake,
+                                                                     redis_db: redis.Redis) -> None:
+    """Once a crash: `int("abc")` on a claimed row ended the runner's loop. Now the script drops it."""
+    redis_db.zadd(K.commands_due(0), {"abc": 0, "20181126x0000000001": 0})
+    redis_db.hset(K.command("abc", 0), mapping={"state": "0", "expireAt": str(2**50), "sn": "SN1"})
+    ids, _ = run(cfg, ["SN1"], all_sent(1), redis_db)
+    assert states(redis_db, ids) == [("1", "1")]
+    assert redis_db.zscore(K.commands_due(0), "abc") is None
+    assert redis_db.zscore(K.commands_due(0), "20181126x0000000001") is None
