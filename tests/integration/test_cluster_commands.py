@@ -19,7 +19,7 @@ import redis.asyncio.cluster as acluster
 from adapter.api.health import read_metrics
 from adapter.broker.client import EmqxClient
 from adapter.commands import calls
-from adapter.commands.ids import parse_id, partition_of
+from adapter.commands.ids import partition_of
 from adapter.commands.rules import CommandCalls, CommandResponse, Limits, parse_request
 from adapter.commands.runner import CommandRunner
 from adapter.commands.store import CommandStore
@@ -31,7 +31,7 @@ from tests.support.servers import serve
 
 PORTS = [int(p) for p in os.environ.get("TEST_REDIS_CLUSTER_PORTS", "").split()]
 pytestmark = pytest.mark.skipif(not PORTS, reason="TEST_REDIS_CLUSTER_PORTS is not set (no cluster)")
-LIMITS = Limits(max_targets=1000, body_max_bytes=1024, default_expires=600, max_expires=3600)
+LIMITS = Limits(max_targets=5000, body_max_bytes=1024, default_expires=600, max_expires=3600)
 T = TypeVar("T")
 
 
@@ -121,6 +121,11 @@ def test_create_get_list_cancel_respond_across_partitions(cfg: Settings) -> None
         assert [c["id"] for c in mine["list"]] == sorted((t["id"] for t in others), reverse=True)
         assert (await store.page("ops", sns[1], 1, 10))["list"][0]["id"] == others[1]["id"]
 
+        woken = sns[20]
+        assert await r.zscore(keys.commands_due(keys.shard(woken)), str(ids[20])) is None  # offline: waits
+        assert await calls.run(r, calls.wake_call(keys, woken)) == 1  # type: ignore[arg-type]
+        assert await r.zscore(keys.commands_due(keys.shard(woken)), str(ids[20])) is not None
+
         canceled = await store.cancel(ids[10])
         assert (canceled["state"], canceled["reason"]) == (3, "canceled")
         with pytest.raises(AppError):
@@ -191,5 +196,33 @@ def test_the_runner_claims_every_partition_and_pruning_expires(cfg: Settings, em
     on_cluster(go)
 
 
-def test_ids_from_the_api_parse_and_a_bad_one_is_refused() -> None:
-    assert parse_id("20181126000000048") is None and parse_id("x") is None
+def test_the_bulk_job_writes_per_partition_and_a_retry_rewrites_nothing(cfg: Settings) -> None:
+    """commands/bulk.py `write` on the cluster (RQ's worker does not run on one; the job's work does): every
+    partition's chunks, progress after each; a retry from a progress that lags one chunk skips what exists."""
+    from adapter.commands import bulk
+    from adapter.jobs import progress as job_progress
+
+    keys = Keys.of(cfg)
+    sns = [f"B{i:04d}" for i in range(1500)]
+    req = request(sns, publishNow=False)
+    ids = on_cluster(lambda r: CommandStore(r, keys).new_ids(req.sns))  # type: ignore[arg-type]
+    conn = redis.RedisCluster(host="127.0.0.1", port=PORTS[0], decode_responses=True)
+    try:
+        job_progress.step(conn, keys, "j1", 600, done=0)  # type: ignore[arg-type]
+        assert bulk.write(conn, keys, "j1", req, ids, 600) == 1500  # type: ignore[arg-type]
+        assert job_progress.done_so_far(conn, keys, "j1") == 1500  # type: ignore[arg-type]
+        cid, sn = ids[700], sns[700]
+        p = keys.shard(sn)
+        assert conn.hget(keys.command(str(cid), p), "sn") == sn
+        conn.hset(keys.command(str(cid), p), "state", "1")  # sent meanwhile
+        job_progress.step(conn, keys, "j1", 600, done=0)  # type: ignore[arg-type]  # its steps lost: all again
+        bulk.write(conn, keys, "j1", req, ids, 600)  # type: ignore[arg-type]
+        assert conn.hget(keys.command(str(cid), p), "state") == "1"  # not rewritten
+        created = read_metrics_sync(conn, keys)
+        assert created == 1500
+    finally:
+        conn.close()
+
+
+def read_metrics_sync(conn: redis.RedisCluster, keys: Keys) -> int:
+    return sum(int(conn.hget(keys.metrics_in(p), "commands_created_total") or 0) for p in keys.shards())
