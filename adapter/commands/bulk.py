@@ -69,7 +69,7 @@ def write(conn: redis.Redis, keys: Keys, jid: str, req: CommandRequest, ids: lis
             job_progress.step(conn, keys, jid, ttl, done=done)
             continue
         with conn.pipeline(transaction=True) as pipe:
-            calls.queue(pipe, [call])
+            calls.queue(pipe, [call], load=True)
             job_progress.queue_step(pipe, keys, jid, ttl, done=done)
             pipe.execute()
     job_progress.step(conn, keys, jid, ttl, state=job_progress.JobState.FINISHED)

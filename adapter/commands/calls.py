@@ -101,9 +101,10 @@ async def run(client: aioredis.Redis, call: Call) -> Any:
     return await scripts.call(client, COMMANDS, len(ks), *ks, *args)
 
 
-def queue(pipe: Any, calls: Sequence[Call]) -> None:
-    """Queue calls on a pipeline; a plain pipeline loads commands.lua itself should Redis lack it."""
-    if hasattr(pipe, "scripts"):  # a cluster pipeline has none: `run_many` reloads on NOSCRIPT instead
+def queue(pipe: Any, calls: Sequence[Call], *, load: bool = False) -> None:
+    """Queue calls on a pipeline; with `load` (a MULTI on one Redis) the pipeline loads commands.lua first
+    should Redis lack it (one SCRIPT EXISTS more per execute; `run_many` reloads on NOSCRIPT instead)."""
+    if load:
         pipe.scripts.add(COMMANDS)
     for ks, args in calls:  # not pipe.evalsha: a cluster pipeline refuses it (the command routes by its keys)
         pipe.execute_command("EVALSHA", COMMANDS.sha, len(ks), *ks, *args)
@@ -112,22 +113,19 @@ def queue(pipe: Any, calls: Sequence[Call]) -> None:
 async def run_many(client: Any, calls: Sequence[Call]) -> list[Any]:
     """Several calls in one pipeline (on a cluster, one round trip to each primary at once); the calls a node
     refused with NOSCRIPT are sent again once the script is loaded (the others ran once)."""
+    if len(calls) == 1:
+        return [await run(client, calls[0])]
     out: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))
     for attempt in range(2):
         async with client.pipeline(transaction=False) as pipe:
             queue(pipe, [calls[i] for i in todo])
             replies = await pipe.execute(raise_on_error=False) if todo else []
-        for i, reply in zip(todo, replies, strict=True):
-            out[i] = reply
-        todo = [i for i in todo if isinstance(out[i], redis.exceptions.NoScriptError)]
+        todo = _settle(out, todo, replies)
         if not todo or attempt:
             break
         await client.script_load(COMMANDS.script)
-    for reply in out:
-        if isinstance(reply, Exception):
-            raise reply
-    return out
+    return _raised(out)
 
 
 def run_many_sync(client: Any, calls: Sequence[Call]) -> list[Any]:
@@ -138,12 +136,21 @@ def run_many_sync(client: Any, calls: Sequence[Call]) -> list[Any]:
         with client.pipeline(transaction=False) as pipe:
             queue(pipe, [calls[i] for i in todo])
             replies = pipe.execute(raise_on_error=False) if todo else []
-        for i, reply in zip(todo, replies, strict=True):
-            out[i] = reply
-        todo = [i for i in todo if isinstance(out[i], redis.exceptions.NoScriptError)]
+        todo = _settle(out, todo, replies)
         if not todo or attempt:
             break
         client.script_load(COMMANDS.script)
+    return _raised(out)
+
+
+def _settle(out: list[Any], todo: list[int], replies: Sequence[Any]) -> list[int]:
+    """Put the replies in place; answers the calls to send again (NOSCRIPT: they did nothing)."""
+    for i, reply in zip(todo, replies, strict=True):
+        out[i] = reply
+    return [i for i in todo if isinstance(out[i], redis.exceptions.NoScriptError)]
+
+
+def _raised(out: list[Any]) -> list[Any]:
     for reply in out:
         if isinstance(reply, Exception):
             raise reply

@@ -92,6 +92,7 @@ def test_create_get_list_cancel_respond_across_partitions(cfg: Settings) -> None
 
     async def go(r: acluster.RedisCluster) -> None:
         store = CommandStore(r, keys)  # type: ignore[arg-type]
+        await r.execute_command("SCRIPT FLUSH", target_nodes=acluster.RedisCluster.PRIMARIES)  # NOSCRIPT: reload
         to = await store.create(request(sns, publishNow=False))
         ids = [t["id"] for t in to]
         assert [t["sn"] for t in to] == sns and len(set(ids)) == 300

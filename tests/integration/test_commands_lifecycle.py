@@ -273,3 +273,19 @@ def test_expiry_takes_the_command_its_answer_and_its_index_entries(redis_db: red
         with_store(lambda s: s.get(int(gone)))
     assert caught.value.code == "not_found"
     assert parse_id(kept) is not None
+
+
+def test_calls_in_one_pipeline_survive_a_flushed_script_cache(redis_db: redis.Redis) -> None:
+    """run_many: the calls Redis refused with NOSCRIPT go again once loaded; each call runs once."""
+    from adapter.commands import calls
+
+    redis_db.script_flush()
+    created = create(["SN1", "SN2"])
+    redis_db.script_flush()
+
+    async def go(store: CommandStore) -> list[Any]:
+        return await calls.run_many(store.redis, [calls.cancel_call(K, 0, created[0]),
+                                                  calls.cancel_call(K, 0, created[1]), calls.prune_call(K, 0, 10)])
+
+    assert with_store(go) == ["canceled", "canceled", 0]
+    assert redis_db.hget(K.metrics(), 'commands_finished_total{result="canceled"}') == "2"
