@@ -84,8 +84,8 @@ class CommandRunner:
         self.inflight: set[asyncio.Task[None]] = set()
         self.published = 0
         self._pruned_at = 0.0
-
         self.full = False  # the last claim took a partition's whole share: more is due at once
+        self._turn = 0  # which partition gets the remainder of the room first (cluster)
 
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         try:
@@ -131,12 +131,15 @@ class CommandRunner:
         return len(claimed)
 
     async def claim(self, limit: int) -> list[Claimed]:
-        """Up to `limit` due commands, each partition's share of it (all of it on one Redis)."""
-        shards = self.keys.shards()
-        share = -(-limit // len(shards))
-        replies = await calls.run_many(self.redis, [calls.claim_call(self.keys, p, share, lease_ms(self.settings))
-                                                    for p in shards])
-        self.full = any(len(r) >= share * CLAIM_WIDTH for r in replies) and len(shards) > 1
+        """Up to `limit` due commands: all of it from the one due set on one Redis; on the cluster each
+        partition gets its share (the remainder goes round the partitions tick by tick)."""
+        shares = shares_of(limit, len(self.keys.shards()), self._turn)
+        self._turn += 1
+        lease = lease_ms(self.settings)
+        asked = [(p, n) for p, n in enumerate(shares) if n > 0]
+        replies = await calls.run_many(self.redis, [calls.claim_call(self.keys, p, n, lease) for p, n in asked])
+        self.full = len(shares) > 1 and any(len(r) >= n * CLAIM_WIDTH for (_, n), r in zip(asked, replies,
+                                                                                           strict=True))
         return [c for reply in replies for c in claimed_of(reply)]
 
     async def publish(self, chunk: list[Claimed]) -> None:
@@ -181,6 +184,12 @@ class CommandRunner:
         ack = int(self.settings.command_ack_timeout * 1000)
         todo: list[Call] = [calls.record_call(self.keys, p, ack, group) for p, group in rows.items()]
         await calls.run_many(self.redis, todo)
+
+
+def shares_of(limit: int, partitions: int, turn: int) -> list[int]:
+    """`limit` split over `partitions` as evenly as can be; the partitions from `turn` on get one more."""
+    base, extra = divmod(limit, partitions)
+    return [base + (1 if (p - turn) % partitions < extra else 0) for p in range(partitions)]
 
 
 def claimed_of(reply: Sequence[Any]) -> list[Claimed]:

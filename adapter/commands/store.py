@@ -4,6 +4,10 @@ answer, cancel, and pruning of expired index entries (docs/commands.md, keys in 
 Creating N commands costs one `INCRBY` (N ids at once, a counter per day) and N/1000 script calls sent in
 one pipeline, so 10,000 devices in one POST stay well under a second. A page prunes expired entries from
 the indexes first, so `total` counts exactly the commands that still exist.
+
+On Redis Cluster a command lives in its device's partition (docs/commands.md "On Redis Cluster"): creating
+groups the devices by partition (an `INCRBY` and its script calls per partition, all in one pipeline), a
+command's id gives its partition back, and a listing without `sn` merges the partitions (merge.py).
 """
 
 from __future__ import annotations
