@@ -10,6 +10,8 @@ from adapter.errors import AppError
 from adapter.http.endpoint import Call, Endpoint
 from adapter.http.metrics import render, summed
 from adapter.store.connections import texts
+from adapter.store.keys import Keys
+from adapter.store.types import AsyncRedis
 
 
 async def healthz(call: Call) -> dict[str, Any]:
@@ -25,16 +27,19 @@ async def readyz(call: Call) -> dict[str, Any]:
 
 
 async def metrics(call: Call) -> Response:
-    keys = call.svc.keys
+    return Response(render(await read_metrics(call.svc.redis, call.svc.keys)), media_type="text/plain; version=0.0.4")
+
+
+async def read_metrics(client: AsyncRedis, keys: Keys) -> dict[str, str]:
+    """The shared counters; on the cluster also every partition's (`metrics_in(p)`, which scripts of one slot
+    write), summed field by field. On one Redis: the one hash, as it is."""
     names = dict.fromkeys([keys.metrics(), *(keys.metrics_in(p) for p in keys.shards())])  # one on one Redis
     if len(names) == 1:
-        fields = texts(await call.svc.redis.hgetall(keys.metrics()))
-    else:
-        async with call.svc.redis.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hgetall(name)
-            fields = summed(texts(h) for h in await pipe.execute())
-    return Response(render(fields), media_type="text/plain; version=0.0.4")
+        return texts(await client.hgetall(keys.metrics()))
+    async with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(name)
+        return summed(texts(h) for h in await pipe.execute())
 
 
 ENDPOINTS = [

@@ -5,8 +5,12 @@ INCRBY as a small request), so it answers the seed's `to` list at once, plus `jo
 that writes the records, `CREATE_CHUNK` (1,000) at a time. `GET /iot/api/v1/jobs?id=` shows its progress.
 A command is readable once its chunk is written; until then its id answers 404.
 
-Each chunk and its progress step are one MULTI/EXEC, so a retried job (RQ `Retry`, after a worker died)
-goes on from the first chunk not written and never rewrites a command that may have been sent already.
+The chunks are per partition (adapter/commands/store.py `create_calls`, always in the same order). On one Redis
+each chunk and its progress step are one MULTI/EXEC, so a retried job (RQ `Retry`, after a worker died) goes on
+from the first chunk not written and never rewrites a command that may have been sent already. On Redis Cluster
+a chunk (its partition's slot) and the progress (another slot) cannot share a MULTI: the chunk is written with
+`onlyNew` (an id written already is skipped), then its progress step, so a retry that repeats the chunk whose
+step was lost rewrites nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from typing import Any
 import redis
 from rq import Queue, Retry
 
-from adapter.commands.rules import COMMANDS, NUMKEYS, CommandRequest
-from adapter.commands.store import CREATE_CHUNK, CommandStore, create_args, targets
+from adapter.commands import calls
+from adapter.commands.rules import CommandRequest
+from adapter.commands.store import CommandStore, create_calls, targets
 from adapter.jobs import progress as job_progress
 from adapter.jobs.chains import id_part
 from adapter.store.connections import Services, rq_connection
@@ -42,7 +47,7 @@ def _enqueue(conn: redis.Redis, keys: Keys, jid: str, req: CommandRequest, ids: 
 
 async def create(svc: Services, req: CommandRequest) -> dict[str, Any]:
     """The seed's answer (`to`) plus `job`; the records are written by the job."""
-    ids = await CommandStore(svc.redis, svc.keys).new_ids(len(req.sns))
+    ids = await CommandStore(svc.redis, svc.keys).new_ids(req.sns)
     jid = job_id(svc.keys, ids[0])
     ttl = svc.settings.job_progress_ttl
     await job_progress.create(svc.redis, svc.keys, jid, KIND, len(ids), ttl)
@@ -54,11 +59,18 @@ def write(conn: redis.Redis, keys: Keys, jid: str, req: CommandRequest, ids: lis
     """The job's work: every chunk not written yet, each with its progress step; answers how many it wrote."""
     first = job_progress.done_so_far(conn, keys, jid)
     job_progress.step(conn, keys, jid, ttl, state=job_progress.JobState.STARTED)
-    for start in range(first, len(ids), CREATE_CHUNK):
+    done = 0
+    for count, call in create_calls(keys, req, ids, only_new=keys.cluster):
+        done += count
+        if done <= first:
+            continue  # written by an earlier try
+        if keys.cluster:
+            calls.run_many_sync(conn, [call])
+            job_progress.step(conn, keys, jid, ttl, done=done)
+            continue
         with conn.pipeline(transaction=True) as pipe:
-            pipe.scripts.add(COMMANDS)  # type: ignore[arg-type]  # it needs only .sha and .script
-            pipe.evalsha(COMMANDS.sha, NUMKEYS, *create_args(keys, req, ids, start))
-            job_progress.queue_step(pipe, keys, jid, ttl, done=min(start + CREATE_CHUNK, len(ids)))
+            calls.queue(pipe, [call], load=True)
+            job_progress.queue_step(pipe, keys, jid, ttl, done=done)
             pipe.execute()
     job_progress.step(conn, keys, jid, ttl, state=job_progress.JobState.FINISHED)
     return len(ids) - first

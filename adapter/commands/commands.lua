@@ -1,7 +1,9 @@
 -- Remote control commands (docs/design.md §7, docs/commands.md): every change of a command, atomically.
 --
+-- One call is of one partition (on Redis Cluster: one slot; on one Redis the only one), and so is every key
+-- below; the callers build KEYS and ARGV by name in adapter/commands/calls.py.
 -- KEYS  1 due (ids by when the runner looks at them next, ms)  2 expiry ([id, from, sn] JSON by expiry, ms)
---       3 the index of every command  4 the shared metrics hash
+--       3 the index of every command  4 the metrics hash
 -- ARGV  1..6 prefixes of: the command hash, its response, a device's active set, the per-sn index,
 --            the per-from index, the per-from-and-sn index
 --       7 mode: create | claim | record | respond | delivered | wake | cancel | prune
@@ -48,35 +50,39 @@ local function finish(id, sn, state, reason)
 end
 
 -- ARGV 8 from, 9 command, 10 method, 11 d (JSON), 12 detached, 13 expires (s), 14 maxRetries,
---      15 publishNow ('1'/'0'), then groups of 4: id, ordinal, sn, the device's client hash key.
+--      15 publishNow ('1'/'0'), 16 onlyNew ('1': skip an id written already, a retried job),
+--      then groups of 4: id, ordinal, sn, client (the device's client hash key).
 -- A command is due at once when publishNow is set or its device is online; else it waits for online.
 local function create()
-  local from, expires, publish_now = ARGV[8], ARGV[13], ARGV[15]
+  local from, expires, publish_now, only_new = ARGV[8], ARGV[13], ARGV[15], ARGV[16] == '1'
   local expire_at = now + tonumber(expires) * 1000
   local n = 0
-  for i = 16, #ARGV, 4 do
+  for i = 17, #ARGV, 4 do
     local id, ord, sn, client = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local key = P_CMD .. id
-    redis.call('HSET', key, 'id', id, 'sn', sn, 'from', from, 'command', ARGV[9], 'method', ARGV[10],
-      'd', ARGV[11], 'detached', ARGV[12], 'expires', expires, 'maxRetries', ARGV[14],
-      'publishNow', publish_now, 'state', '0', 'createTime', now_s, 'expireAt', expire_at)
-    redis.call('PEXPIREAT', key, expire_at)
-    redis.call('ZADD', all, ord, id)
-    redis.call('ZADD', P_FROM .. from, ord, id)
-    redis.call('ZADD', P_SN .. sn, ord, id)
-    redis.call('ZADD', P_FROM_SN .. from .. ':' .. sn, ord, id)
-    redis.call('ZADD', P_ACTIVE .. sn, ord, id)
-    redis.call('ZADD', expiry, expire_at, cjson.encode({id, from, sn}))
-    if publish_now == '1' or redis.call('HGET', client, 'online') == '1' then
-      redis.call('ZADD', due, now, id)
+    if not (only_new and redis.call('EXISTS', key) == 1) then
+      redis.call('HSET', key, 'id', id, 'sn', sn, 'from', from, 'command', ARGV[9], 'method', ARGV[10],
+        'd', ARGV[11], 'detached', ARGV[12], 'expires', expires, 'maxRetries', ARGV[14],
+        'publishNow', publish_now, 'state', '0', 'createTime', now_s, 'expireAt', expire_at)
+      redis.call('PEXPIREAT', key, expire_at)
+      redis.call('ZADD', all, ord, id)
+      redis.call('ZADD', P_FROM .. from, ord, id)
+      redis.call('ZADD', P_SN .. sn, ord, id)
+      redis.call('ZADD', P_FROM_SN .. from .. ':' .. sn, ord, id)
+      redis.call('ZADD', P_ACTIVE .. sn, ord, id)
+      redis.call('ZADD', expiry, expire_at, cjson.encode({id, from, sn}))
+      if publish_now == '1' or redis.call('HGET', client, 'online') == '1' then
+        redis.call('ZADD', due, now, id)
+      end
+      n = n + 1
     end
-    n = n + 1
   end
   count('commands_created_total', n)
   return {now_s, expire_at}
 end
 
--- ARGV 8 limit, 9 lease (ms). Takes the due commands: gone, finished or expired ones leave the queue; one
+-- ARGV 8 limit, 9 lease (ms). Takes the due commands: gone, finished or expired ones (and a member that is
+-- not a command id at all: 18 digits) leave the queue; one
 -- whose last send went unanswered with no send left fails; every other one is leased for a send (due
 -- again after the lease, should this runner die). Returns groups of 9: id, sn, from, command, method, d,
 -- detached, expires, errors (publish errors in a row).
@@ -86,7 +92,7 @@ local function claim()
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, tonumber(ARGV[8]))) do
     local key = P_CMD .. id
     local f = redis.call('HMGET', key, 'state', 'phase', 'tryTimes', 'maxRetries', 'expireAt', 'sn')
-    if not f[1] or final(f[1]) or tonumber(f[5]) <= now then
+    if #id ~= 18 or id:find('%D') or not f[1] or final(f[1]) or (tonumber(f[5]) or 0) <= now then
       redis.call('ZREM', due, id)
     elseif f[2] == 'waiting' and tonumber(f[3] or 0) >= sends_allowed(f[4]) then
       finish(id, f[6], '3', 'retries_exhausted')
@@ -104,8 +110,8 @@ local function claim()
   return out
 end
 
--- ARGV 8 ack timeout (ms), then groups of 3: id, outcome (sent | no_subscribers | retry | rejected), and
--- for retry when to try again (ms). An outcome only moves a command that is still this send's
+-- ARGV 8 ack (the ack timeout, ms), then groups of 3: id, outcome (sent | no_subscribers | retry | rejected),
+-- at (for retry: when to try again, ms). An outcome only moves a command that is still this send's
 -- ('sending'); a send always counts in tryTimes, even when an answer has already finished the command.
 local function record()
   local ack = tonumber(ARGV[8])
@@ -148,8 +154,8 @@ local function record()
   return 1
 end
 
--- ARGV 8 the seen key of the MQTT message, 9 its TTL (s), 10 id, 11 the publishing client id,
---      12 ok ('1'/'0'), 13 the answer to store (JSON).
+-- ARGV 8 seen (the seen key of the MQTT message), 9 ttl (its TTL, s), 10 id, 11 clientid (the publisher),
+--      12 ok ('1'/'0'), 13 answer (JSON to store).
 -- Returns what it did: success | failed | resend, or why it ignored the answer (counted).
 local function respond()
   local id, clientid, ok = ARGV[10], ARGV[11], ARGV[12]
@@ -195,7 +201,7 @@ local function respond()
   return 'resend'
 end
 
--- ARGV 8 id, 9 the client id that acknowledged the delivery (message.acked)
+-- ARGV 8 id, 9 clientid (the client that acknowledged the delivery: message.acked)
 local function delivered()
   local key = P_CMD .. ARGV[8]
   if redis.call('HGET', key, 'sn') ~= ARGV[9] then

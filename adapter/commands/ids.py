@@ -7,6 +7,12 @@ a query accepts either form (`parse_id`).
 
 `ordinal` maps an id to an integer below 2^53 that orders ids like the ids themselves, so it can be a
 sorted-set score (a double) without losing precision: days since 1970-01-01 × 10^10 + sequence.
+
+On Redis Cluster (P partitions) an id carries its partition, so that the id alone finds the command's keys:
+each partition counts its own day (`local`), and `seq = local × P + partition`, so `partition = seq mod P`.
+Ids stay unique and 18 digits; they order by creation within a partition, and across partitions only
+roughly (a listing merges the partitions by ordinal, docs/commands.md). On one Redis (P = 0) `seq` is the
+day's counter itself, as it always was.
 """
 
 from __future__ import annotations
@@ -41,6 +47,22 @@ def make_id(day: str, seq: int) -> int:
 def id_range(day: str, last_seq: int, count: int) -> list[int]:
     """The `count` ids that `INCRBY count` answering `last_seq` handed out, in order."""
     return [make_id(day, seq) for seq in range(last_seq - count + 1, last_seq + 1)]
+
+
+def partition_range(day: str, last_local: int, count: int, partition: int, partitions: int) -> list[int]:
+    """The `count` ids of `partition` (of `partitions`) that `INCRBY count` on its day counter answering
+    `last_local` handed out, in order."""
+    return [make_id(day, local * partitions + partition) for local in range(last_local - count + 1, last_local + 1)]
+
+
+def max_local(partition: int, partitions: int) -> int:
+    """The last local sequence a partition's day counter may reach."""
+    return (MAX_SEQ - partition) // partitions
+
+
+def partition_of(cid: int, partitions: int) -> int:
+    """The partition a command id was made in (0 on one Redis, `partitions` = 0)."""
+    return (cid % SEQ_SPAN) % partitions if partitions else 0
 
 
 def id_str(cid: int) -> str:

@@ -6,7 +6,7 @@
 - `downlink`: the payload published on `dma/cmd/{sn}`.
 - `parse_response` / `acked_command`: what the ingest reads from `dma/resp/cmd` and `message.acked`.
 - `CommandCalls`: the ingest's packed calls of `commands.lua` (an answer, a
-  delivery), sent with the ingest's other writes in one round trip.
+  delivery), sent with the ingest's other writes in one round trip; the calls' layout is adapter/commands/calls.py.
 
 The store the API uses is adapter/commands/store.py; the worker side that publishes is
 adapter/commands/runner.py. Every change of a command is one call of `commands.lua`.
@@ -21,16 +21,15 @@ from typing import Any
 
 import orjson
 
+from adapter.commands import calls
+from adapter.commands.calls import COMMANDS
 from adapter.commands.ids import id_str, parse_id
 from adapter.devices import uplink
 from adapter.errors import invalid
 from adapter.ingest.events import REST_API_CLIENT, SEEN_TTL, MessageAcked, MessagePublished, payload_bytes
 from adapter.settings import Settings
-from adapter.store import scripts
 from adapter.store.keys import Keys
-from adapter.store.resp import Arg, PreparedCall
-from adapter.store.scripts import LuaScript
-from adapter.store.types import AsyncRedis
+from adapter.store.resp import PreparedCall
 
 DEFAULT_FROM = "iot_web_console"
 METHODS = ("", "get", "set")
@@ -64,9 +63,7 @@ class FailReason(StrEnum):
 STATES = {s.value: s.label for s in CommandState}
 REASONS = tuple(r.value for r in FailReason)
 
-COMMANDS = LuaScript(scripts.source("commands/wake.lua") + scripts.source("commands/commands.lua"))
 SCRIPTS = (COMMANDS,)
-NUMKEYS = 4
 
 
 @dataclass(frozen=True)
@@ -288,43 +285,29 @@ def acked_command(ev: MessageAcked) -> int | None:
     return parse_id(body.get("id")) if isinstance(body, dict) else None
 
 
-# --- script calls ----------------------------------------------------------------------------------------
-
-
-def script_keys(keys: Keys) -> list[str]:
-    return [keys.commands_due(), keys.commands_expiry(), keys.commands(), keys.metrics()]
-
-
-def script_prefixes(keys: Keys) -> list[str]:
-    return [keys.command_prefix(), keys.command_response_prefix(), keys.commands_active_prefix(),
-            keys.commands_of_sn_prefix(), keys.commands_from_prefix(), keys.commands_from_sn_prefix()]
-
-
-def script_args(keys: Keys, mode: str, *args: Arg) -> list[Arg]:
-    """What follows `EVALSHA sha NUMKEYS`: the keys, the prefixes, the mode and its arguments."""
-    return [*script_keys(keys), *script_prefixes(keys), mode, *args]
-
-
-async def run_script(client: AsyncRedis, keys: Keys, mode: str, *args: Arg) -> Any:
-    """One call of commands.lua, loading it first when Redis does not have it."""
-    argv = script_args(keys, mode, *args)
-    return await scripts.call(client, COMMANDS, NUMKEYS, *argv)
+# --- the ingest's script calls ----------------------------------------------------------------------------
 
 
 class CommandCalls:
-    """The ingest's calls of commands.lua, packed as RESP (see resp.py)."""
+    """The ingest's calls of commands.lua (adapter/commands/calls.py), packed as RESP (see resp.py). A call is
+    of the partition of the publishing client: a command of another device is not in its slot, and the script
+    ignores it (unknown, or not that client's)."""
 
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
-        self._call = PreparedCall(COMMANDS, script_keys(keys), 0)
-        self._prefixes: list[Arg] = list(script_prefixes(keys))
+        self._prepared: dict[str, PreparedCall] = {}  # by the call's first key: one per partition
 
-    def _pack(self, mode: str, *args: Arg) -> bytes:
-        return self._call.pack([], [*self._prefixes, mode, *args])
+    def _pack(self, call: calls.Call) -> bytes:
+        ks, args = call
+        prepared = self._prepared.get(ks[0])
+        if prepared is None:
+            prepared = self._prepared[ks[0]] = PreparedCall(COMMANDS, ks, 0)
+        return prepared.pack([], args)
 
     def respond(self, message_id: str, r: CommandResponse) -> bytes:
-        return self._pack("respond", self.keys.seen(f"cmd-resp:{message_id}"), SEEN_TTL, id_str(r.id), r.sn,
-                          "1" if r.ok else "0", r.stored)
+        return self._pack(calls.respond_call(self.keys, self.keys.shard(r.sn),
+                                             self.keys.seen(f"cmd-resp:{message_id}", r.sn), SEEN_TTL, id_str(r.id),
+                                             r.sn, r.ok, r.stored))
 
     def delivered(self, cid: int, clientid: str) -> bytes:
-        return self._pack("delivered", id_str(cid), clientid)
+        return self._pack(calls.delivered_call(self.keys, self.keys.shard(clientid), id_str(cid), clientid))

@@ -15,6 +15,8 @@ is leased, and comes due again should this process die mid-publish), publishes t
 - 400 rejected: failed with reason `rejected` (a bulk 400 refuses the whole chunk, so its messages are
   then published one by one to find the culprit).
 Several runners (workers) share the set safely. The runner also prunes expired commands every second.
+On Redis Cluster every partition has its own due and expiry sets: a tick claims from each (its share of the
+room; one pipeline, P small calls) and records each outcome in its command's partition.
 """
 
 from __future__ import annotations
@@ -30,17 +32,19 @@ from typing import Any
 import redis.exceptions
 
 from adapter.broker.client import EmqxClient, Message, PublishOutcome, PublishResult
-from adapter.commands.rules import CLAIM_WIDTH, Claimed, downlink, run_script
+from adapter.commands import calls
+from adapter.commands.calls import Call
+from adapter.commands.ids import partition_of
+from adapter.commands.rules import CLAIM_WIDTH, Claimed, downlink
 from adapter.delivery import retry
 from adapter.devices import uplink
 from adapter.errors import AppError
 from adapter.settings import Settings
 from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
-from adapter.store.resp import Arg
 from adapter.store.types import AsyncRedis
 
-log = logging.getLogger("adapter.commands.rules")
+log = logging.getLogger("adapter.commands.runner")
 
 TICK = 0.05
 PRUNE_EVERY = 1.0
@@ -80,9 +84,8 @@ class CommandRunner:
         self.inflight: set[asyncio.Task[None]] = set()
         self.published = 0
         self._pruned_at = 0.0
-
-    async def _eval(self, mode: str, *args: Arg) -> Any:
-        return await run_script(self.redis, self.keys, mode, *args)
+        self.full = False  # the last claim took a partition's whole share: more is due at once
+        self._turn = 0  # which partition gets the remainder of the room first (cluster)
 
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         try:
@@ -94,7 +97,7 @@ class CommandRunner:
                 claimed = await self.step(room)
                 if burst and not claimed and not self.inflight:
                     break
-                if claimed < room:  # nothing more is due right now
+                if claimed < room and not self.full:  # nothing more is due right now
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=TICK)
         finally:
@@ -113,7 +116,8 @@ class CommandRunner:
             return 0
         try:
             if time.monotonic() - self._pruned_at >= PRUNE_EVERY:
-                await self._eval("prune", PRUNE_BATCH)
+                await calls.run_many(self.redis, [calls.prune_call(self.keys, p, PRUNE_BATCH)
+                                                  for p in self.keys.shards()])
                 self._pruned_at = time.monotonic()
             claimed = await self.claim(limit)
         except redis.exceptions.RedisError as exc:
@@ -127,8 +131,16 @@ class CommandRunner:
         return len(claimed)
 
     async def claim(self, limit: int) -> list[Claimed]:
-        reply = await self._eval("claim", limit, lease_ms(self.settings))
-        return [Claimed.from_reply(reply[i:i + CLAIM_WIDTH]) for i in range(0, len(reply), CLAIM_WIDTH)]
+        """Up to `limit` due commands: all of it from the one due set on one Redis; on the cluster each
+        partition gets its share (the remainder goes round the partitions tick by tick)."""
+        shares = shares_of(limit, len(self.keys.shards()), self._turn)
+        self._turn += 1
+        lease = lease_ms(self.settings)
+        asked = [(p, n) for p, n in enumerate(shares) if n > 0]
+        replies = await calls.run_many(self.redis, [calls.claim_call(self.keys, p, n, lease) for p, n in asked])
+        self.full = len(shares) > 1 and any(len(r) >= n * CLAIM_WIDTH for (_, n), r in zip(asked, replies,
+                                                                                           strict=True))
+        return [c for reply in replies for c in claimed_of(reply)]
 
     async def publish(self, chunk: list[Claimed]) -> None:
         """Publish one chunk and record every outcome; a failure to record leaves the lease to expire."""
@@ -159,14 +171,37 @@ class CommandRunner:
             return PublishResult(PublishOutcome.RETRY, message=exc.msg)
 
     async def record(self, chunk: list[Claimed], results: Sequence[PublishResult]) -> None:
+        """Every outcome, in one `record` call per partition of the chunk's commands."""
         now = time.time()
-        args: list[Arg] = []
+        rows: dict[int, list[tuple[str, str, int]]] = {}
         for c, r in zip(chunk, results, strict=True):
             due = int((now + backoff(c.errors + 1, self.schedule, self.rng)) * 1000)
-            args += [str(c.id), OUTCOMES[r.outcome], due if r.outcome is PublishOutcome.RETRY else 0]
+            p = partition_of(c.id, self.keys.cluster_partitions)
+            rows.setdefault(p, []).append((str(c.id), OUTCOMES[r.outcome],
+                                           due if r.outcome is PublishOutcome.RETRY else 0))
             if r.outcome is PublishOutcome.REJECTED:
                 log.warning("commands: EMQX rejected command %s to %s: %s", c.id, c.sn, r.message)
-        await self._eval("record", int(self.settings.command_ack_timeout * 1000), *args)
+        ack = int(self.settings.command_ack_timeout * 1000)
+        todo: list[Call] = [calls.record_call(self.keys, p, ack, group) for p, group in rows.items()]
+        await calls.run_many(self.redis, todo)
+
+
+def shares_of(limit: int, partitions: int, turn: int) -> list[int]:
+    """`limit` split over `partitions` as evenly as can be; the partitions from `turn` on get one more."""
+    base, extra = divmod(limit, partitions)
+    return [base + (1 if (p - turn) % partitions < extra else 0) for p in range(partitions)]
+
+
+def claimed_of(reply: Sequence[Any]) -> list[Claimed]:
+    """A claim's rows; one that is not a command (commands.lua drops such members: this is the last guard, a
+    runner must not die of one) is logged and left to its lease."""
+    out = []
+    for i in range(0, len(reply), CLAIM_WIDTH):
+        try:
+            out.append(Claimed.from_reply(reply[i:i + CLAIM_WIDTH]))
+        except (ValueError, IndexError):
+            log.warning("commands: skipping a claimed row that is not a command: %r", reply[i:i + CLAIM_WIDTH])
+    return out
 
 
 async def run_commands(settings: Settings, stop: asyncio.Event, *, burst: bool = False) -> CommandRunner:

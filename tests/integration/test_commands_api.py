@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 
 from adapter.api import commands as commands_api
 from adapter.app import create_app
-from adapter.commands.rules import COMMANDS, NUMKEYS, script_args
+from adapter.commands.calls import COMMANDS, mode_call
 from adapter.http.openapi import document
 from adapter.settings import Settings
 from adapter.store.keys import Keys
@@ -101,8 +101,8 @@ def answer(cid: int | str, sn: str, status: str = "ok", result: str = "cm9vdA=="
 def sent(r: redis.Redis, cid: str) -> None:
     """What a runner does: claim and record a successful send."""
     r.script_load(COMMANDS.script)
-    r.evalsha(COMMANDS.sha, NUMKEYS, *script_args(K, "claim", 100, 10_000))
-    r.evalsha(COMMANDS.sha, NUMKEYS, *script_args(K, "record", 30_000, cid, "sent", 0))
+    for ks, argv in (mode_call(K, 0, "claim", 100, 10_000), mode_call(K, 0, "record", 30_000, cid, "sent", 0)):
+        r.evalsha(COMMANDS.sha, len(ks), *ks, *argv)
 
 
 def test_create_answers_the_seeds_shape_with_exact_ids(api: httpx.Client) -> None:
@@ -179,9 +179,9 @@ def test_subscribing_sends_a_waiting_command_and_acked_records_the_delivery(api:
                                                                             redis_db: redis.Redis) -> None:
     [target] = ok(api.post(URL, json={**SEED, "publishNow": False, "to": [{"sn": "SN1"}]}))["to"]
     cid = target["idStr"]
-    assert redis_db.zscore(K.commands_due(), cid) is None
+    assert redis_db.zscore(K.commands_due(0), cid) is None
     event(api, subscribed("SN1"))
-    assert redis_db.zscore(K.commands_due(), cid) is not None
+    assert redis_db.zscore(K.commands_due(0), cid) is not None
     payload = json.dumps({"id": target["id"], "command": "sh"})
     event(api, sample("message_acked", clientid="SN1", username="SN1", topic="dma/cmd/SN1", payload=payload))
     assert ok(api.get(URL, params={"id": cid}))["deliverTime"] > 0

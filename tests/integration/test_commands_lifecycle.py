@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
+from adapter.commands.calls import COMMANDS, mode_call
 from adapter.commands.ids import parse_id
-from adapter.commands.rules import COMMANDS, NUMKEYS, Limits, parse_request, script_args
+from adapter.commands.rules import Limits, parse_request
 from adapter.commands.store import CommandStore
 from adapter.errors import AppError
 from adapter.store.keys import Keys
@@ -48,7 +49,8 @@ def create(sns: list[str], **fields: Any) -> list[str]:
 
 def lua(r: redis.Redis, mode: str, *args: Any) -> Any:
     r.script_load(COMMANDS.script)
-    return r.evalsha(COMMANDS.sha, NUMKEYS, *script_args(K, mode, *args))
+    ks, argv = mode_call(K, 0, mode, *args)
+    return r.evalsha(COMMANDS.sha, len(ks), *ks, *argv)
 
 
 def claim(r: redis.Redis, lease_ms: int = 10_000) -> list[str]:
@@ -71,11 +73,11 @@ UNSET = {"tryTimes": "0", "publishTime": "0", "finishTime": "0", "failedTime": "
 
 
 def state(r: redis.Redis, cid: str) -> dict[str, str]:
-    return {**UNSET, **r.hgetall(K.command(cid))}
+    return {**UNSET, **r.hgetall(K.command(cid, 0))}
 
 
 def due(r: redis.Redis) -> list[str]:
-    return r.zrange(K.commands_due(), 0, -1)
+    return r.zrange(K.commands_due(0), 0, -1)
 
 
 def test_publish_now_sent_and_answered(redis_db: redis.Redis) -> None:
@@ -87,14 +89,14 @@ def test_publish_now_sent_and_answered(redis_db: redis.Redis) -> None:
     record(redis_db, cid, "sent")
     s = state(redis_db, cid)
     assert (s["state"], s["tryTimes"], s["phase"]) == ("1", "1", "waiting") and int(s["publishTime"]) > 0
-    assert redis_db.zscore(K.commands_due(), cid) > time.time() * 1000 + 25_000  # the ack timeout
+    assert redis_db.zscore(K.commands_due(0), cid) > time.time() * 1000 + 25_000  # the ack timeout
     assert respond(redis_db, cid, True) == "success"
     s = state(redis_db, cid)
     assert (s["state"], s["tryTimes"], s["reason"]) == ("2", "1", "") and int(s["finishTime"]) > 0
     assert due(redis_db) == [] and redis_db.zcard(K.commands_active("SN1")) == 0
-    assert redis_db.get(K.command_response(cid)) == f'{{"id":{cid},"status":"ok"}}'
-    assert 590_000 < redis_db.pttl(K.command_response(cid)) <= 600_000
-    assert 590_000 < redis_db.pttl(K.command(cid)) <= 600_000
+    assert redis_db.get(K.command_response(cid, 0)) == f'{{"id":{cid},"status":"ok"}}'
+    assert 590_000 < redis_db.pttl(K.command_response(cid, 0)) <= 600_000
+    assert 590_000 < redis_db.pttl(K.command(cid, 0)) <= 600_000
 
 
 def test_waiting_for_online(redis_db: redis.Redis) -> None:
@@ -226,7 +228,7 @@ def test_delivery_time(redis_db: redis.Redis) -> None:
     assert lua(redis_db, "delivered", cid, "SN1") == 1
     assert int(state(redis_db, cid)["deliverTime"]) >= int(time.time()) - 1
     assert lua(redis_db, "delivered", "201811260000000009", "SN1") == 0
-    assert not redis_db.exists(K.command("201811260000000009"))
+    assert not redis_db.exists(K.command("201811260000000009", 0))
 
 
 def test_cancel(redis_db: redis.Redis) -> None:
@@ -265,14 +267,30 @@ def test_expiry_takes_the_command_its_answer_and_its_index_entries(redis_db: red
     claim(redis_db)
     record(redis_db, gone, "sent")
     respond(redis_db, gone, True)
-    assert redis_db.exists(K.command_response(gone))
-    wait_for(lambda: not redis_db.exists(K.command(gone)), timeout=3, what="the command to expire")
-    assert not redis_db.exists(K.command_response(gone))
+    assert redis_db.exists(K.command_response(gone, 0))
+    wait_for(lambda: not redis_db.exists(K.command(gone, 0)), timeout=3, what="the command to expire")
+    assert not redis_db.exists(K.command_response(gone, 0))
     page = with_store(lambda s: s.page(None, None, 1, 10))
     assert page["total"] == 1 and [i["idStr"] for i in page["list"]] == [kept]
     assert with_store(lambda s: s.page(None, "SN1", 1, 10))["total"] == 1
-    assert redis_db.zcard(K.commands_expiry()) == 1 and due(redis_db) == [kept]
+    assert redis_db.zcard(K.commands_expiry(0)) == 1 and due(redis_db) == [kept]
     with pytest.raises(AppError) as caught:
         with_store(lambda s: s.get(int(gone)))
     assert caught.value.code == "not_found"
     assert parse_id(kept) is not None
+
+
+def test_calls_in_one_pipeline_survive_a_flushed_script_cache(redis_db: redis.Redis) -> None:
+    """run_many: the calls Redis refused with NOSCRIPT go again once loaded; each call runs once."""
+    from adapter.commands import calls
+
+    redis_db.script_flush()
+    created = create(["SN1", "SN2"])
+    redis_db.script_flush()
+
+    async def go(store: CommandStore) -> list[Any]:
+        return await calls.run_many(store.redis, [calls.cancel_call(K, 0, created[0]),
+                                                  calls.cancel_call(K, 0, created[1]), calls.prune_call(K, 0, 10)])
+
+    assert with_store(go) == ["canceled", "canceled", 0]
+    assert redis_db.hget(K.metrics(), 'commands_finished_total{result="canceled"}') == "2"

@@ -90,7 +90,7 @@ def run(cfg: Settings, sns: list[str], until: Callable[[redis.Redis], bool], r: 
 
 
 def states(r: redis.Redis, ids: list[str]) -> list[tuple[str, str]]:
-    return [(r.hget(K.command(i), "state") or "", r.hget(K.command(i), "tryTimes") or "0") for i in ids]
+    return [(r.hget(K.command(i, 0), "state") or "", r.hget(K.command(i, 0), "tryTimes") or "0") for i in ids]
 
 
 def all_sent(ids_count: int) -> Callable[[redis.Redis], bool]:
@@ -126,7 +126,7 @@ def test_no_subscriber_waits_for_online(cfg: Settings, emqx: Fake, redis_db: red
     ids, _ = run(cfg, ["ON", "OFF"], lambda r: all_sent(1)(r) and bool(
         r.hget(K.metrics(), 'commands_sends_total{outcome="no_subscribers"}')), redis_db)
     assert states(redis_db, ids) == [("1", "1"), ("0", "0")]
-    assert redis_db.zscore(K.commands_due(), ids[1]) is None
+    assert redis_db.zscore(K.commands_due(0), ids[1]) is None
     assert redis_db.zscore(K.commands_active("OFF"), ids[1]) is not None
 
 
@@ -159,4 +159,15 @@ def test_a_bulk_400_is_narrowed_down_to_its_culprit(cfg: Settings, emqx: Fake,
     fake.statuses["BIG"] = [400]
     ids, _ = run(cfg, ["A", "BIG", "C"], all_sent(2), redis_db)
     assert states(redis_db, ids) == [("1", "1"), ("3", "0"), ("1", "1")]
-    assert redis_db.hget(K.command(ids[1]), "reason") == "rejected"
+    assert redis_db.hget(K.command(ids[1], 0), "reason") == "rejected"
+
+
+def test_a_due_member_that_is_no_command_id_does_not_stop_the_runner(cfg: Settings, emqx: Fake,
+                                                                     redis_db: redis.Redis) -> None:
+    """Once a crash: `int("abc")` on a claimed row ended the runner's loop. Now the script drops it."""
+    redis_db.zadd(K.commands_due(0), {"abc": 0, "20181126x0000000001": 0})
+    redis_db.hset(K.command("abc", 0), mapping={"state": "0", "expireAt": str(2**50), "sn": "SN1"})
+    ids, _ = run(cfg, ["SN1"], all_sent(1), redis_db)
+    assert states(redis_db, ids) == [("1", "1")]
+    assert redis_db.zscore(K.commands_due(0), "abc") is None
+    assert redis_db.zscore(K.commands_due(0), "20181126x0000000001") is None

@@ -227,10 +227,10 @@ def test_a_heartbeat_wakes_the_devices_waiting_commands(client: httpx.Client, re
                     json={"to": [{"sn": "WAKE1"}], "command": "sh", "body": {"shcmd": "uptime"}, "publishNow": False})
     assert r.status_code == 200, r.text
     cid = r.json()["data"]["to"][0]["idStr"]
-    assert redis_db.zscore(K.commands_due(), cid) is None  # offline: it waits
+    assert redis_db.zscore(K.commands_due(0), cid) is None  # offline: it waits
     heartbeat = published("WAKE1", "dma/report/WAKE1/heartbeat", {"sn": "WAKE1", "time": 1, "dur": 5})
     assert client.post("/emqx/events", headers=AUTH, content=json.dumps(heartbeat)).status_code == 200
-    assert redis_db.zscore(K.commands_due(), cid) is not None
+    assert redis_db.zscore(K.commands_due(0), cid) is not None
 
 
 def test_the_declared_endpoint_answers_as_the_fast_path(settings: Settings, redis_db: redis.Redis) -> None:

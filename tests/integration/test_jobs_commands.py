@@ -82,8 +82,8 @@ def test_a_retried_job_goes_on_from_the_first_chunk_not_written(settings: Settin
     redis_db.hset(K.job_progress(jid), mapping={"state": "started", "done": 1000, "total": 2100})
     conn = sync_redis(settings)
     assert command_bulk.write(conn, K, jid, req, ids, 3600) == 1100
-    assert not redis_db.exists(K.command(id_str(ids[999])))  # written by the first try: not rewritten
-    assert redis_db.hget(K.command(id_str(ids[1000])), "sn") == "R1000"
+    assert not redis_db.exists(K.command(id_str(ids[999]), 0))  # written by the first try: not rewritten
+    assert redis_db.hget(K.command(id_str(ids[1000]), 0), "sn") == "R1000"
     assert redis_db.hmget(K.job_progress(jid), "state", "done") == ["finished", "2100"]
 
 

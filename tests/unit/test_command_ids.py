@@ -63,3 +63,19 @@ def test_ordinal_preserves_order_exactly(d1: date, s1: int, d2: date, s2: int) -
     assert (a < b) == (ordinal(a) < ordinal(b))
     assert ordinal(a) < 2**53 and int(float(ordinal(a))) == ordinal(a)
     assert parse_id(id_str(a)) == a == parse_id(a)
+
+
+def test_on_the_cluster_an_id_carries_its_partition() -> None:
+    """seq = local × P + partition: the partition comes back from the id alone; ids stay valid and unique."""
+    from adapter.commands.ids import max_local, partition_of, partition_range
+
+    made = {p: partition_range("20181126", 7, 3, p, 48) for p in range(48)}
+    assert made[5] == [make_id("20181126", local * 48 + 5) for local in (5, 6, 7)]
+    every = [cid for ids in made.values() for cid in ids]
+    assert len(set(every)) == len(every) == 144
+    assert all(partition_of(cid, 48) == p for p, ids in made.items() for cid in ids)
+    assert all(parse_id(str(cid)) == cid for cid in every)
+    assert len({ordinal(cid) for cid in every}) == 144  # distinct scores across partitions
+    assert partition_of(make_id("20181126", 12345), 0) == 0  # one Redis: no partition in the id
+    assert max_local(47, 48) * 48 + 47 <= MAX_SEQ < (max_local(47, 48) + 1) * 48 + 47
+    assert partition_range("20181126", 1, 1, 0, 48) == [make_id("20181126", 48)]  # never sequence 0

@@ -26,3 +26,16 @@ def test_the_default_schedule_and_a_bad_one() -> None:
 
 def test_the_lease_outlasts_a_bulk_publish_and_its_one_by_one_fallback() -> None:
     assert lease_ms(Settings(emqx_timeout=2.5)) == 15_000
+
+
+def test_the_room_is_shared_over_the_partitions_and_the_remainder_goes_round() -> None:
+    from adapter.commands.runner import shares_of
+
+    assert shares_of(500, 1, 7) == [500]
+    assert shares_of(100, 48, 0) == [3] * 4 + [2] * 44
+    assert sum(shares_of(100, 48, 5)) == 100 and shares_of(100, 48, 5)[5:9] == [3] * 4
+    seen = [0] * 48
+    for turn in range(48):
+        for p, n in enumerate(shares_of(10, 48, turn * 10)):
+            seen[p] += n
+    assert seen == [10] * 48  # over enough ticks every partition gets the same

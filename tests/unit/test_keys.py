@@ -66,22 +66,24 @@ def test_every_key_is_pinned() -> None:
     assert k.delivery_state("route:4") == "iot:dq:state:route:4"
     assert k.seen("msg:AB", "SN1") == k.seen("msg:AB") == "iot:seen:msg:AB"
     # remote control commands
-    assert k.command_seq("20181126") == "iot:cmd-seq:20181126"
-    assert k.command("201811260000000001") == "iot:cmd:201811260000000001"
-    assert k.command_prefix(0) + "7" == k.command("7")
-    assert k.command_response("201811260000000001") == "iot:cmd-resp:201811260000000001"
-    assert k.command_response_prefix() + "7" == k.command_response("7")
-    assert k.commands() == "iot:cmds"
-    assert k.commands_from("iot_web_console") == "iot:cmds:from:iot_web_console"
-    assert k.commands_from_prefix() + "web" == k.commands_from("web")
+    assert k.command_seq("20181126", 0) == "iot:cmd-seq:20181126"
+    assert k.command("201811260000000001", 0) == "iot:cmd:201811260000000001"
+    assert k.command_prefix(0) + "7" == k.command("7", 0)
+    assert k.command_response("201811260000000001", 0) == "iot:cmd-resp:201811260000000001"
+    assert k.command_response_prefix(0) + "7" == k.command_response("7", 0)
+    assert k.commands(0) == "iot:cmds"
+    assert k.commands_from("iot_web_console", 0) == "iot:cmds:from:iot_web_console"
+    assert k.commands_from_prefix(0) + "web" == k.commands_from("web", 0)
     assert k.commands_of_sn("SN1") == "iot:cmds:sn:SN1"
-    assert k.commands_of_sn_prefix() + "SN1" == k.commands_of_sn("SN1")
+    assert k.commands_of_sn_prefix(0) + "SN1" == k.commands_of_sn("SN1")
     assert k.commands_from_sn("web", "SN1") == "iot:cmds:from-sn:web:SN1"
-    assert k.commands_from_sn_prefix() + "web:SN1" == k.commands_from_sn("web", "SN1")
+    assert k.commands_from_sn_prefix(0) + "web:SN1" == k.commands_from_sn("web", "SN1")
     assert k.commands_active("SN1") == "iot:cmds:active:SN1"
-    assert k.commands_active_prefix() + "SN1" == k.commands_active("SN1")
-    assert k.commands_expiry() == "iot:cmds:expiry"
+    assert k.commands_active_prefix(0) + "SN1" == k.commands_active("SN1")
+    assert k.commands_expiry(0) == "iot:cmds:expiry"
     assert k.commands_due(0) == "iot:cmds:due"
+    assert k.metrics_in(0) == k.metrics() == "iot:metrics"
+    assert k.seen("cmd-resp:M1", "SN1") == "iot:seen:cmd-resp:M1"
 
 
 def test_prefix_applies_everywhere() -> None:
@@ -128,67 +130,18 @@ def test_cluster_keys_of_one_device_share_a_slot() -> None:
     assert k.stream_partition("SN1") == k.shard("SN1")
 
 
-def test_cluster_device_keys_are_pinned() -> None:
-    """What one device's scripts touch on the cluster: its own tag for its keys, its shard's tag for the
-    indexes, the enabled replicas, its stream and its commands' shared sets; and all of it is ONE slot."""
+def test_cluster_commands_live_in_their_devices_slot() -> None:
+    """A command for sn lives with its device: the per-partition keys of shard(sn) and the per-sn keys share
+    the device's slot, and the prefixes the script builds from are of that slot too."""
     k = Keys("iot", 48)
-    sn = "SN1"
-    t, p = k.tag(sn), k.shard(sn)
-    assert t == "{p41}" and p == 41
-    assert k.client(sn) == f"iot:{t}:client:SN1"
-    assert k.peripheral(sn, "N1") == f"iot:{t}:peri:SN1:N1" == k.peripheral_prefix(sn) + "SN1:N1"
-    assert k.peripherals_seen(sn) == f"iot:{t}:peris:seen:SN1" == k.peripherals_seen_prefix(sn) + "SN1"
-    assert k.devices(p) == f"iot:{t}:devices"
-    assert k.devices_online(p) == f"iot:{t}:devices:online"
-    assert k.devices_offline(p) == f"iot:{t}:devices:offline"
-    assert k.peripherals(p) == f"iot:{t}:peris"
-    assert k.peripherals_online(p) == f"iot:{t}:peris:online"
-    assert k.peripherals_offline(p) == f"iot:{t}:peris:offline"
-    assert k.peripherals_of_gw("G", p) == f"iot:{t}:peris:gw:G" == k.peripherals_of_gw_prefix(p) + "G"
-    assert k.seen("msg:AB", sn) == f"iot:{t}:seen:msg:AB"
-    assert k.credential(sn) == f"iot:{t}:cred:SN1"
-    assert k.authn_cache(sn) == f"iot:{t}:authn-ok:SN1"
-    assert k.credentials(p) == f"iot:{t}:creds"
-    assert k.callbacks_enabled_in("device", p) == f"iot:{t}:callbacks:enabled:device"
-    assert k.callbacks_enabled_of("device") != k.callbacks_enabled_in("device", p)
-    assert k.delivery_stream(k.stream_partition(sn)) == f"iot:{t}:dq:{p}"
-    assert k.commands_active(sn) == f"iot:{t}:cmds:active:SN1"
-    assert k.command_prefix(p) == f"iot:{t}:cmd:"
-    assert k.commands_due(p) == f"iot:{t}:cmds:due"
-    assert k.metrics_in(p) == f"iot:{t}:metrics"
-    one_call = [k.client(sn), k.peripheral(sn, "N1"), k.peripherals_seen(sn), k.devices(p), k.peripherals(p),
-                k.peripherals_of_gw("OTHER-GW", p), k.seen("msg:AB", sn), k.credential(sn), k.authn_cache(sn),
-                k.credentials(p), k.callbacks_enabled_in("peripheral", p), k.delivery_stream(p),
-                k.commands_active(sn), k.command_prefix(p) + "123", k.commands_due(p), k.metrics_in(p)]
-    assert {key_slot(key.encode()) for key in one_call} == {key_slot(t.encode())}
-
-
-def test_cluster_seen_needs_its_owner() -> None:
-    import pytest
-
-    with pytest.raises(ValueError):
-        Keys("iot", 48).seen("msg:AB")
-
-
-def test_cluster_shards_spread_devices() -> None:
-    k = Keys("iot", 48)
-    shards = {k.shard(f"SN{n}") for n in range(2000)}
-    assert shards == set(range(48))
-    assert len({k.devices(p) for p in k.shards()}) == 48
-
-
-def test_index_shards_carry_their_shard_tag_on_the_cluster() -> None:
-    one, c = Keys("iot"), Keys("iot", cluster_partitions=48)
-    assert one.devices(0) == one.devices() == "iot:devices"
-    assert one.peripherals_of_gw("G", 0) == "iot:peris:gw:G"
-    tag = c.shard_tag(7)
-    assert c.devices(7) == f"iot:{tag}:devices"
-    assert c.devices_online(7) == f"iot:{tag}:devices:online"
-    assert c.devices_offline(7) == f"iot:{tag}:devices:offline"
-    assert c.peripherals(7) == f"iot:{tag}:peris"
-    assert c.peripherals_online(7) == f"iot:{tag}:peris:online"
-    assert c.peripherals_offline(7) == f"iot:{tag}:peris:offline"
-    assert c.peripherals_of_gw("G", 7) == f"iot:{tag}:peris:gw:G"
-    assert c.peripherals_of_gw_prefix(7) + "G" == c.peripherals_of_gw("G", 7)
-    assert c.page_anchors("devices") == "iot:{meta}:anchors:devices"
-    assert one.page_anchors("devices") == "iot:anchors:devices"
+    p = k.shard("SN1")
+    slot = key_slot(k.tag("SN1").encode())
+    same = [k.command_seq("20181126", p), k.command("7", p), k.command_response("7", p), k.commands(p),
+            k.commands_from("web", p), k.commands_of_sn("SN1"), k.commands_from_sn("web", "SN1"),
+            k.commands_active("SN1"), k.commands_expiry(p), k.commands_due(p), k.metrics_in(p),
+            k.seen("cmd-resp:M1", "SN1"), k.command_prefix(p) + "7", k.commands_active_prefix(p) + "SN1"]
+    assert {key_slot(x.encode()) for x in same} == {slot}
+    assert k.commands_active_prefix(p) + "SN1" == k.commands_active("SN1")
+    assert k.commands_of_sn_prefix(p) + "SN1" == k.commands_of_sn("SN1")
+    assert k.commands_from_sn_prefix(p) + "web:SN1" == k.commands_from_sn("web", "SN1")
+    assert k.commands(p) == f"iot:{k.tag('SN1')}:cmds" and k.metrics_in(p) != k.metrics()
