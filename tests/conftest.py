@@ -24,6 +24,7 @@ import redis.cluster
 
 from adapter.app import create_app
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.support.servers import serve
 
 REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
@@ -143,6 +144,13 @@ def settings(redis_db: redis.Redis, key_prefix: str) -> Settings:
         "ADAPTER_INGEST_TOKEN": INGEST_TOKEN,
         "ADAPTER_EMQX_API_URL": "http://127.0.0.1:9/api/v5",
     }, dotenv=None)
+
+
+@pytest.fixture
+def keys(settings: Settings) -> Keys:
+    """The keys of the test's settings (its prefix; on the cluster, its partitions): what tests should spell keys
+    with, rather than a module-level `Keys("iot")`, to run on both backends."""
+    return Keys.of(settings)
 
 
 @pytest.fixture

@@ -86,11 +86,14 @@ def rq_redis(settings: Settings) -> redis.Redis:
 def check_redis(settings: Settings) -> None:
     """Fail with one line when Redis does not answer, or holds a store of another key layout (used before a
     process starts serving: `adapter api`, `adapter worker`, `adapter user`)."""
-    client = sync_redis(settings)
+    try:
+        client = sync_redis(settings)  # a cluster client connects here, to learn the slot map
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+        raise ConfigError(f"Redis at {redact_url(settings.redis_url)} does not answer: {exc}") from None
     try:
         client.ping()
         check_layout(client, settings)
-    except redis.exceptions.RedisError as exc:
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
         raise ConfigError(f"Redis at {redact_url(settings.redis_url)} does not answer: {exc}") from None
     finally:
         client.close()

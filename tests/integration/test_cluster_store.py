@@ -336,3 +336,11 @@ def test_a_node_that_fails_fails_the_flush_and_the_map_is_reloaded(redis_db: red
             await client.aclose()
 
     asyncio.run(go())
+
+
+def test_a_cluster_that_does_not_answer_is_one_line() -> None:
+    dead = Settings(redis_url="redis+cluster://app:s3cret-pw@127.0.0.1:1/0", rq_redis_url="redis://127.0.0.1:1/0")
+    with pytest.raises(ConfigError, match="does not answer") as caught:
+        check_redis(dead)
+    assert "redis+cluster://app:***@127.0.0.1:1/0" in str(caught.value) and "s3cret-pw" not in str(caught.value)
+    assert "\n" not in str(caught.value)
