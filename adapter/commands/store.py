@@ -40,6 +40,8 @@ def partition(keys: Keys, cid: int) -> int:
 
 def by_partition(keys: Keys, sns: Sequence[str]) -> dict[int, list[int]]:
     """The positions of `sns` grouped by their devices' partition, in order (one group on one Redis)."""
+    if not keys.cluster:
+        return {0: list(range(len(sns)))}
     groups: dict[int, list[int]] = {}
     for i, sn in enumerate(sns):
         groups.setdefault(keys.shard(sn), []).append(i)
