@@ -145,7 +145,7 @@ class CommandStore:
             for m in members:
                 pipe.hgetall(self.keys.command(m, self._partition_of_member(m)))
             records = await pipe.execute() if members else []
-        items = [view(texts(r)) for r in records if r]
+        items = [view(texts(r)) for r in records if r and command_ids.parse_id(r.get("id")) is not None]
         return {"count": len(items), "limit": limit, "list": items, "page": page, "total": int(total)}
 
     def _partition_of_member(self, member: str) -> int:
