@@ -16,8 +16,8 @@ Each round is one pipeline (on a cluster: to every primary at once).
 from __future__ import annotations
 
 import heapq
-from itertools import islice
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any
 
 SLACK_PER_SHARD = 2
