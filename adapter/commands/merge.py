@@ -6,6 +6,7 @@ Scores are ordinals, distinct across partitions (an id carries its partition). W
    it, take a pivot from the shard with the most members left, at about `left / P` past that shard's bound
    (ZREVRANGE by index), and count every shard's members above the pivot (ZCOUNT, one pipelined round);
    keep the pivot as the new bound when those are no more than the offset, else halve the step.
+   (A first page, offset within ~2P, needs no pivot: its totals and runs come in one round.)
 2. from the bound, each shard gives its next `q` members (q about 2 × (what is left + limit) / P); merged,
    skip what is left, take `limit`. A shard that gave all `q` while its last one sorts before the last one
    taken may hold more members in between: it is asked for them (rare), so the page is exact.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any
 
 SLACK_PER_SHARD = 2
@@ -37,6 +39,15 @@ async def page(client: Any, shards: Sequence[str], offset: int, limit: int) -> t
     """The total and the members at `offset` .. `offset + limit - 1` of the merged shards, highest score
     first (members as text)."""
     n = len(shards)
+    if offset <= SLACK_PER_SHARD * n:  # a first page: no pivot needed, the totals and the runs in one round
+        q = _q(offset, limit, n)
+        replies = await _each(client, [("ZCARD", k) for k in shards] +
+                              [("ZREVRANGE", k, "0", str(q - 1), "WITHSCORES") for k in shards])
+        ends = [int(x) for x in replies[:n]]
+        if limit <= 0:
+            return sum(ends), []
+        return sum(ends), await _merge(client, shards, [0] * n, ends, offset, limit,
+                                       [_pairs(r) for r in replies[n:]])
     ends = [int(x) for x in await _each(client, [("ZCARD", k) for k in shards])]
     total = sum(ends)
     if offset >= total or limit <= 0:
@@ -59,16 +70,21 @@ async def page(client: Any, shards: Sequence[str], offset: int, limit: int) -> t
     return total, await _merge(client, shards, rank, ends, offset - above, limit)
 
 
+def _q(skip: int, limit: int, shards: int) -> int:
+    """How many members each shard gives to the merge at first: twice its share of what is needed, and 8."""
+    return -(-2 * (skip + limit) // shards) + 8
+
+
 async def _merge(client: Any, shards: Sequence[str], rank: list[int], ends: list[int], skip: int,
-                 limit: int) -> list[str]:
+                 limit: int, runs: list[list[tuple[float, str]]] | None = None) -> list[str]:
     n = len(shards)
-    q = -(-2 * (skip + limit) // n) + 8
-    runs: list[list[tuple[float, str]]] = [
-        _pairs(r) for r in await _each(client, [("ZREVRANGE", k, str(rank[i]), str(rank[i] + q - 1), "WITHSCORES")
-                                                 for i, k in enumerate(shards)])]
+    q = _q(skip, limit, n)
+    if runs is None:
+        runs = [_pairs(r) for r in await _each(client, [("ZREVRANGE", k, str(rank[i]), str(rank[i] + q - 1),
+                                                         "WITHSCORES") for i, k in enumerate(shards)])]
     want = skip + limit
     while True:
-        merged = list(heapq.merge(*runs, key=lambda m: -m[0]))[:want]
+        merged = list(islice(heapq.merge(*runs, key=lambda m: -m[0]), want))
         last = merged[-1][0] if len(merged) == want else float("-inf")
         short = [i for i, run in enumerate(runs)
                  if run and len(run) % q == 0 and rank[i] + len(run) < ends[i] and run[-1][0] > last]

@@ -39,6 +39,8 @@ def partition(keys: Keys, cid: int) -> int:
 
 def by_partition(keys: Keys, sns: Sequence[str]) -> dict[int, list[int]]:
     """The positions of `sns` grouped by their devices' partition, in order (one group on one Redis)."""
+    if not keys.cluster:
+        return {0: list(range(len(sns)))}
     groups: dict[int, list[int]] = {}
     for i, sn in enumerate(sns):
         groups.setdefault(keys.shard(sn), []).append(i)
@@ -142,7 +144,7 @@ class CommandStore:
             for m in members:
                 pipe.hgetall(self.keys.command(m, self._partition_of_member(m)))
             records = await pipe.execute() if members else []
-        items = [view(texts(r)) for r in records if r]
+        items = [view(texts(r)) for r in records if r and command_ids.parse_id(r.get("id")) is not None]
         return {"count": len(items), "limit": limit, "list": items, "page": page, "total": int(total)}
 
     def _partition_of_member(self, member: str) -> int:

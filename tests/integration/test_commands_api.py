@@ -211,3 +211,20 @@ def test_the_endpoints_conform_to_their_document(case: schemathesis.Case,
     url, token, _ = server
     case.call_and_validate(base_url=url, headers={"Authorization": f"Bearer {token}"},
                            checks=[not_a_server_error, status_code_conformance, response_schema_conformance])
+
+
+@pytest.mark.parametrize("raw", ["abc", "12", "2018112600000000x1", "201813260000000001", "-1", "1e17", ""])
+def test_an_id_that_is_no_command_id_is_a_400_on_every_endpoint(api: httpx.Client, raw: str) -> None:
+    for r in (api.get(URL, params={"id": raw}), api.get(f"{URL}/responses", params={"id": raw}),
+              api.delete(URL, params={"id": raw})):
+        if raw == "" and r.request.method == "GET" and r.request.url.path == URL:
+            continue  # an empty id is no id: a page
+        assert "id" in err(r, 400, "invalid_params")
+
+
+def test_a_stored_record_with_a_bad_id_is_left_out_of_a_page(api: httpx.Client, redis_db: redis.Redis) -> None:
+    ok(api.post(URL, json=SEED))
+    redis_db.zadd(K.commands(0), {"junk": 2**52})
+    redis_db.hset(K.command("junk", 0), mapping={"id": "junk", "sn": "X", "state": "0"})
+    page = ok(api.get(URL, params={"limit": 10}))
+    assert page["count"] == 2 and all(c["sn"] != "X" for c in page["list"])
