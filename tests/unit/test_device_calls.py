@@ -199,3 +199,18 @@ def test_the_hot_path_packs_what_the_builders_say(keys: Keys) -> None:
         UPLINK, uplink_call(keys, "peripherals", sn, at, peripheral_args(keys, sn, items, 7, 9)))
     call = uplink_call(keys, "active", sn, at, (), fwd)
     assert packed_device(UPLINK, call, keys, sn) == packed(UPLINK, call)
+
+
+def test_a_subscription_marks_the_device_at_emqxs_time() -> None:
+    """A redelivered `session.subscribed` writes the same activeTime: EMQX's timestamp, not the service clock
+    (which only stands in when the event has none, as EMQX 4's web hook)."""
+    from adapter.commands.rules import CommandCalls
+    from adapter.ingest.events import Subscribed
+    from adapter.ingest.plan import plan
+
+    cmd, calls = DeviceCommands(ONE), CommandCalls(ONE)
+    ev = Subscribed("SN1", "dma/cmd/SN1", at=1_717_000_000_123)
+    assert plan(ev, cmd, 1_800_000_000_000, calls).commands == (cmd.mark("SN1", 1_717_000_000_123),)
+    assert plan(ev, cmd, 1_900_000_000_000, calls).commands == plan(ev, cmd, 1_800_000_000_000, calls).commands
+    assert plan(Subscribed("SN1", "dma/cmd/SN1"), cmd, 1_800_000_000_000, calls).commands == (
+        cmd.mark("SN1", 1_800_000_000_000),)
