@@ -323,7 +323,7 @@ class CommandCalls:
         return self._call.pack([], [*self._prefixes, mode, *args])
 
     def respond(self, message_id: str, r: CommandResponse) -> bytes:
-        return self._pack("respond", self.keys.seen(f"cmd-resp:{message_id}"), SEEN_TTL, id_str(r.id), r.sn,
+        return self._pack("respond", self.keys.seen(f"cmd-resp:{message_id}", r.sn), SEEN_TTL, id_str(r.id), r.sn,
                           "1" if r.ok else "0", r.stored)
 
     def delivered(self, cid: int, clientid: str) -> bytes:
