@@ -1,8 +1,8 @@
 """Presence in Redis: `presence.lua` applied with one EVALSHA per event, and its hash read back.
 
 The caller names the key (from `adapter/store/keys.py`): the client's presence hash. The service itself runs
-the script wrapped in device.lua (see device_store.py); this module runs it alone, which is how the tests
-hold it against the pure function, and it owns `script_argv`, which both use.
+the script wrapped in device.lua (see devices/store.py); this module runs it alone (`presence_call`), which is
+how the tests hold it against the pure function, and it owns `script_argv`, which both use.
 
 `queue_apply` only queues the command, so it works the same on a sync `redis.Redis` pipeline and on a
 `redis.asyncio` pipeline (many events batched into one round trip, inside MULTI or not); the pipeline

@@ -41,6 +41,7 @@ MAX_PERIPHERALS = 1000  # per device (gateway); ADAPTER_MAX_PERIPHERALS_PER_GATE
 PERIPHERAL_TTL = 30 * 86_400  # s a peripheral not reported is kept; ADAPTER_PERIPHERAL_TTL_DAYS
 
 Call = tuple[list[Arg], list[Arg]]  # (KEYS, ARGV) of one script call
+DEVICE_KEYS = 10  # len(device_keys(...)): the KEYS every call of both scripts begins with
 _TTL = str(SEEN_TTL)  # constants as text: resp.py encodes a string it has seen once
 
 
@@ -99,11 +100,11 @@ def _device_keys_bytes(keys: Keys, sn: str) -> bytes:
 
 def packed_device(script: LuaScript, call: Call, keys: Keys, sn: str) -> bytes:
     """`packed(script, call)` for a call whose KEYS begin with `device_keys(keys, sn)` (both scripts' calls):
-    those are encoded once per device (the hot path: the same bytes, half the time)."""
+    those are encoded once per device (the hot path: the same bytes as `packed`, encoded in less time)."""
     call_keys, argv = call
     head = b"*%d\r\n$7\r\nEVALSHA\r\n%s%s" % (3 + len(call_keys) + len(argv), _bulk(script.sha),
                                                 _bulk(len(call_keys)))
-    return b"".join((head, _device_keys_bytes(keys, sn), *map(_bulk, call_keys[10:]), *map(_bulk, argv)))
+    return b"".join((head, _device_keys_bytes(keys, sn), *map(_bulk, call_keys[DEVICE_KEYS:]), *map(_bulk, argv)))
 
 
 class DeviceCommands:

@@ -12,10 +12,12 @@ from adapter.broker.credentials import remember_call
 from adapter.devices.presence_store import presence_call
 from adapter.devices.retention import retention_call
 from adapter.devices.store import (
+    DEVICE_KEYS,
     DEVICE_PRESENCE,
     UPLINK,
     DeviceCommands,
     device_call,
+    device_keys,
     packed,
     packed_device,
     peripheral_args,
@@ -199,3 +201,19 @@ def test_the_hot_path_packs_what_the_builders_say(keys: Keys) -> None:
         UPLINK, uplink_call(keys, "peripherals", sn, at, peripheral_args(keys, sn, items, 7, 9)))
     call = uplink_call(keys, "active", sn, at, (), fwd)
     assert packed_device(UPLINK, call, keys, sn) == packed(UPLINK, call)
+    assert len(device_keys(keys, sn)) == DEVICE_KEYS
+
+
+def test_a_subscription_marks_the_device_at_emqxs_time() -> None:
+    """A redelivered `session.subscribed` writes the same activeTime: EMQX's timestamp, not the service clock
+    (which only stands in when the event has none, as EMQX 4's web hook)."""
+    from adapter.commands.rules import CommandCalls
+    from adapter.ingest.events import Subscribed
+    from adapter.ingest.plan import plan
+
+    cmd, calls = DeviceCommands(ONE), CommandCalls(ONE)
+    ev = Subscribed("SN1", "dma/cmd/SN1", at=1_717_000_000_123)
+    assert plan(ev, cmd, 1_800_000_000_000, calls).commands == (cmd.mark("SN1", 1_717_000_000_123),)
+    assert plan(ev, cmd, 1_900_000_000_000, calls).commands == plan(ev, cmd, 1_800_000_000_000, calls).commands
+    assert plan(Subscribed("SN1", "dma/cmd/SN1"), cmd, 1_800_000_000_000, calls).commands == (
+        cmd.mark("SN1", 1_800_000_000_000),)
