@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -162,10 +162,9 @@ OUTCOME = LuaScript(scripts.source("delivery/outcome.lua"))
 HOLD = LuaScript(scripts.source("delivery/hold.lua"))
 
 
-@dataclass(frozen=True)
-class ScriptCall:
+class ScriptCall(NamedTuple):
     """One script call, its KEYS and ARGV built by name in one function each (below); the Lua header of each
-    script lists the same layout (tests/unit/test_delivery_calls.py pins both)."""
+    script lists the same layout (tests/unit/test_delivery_calls.py pins both). A tuple: built per delivery."""
 
     script: LuaScript
     keys: tuple[str, ...]
