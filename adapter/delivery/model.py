@@ -9,7 +9,8 @@ a sorted set by due time, and later deliveries of the same target and key wait b
 (order per device), released when it ends (delivered or dead-lettered), a batch at a time: the released
 entries carry `r` 1, the last of a batch 2 when more wait, and that one's outcome releases the next batch.
 A delivery whose target's breaker is open is `deferred`: parked like a retry, without counting an attempt.
-Held deliveries and dead letters are capped per target (count and age; the oldest go, counted).
+Held deliveries and dead letters are capped per target (count and age; the oldest go, counted); on Redis Cluster
+per (target, partition), each at cap / partitions (`Limits.per_partition`, docs/delivery.md "On Redis Cluster").
 """
 
 from __future__ import annotations
