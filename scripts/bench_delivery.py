@@ -4,7 +4,10 @@ processes) to a local receiver, and in the same run a raw aiohttp loop (same con
     .venv/bin/python scripts/bench_delivery.py [--transitions 20000] [--callbacks 1] [--workers 2]
 
 Transitions are written straight into Redis by the ingest's own script (so the ingest's HTTP cost is not
-in the figure); latency is from that write to the receiver reading the request.
+in the figure); latency is from that write to the receiver reading the request. The workers' CPU per delivery
+(user + system, from /proc) is the figure to compare two trees by on a shared machine. Another tree's engine:
+run this script from that tree's directory with that tree's venv (its workers are `python -m adapter worker`
+there).
 Goals (delivery issue): ≥ 3,000 signed deliveries/s and ≥ 0.5× the baseline; p50 ≤ 50 ms, p99 ≤ 250 ms at
 moderate load.
 """
@@ -104,6 +107,18 @@ def latency(written: dict[str, float], seen: dict[str, float]) -> list[float]:
     return sorted(out)
 
 
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds the processes used so far (/proc/<pid>/stat): contention on a shared machine
+    stretches wall time far more than it inflates this."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
@@ -163,9 +178,11 @@ def main() -> int:
         sns = [f"STORM{i:06d}" for i in range(args.transitions)]
         expected = args.transitions * args.callbacks
 
+        cpu0 = cpu_s([w.pid for w in workers])
         t0 = time.time()
         written = storm(r, cmd, sns, 1_700_000_000_000, online=True)
         seen = wait_all(url, expected, timeout=300)
+        cpu = cpu_s([w.pid for w in workers]) - cpu0
         took = max(seen.values()) - t0 if seen else float("nan")
         lat = latency(written, seen)
         rate = len(seen) / took
@@ -173,6 +190,7 @@ def main() -> int:
               f"{args.workers} workers x concurrency {args.concurrency}")
         print(f"  delivered {len(seen)} in {took:.2f} s = {rate:,.0f} signed deliveries/s; "
               f"write-to-receipt p50 {pct(lat, 0.5):.0f} ms, p99 {pct(lat, 0.99):.0f} ms (under the storm)")
+        print(f"  workers' CPU: {cpu:.2f} s = {cpu / max(1, len(seen)) * 1e6:.0f} µs per delivery")
 
         moderate_n = min(args.transitions, int(args.moderate * 5))
         written = storm(r, cmd, sns[:moderate_n], 1_700_000_000_000, online=False, pace=args.moderate)

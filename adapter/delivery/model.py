@@ -9,7 +9,8 @@ a sorted set by due time, and later deliveries of the same target and key wait b
 (order per device), released when it ends (delivered or dead-lettered), a batch at a time: the released
 entries carry `r` 1, the last of a batch 2 when more wait, and that one's outcome releases the next batch.
 A delivery whose target's breaker is open is `deferred`: parked like a retry, without counting an attempt.
-Held deliveries and dead letters are capped per target (count and age; the oldest go, counted).
+Held deliveries and dead letters are capped per target (count and age; the oldest go, counted); on Redis Cluster
+per (target, partition), each at cap / partitions (`Limits.per_partition`, docs/delivery.md "On Redis Cluster").
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -162,10 +163,9 @@ OUTCOME = LuaScript(scripts.source("delivery/outcome.lua"))
 HOLD = LuaScript(scripts.source("delivery/hold.lua"))
 
 
-@dataclass(frozen=True)
-class ScriptCall:
+class ScriptCall(NamedTuple):
     """One script call, its KEYS and ARGV built by name in one function each (below); the Lua header of each
-    script lists the same layout (tests/unit/test_delivery_calls.py pins both)."""
+    script lists the same layout (tests/unit/test_delivery_calls.py pins both). A tuple: built per delivery."""
 
     script: LuaScript
     keys: tuple[str, ...]

@@ -4,7 +4,8 @@ Pumps share the partitions of the delivery streams by leases (a fair share each:
 A pump reads its partitions through one consumer group, sends each delivery (signed), and writes the
 outcome; deliveries of one target and key go one after another, others concurrently. A pump that dies
 leaves its unacknowledged entries pending and its leases expiring: the pump that takes a lease over claims
-them first, so nothing is lost (at-least-once). Any pump also moves due retries back to the streams.
+them first, so nothing is lost (at-least-once). Any pump also moves due retries back to the streams (on Redis
+Cluster each pump those of its own partitions: the retry sets are per partition).
 
 Fairness: a target has at most `delivery_target_concurrency` requests in flight per pump; deliveries wait
 for its turn while it answers, and are deferred to Redis for a second or two once it is slow (see Gate).
