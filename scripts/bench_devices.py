@@ -273,6 +273,22 @@ async def cluster_wipe(r: Any, prefix: str) -> int:
     return gone
 
 
+async def round_trips(call: Callable[[], Awaitable[Any]]) -> int:
+    """How many rounds (each: every primary at once) one call sends through reads.cluster_round."""
+    real, seen = devices.cluster_round, [0]
+
+    async def counting(r: Any, commands: Any) -> list[Any]:
+        seen[0] += 1
+        return await real(r, commands)
+
+    devices.cluster_round = counting
+    try:
+        await call()
+    finally:
+        devices.cluster_round = real
+    return seen[0]
+
+
 async def bench_cluster(ports: list[int], prefix: str, count: int, samples: int) -> None:
     import redis.asyncio.cluster as acluster
 
@@ -310,6 +326,7 @@ async def bench_cluster(ports: list[int], prefix: str, count: int, samples: int)
         for label, query, total in scenarios(count, online_total):
             for where, page in positions(total):
                 took = await timed(page_call(r, keys, page, query), samples)
+                trips = await round_trips(page_call(r, keys, page, query))
                 cold: list[float] = []
                 if where != "first" and not query.get("sn"):
                     for _ in range(max(10, samples // 4)):
@@ -319,7 +336,8 @@ async def bench_cluster(ports: list[int], prefix: str, count: int, samples: int)
                         await page_call(r, keys, page, query)()
                         cold.append(time.perf_counter() - t)
                 extra = f"   cold (no anchor): {percentiles(cold)}" if cold else ""
-                print(f"  page {label:<16} {where:<6} (page {page:>6}): {percentiles(took)}{extra}")
+                print(f"  page {label:<16} {where:<6} (page {page:>6}): {percentiles(took)}  "
+                      f"[{trips} round trips]{extra}")
         counts = await timed(lambda: devices.device_counts(r, keys), samples * 5)
         print(f"  device_counts (144 ZCARD, one round):        {percentiles(counts)}")
         one = await timed(lambda: devices.device(r, keys, sn_of(count // 2)), samples)
