@@ -438,7 +438,8 @@ class Keys:
 
     # --- RQ jobs: periodic chains and progress (adapter/jobs/entry.py, docs/delivery.md) ----------------------
     def job_chain(self, name: str) -> str:
-        """String: the RQ job id of the next run of periodic job `name` (one chain, however many workers)."""
+        """String: the RQ job id of the next run of periodic job `name` (one chain, however many workers). Kept on
+        RQ's Redis, beside the jobs it names (jobs/chains.py uses the queue's connection)."""
         return self._t(self.meta_tag, "jobs", "chain", name)
 
     def job_progress(self, job_id: str) -> str:

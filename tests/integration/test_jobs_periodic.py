@@ -16,8 +16,6 @@ from adapter.settings import Settings
 from adapter.store.connections import rq_redis
 from adapter.store.keys import Keys
 
-K = Keys("iot")
-
 
 @pytest.fixture
 def cfg(settings: Settings) -> Settings:
@@ -26,7 +24,7 @@ def cfg(settings: Settings) -> Settings:
 
 
 def queue_of(cfg: Settings) -> Queue:
-    return Queue(K.queue("default"), connection=rq_redis(cfg))
+    return Queue(Keys.of(cfg).queue("default"), connection=rq_redis(cfg))
 
 
 def scheduled(cfg: Settings) -> list[str]:
@@ -51,15 +49,17 @@ def start_workers_at_once(cfg: Settings, n: int) -> list[list[str]]:
     return started
 
 
-def chain_ids(r: redis.Redis) -> list[str]:
-    return [r.get(K.job_chain("reconcile")) or "", r.get(K.job_chain("retention")) or ""]
+def chain_ids(cfg: Settings) -> list[str]:
+    """The chains' next runs, kept on RQ's Redis beside the jobs (chains.py: the queue's connection)."""
+    keys, r = Keys.of(cfg), rq_redis(cfg)
+    return [(r.get(keys.job_chain(name)) or b"").decode() for name in ("reconcile", "retention")]
 
 
 def test_many_workers_start_one_chain_per_periodic_job(cfg: Settings, redis_db: redis.Redis) -> None:
     started = start_workers_at_once(cfg, 4)
     assert sorted(i for ids in started for i in ids) == scheduled(cfg)
     assert len(scheduled(cfg)) == 2
-    assert sorted(chain_ids(redis_db)) == scheduled(cfg)
+    assert sorted(chain_ids(cfg)) == scheduled(cfg)
     assert start_workers_at_once(cfg, 2) == [[], []]  # alive chains are left alone
     assert len(scheduled(cfg)) == 2
 
@@ -74,8 +74,8 @@ def test_each_run_schedules_exactly_the_next(cfg: Settings, redis_db: redis.Redi
     assert sorted(FinishedJobRegistry(queue=queue).get_job_ids()) == sorted(first[-1:])  # retention finished
     nexts = scheduled(cfg)
     assert len(nexts) == 2 and not set(nexts) & set(first)
-    assert sorted(chain_ids(redis_db)) == nexts
-    runs = redis_db.hgetall(K.metrics())
+    assert sorted(chain_ids(cfg)) == nexts
+    runs = redis_db.hgetall(Keys.of(cfg).metrics())
     assert runs['jobs_runs_total{job="retention",result="ok"}'] == "1"
     assert runs['jobs_runs_total{job="reconcile",result="failed"}'] == "1"
     due_in = ScheduledJobRegistry(queue=queue).get_scheduled_time(nexts[0]).timestamp()
@@ -83,8 +83,9 @@ def test_each_run_schedules_exactly_the_next(cfg: Settings, redis_db: redis.Redi
 
 
 def test_a_lost_chain_is_restarted_once(cfg: Settings, redis_db: redis.Redis) -> None:
-    redis_db.set(K.job_chain("reconcile"), "iot-reconcile-1000-0badc0de")  # its run vanished long ago
-    redis_db.set(K.job_chain("retention"), "iot-retention-1000-0badc0de")
+    rq = rq_redis(cfg)
+    rq.set(Keys.of(cfg).job_chain("reconcile"), "iot-reconcile-1000-0badc0de")  # its run vanished long ago
+    rq.set(Keys.of(cfg).job_chain("retention"), "iot-retention-1000-0badc0de")
     started = start_workers_at_once(cfg, 3)
     assert sorted(i for ids in started for i in ids) == scheduled(cfg)
     assert len(scheduled(cfg)) == 2
