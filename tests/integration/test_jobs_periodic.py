@@ -16,8 +16,6 @@ from adapter.settings import Settings
 from adapter.store.connections import rq_redis
 from adapter.store.keys import Keys
 
-K = Keys("iot")
-
 
 @pytest.fixture
 def cfg(settings: Settings) -> Settings:
