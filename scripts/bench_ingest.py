@@ -97,6 +97,18 @@ def measure(port: int, requests: list[bytes], args: argparse.Namespace):
     return asyncio.run(run_load("127.0.0.1", port, requests, args.connections, args.seconds))
 
 
+def serve_and_measure(app: str, port: int, env: dict[str, str], requests: list[bytes], args: argparse.Namespace,
+                      cwd: str | None = None):
+    """Start `app` on uvicorn, drive `requests` at it, stop it: the load's result."""
+    proc = start_server(app, port, env, cwd)
+    try:
+        wait_up(port, "/")
+        return measure(port, requests, args)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--connections", type=int, default=32)
@@ -121,13 +133,7 @@ def main() -> int:
     results = {}
     for name, app, cwd in (("bare starlette", "bare_app:create_app", str(tmp)),
                            ("adapter ingest", "adapter.app:create_app", None)):
-        proc = start_server(app, args.port, env, cwd)
-        try:
-            wait_up(args.port, "/")
-            results[name] = measure(args.port, requests, args)
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        results[name] = serve_and_measure(app, args.port, env, requests, args, cwd)
     print(f"{len(bodies)} distinct events ({args.devices} devices), {args.connections} connections, "
           f"{args.seconds:.0f} s each, one uvicorn process (uvloop, httptools)")
     for name, res in results.items():
