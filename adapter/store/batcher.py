@@ -45,6 +45,19 @@ def batcher_for(client: AsyncRedis, scripts: Iterable[LuaScript] = ()) -> Batchi
     return ClusterBatcher(client, scripts)
 
 
+async def read_replies(conn: Any, n: int) -> list[Any]:
+    """The next `n` replies on `conn`, an error reply as its exception object; one deadline (READ_TIMEOUT) for all
+    of them, not one per reply. On any failure the caller disconnects `conn` (replies may be left unread)."""
+    replies: list[Any] = []
+    async with asyncio.timeout(READ_TIMEOUT):
+        for _ in range(n):
+            try:
+                replies.append(await conn.read_response(timeout=math.inf))
+            except redis.exceptions.ResponseError as exc:
+                replies.append(exc)
+    return replies
+
+
 class Coalescer:
     """The submit side both batchers share: submissions gather while a flush is in flight, the next flush takes
     them all, and each waiter gets its own replies (or the flush's error). Subclasses send: `_execute(groups)`
@@ -113,13 +126,7 @@ class Batcher(Coalescer):
         conn = await pool.get_connection()
         try:
             await conn.send_packed_command(b"".join(packed), check_health=False)
-            replies: list[Any] = []
-            async with asyncio.timeout(READ_TIMEOUT):  # one deadline for the batch, not one per reply
-                for _ in packed:
-                    try:
-                        replies.append(await conn.read_response(timeout=math.inf))
-                    except redis.exceptions.ResponseError as exc:
-                        replies.append(exc)
+            replies = await read_replies(conn, len(packed))
         except BaseException:
             await conn.disconnect()  # replies may be left unread on it
             raise

@@ -17,7 +17,6 @@ flush (a failover moves slots to another node).
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,10 +24,9 @@ import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
-from adapter.store.batcher import Coalescer, Commands
+from adapter.store.batcher import Coalescer, Commands, read_replies
 from adapter.store.scripts import LuaScript
 
-READ_TIMEOUT = 10.0  # s for all the replies of one node in one round
 MAX_ROUNDS = 6
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
 _SCRIPT_CALLS = (b"EVALSHA", b"EVAL", b"EVALSHA_RO", b"EVAL_RO", b"FCALL", b"FCALL_RO")
@@ -144,13 +142,7 @@ class ClusterBatcher(Coalescer):
         expected = sum(2 if asking else 1 for _, asking in commands)
         try:
             await conn.send_packed_command(packed, check_health=False)
-            replies: list[Any] = []
-            async with asyncio.timeout(READ_TIMEOUT):
-                for _ in range(expected):
-                    try:
-                        replies.append(await conn.read_response(timeout=math.inf))
-                    except redis.exceptions.ResponseError as exc:
-                        replies.append(exc)
+            replies = await read_replies(conn, expected)
         except BaseException:
             await conn.disconnect()  # replies may be left unread on it
             raise
