@@ -66,6 +66,13 @@ def store_env(prefix: str, db: int = TEST_DB) -> dict[str, str]:
     return env
 
 
+def keys_for(prefix: str) -> Keys:
+    """The keys of the test store under `prefix`: what `Keys.of` gives for settings of `store_env(prefix)` (the
+    default partitions). For a module's own prefix (`PREFIX = new_prefix()`); a test spells its keys with the
+    `keys` fixture."""
+    return Keys(prefix, Settings.cluster_partitions if CLUSTER else 0, Settings.delivery_partitions)
+
+
 def store_client(db: int = TEST_DB, **options: Any) -> redis.Redis:
     """A sync client of the test store (a RedisCluster on the cluster; typed as redis.Redis for the tests)."""
     if CLUSTER:

@@ -31,7 +31,7 @@ def add_user(settings: Settings, name: str, role: str, password: str) -> None:
     async def run() -> None:
         client = async_redis(settings)
         try:
-            await UserStore(client, Keys(settings.key_prefix)).add(name, role, password)
+            await UserStore(client, Keys.of(settings)).add(name, role, password)
         finally:
             await client.aclose()
 
@@ -50,7 +50,7 @@ def test_login_answers_the_seed_shape(client: httpx.Client) -> None:
 
 def test_token_is_kept_hashed_with_the_ttl(client: httpx.Client, redis_db: redis.Redis, settings: Settings) -> None:
     token = login(client)
-    key = Keys(settings.key_prefix).token(digest(token))
+    key = Keys.of(settings).token(digest(token))
     assert redis_db.hgetall(key) == {"user": "admin", "role": "admin"}
     assert 0 < redis_db.ttl(key) <= settings.token_ttl
     assert not any(token in k for k in redis_db.keys("*"))
@@ -186,7 +186,7 @@ def test_a_stranger_cannot_lock_admin_out_from_another_address(settings: Setting
 def test_each_lock_of_a_user_at_an_address_lasts_twice_the_last(settings: Settings,
                                                                  redis_db: redis.Redis) -> None:
     backoff = settings.with_overrides(login_max_failures=2, login_lock_first=60, login_lock_longest=150)
-    pair = Keys(settings.key_prefix).login_failures_pair("admin", "127.0.0.1")
+    pair = Keys.of(settings).login_failures_pair("admin", "127.0.0.1")
     waits = []
     with serve(create_app(backoff)) as url, httpx.Client(base_url=url, timeout=10) as c:
         for _ in range(4):
@@ -243,7 +243,7 @@ def test_password_change_and_delete_end_logins(client: httpx.Client, settings: S
     async def change() -> None:
         r = async_redis(settings)
         try:
-            await UserStore(r, Keys(settings.key_prefix)).set_password("carol", "carol-secret-2")
+            await UserStore(r, Keys.of(settings)).set_password("carol", "carol-secret-2")
         finally:
             await r.aclose()
 
@@ -254,7 +254,7 @@ def test_password_change_and_delete_end_logins(client: httpx.Client, settings: S
 
 
 def test_first_admin_comes_from_the_configured_password(redis_db: redis.Redis, settings: Settings) -> None:
-    keys = Keys(settings.key_prefix)
+    keys = Keys.of(settings)
     assert redis_db.smembers(keys.users()) == set()
     with serve(create_app(settings)):
         pass

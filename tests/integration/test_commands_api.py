@@ -22,13 +22,21 @@ from adapter.app import create_app
 from adapter.commands.calls import COMMANDS, mode_call
 from adapter.http.openapi import document
 from adapter.settings import Settings
-from adapter.store.keys import Keys
-from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, flush_store, login, new_prefix, store_client, store_env
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    INGEST_TOKEN,
+    flush_store,
+    keys_for,
+    login,
+    new_prefix,
+    store_client,
+    store_env,
+)
 from tests.support.emqx import published, sample, subscribed
 from tests.support.servers import serve
 
 PREFIX = new_prefix()  # the module's server and its per-test cleanup
-K = Keys(PREFIX)
+K = keys_for(PREFIX)
 URL = "/iot/api/v1/remotectl/commands"
 SEED = {"from": "iot_web_console", "to": [{"sn": "8CFCA0107D1B"}, {"sn": "6FSDA0108789"}], "command": "sh",
         "method": "", "body": {"shcmd": "whoami"}, "publishNow": True, "maxRetries": 3, "expires": 38400,

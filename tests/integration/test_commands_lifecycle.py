@@ -16,17 +16,19 @@ from adapter.commands.ids import parse_id
 from adapter.commands.rules import Limits, parse_request
 from adapter.commands.store import CommandStore
 from adapter.errors import AppError
-from adapter.store.keys import Keys
-from tests.conftest import async_store_client
+from tests.conftest import async_store_client, keys_for, new_prefix
 from tests.support.servers import wait_for
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
 
 
 @pytest.fixture
 def key_prefix() -> str:
     """redis_db cleans the prefix these tests write under."""
     return K.prefix
+
+
 LIMITS = Limits(max_targets=100, body_max_bytes=1024, default_expires=600, max_expires=3600)
 T = TypeVar("T")
 

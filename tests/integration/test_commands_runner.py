@@ -19,11 +19,18 @@ from adapter.commands.runner import CommandRunner
 from adapter.commands.store import CommandStore
 from adapter.settings import Settings
 from adapter.store.connections import async_redis
-from adapter.store.keys import Keys
+from tests.conftest import keys_for, new_prefix
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
 from tests.support.servers import serve
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
 
 
 class Emqx(FakeEmqx):

@@ -40,7 +40,7 @@ def test_the_secret_is_shown_once_and_stored_only_hashed(http: httpx.Client, red
     secret = data["secret"]
     assert isinstance(secret, str) and len(secret) >= 43
     assert set(data) == {"sn", "secret", "createTime"} and data["sn"] == "GW1001"
-    stored = redis_db.hgetall(Keys(settings.key_prefix).credential("GW1001"))
+    stored = redis_db.hgetall(Keys.of(settings).credential("GW1001"))
     assert stored["hash"].startswith("$argon2id$")
     for key in redis_db.scan_iter():
         dump = redis_db.dump(key) or b""
@@ -64,7 +64,7 @@ def test_bad_bodies_are_400(http: httpx.Client, body: dict[str, object]) -> None
 
 def test_lists_page_newest_first_without_secrets(http: httpx.Client, redis_db: redis.Redis,
                                                   settings: Settings) -> None:
-    keys = Keys(settings.key_prefix)
+    keys = Keys.of(settings)
     for n, sn in enumerate(("GW2001", "GW2002", "GW2003")):
         redis_db.hset(keys.credential(sn), mapping={"hash": "$argon2id$fake", "created": 1000 + n})
         redis_db.zadd(keys.credentials(), {sn: 1000 + n})
@@ -81,7 +81,7 @@ def test_revoke(http: httpx.Client, redis_db: redis.Redis, settings: Settings) -
     create(http, "GW3001")
     assert http.delete(CREDS, params={"sn": "GW3001"}).json()["data"] == {"rows": 1}
     assert http.delete(CREDS, params={"sn": "GW3001"}).json()["data"] == {"rows": 0}
-    assert redis_db.exists(Keys(settings.key_prefix).credential("GW3001")) == 0
+    assert redis_db.exists(Keys.of(settings).credential("GW3001")) == 0
     assert http.get(CREDS).json()["data"]["total"] == 0
     assert_err(http.delete(CREDS), 400, "invalid_params")
 

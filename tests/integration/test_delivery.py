@@ -17,11 +17,18 @@ from standardwebhooks import Webhook
 from adapter.delivery.pump import run_pump
 from adapter.delivery.signing import new_secret
 from adapter.settings import Settings
-from adapter.store.keys import Keys
+from tests.conftest import keys_for, new_prefix
 from tests.support.emqx import connected, disconnected, post, subscribed
 from tests.support.receiver import Receiver
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
 
 
 @pytest.fixture

@@ -19,12 +19,19 @@ from adapter.delivery import dead_letters
 from adapter.delivery.pump import GROUP, Pump, run_pump
 from adapter.settings import Settings
 from adapter.store.connections import async_redis
-from adapter.store.keys import Keys
 from adapter.targets.callbacks import CallbackStore
+from tests.conftest import keys_for, new_prefix
 from tests.integration.test_delivery import add_callback
 from tests.support.receiver import Receiver
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
 
 
 @pytest.fixture

@@ -90,7 +90,7 @@ def served() -> Iterator[tuple[httpx.Client, redis.Redis, Keys]]:
     try:
         with serve(app) as url, httpx.Client(base_url=url, timeout=10) as client:
             client.headers["Authorization"] = f"Bearer {login(client)}"
-            yield client, store, Keys(settings.key_prefix)
+            yield client, store, Keys.of(settings)
     finally:
         flush_store(store, prefix)
         store.close()

@@ -72,7 +72,7 @@ class Live:
 def running(settings: Settings) -> Iterator[Live]:
     app = app_with_hooks(settings)
     with serve(app) as url, httpx.Client(base_url=url, timeout=10) as http:
-        yield Live(http, app, Keys(settings.key_prefix))
+        yield Live(http, app, Keys.of(settings))
 
 
 @pytest.fixture
@@ -249,7 +249,7 @@ def test_revoking_takes_effect_at_once(live: Live, redis_db: redis.Redis) -> Non
 
 def test_a_verification_racing_a_revocation_leaves_no_cache(settings: Settings,
                                                             redis_db: redis.Redis) -> None:
-    keys = Keys(settings.key_prefix)
+    keys = Keys.of(settings)
     one = VerifyLimiter(1, 1)
 
     async def scenario() -> None:
@@ -307,7 +307,7 @@ def test_configured_clients(live: Live) -> None:
 def test_without_redis_authn_says_ignore_and_authz_still_decides(settings: Settings) -> None:
     down = settings.with_overrides(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     with serve(app_with_hooks(down)) as url, httpx.Client(base_url=url, timeout=10) as http:
-        live = Live(http, Starlette(), Keys(settings.key_prefix))
+        live = Live(http, Starlette(), Keys.of(settings))
         assert result(live.authn("GW0007", "some-secret")) == {"result": "ignore"}
         assert result(live.authz("GW0007", "dma/cmd/GW0007", "subscribe")) == {"result": "allow"}
         assert result(live.authz("GW0007", "dma/cmd/GW0008", "subscribe")) == {"result": "deny"}

@@ -6,14 +6,22 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 import redis
 
 from adapter.delivery.model import partition_of
 from adapter.settings import Settings
-from adapter.store.keys import Keys
+from tests.conftest import keys_for, new_prefix
 from tests.support.emqx import connected, disconnected, post, published, subscribed
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
 
 
 def entries(r: redis.Redis, settings: Settings) -> list[dict]:

@@ -14,13 +14,21 @@ from starlette.applications import Starlette
 
 from adapter.app import create_app
 from adapter.settings import Settings
-from adapter.store.keys import Keys
-from tests.conftest import INGEST_TOKEN, flush_store
+from tests.conftest import INGEST_TOKEN, flush_store, keys_for, new_prefix
 from tests.integration.test_api_envelope import assert_err
 from tests.support.emqx import SHARED, connected, disconnected, post, published, sample, subscribed
 from tests.support.servers import serve, wait_for
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
+
+
 AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 
 

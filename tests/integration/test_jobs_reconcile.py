@@ -22,12 +22,21 @@ from adapter.ingest.events import Disconnected
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
 from adapter.store.connections import async_redis, rq_redis
-from adapter.store.keys import Keys
+from tests.conftest import keys_for, new_prefix
 from tests.support.emqx import connected, disconnected, post, subscribed
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx, emqx_client
 from tests.support.servers import serve
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
+
+
 T0 = 1_700_000_000_000
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 import redis
 from rq import Queue, SimpleWorker
 
@@ -13,10 +14,19 @@ from adapter.devices import retention
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
 from adapter.store.connections import rq_redis
-from adapter.store.keys import Keys
+from tests.conftest import keys_for, new_prefix
 from tests.support.emqx import connected, disconnected, post, published, subscribed
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
+
+
 DAY = 86_400_000
 
 

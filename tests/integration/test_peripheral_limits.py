@@ -13,12 +13,20 @@ import redis
 
 from adapter.app import create_app
 from adapter.settings import Settings
-from adapter.store.keys import Keys
-from tests.conftest import INGEST_TOKEN, login
+from tests.conftest import INGEST_TOKEN, keys_for, login, new_prefix
 from tests.support.emqx import connected, post, published
 from tests.support.servers import serve
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
+
+
 DAY_MS = 86_400_000
 T0 = 1_700_000_000_000  # ms
 

@@ -7,19 +7,26 @@ import asyncio
 import json
 
 import httpx
+import pytest
 import redis
 from standardwebhooks import Webhook
 
 from adapter.app import create_app
 from adapter.delivery.pump import run_pump
 from adapter.settings import Settings
-from adapter.store.keys import Keys
-from tests.conftest import INGEST_TOKEN, login
+from tests.conftest import INGEST_TOKEN, keys_for, login, new_prefix
 from tests.support.emqx import published
 from tests.support.receiver import Receiver
 from tests.support.servers import serve, wait_for
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
 
 
 def test_route_receives_matching_messages_once_in_order(settings: Settings, redis_db: redis.Redis) -> None:

@@ -21,23 +21,25 @@ from adapter.devices import store as device_store
 from adapter.ingest.events import MessagePublished
 from adapter.settings import Settings
 from adapter.store.batcher import batcher_for
-from adapter.store.keys import Keys
 from adapter.targets import route_table
 from adapter.targets.forwarding import FORWARD, body, forward_call, forward_of
 from adapter.targets.route_table import RouteInfo, RouteTable
 from adapter.targets.routes import RouteStore
 from adapter.targets.topics import matches
-from tests.conftest import async_store_client, store_client
+from tests.conftest import async_store_client, keys_for, new_prefix, store_client
 from tests.integration.test_routes_api import BASE, HOOK, app_with_routes
 from tests.support.servers import serve
 
-KEYS = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+KEYS = keys_for(PREFIX)
 
 
 @pytest.fixture
 def key_prefix() -> str:
     """redis_db cleans the prefix these tests write under."""
     return KEYS.prefix
+
+
 PROPAGATION = 1.0  # s: the issue's bound for a change to reach every process
 
 

@@ -19,19 +19,21 @@ from adapter.http.metrics import MetricsBuffer
 from adapter.ingest.events import MessagePublished, parse_event
 from adapter.ingest.plan import Ingest
 from adapter.store.batcher import batcher_for
-from adapter.store.keys import Keys
 from adapter.targets.forwarding import FORWARD, body
 from adapter.targets.route_table import RouteTable
-from tests.conftest import async_store_client, flush_store, store_client
+from tests.conftest import async_store_client, flush_store, keys_for, new_prefix, store_client
 from tests.support.emqx import connected, disconnected, published, subscribed
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
 
 
 @pytest.fixture
 def key_prefix() -> str:
     """redis_db cleans the prefix these tests write under."""
     return K.prefix
+
+
 PARTITIONS = 4
 ROUTES = {"3": "#", "5": "dma/report/+/+", "9": "other/topic"}
 

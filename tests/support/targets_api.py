@@ -105,7 +105,7 @@ def fixtures(kind: Kind) -> tuple[Any, Any, Any]:
 
     @pytest.fixture(name="keys")
     def keys_fixture(server: Server) -> Keys:
-        return Keys(server.settings.key_prefix)
+        return Keys.of(server.settings)
 
     return server_fixture, api_fixture, keys_fixture
 
@@ -116,7 +116,7 @@ def on_store(server: Server, opens: Callable[[aioredis.Redis, Keys], S],
     async def run() -> T:
         client = async_redis(server.settings)
         try:
-            return await work(opens(client, Keys(server.settings.key_prefix)), client)
+            return await work(opens(client, Keys.of(server.settings)), client)
         finally:
             await client.aclose()
 
