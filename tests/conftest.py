@@ -73,6 +73,14 @@ def keys_for(prefix: str) -> Keys:
     return Keys(prefix, Settings.cluster_partitions if CLUSTER else 0, Settings.delivery_partitions)
 
 
+def enable_callbacks(client: redis.Redis, keys: Keys, cb_type: str, *ids: str) -> None:
+    """Plant enabled callbacks as the callbacks store leaves them: the authoritative set and, on the cluster, its
+    per-shard replicas the device scripts read (`callbacks_enabled_in`: the same key on one Redis)."""
+    client.sadd(keys.callbacks_enabled_of(cb_type), *ids)
+    for p in keys.shards() if keys.cluster else ():
+        client.sadd(keys.callbacks_enabled_in(cb_type, p), *ids)
+
+
 def store_client(db: int = TEST_DB, **options: Any) -> redis.Redis:
     """A sync client of the test store (a RedisCluster on the cluster; typed as redis.Redis for the tests)."""
     if CLUSTER:

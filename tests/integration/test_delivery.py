@@ -17,7 +17,7 @@ from standardwebhooks import Webhook
 from adapter.delivery.pump import run_pump
 from adapter.delivery.signing import new_secret
 from adapter.settings import Settings
-from tests.conftest import keys_for, new_prefix
+from tests.conftest import enable_callbacks, keys_for, new_prefix
 from tests.support.emqx import connected, disconnected, post, subscribed
 from tests.support.receiver import Receiver
 
@@ -42,7 +42,7 @@ def add_callback(r: redis.Redis, cb_id: int, url: str, cb_type: str = "device") 
     r.hset(K.target("callback", cb_id), mapping={"type": cb_type, "url": url, "enabled": "1", "secret": secret,
                                                  "createTime": 1, "updateTime": 1, "succCount": 0, "failedCount": 0})
     r.zadd(K.targets("callback"), {str(cb_id): cb_id})
-    r.sadd(K.callbacks_enabled_of(cb_type), str(cb_id))
+    enable_callbacks(r, K, cb_type, str(cb_id))
     return secret
 
 

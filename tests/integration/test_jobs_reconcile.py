@@ -22,7 +22,7 @@ from adapter.ingest.events import Disconnected
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
 from adapter.store.connections import async_redis, rq_redis
-from tests.conftest import keys_for, new_prefix
+from tests.conftest import enable_callbacks, keys_for, new_prefix
 from tests.support.emqx import connected, disconnected, post, subscribed
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx, emqx_client
 from tests.support.servers import serve
@@ -112,7 +112,7 @@ def test_lost_events_are_corrected_through_the_presence_rules(
     post(ingest, disconnected("OFF", T0, T0 + 5000))
     fake.clients = [listed("STEADYON", T0), listed("LOSTON", T0 + 9000), listed("OLDCONN", T0),
                     listed("STRANGER", T0 + 1000)]
-    redis_db.sadd(K.callbacks_enabled_of("device"), "1")
+    enable_callbacks(redis_db, K, "device", "1")
     before = {b["eventId"] for b in device_bodies(redis_db, cfg)}
 
     result = run_reconcile(cfg).return_value()
