@@ -354,12 +354,13 @@ class Keys:
         return self._t(self.shard_tag(p), "creds")
 
     def authn_failures_sn(self, sn: str) -> str:
-        """Hash (throttle.lua): secret checks of one device sn that EMQX asked for, and its lock."""
-        return self._k("authn-fail", "sn", sn)
+        """Hash (throttle.lua): secret checks of one device sn that EMQX asked for, and its lock. In the `{auth}`
+        slot on the cluster, with `authn_failures_host`: one throttle call counts both."""
+        return self._t(self.auth_tag, "authn-fail", "sn", sn)
 
     def authn_failures_host(self, peerhost: str) -> str:
-        """Hash (throttle.lua): device secret checks from one peer address (EMQX's `peerhost`)."""
-        return self._k("authn-fail", "host", peerhost)
+        """Hash (throttle.lua): device secret checks from one peer address (EMQX's `peerhost`), `{auth}` slot."""
+        return self._t(self.auth_tag, "authn-fail", "host", peerhost)
 
     def authn_cache(self, sn: str) -> str:
         """A short-lived mark that a device's secret was verified (sha256 of sn + secret), so that reconnect

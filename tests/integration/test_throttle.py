@@ -7,14 +7,22 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import redis
 
 from adapter.auth.throttle import Bucket, Throttle
 from adapter.settings import Settings
 from adapter.store.connections import async_redis
+from tests.conftest import new_prefix
 
-OWN = Bucket("t:own", limit=2, first=10, longest=25, idle=100)
-SHARED = Bucket("t:shared", limit=3, first=50, longest=50, idle=200)
+PREFIX = new_prefix()  # redis_db cleans it on the cluster; one tag: a throttle call's buckets share a slot
+OWN = Bucket(f"{PREFIX}:{{t}}:own", limit=2, first=10, longest=25, idle=100)
+SHARED = Bucket(f"{PREFIX}:{{t}}:shared", limit=3, first=50, longest=50, idle=200)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    return PREFIX
 
 
 def run(settings: Settings, scenario: Callable[[Throttle], Awaitable[Any]]) -> Any:
@@ -41,7 +49,7 @@ def test_attempts_count_in_every_bucket_until_one_is_full(settings: Settings, re
 
 
 def test_locks_double_up_to_the_longest(settings: Settings, redis_db: redis.Redis) -> None:
-    one = Bucket("t:one", limit=1, first=10, longest=25, idle=100)
+    one = Bucket(f"{PREFIX}:{{t}}:one", limit=1, first=10, longest=25, idle=100)
 
     async def scenario(t: Throttle) -> list[int]:
         waits = []
