@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -79,6 +79,24 @@ def enable_callbacks(client: redis.Redis, keys: Keys, cb_type: str, *ids: str) -
     client.sadd(keys.callbacks_enabled_of(cb_type), *ids)
     for p in keys.shards() if keys.cluster else ():
         client.sadd(keys.callbacks_enabled_in(cb_type, p), *ids)
+
+
+def zall(client: redis.Redis, keys: Keys, key_of: Callable[[int], str]) -> list[Any]:
+    """The members of a sharded sorted set (`key_of(p)` for each of `keys.shards()`: the index shards) in ZRANGE
+    order, by score then member: the one key on one Redis, merged over the shards on the cluster."""
+    pairs = [pair for p in keys.shards() for pair in client.zrange(key_of(p), 0, -1, withscores=True)]
+    return [member for member, _ in sorted(pairs, key=lambda pair: (pair[1], pair[0]))]
+
+
+def metric_fields(client: redis.Redis, keys: Keys) -> dict[str, int]:
+    """Every counter as `GET /metrics` sums it: `metrics()` and, on the cluster, each shard's `metrics_in(p)` the
+    scripts count in (the same key on one Redis)."""
+    out: dict[str, int] = {}
+    for key in dict.fromkeys([keys.metrics(), *(keys.metrics_in(p) for p in keys.shards())]):
+        for field, n in client.hgetall(key).items():
+            name = field.decode() if isinstance(field, bytes) else field
+            out[name] = out.get(name, 0) + int(n)
+    return out
 
 
 def store_client(db: int = TEST_DB, **options: Any) -> redis.Redis:

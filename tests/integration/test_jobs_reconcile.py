@@ -22,7 +22,7 @@ from adapter.ingest.events import Disconnected
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
 from adapter.store.connections import async_redis, rq_redis
-from tests.conftest import enable_callbacks, keys_for, new_prefix
+from tests.conftest import enable_callbacks, keys_for, metric_fields, new_prefix, zall
 from tests.support.emqx import connected, disconnected, post, subscribed
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx, emqx_client
 from tests.support.servers import serve
@@ -89,7 +89,7 @@ def run_reconcile(cfg: Settings) -> Job:
 
 def device_bodies(r: redis.Redis, cfg: Settings) -> list[dict[str, Any]]:
     out = []
-    for p in range(cfg.delivery_partitions):
+    for p in range(K.stream_partitions):
         out += [json.loads(f["b"]) for _, f in r.xrange(K.delivery_stream(p))]
     return sorted(out, key=lambda b: (b["sn"], b["version"]))
 
@@ -118,17 +118,17 @@ def test_lost_events_are_corrected_through_the_presence_rules(
     result = run_reconcile(cfg).return_value()
 
     assert result == {"checked": 6, "online": 1, "offline": 1, "raced": 0}
-    assert redis_db.zrange(K.devices_online(), 0, -1) == ["LOSTON", "STEADYON"]
-    assert redis_db.zrange(K.devices_offline(), 0, -1) == ["LOSTOFF", "OFF", "OLDCONN"]
+    assert zall(redis_db, K, K.devices_online) == ["LOSTON", "STEADYON"]
+    assert zall(redis_db, K, K.devices_offline) == ["LOSTOFF", "OFF", "OLDCONN"]
     assert redis_db.hget(K.client("LOSTON"), "connected_at") == str(T0 + 9000)
     assert not redis_db.exists(K.client("STRANGER"))  # not a device: nothing is made up for it
     new = [b for b in device_bodies(redis_db, cfg) if b["eventId"] not in before]
     assert [(b["sn"], b["online"], b["reason"], b["version"]) for b in new] == [
         ("LOSTOFF", False, "reconciled", 3), ("LOSTON", True, "connected", 4)]
     assert new[1]["time"] == (T0 + 9000) // 1000
-    fields = redis_db.hgetall(K.metrics())
-    assert fields['reconcile_corrections_total{to="online"}'] == "1"
-    assert fields['reconcile_corrections_total{to="offline"}'] == "1"
+    fields = metric_fields(redis_db, K)
+    assert fields['reconcile_corrections_total{to="online"}'] == 1
+    assert fields['reconcile_corrections_total{to="offline"}'] == 1
     assert 'reconcile_corrections_total{to="offline"} 1' in ingest.get("/metrics").text
     assert run_reconcile(cfg).return_value()["offline"] == 0  # a second run finds nothing to correct
 

@@ -42,7 +42,7 @@ def dead_letters(r: redis.Redis, n: int) -> None:
 
 
 def streamed(r: redis.Redis, settings: Settings) -> int:
-    return sum(int(r.xlen(K.delivery_stream(p))) for p in range(settings.delivery_partitions))
+    return sum(int(r.xlen(K.delivery_stream(p))) for p in range(K.stream_partitions))
 
 
 def replay(admin: httpx.Client) -> dict:

@@ -14,7 +14,7 @@ from adapter.devices import retention
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
 from adapter.store.connections import rq_redis
-from tests.conftest import keys_for, new_prefix
+from tests.conftest import keys_for, new_prefix, zall
 from tests.support.emqx import connected, disconnected, post, published, subscribed
 
 PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
@@ -66,19 +66,19 @@ def test_gone_clients_are_forgotten_with_their_indexes(ingest: httpx.Client, red
     post(ingest, disconnected("TOOL", now - 50 * DAY, now - 45 * DAY))
     post(ingest, connected("TOOL2", now - 2 * DAY))
     post(ingest, disconnected("TOOL2", now - 2 * DAY, now - DAY))
-    assert redis_db.zcard(K.peripherals()) == 2
+    assert len(zall(redis_db, K, K.peripherals)) == 2
 
     result = run_job(settings.with_overrides(device_retention_days=30, retention_batch=2))
 
     assert (result["devices"], result["clients"]) == (2, 1)
-    assert redis_db.zrange(K.devices(), 0, -1) == ["ONLINE", "RECENT"]
-    assert redis_db.zrange(K.devices_offline(), 0, -1) == ["RECENT"]
-    assert redis_db.zrange(K.devices_online(), 0, -1) == ["ONLINE"]
+    assert zall(redis_db, K, K.devices) == ["ONLINE", "RECENT"]
+    assert zall(redis_db, K, K.devices_offline) == ["RECENT"]
+    assert zall(redis_db, K, K.devices_online) == ["ONLINE"]
     for gone in ("OLD1", "OLD2", "TOOL"):
         assert not redis_db.exists(K.client(gone))
     assert redis_db.exists(K.client("TOOL2")) and redis_db.exists(K.client("RECENT"))
-    assert redis_db.zcard(K.peripherals()) == 0 and redis_db.zcard(K.peripherals_offline()) == 0
-    assert not redis_db.exists(K.peripheral("OLD1", "N0"), K.peripherals_of_gw("G-OLD1"))
+    assert len(zall(redis_db, K, K.peripherals)) == 0 and len(zall(redis_db, K, K.peripherals_offline)) == 0
+    assert not redis_db.exists(K.peripheral("OLD1", "N0"), K.peripherals_of_gw("G-OLD1", K.shard("OLD1")))
     fields = redis_db.hgetall(K.metrics())
     assert fields['retention_removed_total{what="device"}'] == "2"
     assert fields['retention_removed_total{what="client"}'] == "1"
@@ -93,13 +93,13 @@ def test_a_run_does_bounded_batches_and_the_next_goes_on(ingest: httpx.Client, r
     cutoff = retention.cutoff_ms(30)
     out = retention.Removed()
     retention.walk_devices(redis_db, K, cutoff, 2, out)  # one batch: two devices, and where to go on
-    assert out.devices == 2 and redis_db.zcard(K.devices()) == 3
+    assert out.devices == 2 and len(zall(redis_db, K, K.devices)) == 3
     assert redis_db.get(K.retention_cursor("devices")) == "B1"
     retention.walk_devices(redis_db, K, cutoff, 2, out)
     assert out.devices == 4 and redis_db.get(K.retention_cursor("devices")) == "B3"
     retention.walk_devices(redis_db, K, cutoff, 2, out)  # the end of the index: back to its start
     assert out.devices == 5 and not redis_db.exists(K.retention_cursor("devices"))
-    assert redis_db.zcard(K.devices()) == 0
+    assert len(zall(redis_db, K, K.devices)) == 0
 
 
 def test_a_device_seen_again_after_the_cutoff_is_kept(ingest: httpx.Client, redis_db: redis.Redis) -> None:
@@ -107,4 +107,4 @@ def test_a_device_seen_again_after_the_cutoff_is_kept(ingest: httpx.Client, redi
     gone_device(ingest, redis_db, "BACK", now - 40 * DAY)
     redis_db.hset(K.client("BACK"), "activeTime", now // 1000)  # it published since, without a connect
     assert retention.run(redis_db, K, days=30, batch=10).devices == 0
-    assert redis_db.zscore(K.devices(), "BACK") == 0
+    assert redis_db.zscore(K.devices(K.shard("BACK")), "BACK") == 0
