@@ -88,17 +88,20 @@ def test_gone_clients_are_forgotten_with_their_indexes(ingest: httpx.Client, red
 
 def test_a_run_does_bounded_batches_and_the_next_goes_on(ingest: httpx.Client, redis_db: redis.Redis) -> None:
     now = int(time.time() * 1000)
-    for i in range(5):
-        gone_device(ingest, redis_db, f"B{i}", now - 40 * DAY)
+    p = K.shard("B0")  # one shard's walk: five devices of its index (B0 .. B4 on one Redis)
+    sns = sorted(sn for sn in (f"B{i}" for i in range(2000)) if K.shard(sn) == p)[:5]  # the walk is by name
+    for sn in sns:
+        gone_device(ingest, redis_db, sn, now - 40 * DAY)
+    mark = K.retention_cursor(f"devices:{p}" if K.cluster else "devices")
     cutoff = retention.cutoff_ms(30)
     out = retention.Removed()
-    retention.walk_devices(redis_db, K, cutoff, 2, out)  # one batch: two devices, and where to go on
+    retention.walk_devices(redis_db, K, cutoff, 2, out, p)  # one batch: two devices, and where to go on
     assert out.devices == 2 and len(zall(redis_db, K, K.devices)) == 3
-    assert redis_db.get(K.retention_cursor("devices")) == "B1"
-    retention.walk_devices(redis_db, K, cutoff, 2, out)
-    assert out.devices == 4 and redis_db.get(K.retention_cursor("devices")) == "B3"
-    retention.walk_devices(redis_db, K, cutoff, 2, out)  # the end of the index: back to its start
-    assert out.devices == 5 and not redis_db.exists(K.retention_cursor("devices"))
+    assert redis_db.get(mark) == sns[1]
+    retention.walk_devices(redis_db, K, cutoff, 2, out, p)
+    assert out.devices == 4 and redis_db.get(mark) == sns[3]
+    retention.walk_devices(redis_db, K, cutoff, 2, out, p)  # the end of the index: back to its start
+    assert out.devices == 5 and not redis_db.exists(mark)
     assert len(zall(redis_db, K, K.devices)) == 0
 
 
