@@ -83,6 +83,9 @@ def test_a_small_request_stays_synchronous(admin: httpx.Client) -> None:
     assert got.status_code == 200 and got.json()["data"]["sn"] == "BULK00000"
 
 
+# one Redis's id sequence, made up here (a cluster id carries its device's partition): the cluster's retried job is
+# test_cluster_commands.py::test_the_bulk_job_writes_per_partition_and_a_retry_rewrites_nothing
+@pytest.mark.single_redis
 def test_a_retried_job_goes_on_from_the_first_chunk_not_written(settings: Settings,
                                                                 redis_db: redis.Redis) -> None:
     req = parse_request({"to": [{"sn": f"R{i}"} for i in range(2100)], "command": "sh"}, Limits.of(settings))
