@@ -35,7 +35,8 @@ typecheck: install
 pytest: install redis browser
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# every test on one Redis, then the integration tests again on a 3-primary Redis Cluster (docs/cluster.md)
+test: lint typecheck pytest test-cluster
 
 # the integration tests on the cluster (RQ stays on the single test Redis, which `redis` starts)
 test-cluster: install redis redis-cluster

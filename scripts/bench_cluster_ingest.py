@@ -22,7 +22,7 @@ from pathlib import Path
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ingest import TOKEN, event_mix, measure, start_server, wait_up
+from bench_ingest import TOKEN, event_mix, serve_and_measure
 from loadgen import build_request
 
 
@@ -79,13 +79,7 @@ def main() -> int:
             if cluster:
                 for node in nodes:
                     node.config_resetstat()
-            proc = start_server("adapter.app:create_app", args.port, env)
-            try:
-                wait_up(args.port, "/")
-                results[name] = measure(args.port, requests, args)
-            finally:
-                proc.terminate()
-                proc.wait(10)
+            results[name] = serve_and_measure("adapter.app:create_app", args.port, env, requests, args)
             if cluster:
                 for node in nodes:
                     calls, usec = command_usec(node)

@@ -97,6 +97,29 @@ def measure(port: int, requests: list[bytes], args: argparse.Namespace):
     return asyncio.run(run_load("127.0.0.1", port, requests, args.connections, args.seconds))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc): what a request costs the server, however busy
+    the machine is."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def serve_and_measure(app: str, port: int, env: dict[str, str], requests: list[bytes], args: argparse.Namespace,
+                      cwd: str | None = None):
+    """Start `app` on uvicorn, drive `requests` at it, stop it: the load's result."""
+    proc = start_server(app, port, env, cwd)
+    try:
+        wait_up(port, "/")
+        before = cpu_seconds(proc.pid)
+        result = measure(port, requests, args)
+        used = cpu_seconds(proc.pid) - before
+        print(f"  {app}: server CPU {used:.2f} s, {used / max(len(result.latencies), 1) * 1e6:.1f} µs per request")
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--connections", type=int, default=32)
@@ -121,13 +144,7 @@ def main() -> int:
     results = {}
     for name, app, cwd in (("bare starlette", "bare_app:create_app", str(tmp)),
                            ("adapter ingest", "adapter.app:create_app", None)):
-        proc = start_server(app, args.port, env, cwd)
-        try:
-            wait_up(args.port, "/")
-            results[name] = measure(args.port, requests, args)
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        results[name] = serve_and_measure(app, args.port, env, requests, args, cwd)
     print(f"{len(bodies)} distinct events ({args.devices} devices), {args.connections} connections, "
           f"{args.seconds:.0f} s each, one uvicorn process (uvloop, httptools)")
     for name, res in results.items():

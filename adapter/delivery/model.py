@@ -197,7 +197,7 @@ def outcome_call(keys: Keys, partition: int, group: str, entry_id: str, d: Deliv
     call_keys = (keys.delivery_stream(p), keys.delivery_counts(d.target, p), keys.attempts(d.target, p),
                  keys.delivery_retry(p), keys.delivery_hold(d.target, d.key), keys.dead(d.target, p), stats,
                  keys.delivery_holds(p), keys.delivery_held(d.target, p), state, keys.dead_index(d.target, p),
-                 keys.delivery_metrics(p))
+                 keys.metrics_in(p))
     args = (group, entry_id, o.name, record, ATTEMPTS_KEPT, d.id, extra, o.due_ms or 0, d.released, now_ms,
             limits.release_batch, limits.max_dead, limits.dead_max_age_ms, limits.breaker_threshold,
             limits.breaker_probe_ms, d.target, limits.stream_maxlen, limits.held_max_age_ms,
@@ -218,7 +218,7 @@ def hold_call(keys: Keys, partition: int, group: str, entry_id: str, d: Delivery
     released."""
     p = partition
     call_keys = (keys.delivery_hold(d.target, d.key), keys.delivery_held(d.target, p),
-                 keys.delivery_state(d.target, p), keys.delivery_stream(p), keys.delivery_metrics(p))
+                 keys.delivery_state(d.target, p), keys.delivery_stream(p), keys.metrics_in(p))
     args = (group, entry_id, d.to_json(now_ms), "1" if d.released else "0", limits.max_held,
             limits.held_max_age_ms, now_ms, d.target)
     return ScriptCall(HOLD, call_keys, args)

@@ -45,10 +45,12 @@ def batcher_for(client: AsyncRedis, scripts: Iterable[LuaScript] = ()) -> Batchi
     return ClusterBatcher(client, scripts)
 
 
-class Batcher:
-    def __init__(self, client: aioredis.Redis, scripts: Iterable[LuaScript] = ()) -> None:
-        self.client = client
-        self.scripts = tuple(scripts)
+class Coalescer:
+    """The submit side both batchers share: submissions gather while a flush is in flight, the next flush takes
+    them all, and each waiter gets its own replies (or the flush's error). Subclasses send: `_execute(groups)`
+    answers one reply list per submission."""
+
+    def __init__(self) -> None:
         self._pending: list[tuple[Commands, asyncio.Future[list[Any]]]] = []
         self._flushing = False
 
@@ -74,7 +76,7 @@ class Batcher:
     async def _flush(self, batch: list[tuple[Commands, asyncio.Future[list[Any]]]]) -> None:
         try:
             results = await self._execute([commands for commands, _ in batch])
-        except BaseException as exc:  # connection lost, timeout: every waiter gets it
+        except BaseException as exc:  # connection lost, timeout, too many redirections: every waiter gets it
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
@@ -84,6 +86,16 @@ class Batcher:
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    async def _execute(self, groups: list[Commands]) -> list[list[Any]]:
+        raise NotImplementedError
+
+
+class Batcher(Coalescer):
+    def __init__(self, client: aioredis.Redis, scripts: Iterable[LuaScript] = ()) -> None:
+        super().__init__()
+        self.client = client
+        self.scripts = tuple(scripts)
 
     async def _execute(self, groups: list[Commands]) -> list[list[Any]]:
         results = await self._send(groups)

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
+from adapter.store.batcher import Coalescer, Commands
 from adapter.store.scripts import LuaScript
 
-Commands = Sequence[bytes]
 READ_TIMEOUT = 10.0  # s for all the replies of one node in one round
 MAX_ROUNDS = 6
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
@@ -61,53 +61,24 @@ def slot_of(command: bytes) -> int | None:
     return None if key is None else key_slot(key)
 
 
-class ClusterBatcher:
+class ClusterBatcher(Coalescer):
     def __init__(self, cluster: RedisCluster, scripts: Iterable[LuaScript] = ()) -> None:
+        super().__init__()
         self.cluster = cluster
         self.scripts = tuple(scripts)
-        self._pending: list[tuple[Commands, asyncio.Future[list[Any]]]] = []
-        self._flushing = False
         self._stale = False  # a node failed: load the slot map before the next flush
         self.stats = {"flushes": 0, "moved": 0, "ask": 0, "tryagain": 0, "noscript": 0, "refreshes": 0}
 
-    async def submit(self, commands: Commands) -> list[Any]:
-        """Send `commands`; answer their replies once written (error replies as exception objects)."""
-        if not commands:
-            return []
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._pending.append((commands, future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                await self._flush(batch)
-        finally:
-            self._flushing = False
-
-    async def _flush(self, batch: list[tuple[Commands, asyncio.Future[list[Any]]]]) -> None:
+    async def _execute(self, groups: list[Commands]) -> list[list[Any]]:
         self.stats["flushes"] += 1
-        flat = [c for commands, _ in batch for c in commands]  # replies land at the same index
-        try:
-            replies = await self._execute(flat)
-        except BaseException as exc:  # connection lost, timeout, too many redirections: every waiter gets it
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        i = 0
-        for commands, future in batch:
-            if not future.done():
-                future.set_result(replies[i:i + len(commands)])
+        replies = await self._route([c for commands in groups for c in commands])  # replies at the same index
+        out, i = [], 0
+        for commands in groups:
+            out.append(replies[i:i + len(commands)])
             i += len(commands)
+        return out
 
-    async def _execute(self, flat: list[bytes]) -> list[Any]:
+    async def _route(self, flat: list[bytes]) -> list[Any]:
         await self.cluster.initialize()  # a no-op once the slot map is loaded
         if self._stale:
             self._stale = False

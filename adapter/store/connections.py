@@ -16,7 +16,6 @@ import redis.asyncio.cluster
 import redis.cluster
 import redis.exceptions
 
-from adapter.errors import AppError
 from adapter.http.metrics import MetricsBuffer
 from adapter.settings import ConfigError, Settings, redact_url
 from adapter.store.keys import Keys
@@ -132,10 +131,6 @@ def check_layout(client: SyncRedis, settings: Settings) -> None:
 
 def build_services(settings: Settings) -> Services:
     return Services(settings=settings, keys=Keys.of(settings), redis=async_redis(settings))
-
-
-def redis_unavailable() -> AppError:
-    return AppError("unavailable", "storage unavailable, try again", headers={"Retry-After": "1"})
 
 
 def rq_connection(svc: Services) -> redis.Redis:

@@ -316,13 +316,6 @@ class Keys:
             return self.target(kind, target_id)
         return self.delivery_state(target, p)
 
-    def delivery_metrics(self, p: int = 0) -> str:
-        """Hash of counters the engine's scripts bump (drops, breaker openings): `metrics()` on one Redis, one
-        per partition on the cluster (summed on read)."""
-        if not self.cluster:
-            return self.metrics()
-        return self._t(self.shard_tag(p), "metrics")
-
     def delivery_lease(self, partition: int) -> str:
         return self._t(self.shard_tag(partition), "dq", "lease", str(partition))
 
@@ -354,12 +347,12 @@ class Keys:
         return self._t(self.shard_tag(p), "creds")
 
     def authn_failures_sn(self, sn: str) -> str:
-        """Hash (throttle.lua): secret checks of one device sn that EMQX asked for, and its lock. In the `{auth}`
-        slot on the cluster, with `authn_failures_host`: one throttle call counts both."""
+        """Hash (throttle.lua): secret checks of one device sn that EMQX asked for, and its lock. In `{auth}` with
+        the peer's bucket (one throttle.lua call counts both); only checks that run argon2 touch it."""
         return self._t(self.auth_tag, "authn-fail", "sn", sn)
 
     def authn_failures_host(self, peerhost: str) -> str:
-        """Hash (throttle.lua): device secret checks from one peer address (EMQX's `peerhost`), `{auth}` slot."""
+        """Hash (throttle.lua): device secret checks from one peer address (EMQX's `peerhost`)."""
         return self._t(self.auth_tag, "authn-fail", "host", peerhost)
 
     def authn_cache(self, sn: str) -> str:
@@ -438,7 +431,8 @@ class Keys:
 
     # --- RQ jobs: periodic chains and progress (adapter/jobs/entry.py, docs/delivery.md) ----------------------
     def job_chain(self, name: str) -> str:
-        """String: the RQ job id of the next run of periodic job `name` (one chain, however many workers)."""
+        """String: the RQ job id of the next run of periodic job `name` (one chain, however many workers). Kept on
+        RQ's Redis, beside the jobs it names (jobs/chains.py uses the queue's connection)."""
         return self._t(self.meta_tag, "jobs", "chain", name)
 
     def job_progress(self, job_id: str) -> str:

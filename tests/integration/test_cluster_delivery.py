@@ -242,7 +242,7 @@ async def _test_breaker_opens_and_closes_per_partition(cluster_settings: Setting
     assert await pump_until(cluster_settings, rc, opened, 30, **tuned)
     state = await rc.hgetall(k.delivery_state(target, lane))
     assert state[b"breaker"] == b"open" and int(state[b"failures"]) >= 3
-    assert int(await rc.hget(k.delivery_metrics(lane), f'delivery_breaker_opened_total{{target="{target}"}}')) >= 1
+    assert int(await rc.hget(k.metrics_in(lane), f'delivery_breaker_opened_total{{target="{target}"}}')) >= 1
     up["ok"] = True
 
     async def closed() -> bool:

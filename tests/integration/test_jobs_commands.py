@@ -14,18 +14,9 @@ from adapter.commands.rules import Limits, parse_request
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
 from adapter.store.connections import rq_redis, sync_redis
-from tests.conftest import keys_for, new_prefix
+from adapter.store.keys import Keys
 
-PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
-K = keys_for(PREFIX)
-
-
-@pytest.fixture
-def key_prefix() -> str:
-    """redis_db cleans the prefix these tests write under."""
-    return PREFIX
-
-
+K = Keys("iot")
 BASE = "/iot/api/v1/remotectl/commands"
 
 
@@ -37,7 +28,7 @@ def settings(settings: Settings) -> Settings:
 def work(settings: Settings) -> None:
     jobs.configure(settings)
     conn = rq_redis(settings)
-    SimpleWorker([Queue(K.queue("default"), connection=conn)], connection=conn).work(burst=True)
+    SimpleWorker([Queue(Keys.of(settings).queue("default"), connection=conn)], connection=conn).work(burst=True)
 
 
 def create(admin: httpx.Client, n: int) -> dict:
@@ -65,7 +56,7 @@ def test_a_large_request_answers_the_ids_and_a_job_writes_them(admin: httpx.Clie
     before = progress(admin, data["job"])
     assert (before["state"], before["done"], before["total"], before["kind"]) == ("queued", 0, 2500, "commands")
     assert admin.get(BASE, params={"id": to[0]["idStr"]}).status_code == 404  # not written yet
-    assert data["job"] in Queue(K.queue("default"), connection=rq_redis(settings)).job_ids
+    assert data["job"] in Queue(Keys.of(settings).queue("default"), connection=rq_redis(settings)).job_ids
 
     work(settings)
 
@@ -83,9 +74,7 @@ def test_a_small_request_stays_synchronous(admin: httpx.Client) -> None:
     assert got.status_code == 200 and got.json()["data"]["sn"] == "BULK00000"
 
 
-# one Redis's id sequence, made up here (a cluster id carries its device's partition): the cluster's retried job is
-# test_cluster_commands.py::test_the_bulk_job_writes_per_partition_and_a_retry_rewrites_nothing
-@pytest.mark.single_redis
+@pytest.mark.single_redis  # ids of partition 0; on the cluster: test_cluster_commands.py, the bulk job per partition
 def test_a_retried_job_goes_on_from_the_first_chunk_not_written(settings: Settings,
                                                                 redis_db: redis.Redis) -> None:
     req = parse_request({"to": [{"sn": f"R{i}"} for i in range(2100)], "command": "sh"}, Limits.of(settings))

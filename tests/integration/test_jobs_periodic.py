@@ -15,16 +15,6 @@ from adapter.jobs import entry as jobs
 from adapter.settings import Settings
 from adapter.store.connections import rq_redis
 from adapter.store.keys import Keys
-from tests.conftest import keys_for, new_prefix
-
-PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
-K = keys_for(PREFIX)
-
-
-@pytest.fixture
-def key_prefix() -> str:
-    """redis_db cleans the prefix these tests write under."""
-    return PREFIX
 
 
 @pytest.fixture

@@ -7,22 +7,19 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
 import redis
 
 from adapter.auth.throttle import Bucket, Throttle
 from adapter.settings import Settings
 from adapter.store.connections import async_redis
-from tests.conftest import new_prefix
-
-PREFIX = new_prefix()  # redis_db cleans it on the cluster; one tag: a throttle call's buckets share a slot
-OWN = Bucket(f"{PREFIX}:{{t}}:own", limit=2, first=10, longest=25, idle=100)
-SHARED = Bucket(f"{PREFIX}:{{t}}:shared", limit=3, first=50, longest=50, idle=200)
+from adapter.store.keys import Keys
 
 
-@pytest.fixture
-def key_prefix() -> str:
-    return PREFIX
+def buckets(settings: Settings) -> tuple[Bucket, Bucket]:
+    """An own and a shared bucket under the test's prefix, in one slot on a cluster (as the login ones)."""
+    keys = Keys.of(settings)
+    return (Bucket(keys.login_failures_pair("own", "t"), limit=2, first=10, longest=25, idle=100),
+            Bucket(keys.login_failures_ip("t"), limit=3, first=50, longest=50, idle=200))
 
 
 def run(settings: Settings, scenario: Callable[[Throttle], Awaitable[Any]]) -> Any:
@@ -41,15 +38,16 @@ def n(redis_db: redis.Redis, bucket: Bucket) -> int:
 
 
 def test_attempts_count_in_every_bucket_until_one_is_full(settings: Settings, redis_db: redis.Redis) -> None:
-    waits = run(settings, lambda t: asyncio.gather(*(t.take([OWN, SHARED]) for _ in range(4))))
+    own, shared = buckets(settings)
+    waits = run(settings, lambda t: asyncio.gather(*(t.take([own, shared]) for _ in range(4))))
     assert sorted(waits) == [0, 0, 10, 10], "two go ahead; the third locks the own bucket for `first`"
-    assert (n(redis_db, OWN), n(redis_db, SHARED)) == (0, 2), "a lock starts the count again"
-    assert 100_000 < redis_db.pttl(OWN.key) <= 110_000, "kept for the lock and then `idle`"
-    assert 0 < redis_db.pttl(SHARED.key) <= 200_000
+    assert (n(redis_db, own), n(redis_db, shared)) == (0, 2), "a lock starts the count again"
+    assert 100_000 < redis_db.pttl(own.key) <= 110_000, "kept for the lock and then `idle`"
+    assert 0 < redis_db.pttl(shared.key) <= 200_000
 
 
 def test_locks_double_up_to_the_longest(settings: Settings, redis_db: redis.Redis) -> None:
-    one = Bucket(f"{PREFIX}:{{t}}:one", limit=1, first=10, longest=25, idle=100)
+    one = Bucket(Keys.of(settings).login_failures_ip("one"), limit=1, first=10, longest=25, idle=100)
 
     async def scenario(t: Throttle) -> list[int]:
         waits = []
@@ -63,33 +61,36 @@ def test_locks_double_up_to_the_longest(settings: Settings, redis_db: redis.Redi
 
 
 def test_a_locked_bucket_answers_without_counting(settings: Settings, redis_db: redis.Redis) -> None:
+    own, shared = buckets(settings)
     async def scenario(t: Throttle) -> tuple[int, int]:
         for _ in range(3):
-            await t.take([SHARED])
-        locked = await t.take([SHARED])
-        return locked, await t.take([OWN, SHARED])
+            await t.take([shared])
+        locked = await t.take([shared])
+        return locked, await t.take([own, shared])
 
     assert run(settings, scenario) == (50, 50)
-    assert redis_db.exists(OWN.key) == 0, "an attempt refused by a shared bucket is not counted in the own"
+    assert redis_db.exists(own.key) == 0, "an attempt refused by a shared bucket is not counted in the own"
 
 
 def test_a_success_clears_the_own_bucket_and_gives_back_to_the_shared(settings: Settings,
                                                                      redis_db: redis.Redis) -> None:
+    own, shared = buckets(settings)
     async def scenario(t: Throttle) -> None:
-        await t.take([OWN, SHARED])
-        await t.take([OWN, SHARED])
-        await t.clear([OWN, SHARED])
+        await t.take([own, shared])
+        await t.take([own, shared])
+        await t.clear([own, shared])
 
     run(settings, scenario)
-    assert redis_db.exists(OWN.key) == 0
-    assert n(redis_db, SHARED) == 1
+    assert redis_db.exists(own.key) == 0
+    assert n(redis_db, shared) == 1
 
 
 def test_a_check_that_did_not_run_gives_back_everywhere(settings: Settings, redis_db: redis.Redis) -> None:
+    own, shared = buckets(settings)
     async def scenario(t: Throttle) -> None:
-        await t.take([OWN, SHARED])
-        await t.refund([OWN, SHARED])
-        await t.refund([OWN, SHARED])
+        await t.take([own, shared])
+        await t.refund([own, shared])
+        await t.refund([own, shared])
 
     run(settings, scenario)
-    assert (n(redis_db, OWN), n(redis_db, SHARED)) == (0, 0), "never below zero"
+    assert (n(redis_db, own), n(redis_db, shared)) == (0, 0), "never below zero"

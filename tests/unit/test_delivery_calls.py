@@ -92,7 +92,7 @@ def test_outcome_call_matches_its_header(keys: Keys) -> None:
     k = call.keys
     assert k[0] == keys.delivery_stream(5) and k[2] == keys.attempts(D.target, 5) and k[3] == keys.delivery_retry(5)
     assert k[4] == keys.delivery_hold(D.target, D.key) and k[9] == keys.delivery_state(D.target, 5)
-    assert k[6] == keys.callback_stats_in("device", 5) and k[11] == keys.delivery_metrics(5)
+    assert k[6] == keys.callback_stats_in("device", 5) and k[11] == keys.metrics_in(5)
     a = call.args
     assert a[:3] == ("pumps", "1-0", "retry") and a[7] == 9 and a[15] == D.target and a[18] == "1"
     assert call.packed().startswith(b"*") and OUTCOME.sha.encode() in call.packed()
@@ -150,7 +150,7 @@ def test_delivery_keys_on_the_cluster() -> None:
     assert k.delivery_state("route:4", 7) == f"iot:{t}:dq:state:route:4" == k.delivery_counts("route:4", 7)
     assert k.attempts("route:4", 7) == f"iot:{t}:attempts:route:4" and k.dead("route:4", 7) == f"iot:{t}:dead:route:4"
     assert k.dead_index("route:4", 7) == f"iot:{t}:dead-idx:route:4"
-    assert k.delivery_held("route:4", 7) == f"iot:{t}:dq:held:route:4" and k.delivery_metrics(7) == f"iot:{t}:metrics"
+    assert k.delivery_held("route:4", 7) == f"iot:{t}:dq:held:route:4" and k.metrics_in(7) == f"iot:{t}:metrics"
     assert k.callbacks_enabled_in("device", 7) == f"iot:{t}:callbacks:enabled:device"
     assert k.callback_stats_in("device", 7) == f"iot:{t}:callbacks:stats:device"
     assert k.callbacks_enabled_of("device") == "iot:{tgt}:callbacks:enabled:device"
@@ -162,7 +162,7 @@ def test_delivery_keys_on_the_cluster() -> None:
 def test_one_redis_has_one_engine_partition() -> None:
     k = ONE
     assert k.callbacks_enabled_in("device", 3) == k.callbacks_enabled_of("device")
-    assert k.callback_stats_in("device", 3) == k.callback_stats("device") and k.delivery_metrics(3) == k.metrics()
+    assert k.callback_stats_in("device", 3) == k.callback_stats("device") and k.metrics_in(3) == k.metrics()
     assert k.delivery_counts("callback:2", 3) == k.target("callback", 2)
     for p in (0, 3):
         assert k.delivery_state("callback:2", p) == "iot:dq:state:callback:2" == k.delivery_state("callback:2")

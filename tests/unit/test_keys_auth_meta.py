@@ -9,7 +9,7 @@ from adapter.store.keys import Keys
 def auth_keys(k: Keys) -> list[str]:
     return [k.users(), k.user("bob"), k.user("admin"), k.token("ab12"), k.user_tokens("bob"),
             k.login_failures_pair("bob", "10.0.0.1"), k.login_failures_ip("10.0.0.1"),
-            k.authn_failures_sn("SN1"), k.authn_failures_host("10.0.0.9")]
+            k.authn_failures_sn("SN1"), k.authn_failures_host("10.0.0.9")]  # device authn: one throttle call
 
 
 def meta_keys(k: Keys) -> list[str]:
