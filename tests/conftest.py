@@ -88,14 +88,14 @@ def zall(client: redis.Redis, keys: Keys, key_of: Callable[[int], str]) -> list[
     return [member for member, _ in sorted(pairs, key=lambda pair: (pair[1], pair[0]))]
 
 
-def metric_fields(client: redis.Redis, keys: Keys) -> dict[str, int]:
+def metric_fields(client: redis.Redis, keys: Keys) -> dict[str, float]:
     """Every counter as `GET /metrics` sums it: `metrics()` and, on the cluster, each shard's `metrics_in(p)` the
     scripts count in (the same key on one Redis)."""
-    out: dict[str, int] = {}
+    out: dict[str, float] = {}
     for key in dict.fromkeys([keys.metrics(), *(keys.metrics_in(p) for p in keys.shards())]):
         for field, n in client.hgetall(key).items():
             name = field.decode() if isinstance(field, bytes) else field
-            out[name] = out.get(name, 0) + int(n)
+            out[name] = out.get(name, 0) + float(n)  # counters, and sums of seconds
     return out
 
 

@@ -66,7 +66,7 @@ def listed(c: httpx.Client, **params: str) -> list[str]:
 
 
 def metric(r: redis.Redis, name: str) -> int:
-    return metric_fields(r, K).get(name, 0)
+    return int(metric_fields(r, K).get(name, 0))
 
 
 def test_new_peripherals_past_the_cap_are_not_stored(api: tuple[httpx.Client, httpx.Client],
