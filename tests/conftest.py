@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -64,6 +64,39 @@ def store_env(prefix: str, db: int = TEST_DB) -> dict[str, str]:
     if CLUSTER:
         env |= {"ADAPTER_KEY_PREFIX": prefix, "ADAPTER_RQ_REDIS_URL": rq_url()}
     return env
+
+
+def keys_for(prefix: str) -> Keys:
+    """The keys of the test store under `prefix`: what `Keys.of` gives for settings of `store_env(prefix)` (the
+    default partitions). For a module's own prefix (`PREFIX = new_prefix()`); a test spells its keys with the
+    `keys` fixture."""
+    return Keys(prefix, Settings.cluster_partitions if CLUSTER else 0, Settings.delivery_partitions)
+
+
+def enable_callbacks(client: redis.Redis, keys: Keys, cb_type: str, *ids: str) -> None:
+    """Plant enabled callbacks as the callbacks store leaves them: the authoritative set and, on the cluster, its
+    per-shard replicas the device scripts read (`callbacks_enabled_in`: the same key on one Redis)."""
+    client.sadd(keys.callbacks_enabled_of(cb_type), *ids)
+    for p in keys.shards() if keys.cluster else ():
+        client.sadd(keys.callbacks_enabled_in(cb_type, p), *ids)
+
+
+def zall(client: redis.Redis, keys: Keys, key_of: Callable[[int], str]) -> list[Any]:
+    """The members of a sharded sorted set (`key_of(p)` for each of `keys.shards()`: the index shards) in ZRANGE
+    order, by score then member: the one key on one Redis, merged over the shards on the cluster."""
+    pairs = [pair for p in keys.shards() for pair in client.zrange(key_of(p), 0, -1, withscores=True)]
+    return [member for member, _ in sorted(pairs, key=lambda pair: (pair[1], pair[0]))]
+
+
+def metric_fields(client: redis.Redis, keys: Keys) -> dict[str, float]:
+    """Every counter as `GET /metrics` sums it: `metrics()` and, on the cluster, each shard's `metrics_in(p)` the
+    scripts count in (the same key on one Redis)."""
+    out: dict[str, float] = {}
+    for key in dict.fromkeys([keys.metrics(), *(keys.metrics_in(p) for p in keys.shards())]):
+        for field, n in client.hgetall(key).items():
+            name = field.decode() if isinstance(field, bytes) else field
+            out[name] = out.get(name, 0) + float(n)  # counters, and sums of seconds
+    return out
 
 
 def store_client(db: int = TEST_DB, **options: Any) -> redis.Redis:

@@ -175,9 +175,12 @@ class Pump:
         await scripts.call(self.redis, _RELEASE, 1, self.keys.delivery_lease(p), self.id)
 
     async def _release_all(self) -> None:
-        for p in list(self.partitions):
+        async def release(p: int) -> None:
             with contextlib.suppress(redis.exceptions.RedisError):
                 await self._release(p)
+
+        # all at once: each waits for its partition's loop to end (its blocking read: up to 0.2 s), 48 on a cluster
+        await asyncio.gather(*(release(p) for p in list(self.partitions)))
         with contextlib.suppress(redis.exceptions.RedisError):
             await self.redis.zrem(self.keys.delivery_pumps(), self.id)
 
@@ -389,7 +392,11 @@ def _text(value: Any) -> str:
 
 async def run_pump(settings: Settings, stop: asyncio.Event, *, burst: bool = False,
                    on_ready: Callable[[Pump], Awaitable[None]] | None = None) -> Pump:
-    client = async_redis(settings, decode=False, socket_timeout=10, max_connections=32)
+    # one Redis: at most 32 connections, callers past them wait. A cluster client has no waiting pool (a caller
+    # past its per-node cap fails with MaxConnectionsError and ends its partition's loop): no cap there; the
+    # partitions' loops and their deliveries bound the connections (docs/cluster.md).
+    cap = None if settings.redis_cluster else 32
+    client = async_redis(settings, decode=False, socket_timeout=10, max_connections=cap)
     sender = Sender(limit=settings.delivery_concurrency, allow_private=settings.allow_private_urls)
     pump = Pump(settings, client, sender)
     try:

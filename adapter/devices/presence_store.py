@@ -5,8 +5,9 @@ the script wrapped in device.lua (see devices/store.py); this module runs it alo
 how the tests hold it against the pure function, and it owns `script_argv`, which both use.
 
 `queue_apply` only queues the command, so it works the same on a sync `redis.Redis` pipeline and on a
-`redis.asyncio` pipeline (many events batched into one round trip, inside MULTI or not); the pipeline
-loads the script on the server when it is missing (as redis-py's own `Script` objects do).
+`redis.asyncio` pipeline (many events batched into one round trip, inside MULTI or not); on one Redis the
+pipeline loads the script on the server when it is missing (as redis-py's own `Script` objects do). A cluster
+pipeline cannot: `apply_now` loads it on every primary first (a caller with its own cluster pipeline does that).
 `parse_reply` turns that command's result into a `Transition` or None.
 """
 
@@ -29,11 +30,9 @@ PRESENCE_SCRIPT = scripts.LuaScript(scripts.source("devices/presence.lua"))
 
 
 class Queue(Protocol):
-    """What `queue_apply` needs: a redis-py pipeline, sync or asyncio."""
+    """What `queue_apply` needs: a redis-py pipeline, sync or asyncio (one Redis or cluster)."""
 
-    scripts: Any
-
-    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any: ...
+    def execute_command(self, *args: Any, **options: Any) -> Any: ...
 
 
 def script_argv(ev: Connected | Disconnected) -> list[str]:
@@ -51,9 +50,10 @@ def presence_call(key: str, ev: Connected | Disconnected) -> tuple[list[str], li
 
 def queue_apply(pipe: Queue, key: str, ev: Connected | Disconnected) -> None:
     """Queue the presence step for `ev` on `pipe`; its result goes through `parse_reply`."""
-    pipe.scripts.add(PRESENCE_SCRIPT)
+    if hasattr(pipe, "scripts"):  # one Redis: the pipeline loads the script when it is missing
+        pipe.scripts.add(PRESENCE_SCRIPT)
     call_keys, argv = presence_call(key, ev)
-    pipe.evalsha(PRESENCE_SCRIPT.sha, len(call_keys), *call_keys, *argv)
+    scripts.queue_call(pipe, PRESENCE_SCRIPT, len(call_keys), *call_keys, *argv)
 
 
 def parse_reply(reply: Any, clientid: str) -> Transition | None:
@@ -69,6 +69,7 @@ def parse_reply(reply: Any, clientid: str) -> Transition | None:
 def apply_now(client: redis.Redis, key: str, ev: Connected | Disconnected) -> Transition | None:
     """Apply one event right away on a sync client."""
     with client.pipeline(transaction=False) as pipe:
+        scripts.pipeline_scripts_sync(client, pipe, PRESENCE_SCRIPT)
         queue_apply(pipe, key, ev)
         [reply] = pipe.execute()
     return parse_reply(reply, ev.clientid)
@@ -78,6 +79,7 @@ async def apply_now_async(client: redis.asyncio.Redis, key: str,
                           ev: Connected | Disconnected) -> Transition | None:
     """Apply one event right away on an asyncio client."""
     async with client.pipeline(transaction=False) as pipe:
+        await scripts.pipeline_scripts(client, pipe, PRESENCE_SCRIPT)
         queue_apply(pipe, key, ev)
         [reply] = await pipe.execute()
     return parse_reply(reply, ev.clientid)

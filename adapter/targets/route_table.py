@@ -28,6 +28,7 @@ from operator import attrgetter
 from typing import Any
 
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from adapter.errors import AppError
@@ -119,6 +120,8 @@ class RouteTable:
                     await asyncio.wait_for(stop.wait(), RETRY_DELAY)
 
     async def _follow(self, redis: AsyncRedis, stop: asyncio.Event) -> None:
+        if isinstance(redis, RedisCluster):
+            await redis.initialize()  # a cluster pubsub finds its node in the slot map: load it first (no-op later)
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self.keys.routes_channel())

@@ -41,7 +41,7 @@ def create(api: httpx.Client, cb_type: str = "device", url: str = HOOK, **extra:
 
 CALLBACKS = shared.Kind("callback", BASE, callbacks_api.ENDPOINTS, create, STATUS, 6, {"enabled": False},
                         reads={"/device/stats": {"succ": 0, "failed": 0}}, path_params={"type": "device"})
-server, api, keys = shared.fixtures(CALLBACKS)
+server, api, keys, key_prefix = shared.fixtures(CALLBACKS)
 
 
 def app_with_callbacks(settings: Settings) -> Starlette:
@@ -103,7 +103,10 @@ def test_enable_toggles_the_enabled_set(api: httpx.Client, redis_db: redis.Redis
 
 def test_stats_per_type(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
     assert data(api.get(f"{BASE}/device/stats")) == {"succ": 0, "failed": 0}
-    redis_db.hset(keys.callback_stats("peripheral"), mapping={"succ": 7, "failed": 2})
+    last = keys.shards()[-1]  # on the cluster each partition counts its own; the API sums them (one key on one Redis)
+    redis_db.hincrby(keys.callback_stats_in("peripheral", 0), "succ", 4)
+    redis_db.hincrby(keys.callback_stats_in("peripheral", last), "succ", 3)
+    redis_db.hincrby(keys.callback_stats_in("peripheral", last), "failed", 2)
     assert data(api.get(f"{BASE}/peripheral/stats")) == {"succ": 7, "failed": 2}
     assert data(api.get(f"{BASE}/device/stats")) == {"succ": 0, "failed": 0}
     assert_err(api.get(f"{BASE}/gateway/stats"), 404, "not_found")
@@ -300,5 +303,5 @@ def test_concurrent_replays_move_each_dead_letter_once(server: Server, redis_db:
         return list(await asyncio.gather(*(store.replay(cb.id, None, parts) for _ in range(4))))
 
     assert sorted(shared.on_store(server, CallbackStore, run)) == [0, 0, 0, 5]
-    entries = stream_entries(redis_db, keys, server.settings.delivery_partitions)
+    entries = stream_entries(redis_db, keys, keys.stream_partitions)
     assert sorted(e["id"] for e in entries) == ["d0", "d1", "d2", "d3", "d4"]

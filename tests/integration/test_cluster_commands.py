@@ -26,6 +26,7 @@ from adapter.commands.store import CommandStore
 from adapter.errors import AppError
 from adapter.settings import Settings
 from adapter.store.keys import Keys
+from tests.conftest import rq_url
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
 from tests.support.servers import serve
 
@@ -65,6 +66,7 @@ def emqx() -> Iterator[tuple[FakeEmqx, str]]:
 def cfg(prefix: str, emqx: tuple[FakeEmqx, str]) -> Settings:
     return Settings.from_env({
         "ADAPTER_REDIS_URL": f"redis+cluster://127.0.0.1:{PORTS[0]}", "ADAPTER_KEY_PREFIX": prefix,
+        "ADAPTER_RQ_REDIS_URL": rq_url(),
         "ADAPTER_ADMIN_PASSWORD": "x" * 16, "ADAPTER_INGEST_TOKEN": "y" * 16,
         "ADAPTER_EMQX_API_URL": f"{emqx[1]}/api/v5", "ADAPTER_EMQX_API_KEY": KEY, "ADAPTER_EMQX_API_SECRET": SECRET,
         "ADAPTER_COMMAND_PUBLISH_BATCH": "100",

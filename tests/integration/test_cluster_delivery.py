@@ -27,6 +27,7 @@ from adapter.targets import replicas
 from adapter.targets.callbacks import CallbackStore
 from adapter.targets.route_table import RouteTable
 from adapter.targets.routes import RouteStore
+from tests.conftest import rq_url
 from tests.support.receiver import Receiver
 
 PORTS = os.environ.get("TEST_REDIS_CLUSTER_PORTS", "").split()
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.skipif(not PORTS, reason="TEST_REDIS_CLUSTER_PORTS not 
 def cluster_settings() -> Settings:
     return Settings.from_env({
         "ADAPTER_REDIS_URL": f"redis+cluster://127.0.0.1:{PORTS[0] if PORTS else 7000}",
-        "ADAPTER_KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}",
+        "ADAPTER_KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}", "ADAPTER_RQ_REDIS_URL": rq_url(),
         "ADAPTER_ADMIN_PASSWORD": "x" * 16, "ADAPTER_INGEST_TOKEN": "y" * 24,
         "ADAPTER_EMQX_API_URL": "http://127.0.0.1:9/api/v5",
         "ADAPTER_ALLOW_PRIVATE_URLS": "true", "ADAPTER_DELIVERY_SCHEDULE": "0.2s,0.2s,0.2s",

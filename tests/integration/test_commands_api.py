@@ -20,15 +20,26 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 from adapter.api import commands as commands_api
 from adapter.app import create_app
 from adapter.commands.calls import COMMANDS, mode_call
+from adapter.commands.ids import partition_of
 from adapter.http.openapi import document
 from adapter.settings import Settings
-from adapter.store.keys import Keys
-from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, flush_store, login, new_prefix, store_client, store_env
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    INGEST_TOKEN,
+    flush_store,
+    keys_for,
+    login,
+    metric_fields,
+    new_prefix,
+    primaries,
+    store_client,
+    store_env,
+)
 from tests.support.emqx import published, sample, subscribed
 from tests.support.servers import serve
 
 PREFIX = new_prefix()  # the module's server and its per-test cleanup
-K = Keys(PREFIX)
+K = keys_for(PREFIX)
 URL = "/iot/api/v1/remotectl/commands"
 SEED = {"from": "iot_web_console", "to": [{"sn": "8CFCA0107D1B"}, {"sn": "6FSDA0108789"}], "command": "sh",
         "method": "", "body": {"shcmd": "whoami"}, "publishNow": True, "maxRetries": 3, "expires": 38400,
@@ -59,9 +70,11 @@ def server() -> Iterator[tuple[str, str, redis.Redis]]:
 
 @pytest.fixture
 def redis_db(server: tuple[str, str, redis.Redis]) -> redis.Redis:
+    """The store emptied of everything but the login (users and tokens), per test."""
     r = server[2]
-    for pattern in (f"{PREFIX}:cmd*", f"{PREFIX}:seen:*", f"{PREFIX}:metrics", f"{PREFIX}:client:*"):
-        for key in r.scan_iter(pattern, count=1000):
+    login_keys = (K.users(), K.user(""), K.token(""), K.user_tokens(""))
+    for node in primaries(r):  # one at a time: on the cluster they are in many slots
+        for key in [k for k in node.scan_iter(match=f"{PREFIX}*", count=1000) if not str(k).startswith(login_keys)]:
             r.delete(key)
     return r
 
@@ -101,7 +114,8 @@ def answer(cid: int | str, sn: str, status: str = "ok", result: str = "cm9vdA=="
 def sent(r: redis.Redis, cid: str) -> None:
     """What a runner does: claim and record a successful send."""
     r.script_load(COMMANDS.script)
-    for ks, argv in (mode_call(K, 0, "claim", 100, 10_000), mode_call(K, 0, "record", 30_000, cid, "sent", 0)):
+    p = partition_of(int(cid), K.cluster_partitions)  # the partition its id carries (0 on one Redis)
+    for ks, argv in (mode_call(K, p, "claim", 100, 10_000), mode_call(K, p, "record", 30_000, cid, "sent", 0)):
         r.evalsha(COMMANDS.sha, len(ks), *ks, *argv)
 
 
@@ -110,8 +124,11 @@ def test_create_answers_the_seeds_shape_with_exact_ids(api: httpx.Client) -> Non
     to = ok(r)["to"]
     assert [t["sn"] for t in to] == ["8CFCA0107D1B", "6FSDA0108789"]
     assert all(set(t) == {"id", "idStr", "sn"} and str(t["id"]) == t["idStr"] for t in to)
-    assert int(to[1]["idStr"]) == int(to[0]["idStr"]) + 1
-    assert re.fullmatch(r"\d{8}0{9}[12]", to[0]["idStr"])
+    if K.cluster:  # an id carries its device's partition
+        assert [partition_of(t["id"], K.cluster_partitions) for t in to] == [K.shard(t["sn"]) for t in to]
+    else:  # the day's sequence, from 1
+        assert int(to[1]["idStr"]) == int(to[0]["idStr"]) + 1
+        assert re.fullmatch(r"\d{8}0{9}[12]", to[0]["idStr"])
     assert f'"id":{to[0]["idStr"]},' in r.text  # a JSON integer, not a rounded double
 
 
@@ -145,7 +162,10 @@ def test_queries_by_id_number_or_string_and_pages(api: httpx.Client) -> None:
     err(api.get(URL, params={"id": "201811260000000009"}), 404, "not_found")
     page = ok(api.get(URL, params={"limit": 2}))
     assert (page["total"], page["count"], page["page"], page["limit"]) == (3, 2, 1, 2)
-    assert [i["idStr"] for i in page["list"]] == [second[0]["idStr"], first[1]["idStr"]]
+    newest = sorted((t["id"] for t in (*first, *second)), reverse=True)  # by id (on one Redis: the order made)
+    assert [i["id"] for i in page["list"]] == newest[:2]
+    if not K.cluster:  # one Redis: the day's sequence is the order they were made in
+        assert newest[:2] == [second[0]["id"], first[1]["id"]]
     assert ok(api.get(URL, params={"from": "script"}))["total"] == 1
     assert ok(api.get(URL, params={"sn": "8CFCA0107D1B"}))["total"] == 2
     assert ok(api.get(URL, params={"from": "iot_web_console", "sn": "6FSDA0108789"}))["total"] == 1
@@ -172,16 +192,18 @@ def test_a_forged_answer_is_ignored_and_counted(api: httpx.Client, redis_db: red
     event(api, published("INTRUDER", "dma/resp/cmd", answer(cid, "INTRUDER"), msg_id="D" * 32))
     assert ok(api.get(URL, params={"id": cid}))["state"] == 1
     err(api.get(f"{URL}/responses", params={"id": cid}), 404, "not_found")
-    assert redis_db.hget(K.metrics(), 'commands_responses_ignored_total{reason="foreign_client"}') == "1"
+    # on the cluster the answer is looked up in the publisher's partition, where no such command is
+    reason = "unknown" if K.cluster else "foreign_client"
+    assert metric_fields(redis_db, K)[f'commands_responses_ignored_total{{reason="{reason}"}}'] == 1
 
 
 def test_subscribing_sends_a_waiting_command_and_acked_records_the_delivery(api: httpx.Client,
                                                                             redis_db: redis.Redis) -> None:
     [target] = ok(api.post(URL, json={**SEED, "publishNow": False, "to": [{"sn": "SN1"}]}))["to"]
     cid = target["idStr"]
-    assert redis_db.zscore(K.commands_due(0), cid) is None
+    assert redis_db.zscore(K.commands_due(K.shard("SN1")), cid) is None
     event(api, subscribed("SN1"))
-    assert redis_db.zscore(K.commands_due(0), cid) is not None
+    assert redis_db.zscore(K.commands_due(K.shard("SN1")), cid) is not None
     payload = json.dumps({"id": target["id"], "command": "sh"})
     event(api, sample("message_acked", clientid="SN1", username="SN1", topic="dma/cmd/SN1", payload=payload))
     assert ok(api.get(URL, params={"id": cid}))["deliverTime"] > 0

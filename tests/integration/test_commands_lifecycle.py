@@ -12,21 +12,23 @@ import pytest
 import redis
 
 from adapter.commands.calls import COMMANDS, mode_call
-from adapter.commands.ids import parse_id
+from adapter.commands.ids import parse_id, partition_of
 from adapter.commands.rules import Limits, parse_request
 from adapter.commands.store import CommandStore
 from adapter.errors import AppError
-from adapter.store.keys import Keys
-from tests.conftest import async_store_client
+from tests.conftest import async_store_client, keys_for, metric_fields, new_prefix, script_flush
 from tests.support.servers import wait_for
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
 
 
 @pytest.fixture
 def key_prefix() -> str:
     """redis_db cleans the prefix these tests write under."""
     return K.prefix
+
+
 LIMITS = Limits(max_targets=100, body_max_bytes=1024, default_expires=600, max_expires=3600)
 T = TypeVar("T")
 
@@ -47,9 +49,17 @@ def create(sns: list[str], **fields: Any) -> list[str]:
     return [t["idStr"] for t in with_store(lambda s: s.create(req))]
 
 
+P = K.shard("SN1")  # the partition of SN1's commands, which most tests send (0 on one Redis)
+
+
+def part(cid: str) -> int:
+    """The partition a command id carries (0 on one Redis)."""
+    return partition_of(int(cid), K.cluster_partitions)
+
+
 def lua(r: redis.Redis, mode: str, *args: Any) -> Any:
     r.script_load(COMMANDS.script)
-    ks, argv = mode_call(K, 0, mode, *args)
+    ks, argv = mode_call(K, P, mode, *args)
     return r.evalsha(COMMANDS.sha, len(ks), *ks, *argv)
 
 
@@ -64,7 +74,7 @@ def record(r: redis.Redis, cid: str, outcome: str, ack_ms: int = 30_000, at: int
 
 def respond(r: redis.Redis, cid: str, ok: bool, clientid: str = "SN1", msg: str | None = None) -> str:
     stored = f'{{"id":{cid},"status":"{"ok" if ok else "err"}"}}'
-    return str(lua(r, "respond", K.seen(f"cmd-resp:{msg or time.monotonic_ns()}"), 600, cid, clientid,
+    return str(lua(r, "respond", K.seen(f"cmd-resp:{msg or time.monotonic_ns()}", "SN1"), 600, cid, clientid,
                    "1" if ok else "0", stored))
 
 
@@ -73,11 +83,11 @@ UNSET = {"tryTimes": "0", "publishTime": "0", "finishTime": "0", "failedTime": "
 
 
 def state(r: redis.Redis, cid: str) -> dict[str, str]:
-    return {**UNSET, **r.hgetall(K.command(cid, 0))}
+    return {**UNSET, **r.hgetall(K.command(cid, part(cid)))}
 
 
 def due(r: redis.Redis) -> list[str]:
-    return r.zrange(K.commands_due(0), 0, -1)
+    return r.zrange(K.commands_due(P), 0, -1)
 
 
 def test_publish_now_sent_and_answered(redis_db: redis.Redis) -> None:
@@ -89,14 +99,14 @@ def test_publish_now_sent_and_answered(redis_db: redis.Redis) -> None:
     record(redis_db, cid, "sent")
     s = state(redis_db, cid)
     assert (s["state"], s["tryTimes"], s["phase"]) == ("1", "1", "waiting") and int(s["publishTime"]) > 0
-    assert redis_db.zscore(K.commands_due(0), cid) > time.time() * 1000 + 25_000  # the ack timeout
+    assert redis_db.zscore(K.commands_due(P), cid) > time.time() * 1000 + 25_000  # the ack timeout
     assert respond(redis_db, cid, True) == "success"
     s = state(redis_db, cid)
     assert (s["state"], s["tryTimes"], s["reason"]) == ("2", "1", "") and int(s["finishTime"]) > 0
     assert due(redis_db) == [] and redis_db.zcard(K.commands_active("SN1")) == 0
-    assert redis_db.get(K.command_response(cid, 0)) == f'{{"id":{cid},"status":"ok"}}'
-    assert 590_000 < redis_db.pttl(K.command_response(cid, 0)) <= 600_000
-    assert 590_000 < redis_db.pttl(K.command(cid, 0)) <= 600_000
+    assert redis_db.get(K.command_response(cid, part(cid))) == f'{{"id":{cid},"status":"ok"}}'
+    assert 590_000 < redis_db.pttl(K.command_response(cid, part(cid))) <= 600_000
+    assert 590_000 < redis_db.pttl(K.command(cid, part(cid))) <= 600_000
 
 
 def test_waiting_for_online(redis_db: redis.Redis) -> None:
@@ -183,7 +193,7 @@ def test_rejected_fails(redis_db: redis.Redis) -> None:
     record(redis_db, cid, "rejected")
     s = state(redis_db, cid)
     assert (s["state"], s["reason"]) == ("3", "rejected")
-    assert redis_db.hget(K.metrics(), 'commands_finished_total{result="rejected"}') == "1"
+    assert metric_fields(redis_db, K)['commands_finished_total{result="rejected"}'] == 1
 
 
 def test_answers_that_change_nothing(redis_db: redis.Redis) -> None:
@@ -202,9 +212,9 @@ def test_answers_that_change_nothing(redis_db: redis.Redis) -> None:
     assert respond(redis_db, cid, True) == "success"
     assert respond(redis_db, cid, False) == "finished"
     assert state(redis_db, cid)["state"] == "2"
-    counted = redis_db.hgetall(K.metrics())
+    counted = metric_fields(redis_db, K)
     for reason in ("not_sent", "foreign_client", "unknown", "duplicate", "stale", "finished"):
-        assert counted[f'commands_responses_ignored_total{{reason="{reason}"}}'] == "1"
+        assert counted[f'commands_responses_ignored_total{{reason="{reason}"}}'] == 1
 
 
 def test_an_answer_before_the_send_is_recorded(redis_db: redis.Redis) -> None:
@@ -228,19 +238,20 @@ def test_delivery_time(redis_db: redis.Redis) -> None:
     assert lua(redis_db, "delivered", cid, "SN1") == 1
     assert int(state(redis_db, cid)["deliverTime"]) >= int(time.time()) - 1
     assert lua(redis_db, "delivered", "201811260000000009", "SN1") == 0
-    assert not redis_db.exists(K.command("201811260000000009", 0))
+    assert not redis_db.exists(K.command("201811260000000009", part("201811260000000009")))
 
 
 def test_cancel(redis_db: redis.Redis) -> None:
-    [cid, done] = create(["SN1", "SN2"], publishNow=False)
+    other = next(sn for sn in ("SN2", *(f"SN{i}" for i in range(3, 500))) if K.shard(sn) == P)  # SN2 on one Redis
+    [cid, done] = create(["SN1", other], publishNow=False)
     view = with_store(lambda s: s.cancel(int(cid)))
     assert (view["state"], view["reason"]) == (3, "canceled") and view["failedTime"] > 0
     lua(redis_db, "wake", "SN1")
     assert claim(redis_db) == []
-    lua(redis_db, "wake", "SN2")
+    lua(redis_db, "wake", other)
     claim(redis_db)
     record(redis_db, done, "sent")
-    respond(redis_db, done, True, clientid="SN2")
+    respond(redis_db, done, True, clientid=other)
     for cid_, code in ((cid, "conflict"), (done, "conflict"), ("201811260000000009", "not_found")):
         with pytest.raises(AppError) as caught:
             with_store(lambda s, c=cid_: s.cancel(int(c)))  # type: ignore[misc]
@@ -248,7 +259,8 @@ def test_cancel(redis_db: redis.Redis) -> None:
 
 
 def test_pages_newest_first_with_filters_and_totals(redis_db: redis.Redis) -> None:
-    first = create(["A", "B"], **{"from": "console"})
+    b = next(sn for sn in ("B", *(f"B{i}" for i in range(500))) if K.shard(sn) == K.shard("A"))  # "B" on one Redis
+    first = create(["A", b], **{"from": "console"})  # one partition: its ids are in the order they were made
     second = create(["A"], **{"from": "script"})
     page = with_store(lambda s: s.page(None, None, 1, 2))
     assert (page["total"], page["count"], page["page"], page["limit"]) == (3, 2, 1, 2)
@@ -267,13 +279,13 @@ def test_expiry_takes_the_command_its_answer_and_its_index_entries(redis_db: red
     claim(redis_db)
     record(redis_db, gone, "sent")
     respond(redis_db, gone, True)
-    assert redis_db.exists(K.command_response(gone, 0))
-    wait_for(lambda: not redis_db.exists(K.command(gone, 0)), timeout=3, what="the command to expire")
-    assert not redis_db.exists(K.command_response(gone, 0))
+    assert redis_db.exists(K.command_response(gone, part(gone)))
+    wait_for(lambda: not redis_db.exists(K.command(gone, part(gone))), timeout=3, what="the command to expire")
+    assert not redis_db.exists(K.command_response(gone, part(gone)))
     page = with_store(lambda s: s.page(None, None, 1, 10))
     assert page["total"] == 1 and [i["idStr"] for i in page["list"]] == [kept]
     assert with_store(lambda s: s.page(None, "SN1", 1, 10))["total"] == 1
-    assert redis_db.zcard(K.commands_expiry(0)) == 1 and due(redis_db) == [kept]
+    assert redis_db.zcard(K.commands_expiry(P)) == 1 and due(redis_db) == [kept]
     with pytest.raises(AppError) as caught:
         with_store(lambda s: s.get(int(gone)))
     assert caught.value.code == "not_found"
@@ -284,13 +296,14 @@ def test_calls_in_one_pipeline_survive_a_flushed_script_cache(redis_db: redis.Re
     """run_many: the calls Redis refused with NOSCRIPT go again once loaded; each call runs once."""
     from adapter.commands import calls
 
-    redis_db.script_flush()
+    script_flush(redis_db)
     created = create(["SN1", "SN2"])
-    redis_db.script_flush()
+    script_flush(redis_db)
 
     async def go(store: CommandStore) -> list[Any]:
-        return await calls.run_many(store.redis, [calls.cancel_call(K, 0, created[0]),
-                                                  calls.cancel_call(K, 0, created[1]), calls.prune_call(K, 0, 10)])
+        return await calls.run_many(store.redis, [calls.cancel_call(K, part(created[0]), created[0]),
+                                                  calls.cancel_call(K, part(created[1]), created[1]),
+                                                  calls.prune_call(K, P, 10)])
 
     assert with_store(go) == ["canceled", "canceled", 0]
-    assert redis_db.hget(K.metrics(), 'commands_finished_total{result="canceled"}') == "2"
+    assert metric_fields(redis_db, K)['commands_finished_total{result="canceled"}'] == 2

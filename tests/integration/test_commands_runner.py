@@ -14,16 +14,24 @@ import pytest
 import redis
 
 from adapter.broker.client import EmqxClient
+from adapter.commands.ids import partition_of
 from adapter.commands.rules import Limits, parse_request
 from adapter.commands.runner import CommandRunner
 from adapter.commands.store import CommandStore
 from adapter.settings import Settings
 from adapter.store.connections import async_redis
-from adapter.store.keys import Keys
+from tests.conftest import keys_for, metric_fields, new_prefix
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
 from tests.support.servers import serve
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
 
 
 class Emqx(FakeEmqx):
@@ -89,12 +97,18 @@ def run(cfg: Settings, sns: list[str], until: Callable[[redis.Redis], bool], r: 
     return asyncio.run(go())
 
 
+def part(cid: str) -> int:
+    """The partition a command id carries (0 on one Redis)."""
+    return partition_of(int(cid), K.cluster_partitions)
+
+
 def states(r: redis.Redis, ids: list[str]) -> list[tuple[str, str]]:
-    return [(r.hget(K.command(i, 0), "state") or "", r.hget(K.command(i, 0), "tryTimes") or "0") for i in ids]
+    return [(r.hget(K.command(i, part(i)), "state") or "", r.hget(K.command(i, part(i)), "tryTimes") or "0")
+            for i in ids]
 
 
 def all_sent(ids_count: int) -> Callable[[redis.Redis], bool]:
-    return lambda r: r.hget(K.metrics(), 'commands_sends_total{outcome="sent"}') == str(ids_count)
+    return lambda r: metric_fields(r, K).get('commands_sends_total{outcome="sent"}') == ids_count
 
 
 def test_publish_now_goes_out_at_once_in_the_documented_shape(cfg: Settings, emqx: Fake,
@@ -115,7 +129,9 @@ def test_many_commands_go_out_in_bulk_chunks(cfg: Settings, emqx: Fake, redis_db
     fake, _ = emqx
     sns = [f"SN{i:04d}" for i in range(600)]
     ids, _ = run(cfg, sns, all_sent(600), redis_db)
-    assert sorted(fake.bulk_sizes, reverse=True) == [250, 250, 100]
+    assert sum(fake.bulk_sizes) == 600 and max(fake.bulk_sizes) <= cfg.command_publish_batch
+    if not K.cluster:  # one partition claims them in full batches (the cluster's partitions split the room)
+        assert sorted(fake.bulk_sizes, reverse=True) == [250, 250, 100]
     assert {m["topic"] for m in fake.published} == {f"dma/cmd/{sn}" for sn in sns}
     assert set(states(redis_db, ids)) == {("1", "1")}
 
@@ -124,9 +140,9 @@ def test_no_subscriber_waits_for_online(cfg: Settings, emqx: Fake, redis_db: red
     fake, _ = emqx
     fake.statuses["OFF"] = [202]
     ids, _ = run(cfg, ["ON", "OFF"], lambda r: all_sent(1)(r) and bool(
-        r.hget(K.metrics(), 'commands_sends_total{outcome="no_subscribers"}')), redis_db)
+        metric_fields(r, K).get('commands_sends_total{outcome="no_subscribers"}')), redis_db)
     assert states(redis_db, ids) == [("1", "1"), ("0", "0")]
-    assert redis_db.zscore(K.commands_due(0), ids[1]) is None
+    assert redis_db.zscore(K.commands_due(part(ids[1])), ids[1]) is None
     assert redis_db.zscore(K.commands_active("OFF"), ids[1]) is not None
 
 
@@ -136,7 +152,7 @@ def test_broker_errors_are_retried_with_backoff(cfg: Settings, emqx: Fake,
     fake.statuses["SN1"] = [503, 503, 200]
     [cid], took = run(cfg, ["SN1"], all_sent(1), redis_db)
     assert took >= 0.15  # two waits of ~0.1 s
-    assert redis_db.hget(K.metrics(), 'commands_sends_total{outcome="retry"}') == "2"
+    assert metric_fields(redis_db, K)['commands_sends_total{outcome="retry"}'] == 2
     assert states(redis_db, [cid]) == [("1", "1")]
 
 
@@ -145,7 +161,7 @@ def test_an_unreachable_broker_is_retried(cfg: Settings, emqx: Fake, redis_db: r
     fake.status = 500
 
     def heal(r: redis.Redis) -> bool:
-        if r.hget(K.metrics(), 'commands_sends_total{outcome="retry"}'):
+        if metric_fields(r, K).get('commands_sends_total{outcome="retry"}'):
             fake.status = None
         return all_sent(1)(r)
 
@@ -159,15 +175,16 @@ def test_a_bulk_400_is_narrowed_down_to_its_culprit(cfg: Settings, emqx: Fake,
     fake.statuses["BIG"] = [400]
     ids, _ = run(cfg, ["A", "BIG", "C"], all_sent(2), redis_db)
     assert states(redis_db, ids) == [("1", "1"), ("3", "0"), ("1", "1")]
-    assert redis_db.hget(K.command(ids[1], 0), "reason") == "rejected"
+    assert redis_db.hget(K.command(ids[1], part(ids[1])), "reason") == "rejected"
 
 
 def test_a_due_member_that_is_no_command_id_does_not_stop_the_runner(cfg: Settings, emqx: Fake,
                                                                      redis_db: redis.Redis) -> None:
     """Once a crash: `int("abc")` on a claimed row ended the runner's loop. Now the script drops it."""
-    redis_db.zadd(K.commands_due(0), {"abc": 0, "20181126x0000000001": 0})
-    redis_db.hset(K.command("abc", 0), mapping={"state": "0", "expireAt": str(2**50), "sn": "SN1"})
+    p = K.shard("SN1")  # the partition the runner claims SN1's command in, and these with it
+    redis_db.zadd(K.commands_due(p), {"abc": 0, "20181126x0000000001": 0})
+    redis_db.hset(K.command("abc", p), mapping={"state": "0", "expireAt": str(2**50), "sn": "SN1"})
     ids, _ = run(cfg, ["SN1"], all_sent(1), redis_db)
     assert states(redis_db, ids) == [("1", "1")]
-    assert redis_db.zscore(K.commands_due(0), "abc") is None
-    assert redis_db.zscore(K.commands_due(0), "20181126x0000000001") is None
+    assert redis_db.zscore(K.commands_due(p), "abc") is None
+    assert redis_db.zscore(K.commands_due(p), "20181126x0000000001") is None

@@ -17,11 +17,18 @@ from standardwebhooks import Webhook
 from adapter.delivery.pump import run_pump
 from adapter.delivery.signing import new_secret
 from adapter.settings import Settings
-from adapter.store.keys import Keys
+from tests.conftest import enable_callbacks, keys_for, new_prefix
 from tests.support.emqx import connected, disconnected, post, subscribed
 from tests.support.receiver import Receiver
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
 
 
 @pytest.fixture
@@ -35,7 +42,7 @@ def add_callback(r: redis.Redis, cb_id: int, url: str, cb_type: str = "device") 
     r.hset(K.target("callback", cb_id), mapping={"type": cb_type, "url": url, "enabled": "1", "secret": secret,
                                                  "createTime": 1, "updateTime": 1, "succCount": 0, "failedCount": 0})
     r.zadd(K.targets("callback"), {str(cb_id): cb_id})
-    r.sadd(K.callbacks_enabled_of(cb_type), str(cb_id))
+    enable_callbacks(r, K, cb_type, str(cb_id))
     return secret
 
 
@@ -50,7 +57,27 @@ def online_then_offline(ingest: httpx.Client, sn: str) -> None:
 
 
 def attempts(r: redis.Redis, target: str) -> list[dict]:
-    return [json.loads(a) for a in reversed(r.lrange(K.attempts(target), 0, -1))]
+    """The target's attempts, oldest first (each test's deliveries are of one device: one partition)."""
+    return [json.loads(a) for p in K.shards() for a in reversed(r.lrange(K.attempts(target, p), 0, -1))]
+
+
+def counted(r: redis.Redis, target: str, field: str) -> int:
+    """The target's succCount or failedCount: its hash on one Redis, summed over the partitions on the cluster."""
+    return sum(int(r.hget(K.delivery_counts(target, p), field) or 0) for p in K.shards())
+
+
+def stats(r: redis.Redis, cb_type: str) -> dict[str, int]:
+    """The callback type's stats (succ, failed), summed over the partitions on the cluster."""
+    out: dict[str, int] = {}
+    for p in K.shards():
+        for field, n in r.hgetall(K.callback_stats_in(cb_type, p)).items():
+            out[field] = out.get(field, 0) + int(n)
+    return out
+
+
+def dead(r: redis.Redis, target: str) -> dict[str, str]:
+    """The target's dead letters, over the partitions."""
+    return {k: v for p in K.shards() for k, v in r.hgetall(K.dead(target, p)).items()}
 
 
 def test_signed_delivery_and_counters(ingest: httpx.Client, redis_db: redis.Redis, fast: Settings,
@@ -64,8 +91,8 @@ def test_signed_delivery_and_counters(ingest: httpx.Client, redis_db: redis.Redi
     bodies = [wh.verify(r.body, r.headers) for r in rec.received]
     assert [(b["sn"], b["online"], b["version"]) for b in bodies] == [("DL1", True, 2), ("DL1", False, 3)]
     assert rec.received[0].headers["webhook-id"] == "d:DL1:2:callback:1"
-    assert redis_db.hget(K.target("callback", 1), "succCount") == "2"
-    assert redis_db.hgetall(K.callback_stats("device")) == {"succ": "2"}
+    assert counted(redis_db, "callback:1", "succCount") == 2
+    assert stats(redis_db, "device") == {"succ": 2}
     log = attempts(redis_db, "callback:1")
     assert [(a["outcome"], a["status"], a["attempt"]) for a in log] == [("success", 200, 1), ("success", 200, 1)]
     assert all(a["durationMs"] >= 0 and a["excerpt"] == '{"ok":true}' for a in log)
@@ -91,7 +118,7 @@ def test_500_is_retried_then_delivered_in_order(ingest: httpx.Client, redis_db: 
     assert log[1]["attempt"] == 2
     gap = rec.received[1].at - rec.received[0].at
     assert 0.15 <= gap < 5  # about the compressed schedule's 0.2 s (±20% jitter)
-    assert redis_db.hget(K.target("callback", 1), "succCount") == "2"
+    assert counted(redis_db, "callback:1", "succCount") == 2
     assert redis_db.exists(K.delivery_hold("callback:1", "DL2")) == 0
 
 
@@ -131,18 +158,17 @@ def test_other_4xx_fail_at_once_to_the_dead_letter_and_replay(ingest: httpx.Clie
     post(ingest, subscribed("DL5"))
     pump(fast)
     assert len(rec.received) == 1
-    assert redis_db.hget(K.target("callback", 1), "failedCount") == "1"
-    dead = redis_db.hgetall(K.dead("callback:1"))
-    assert list(dead) == ["d:DL5:2:callback:1"]
-    item = json.loads(dead["d:DL5:2:callback:1"])
+    assert counted(redis_db, "callback:1", "failedCount") == 1
+    letters = dead(redis_db, "callback:1")
+    assert list(letters) == ["d:DL5:2:callback:1"]
+    item = json.loads(letters["d:DL5:2:callback:1"])
     assert item["lastStatus"] == status and item["attempts"] == 1
     # replay: back on the stream with the same delivery id, delivered now that the receiver answers 200
-    from adapter.delivery.model import partition_of
-
     rec.answer = lambda r: 200
-    redis_db.xadd(K.delivery_stream(partition_of("DL5", fast.delivery_partitions)),
+    p = K.stream_partition("DL5")
+    redis_db.xadd(K.delivery_stream(p),
                   {"t": "callback:1", "k": "DL5", "id": item["deliveryId"], "b": item["body"], "n": "0"})
-    redis_db.hdel(K.dead("callback:1"), item["deliveryId"])
+    redis_db.hdel(K.dead("callback:1", p), item["deliveryId"])
     pump(fast)
     assert len(rec.received) == 2 and rec.received[1].body == rec.received[0].body
     assert rec.received[1].headers["webhook-id"] == "d:DL5:2:callback:1"
@@ -158,8 +184,8 @@ def test_retries_exhausted_is_dead(ingest: httpx.Client, redis_db: redis.Redis, 
     pump(fast.with_overrides(delivery_schedule="0.1s,0.1s"))
     assert len(rec.received) == 3  # the first try and two retries
     assert [a["outcome"] for a in attempts(redis_db, "callback:1")] == ["retry", "retry", "dead"]
-    assert redis_db.hlen(K.dead("callback:1")) == 1
-    assert redis_db.hget(K.target("callback", 1), "failedCount") == "1"
+    assert len(dead(redis_db, "callback:1")) == 1
+    assert counted(redis_db, "callback:1", "failedCount") == 1
 
 
 def test_disabled_target_drops_and_private_urls_are_refused(ingest: httpx.Client, redis_db: redis.Redis,
@@ -213,5 +239,4 @@ def test_order_behind_a_retry_survives_a_pump_taking_over(ingest: httpx.Client, 
     versions = [json.loads(b)["version"] for b in rec.bodies()]
     assert versions == [2, 2, 3]
     assert redis_db.exists(hold) == 0
-    assert redis_db.scard(K.delivery_holds(0)) + redis_db.scard(K.delivery_holds(1)) + \
-        redis_db.scard(K.delivery_holds(2)) + redis_db.scard(K.delivery_holds(3)) == 0
+    assert sum(redis_db.scard(K.delivery_holds(p)) for p in range(K.stream_partitions)) == 0

@@ -19,12 +19,23 @@ from adapter.delivery import dead_letters
 from adapter.delivery.pump import GROUP, Pump, run_pump
 from adapter.settings import Settings
 from adapter.store.connections import async_redis
-from adapter.store.keys import Keys
 from adapter.targets.callbacks import CallbackStore
+from tests.conftest import keys_for, new_prefix
 from tests.integration.test_delivery import add_callback
 from tests.support.receiver import Receiver
 
-K = Keys("iot")
+# One delivery partition (`delivery_partitions=1`) holding every device's entries, planted in stream 0: a one-Redis
+# layout (a cluster's stream of a device is its shard's). The limits per partition on a cluster (held order, the
+# breaker, dead letters replayed): test_cluster_delivery.py.
+pytestmark = pytest.mark.single_redis
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
 
 
 @pytest.fixture

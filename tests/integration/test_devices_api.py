@@ -47,8 +47,9 @@ def put_device(r: redis.Redis, keys: Keys, sn: str, *, online: bool, **record: s
     fields = {"device": "1", "online": "1" if online else "0", "version": "1",
               "connected_at": "1542188264000", "online_time": "1542188264000", **record}
     r.hset(keys.client(sn), mapping=fields)
-    r.zadd(keys.devices(), {sn: 0})
-    r.zadd(keys.devices_online() if online else keys.devices_offline(), {sn: 0})
+    p = keys.shard(sn)  # the device's index shard (0 on one Redis)
+    r.zadd(keys.devices(p), {sn: 0})
+    r.zadd(keys.devices_online(p) if online else keys.devices_offline(p), {sn: 0})
 
 
 def put_peripheral(r: redis.Redis, keys: Keys, sn: str, nid: str, gw: str, *, online: bool) -> None:
@@ -56,9 +57,10 @@ def put_peripheral(r: redis.Redis, keys: Keys, sn: str, nid: str, gw: str, *, on
     r.hset(keys.peripheral(sn, nid), mapping={
         "nId": nid, "gwId": gw, "sn": sn, "online": "1" if online else "0", "activeTime": "1542188574",
         "revTime": "1542188579", "msg": '{"t":21.5}'})
-    r.zadd(keys.peripherals(), {member: 0})
-    r.zadd(keys.peripherals_of_gw(gw), {member: 0})
-    r.zadd(keys.peripherals_online() if online else keys.peripherals_offline(), {member: 0})
+    p = keys.shard(sn)  # the reporting device's shard
+    r.zadd(keys.peripherals(p), {member: 0})
+    r.zadd(keys.peripherals_of_gw(gw, p), {member: 0})
+    r.zadd(keys.peripherals_online(p) if online else keys.peripherals_offline(p), {member: 0})
 
 
 def put_seed_devices(r: redis.Redis, keys: Keys) -> None:
@@ -90,7 +92,7 @@ def served() -> Iterator[tuple[httpx.Client, redis.Redis, Keys]]:
     try:
         with serve(app) as url, httpx.Client(base_url=url, timeout=10) as client:
             client.headers["Authorization"] = f"Bearer {login(client)}"
-            yield client, store, Keys(settings.key_prefix)
+            yield client, store, Keys.of(settings)
     finally:
         flush_store(store, prefix)
         store.close()

@@ -6,19 +6,26 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 import redis
 
-from adapter.delivery.model import partition_of
 from adapter.settings import Settings
-from adapter.store.keys import Keys
+from tests.conftest import enable_callbacks, keys_for, new_prefix
 from tests.support.emqx import connected, disconnected, post, published, subscribed
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
 
 
 def entries(r: redis.Redis, settings: Settings) -> list[dict]:
     out = []
-    for p in range(settings.delivery_partitions):
+    for p in range(K.stream_partitions):
         for _, fields in r.xrange(K.delivery_stream(p)):
             out.append({**fields, "p": p})
     return out
@@ -26,8 +33,8 @@ def entries(r: redis.Redis, settings: Settings) -> list[dict]:
 
 def test_device_transitions_fan_out_to_enabled_callbacks(ingest: httpx.Client, redis_db: redis.Redis,
                                                          settings: Settings) -> None:
-    redis_db.sadd(K.callbacks_enabled_of("device"), "1", "2")
-    redis_db.sadd(K.callbacks_enabled_of("peripheral"), "9")
+    enable_callbacks(redis_db, K, "device", "1", "2")
+    enable_callbacks(redis_db, K, "peripheral", "9")
     post(ingest, connected("FAN1", 1_700_000_000_000))
     assert entries(redis_db, settings) == []  # not a device yet: no callback
     post(ingest, subscribed("FAN1"))  # becomes a device while online: one online transition
@@ -37,7 +44,7 @@ def test_device_transitions_fan_out_to_enabled_callbacks(ingest: httpx.Client, r
     got = entries(redis_db, settings)
     assert len(got) == 4  # two transitions × two device callbacks
     assert {e["t"] for e in got} == {"callback:1", "callback:2"}
-    assert {e["p"] for e in got} == {partition_of("FAN1", settings.delivery_partitions)}
+    assert {e["p"] for e in got} == {K.stream_partition("FAN1")}
     bodies = [json.loads(e["b"]) for e in got if e["t"] == "callback:1"]
     assert [b["online"] for b in bodies] == [True, False]
     assert [b["version"] for b in bodies] == [2, 3]
@@ -51,7 +58,7 @@ def test_device_transitions_fan_out_to_enabled_callbacks(ingest: httpx.Client, r
 
 
 def test_peripheral_transitions_fan_out(ingest: httpx.Client, redis_db: redis.Redis, settings: Settings) -> None:
-    redis_db.sadd(K.callbacks_enabled_of("peripheral"), "7")
+    enable_callbacks(redis_db, K, "peripheral", "7")
     post(ingest, connected("GWF", 1000_000))
     report = {"sn": "GWF", "time": 1, "d": [{"nId": "N1", "gwId": "G1", "online": True, "msg": {}}]}
     post(ingest, published("GWF", "dma/report/GWF/peripherals", report, at=2_000_000))

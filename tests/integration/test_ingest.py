@@ -14,13 +14,21 @@ from starlette.applications import Starlette
 
 from adapter.app import create_app
 from adapter.settings import Settings
-from adapter.store.keys import Keys
-from tests.conftest import INGEST_TOKEN, flush_store
+from tests.conftest import INGEST_TOKEN, flush_store, keys_for, new_prefix, zall
 from tests.integration.test_api_envelope import assert_err
 from tests.support.emqx import SHARED, connected, disconnected, post, published, sample, subscribed
 from tests.support.servers import serve, wait_for
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
+
+
 AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 
 
@@ -35,14 +43,14 @@ def test_token_is_required(client: httpx.Client, redis_db: redis.Redis) -> None:
 def test_connect_of_a_device_and_its_presence(ingest: httpx.Client, redis_db: redis.Redis) -> None:
     assert post(ingest, connected("SN1", 1_700_000_000_000)).status_code == 200
     assert redis_db.hget(K.client("SN1"), "online") == "1"
-    assert redis_db.zcard(K.devices()) == 0  # a client is not a device until it subscribes or reports
+    assert len(zall(redis_db, K, K.devices)) == 0  # a client is not a device until it subscribes or reports
     assert post(ingest, subscribed("SN1")).status_code == 200
-    assert redis_db.zrange(K.devices(), 0, -1) == ["SN1"]
-    assert redis_db.zrange(K.devices_online(), 0, -1) == ["SN1"]
+    assert zall(redis_db, K, K.devices) == ["SN1"]
+    assert zall(redis_db, K, K.devices_online) == ["SN1"]
     assert redis_db.hget(K.client("SN1"), "version") == "2"  # connect, then becoming a device while online
     assert post(ingest, disconnected("SN1", 1_700_000_000_000, 1_700_000_060_000)).status_code == 200
-    assert redis_db.zrange(K.devices_offline(), 0, -1) == ["SN1"]
-    assert redis_db.zcard(K.devices_online()) == 0
+    assert zall(redis_db, K, K.devices_offline) == ["SN1"]
+    assert len(zall(redis_db, K, K.devices_online)) == 0
 
 
 def test_redelivery_changes_nothing(ingest: httpx.Client, redis_db: redis.Redis) -> None:
@@ -78,7 +86,7 @@ def test_reports_update_the_device_record(ingest: httpx.Client, redis_db: redis.
     record = redis_db.hgetall(K.client("SN4"))
     assert json.loads(record["procs"]) == {**procs, "revtime": 1_542_188_564}
     assert (record["bootTime"], record["dur"], record["activeTime"]) == ("77", "15", "1542188565")
-    assert redis_db.zrange(K.devices_online(), 0, -1) == ["SN4"]
+    assert zall(redis_db, K, K.devices_online) == ["SN4"]
 
 
 def test_an_older_report_does_not_overwrite_a_newer_one(ingest: httpx.Client, redis_db: redis.Redis) -> None:
@@ -110,12 +118,12 @@ def test_peripherals_follow_reports_and_their_gateway(ingest: httpx.Client, redi
         {"nId": "P1", "gwId": "G", "online": True, "msg": {"t": 1}},
         {"nId": "P2", "gwId": "G", "online": False, "msg": {}}]}
     post(ingest, published("GW1", "dma/report/GW1/peripherals", report, at=2_000_000))
-    assert redis_db.zrange(K.peripherals(), 0, -1) == ["GW1/P1", "GW1/P2"]
-    assert redis_db.zrange(K.peripherals_online(), 0, -1) == ["GW1/P1"]
-    assert redis_db.zrange(K.peripherals_of_gw("G"), 0, -1) == ["GW1/P1", "GW1/P2"]
+    assert zall(redis_db, K, K.peripherals) == ["GW1/P1", "GW1/P2"]
+    assert zall(redis_db, K, K.peripherals_online) == ["GW1/P1"]
+    assert zall(redis_db, K, lambda p: K.peripherals_of_gw("G", p)) == ["GW1/P1", "GW1/P2"]
     assert json.loads(redis_db.hget(K.peripheral("GW1", "P1"), "msg")) == {"t": 1}
     post(ingest, disconnected("GW1", 1000, 3_000_000, reason="keepalive_timeout"))
-    assert redis_db.zcard(K.peripherals_online()) == 0
+    assert len(zall(redis_db, K, K.peripherals_online)) == 0
     assert redis_db.hget(K.peripheral("GW1", "P1"), "online") == "0"
 
 
@@ -227,10 +235,10 @@ def test_a_heartbeat_wakes_the_devices_waiting_commands(client: httpx.Client, re
                     json={"to": [{"sn": "WAKE1"}], "command": "sh", "body": {"shcmd": "uptime"}, "publishNow": False})
     assert r.status_code == 200, r.text
     cid = r.json()["data"]["to"][0]["idStr"]
-    assert redis_db.zscore(K.commands_due(0), cid) is None  # offline: it waits
+    assert redis_db.zscore(K.commands_due(K.shard("WAKE1")), cid) is None  # offline: it waits
     heartbeat = published("WAKE1", "dma/report/WAKE1/heartbeat", {"sn": "WAKE1", "time": 1, "dur": 5})
     assert client.post("/emqx/events", headers=AUTH, content=json.dumps(heartbeat)).status_code == 200
-    assert redis_db.zscore(K.commands_due(0), cid) is not None
+    assert redis_db.zscore(K.commands_due(K.shard("WAKE1")), cid) is not None
 
 
 def test_the_declared_endpoint_answers_as_the_fast_path(settings: Settings, redis_db: redis.Redis) -> None:

@@ -18,8 +18,7 @@ from adapter.api import ingest as ingest_api
 from adapter.app import create_app
 from adapter.settings import Settings
 from adapter.store import batcher
-from adapter.store.keys import Keys
-from tests.conftest import INGEST_TOKEN
+from tests.conftest import INGEST_TOKEN, keys_for, new_prefix
 from tests.integration.test_api_envelope import assert_err
 from tests.support.emqx import connected, post, published
 from tests.support.redis_server import RedisServer, redis_server
@@ -27,7 +26,16 @@ from tests.support.servers import serve, wait_for
 
 pytestmark = pytest.mark.single_redis  # each test starts its own redis-server to break it
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
+
+
 AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 
 

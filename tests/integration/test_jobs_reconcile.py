@@ -22,12 +22,21 @@ from adapter.ingest.events import Disconnected
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
 from adapter.store.connections import async_redis, rq_redis
-from adapter.store.keys import Keys
+from tests.conftest import enable_callbacks, keys_for, metric_fields, new_prefix, zall
 from tests.support.emqx import connected, disconnected, post, subscribed
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx, emqx_client
 from tests.support.servers import serve
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
+
+
 T0 = 1_700_000_000_000
 
 
@@ -80,7 +89,7 @@ def run_reconcile(cfg: Settings) -> Job:
 
 def device_bodies(r: redis.Redis, cfg: Settings) -> list[dict[str, Any]]:
     out = []
-    for p in range(cfg.delivery_partitions):
+    for p in range(K.stream_partitions):
         out += [json.loads(f["b"]) for _, f in r.xrange(K.delivery_stream(p))]
     return sorted(out, key=lambda b: (b["sn"], b["version"]))
 
@@ -103,23 +112,23 @@ def test_lost_events_are_corrected_through_the_presence_rules(
     post(ingest, disconnected("OFF", T0, T0 + 5000))
     fake.clients = [listed("STEADYON", T0), listed("LOSTON", T0 + 9000), listed("OLDCONN", T0),
                     listed("STRANGER", T0 + 1000)]
-    redis_db.sadd(K.callbacks_enabled_of("device"), "1")
+    enable_callbacks(redis_db, K, "device", "1")
     before = {b["eventId"] for b in device_bodies(redis_db, cfg)}
 
     result = run_reconcile(cfg).return_value()
 
     assert result == {"checked": 6, "online": 1, "offline": 1, "raced": 0}
-    assert redis_db.zrange(K.devices_online(), 0, -1) == ["LOSTON", "STEADYON"]
-    assert redis_db.zrange(K.devices_offline(), 0, -1) == ["LOSTOFF", "OFF", "OLDCONN"]
+    assert zall(redis_db, K, K.devices_online) == ["LOSTON", "STEADYON"]
+    assert zall(redis_db, K, K.devices_offline) == ["LOSTOFF", "OFF", "OLDCONN"]
     assert redis_db.hget(K.client("LOSTON"), "connected_at") == str(T0 + 9000)
     assert not redis_db.exists(K.client("STRANGER"))  # not a device: nothing is made up for it
     new = [b for b in device_bodies(redis_db, cfg) if b["eventId"] not in before]
     assert [(b["sn"], b["online"], b["reason"], b["version"]) for b in new] == [
         ("LOSTOFF", False, "reconciled", 3), ("LOSTON", True, "connected", 4)]
     assert new[1]["time"] == (T0 + 9000) // 1000
-    fields = redis_db.hgetall(K.metrics())
-    assert fields['reconcile_corrections_total{to="online"}'] == "1"
-    assert fields['reconcile_corrections_total{to="offline"}'] == "1"
+    fields = metric_fields(redis_db, K)
+    assert fields['reconcile_corrections_total{to="online"}'] == 1
+    assert fields['reconcile_corrections_total{to="offline"}'] == 1
     assert 'reconcile_corrections_total{to="offline"} 1' in ingest.get("/metrics").text
     assert run_reconcile(cfg).return_value()["offline"] == 0  # a second run finds nothing to correct
 

@@ -12,9 +12,18 @@ from rq import Queue, SimpleWorker
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
 from adapter.store.connections import rq_redis
-from adapter.store.keys import Keys
+from tests.conftest import keys_for, new_prefix
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
+
+
 BASE = "/iot/api/v1/monitor/devices/callbacks"
 TARGET = "callback:1"
 
@@ -33,7 +42,7 @@ def dead_letters(r: redis.Redis, n: int) -> None:
 
 
 def streamed(r: redis.Redis, settings: Settings) -> int:
-    return sum(int(r.xlen(K.delivery_stream(p))) for p in range(settings.delivery_partitions))
+    return sum(int(r.xlen(K.delivery_stream(p))) for p in range(K.stream_partitions))
 
 
 def replay(admin: httpx.Client) -> dict:

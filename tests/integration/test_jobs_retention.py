@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 import redis
 from rq import Queue, SimpleWorker
 
@@ -13,10 +14,19 @@ from adapter.devices import retention
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
 from adapter.store.connections import rq_redis
-from adapter.store.keys import Keys
+from tests.conftest import keys_for, new_prefix, zall
 from tests.support.emqx import connected, disconnected, post, published, subscribed
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
+
+
 DAY = 86_400_000
 
 
@@ -56,19 +66,19 @@ def test_gone_clients_are_forgotten_with_their_indexes(ingest: httpx.Client, red
     post(ingest, disconnected("TOOL", now - 50 * DAY, now - 45 * DAY))
     post(ingest, connected("TOOL2", now - 2 * DAY))
     post(ingest, disconnected("TOOL2", now - 2 * DAY, now - DAY))
-    assert redis_db.zcard(K.peripherals()) == 2
+    assert len(zall(redis_db, K, K.peripherals)) == 2
 
     result = run_job(settings.with_overrides(device_retention_days=30, retention_batch=2))
 
     assert (result["devices"], result["clients"]) == (2, 1)
-    assert redis_db.zrange(K.devices(), 0, -1) == ["ONLINE", "RECENT"]
-    assert redis_db.zrange(K.devices_offline(), 0, -1) == ["RECENT"]
-    assert redis_db.zrange(K.devices_online(), 0, -1) == ["ONLINE"]
+    assert zall(redis_db, K, K.devices) == ["ONLINE", "RECENT"]
+    assert zall(redis_db, K, K.devices_offline) == ["RECENT"]
+    assert zall(redis_db, K, K.devices_online) == ["ONLINE"]
     for gone in ("OLD1", "OLD2", "TOOL"):
         assert not redis_db.exists(K.client(gone))
     assert redis_db.exists(K.client("TOOL2")) and redis_db.exists(K.client("RECENT"))
-    assert redis_db.zcard(K.peripherals()) == 0 and redis_db.zcard(K.peripherals_offline()) == 0
-    assert not redis_db.exists(K.peripheral("OLD1", "N0"), K.peripherals_of_gw("G-OLD1"))
+    assert len(zall(redis_db, K, K.peripherals)) == 0 and len(zall(redis_db, K, K.peripherals_offline)) == 0
+    assert not redis_db.exists(K.peripheral("OLD1", "N0"), K.peripherals_of_gw("G-OLD1", K.shard("OLD1")))
     fields = redis_db.hgetall(K.metrics())
     assert fields['retention_removed_total{what="device"}'] == "2"
     assert fields['retention_removed_total{what="client"}'] == "1"
@@ -78,18 +88,21 @@ def test_gone_clients_are_forgotten_with_their_indexes(ingest: httpx.Client, red
 
 def test_a_run_does_bounded_batches_and_the_next_goes_on(ingest: httpx.Client, redis_db: redis.Redis) -> None:
     now = int(time.time() * 1000)
-    for i in range(5):
-        gone_device(ingest, redis_db, f"B{i}", now - 40 * DAY)
+    p = K.shard("B0")  # one shard's walk: five devices of its index (B0 .. B4 on one Redis)
+    sns = sorted(sn for sn in (f"B{i}" for i in range(2000)) if K.shard(sn) == p)[:5]  # the walk is by name
+    for sn in sns:
+        gone_device(ingest, redis_db, sn, now - 40 * DAY)
+    mark = K.retention_cursor(f"devices:{p}" if K.cluster else "devices")
     cutoff = retention.cutoff_ms(30)
     out = retention.Removed()
-    retention.walk_devices(redis_db, K, cutoff, 2, out)  # one batch: two devices, and where to go on
-    assert out.devices == 2 and redis_db.zcard(K.devices()) == 3
-    assert redis_db.get(K.retention_cursor("devices")) == "B1"
-    retention.walk_devices(redis_db, K, cutoff, 2, out)
-    assert out.devices == 4 and redis_db.get(K.retention_cursor("devices")) == "B3"
-    retention.walk_devices(redis_db, K, cutoff, 2, out)  # the end of the index: back to its start
-    assert out.devices == 5 and not redis_db.exists(K.retention_cursor("devices"))
-    assert redis_db.zcard(K.devices()) == 0
+    retention.walk_devices(redis_db, K, cutoff, 2, out, p)  # one batch: two devices, and where to go on
+    assert out.devices == 2 and len(zall(redis_db, K, K.devices)) == 3
+    assert redis_db.get(mark) == sns[1]
+    retention.walk_devices(redis_db, K, cutoff, 2, out, p)
+    assert out.devices == 4 and redis_db.get(mark) == sns[3]
+    retention.walk_devices(redis_db, K, cutoff, 2, out, p)  # the end of the index: back to its start
+    assert out.devices == 5 and not redis_db.exists(mark)
+    assert len(zall(redis_db, K, K.devices)) == 0
 
 
 def test_a_device_seen_again_after_the_cutoff_is_kept(ingest: httpx.Client, redis_db: redis.Redis) -> None:
@@ -97,4 +110,4 @@ def test_a_device_seen_again_after_the_cutoff_is_kept(ingest: httpx.Client, redi
     gone_device(ingest, redis_db, "BACK", now - 40 * DAY)
     redis_db.hset(K.client("BACK"), "activeTime", now // 1000)  # it published since, without a connect
     assert retention.run(redis_db, K, days=30, batch=10).devices == 0
-    assert redis_db.zscore(K.devices(), "BACK") == 0
+    assert redis_db.zscore(K.devices(K.shard("BACK")), "BACK") == 0

@@ -13,12 +13,20 @@ import redis
 
 from adapter.app import create_app
 from adapter.settings import Settings
-from adapter.store.keys import Keys
-from tests.conftest import INGEST_TOKEN, login
+from tests.conftest import INGEST_TOKEN, keys_for, login, metric_fields, new_prefix, zall
 from tests.support.emqx import connected, post, published
 from tests.support.servers import serve
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """redis_db cleans the prefix these tests write under."""
+    return PREFIX
+
+
 DAY_MS = 86_400_000
 T0 = 1_700_000_000_000  # ms
 
@@ -58,7 +66,7 @@ def listed(c: httpx.Client, **params: str) -> list[str]:
 
 
 def metric(r: redis.Redis, name: str) -> int:
-    return int(r.hget(K.metrics(), name) or 0)
+    return int(metric_fields(r, K).get(name, 0))
 
 
 def test_new_peripherals_past_the_cap_are_not_stored(api: tuple[httpx.Client, httpx.Client],
@@ -92,9 +100,9 @@ def test_peripherals_not_reported_for_the_ttl_are_pruned(api: tuple[httpx.Client
     report(emqx, "GW3", T0 + DAY_MS + 1000, "P4")  # a day after P1 and P2 were last reported
     assert listed(admin, sn="GW3") == ["GW3/P3", "GW3/P4"]
     assert redis_db.exists(K.peripheral("GW3", "P1"), K.peripheral("GW3", "P2")) == 0
-    assert redis_db.zrange(K.peripherals_of_gw("G"), 0, -1) == ["GW3/P3", "GW3/P4"]
-    assert redis_db.zrange(K.peripherals_online(), 0, -1) == ["GW3/P3", "GW3/P4"]
-    assert redis_db.zcard(K.peripherals_offline()) == 0
+    assert zall(redis_db, K, lambda p: K.peripherals_of_gw("G", p)) == ["GW3/P3", "GW3/P4"]
+    assert zall(redis_db, K, K.peripherals_online) == ["GW3/P3", "GW3/P4"]
+    assert len(zall(redis_db, K, K.peripherals_offline)) == 0
     assert redis_db.zrange(K.peripherals_seen("GW3"), 0, -1) == ["P3", "P4"]
     c = counts(admin)
     assert (c["total"], c["online"], c["offline"]) == (2, 2, 0)
@@ -111,9 +119,9 @@ def test_pruning_is_bounded_per_report(settings: Settings, redis_db: redis.Redis
     with app(settings, cap=1000) as (_, emqx):
         post(emqx, connected("GW4", T0))
         report(emqx, "GW4", T0, *[f"P{i:03d}" for i in range(150)])
-        assert redis_db.zcard(K.peripherals()) == 150
+        assert len(zall(redis_db, K, K.peripherals)) == 150
         report(emqx, "GW4", T0 + 2 * DAY_MS, "NEW")
-        assert redis_db.zcard(K.peripherals()) == 51
+        assert len(zall(redis_db, K, K.peripherals)) == 51
         report(emqx, "GW4", T0 + 2 * DAY_MS + 1000, "NEW")
-        assert redis_db.zrange(K.peripherals(), 0, -1) == ["GW4/NEW"]
+        assert zall(redis_db, K, K.peripherals) == ["GW4/NEW"]
         assert metric(redis_db, "peripherals_pruned_total") == 150

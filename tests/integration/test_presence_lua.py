@@ -67,6 +67,7 @@ def test_takeover_changes_nothing_in_redis(r: redis.Redis) -> None:
     assert r.exists(KEY) == 0
 
 
+@pytest.mark.single_redis  # a one-Redis pipeline loads a missing script; a cluster pipeline cannot (docs/cluster.md)
 def test_many_events_in_one_transaction_and_a_missing_script_is_loaded(
         r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     fresh = LuaScript(presence_store.PRESENCE_SCRIPT.script + f"\n-- {uuid.uuid4()}\n")

@@ -16,28 +16,30 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter.delivery.model import Delivery, partition_of
+from adapter.delivery.model import Delivery
 from adapter.devices import store as device_store
 from adapter.ingest.events import MessagePublished
 from adapter.settings import Settings
 from adapter.store.batcher import batcher_for
-from adapter.store.keys import Keys
 from adapter.targets import route_table
 from adapter.targets.forwarding import FORWARD, body, forward_call, forward_of
 from adapter.targets.route_table import RouteInfo, RouteTable
 from adapter.targets.routes import RouteStore
 from adapter.targets.topics import matches
-from tests.conftest import async_store_client, store_client
+from tests.conftest import async_store_client, keys_for, new_prefix, primaries, store_client
 from tests.integration.test_routes_api import BASE, HOOK, app_with_routes
 from tests.support.servers import serve
 
-KEYS = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+KEYS = keys_for(PREFIX)
 
 
 @pytest.fixture
 def key_prefix() -> str:
     """redis_db cleans the prefix these tests write under."""
     return KEYS.prefix
+
+
 PROPAGATION = 1.0  # s: the issue's bound for a change to reach every process
 
 
@@ -212,9 +214,11 @@ def test_a_follower_whose_connection_drops_catches_up(redis_db: redis.Redis) -> 
     table = RouteTable(KEYS)
 
     async def drop_and_change() -> None:
-        subscribed = [c for c in redis_db.client_list() if c.get("name") == name and c.get("sub") == "1"]
+        subscribed = [(node, c) for node in primaries(redis_db) for c in node.client_list()  # its node's
+                      if c.get("name") == name and c.get("sub") == "1"]
         assert len(subscribed) == 1, subscribed
-        redis_db.client_kill_filter(_id=subscribed[0]["id"])
+        node, connection = subscribed[0]
+        node.client_kill_filter(_id=connection["id"])
         async with async_store_client(decode_responses=True) as writer:
             await RouteStore(writer, KEYS).create("late", "late/#", HOOK)
         await until(lambda: ids_of(table, "late/x") == [1], 2 + PROPAGATION, "the follower to catch up")
@@ -232,7 +236,6 @@ def message(n: int, clientid: str = "SN1") -> MessagePublished:
 
 
 def test_deliveries_land_in_the_clients_partition_in_message_order(redis_db: redis.Redis) -> None:
-    partitions = 4
     table = RouteTable(KEYS)
     table.load({"1": "dma/resp/cmd", "2": "dma/+/cmd", "3": "other/#"}, 1)
     msgs = [message(n) for n in range(20)] + [message(100, "SN2")]
@@ -256,7 +259,7 @@ def test_deliveries_land_in_the_clients_partition_in_message_order(redis_db: red
     raw = store_client()
     try:
         for clientid, sent in (("SN1", msgs[:20]), ("SN2", msgs[20:])):
-            stream = KEYS.delivery_stream(partition_of(clientid, partitions))
+            stream = KEYS.delivery_stream(KEYS.stream_partition(clientid))
             got = [Delivery.from_fields(f) for _, f in raw.xrange(stream) if f[b"k"] == clientid.encode()]
             for route_id in (1, 2):
                 mine = [d for d in got if d.target == f"route:{route_id}"]

@@ -13,26 +13,27 @@ import pytest
 import redis
 
 from adapter.commands import rules as commands
-from adapter.delivery.model import Delivery, partition_of
+from adapter.delivery.model import Delivery
 from adapter.devices import store as device_store
 from adapter.http.metrics import MetricsBuffer
 from adapter.ingest.events import MessagePublished, parse_event
 from adapter.ingest.plan import Ingest
 from adapter.store.batcher import batcher_for
-from adapter.store.keys import Keys
 from adapter.targets.forwarding import FORWARD, body
 from adapter.targets.route_table import RouteTable
-from tests.conftest import async_store_client, flush_store, store_client
+from tests.conftest import async_store_client, flush_store, keys_for, new_prefix, primaries, store_client, zall
 from tests.support.emqx import connected, disconnected, published, subscribed
 
-K = Keys("iot")
+PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
+K = keys_for(PREFIX)
 
 
 @pytest.fixture
 def key_prefix() -> str:
     """redis_db cleans the prefix these tests write under."""
     return K.prefix
-PARTITIONS = 4
+
+
 ROUTES = {"3": "#", "5": "dma/report/+/+", "9": "other/topic"}
 
 
@@ -76,7 +77,7 @@ def apply_all(bodies: list[dict[str, Any]], routes: dict[str, str], times: int =
             await batcher.load_scripts()
             table = RouteTable(K)
             table.load(routes, 1)
-            ingest = Ingest(batcher, K, MetricsBuffer(), PARTITIONS, table)
+            ingest = Ingest(batcher, K, MetricsBuffer(), K.stream_partitions, table)
             for _ in range(times):  # EMQX redelivers
                 for b in bodies:
                     await ingest.apply(parse_event(b))
@@ -86,12 +87,17 @@ def apply_all(bodies: list[dict[str, Any]], routes: dict[str, str], times: int =
     asyncio.run(run())
 
 
+def stored_keys(r: redis.Redis, **scan: Any) -> list[bytes]:
+    """The test's keys, from every primary on the cluster."""
+    return sorted(k for node in primaries(r) for k in node.scan_iter(match=f"{K.prefix}:*", **scan))
+
+
 def state(r: redis.Redis) -> dict[bytes, Any]:
     """Everything stored except the delivery streams and the messages' seen keys (what forwarding adds)."""
     out: dict[bytes, Any] = {}
-    for key in r.scan_iter():
+    for key in stored_keys(r):
         kind = r.type(key)
-        if kind == b"stream" or key.startswith(K.seen("msg:").encode()):
+        if kind == b"stream" or b":seen:msg:" in key:
             continue
         if kind == b"hash":
             out[key] = r.hgetall(key)
@@ -107,8 +113,7 @@ def state(r: redis.Redis) -> dict[bytes, Any]:
 
 
 def deliveries(r: redis.Redis) -> list[Delivery]:
-    return [Delivery.from_fields(f) for k in sorted(r.scan_iter(match=K.delivery_stream_prefix() + "*"))
-            if r.type(k) == b"stream" for _, f in r.xrange(k)]
+    return [Delivery.from_fields(f) for k in stored_keys(r, _type="stream") for _, f in r.xrange(k)]
 
 
 def test_routed_messages_change_the_device_exactly_as_unrouted_ones(raw: redis.Redis) -> None:
@@ -116,7 +121,7 @@ def test_routed_messages_change_the_device_exactly_as_unrouted_ones(raw: redis.R
     apply_all(bodies, {})
     without = state(raw)
     assert json.loads(raw.hget(K.client("GW1"), "procs") or b"{}")["d"] == [{"n": "monitor", "mem": 1088}]
-    assert raw.zrange(K.peripherals(), 0, -1) == [b"GW1/P1", b"GW1/P2"]
+    assert zall(raw, K, K.peripherals) == [b"GW1/P1", b"GW1/P2"]
     assert deliveries(raw) == []
     flush_store(raw, K.prefix)
     apply_all(bodies, ROUTES, times=2)
@@ -138,7 +143,7 @@ def test_each_message_is_forwarded_once_per_matching_route_in_route_order(raw: r
     assert len(got) == len(want) == 10 + 7 + 2  # '#': every message; '+/+': GW1's 7 reports; other/topic: 2
     # one client's messages stay in order per route, on the client's partition
     for clientid in ("GW1", "TOOL"):
-        stream = K.delivery_stream(partition_of(clientid, PARTITIONS)).encode()
+        stream = K.delivery_stream(K.stream_partition(clientid)).encode()
         mine = [Delivery.from_fields(f) for _, f in raw.xrange(stream) if f[b"k"] == clientid.encode()]
         for rid in ROUTES:
             ids = [d.id for d in mine if d.target == f"route:{rid}"]

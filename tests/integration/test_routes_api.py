@@ -19,6 +19,7 @@ from adapter.api import routes as routes_api
 from adapter.settings import Settings
 from adapter.store.keys import Keys
 from adapter.targets.routes import RouteStore
+from tests.conftest import primaries
 from tests.integration.test_api_envelope import assert_err
 from tests.support import targets_api as shared
 from tests.support.servers import wait_for
@@ -37,7 +38,7 @@ def create(api: httpx.Client, topic: str = "dma/resp/cmd", name: str = "test", u
 
 ROUTES = shared.Kind("route", BASE, routes_api.ENDPOINTS, create, MESSAGE, 5,
                      {"name": "x", "topic": "x", "url": HOOK, "enabled": False})
-server, api, keys = shared.fixtures(ROUTES)
+server, api, keys, key_prefix = shared.fixtures(ROUTES)
 
 
 def app_with_routes(settings: Settings) -> Starlette:
@@ -211,7 +212,8 @@ def test_every_change_bumps_the_version_and_publishes(api: httpx.Client, redis_d
                                                       keys: Keys) -> None:
     pubsub = redis_db.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(keys.routes_channel())
-    wait_for(lambda: redis_db.pubsub_numsub(keys.routes_channel())[0][1] >= 1, 2, what="the subscription")
+    wait_for(lambda: sum(node.pubsub_numsub(keys.routes_channel())[0][1] for node in primaries(redis_db)) >= 1, 2,
+             what="the subscription")  # NUMSUB counts one node's subscribers: ask every primary
     try:
         route = create(api)
         changes = [lambda: api.put(BASE, json={"id": route["id"], "topic": "x/#"}),

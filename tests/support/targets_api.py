@@ -2,7 +2,8 @@
 one live app per module with an admin and a viewer logged in, the admin's client on a flushed database, the
 engine's records as the tests plant them, the checks of what every kind has (list counters, delete, secret,
 deliveries, dead letters, replay, access) and `SharedEndpoints`, the test class that runs them for a `Kind`.
-The fixtures come from `fixtures(kind)`, bound by each test module: `server, api, keys = fixtures(KIND)`."""
+The fixtures come from `fixtures(kind)`, bound by each test module:
+`server, api, keys, key_prefix = fixtures(KIND)`."""
 
 from __future__ import annotations
 
@@ -69,8 +70,9 @@ class Server:
     sessions: dict[str, tuple[bytes, int]]  # users and tokens as DUMP and PTTL, restored after each flush
 
 
-def fixtures(kind: Kind) -> tuple[Any, Any, Any]:
-    """The fixtures `server` (module scope), `api` and `keys` for `kind`'s test module to bind."""
+def fixtures(kind: Kind) -> tuple[Any, Any, Any, Any]:
+    """The fixtures `server` (module scope), `api`, `keys` and `key_prefix` (the server's: `redis_db` cleans it
+    around each test, on the cluster too) for `kind`'s test module to bind."""
     @pytest.fixture(scope="module", name="server")
     def server_fixture() -> Iterator[Server]:
         """One app for the module (logins cost an argon2 hash each); each test starts from a flushed DB."""
@@ -105,9 +107,13 @@ def fixtures(kind: Kind) -> tuple[Any, Any, Any]:
 
     @pytest.fixture(name="keys")
     def keys_fixture(server: Server) -> Keys:
-        return Keys(server.settings.key_prefix)
+        return Keys.of(server.settings)
 
-    return server_fixture, api_fixture, keys_fixture
+    @pytest.fixture(name="key_prefix")
+    def key_prefix_fixture(server: Server) -> str:
+        return server.settings.key_prefix
+
+    return server_fixture, api_fixture, keys_fixture, key_prefix_fixture
 
 
 def on_store(server: Server, opens: Callable[[aioredis.Redis, Keys], S],
@@ -116,7 +122,7 @@ def on_store(server: Server, opens: Callable[[aioredis.Redis, Keys], S],
     async def run() -> T:
         client = async_redis(server.settings)
         try:
-            return await work(opens(client, Keys(server.settings.key_prefix)), client)
+            return await work(opens(client, Keys.of(server.settings)), client)
         finally:
             await client.aclose()
 
@@ -219,13 +225,17 @@ def check_deliveries(api: httpx.Client, redis_db: redis.Redis, keys: Keys, kind:
 
 def check_dead_letters_and_replay(api: httpx.Client, redis_db: redis.Redis, keys: Keys, kind: Kind,
                                   partitions: int) -> None:
-    """Dead letters listed oldest first; one replayed, then the rest, each onto its key's partition, once."""
+    """Dead letters listed oldest first; one replayed, then the rest, each onto its key's partition, once.
+    `partitions`: the delivery streams (`keys.stream_partitions`)."""
     made = kind.create(api)
     target = kind.target(made["id"])
-    dead = keys.dead(target)
     letters = {f"m:{n}:{target}": dead_letter(f"m:{n}:{target}", f"SN{n}", 10 - n, kind.body)
                for n in range(4)}
-    redis_db.hset(dead, mapping=letters)
+    for n, (delivery_id, letter) in enumerate(letters.items()):  # where the engine puts it: its key's partition
+        redis_db.hset(keys.dead(target, keys.stream_partition(f"SN{n}")), delivery_id, letter)
+
+    def dead_ids() -> list[str]:
+        return sorted(i for p in keys.shards() for i in redis_db.hkeys(keys.dead(target, p)))
     listed = data(api.get(f"{kind.base}/dead", params={"id": made["id"]}))
     assert [i["deliveryId"] for i in listed["list"]] == [f"m:{n}:{target}" for n in (3, 2, 1, 0)]
     assert listed["list"][0] == orjson.loads(letters[f"m:3:{target}"]) and listed["count"] == 4
@@ -236,7 +246,7 @@ def check_dead_letters_and_replay(api: httpx.Client, redis_db: redis.Redis, keys
     [entry] = stream_entries(redis_db, keys, partitions)
     assert entry == {"t": target, "k": "SN2", "id": one, "b": orjson.loads(letters[one])["body"], "n": "0",
                      "_p": str(partition_of("SN2", partitions))}
-    assert sorted(redis_db.hkeys(dead)) == sorted(set(letters) - {one})
+    assert dead_ids() == sorted(set(letters) - {one})
     assert_err(api.post(replay, json={"id": made["id"], "deliveryId": one}), 404, "not_found")
     both = {"id": made["id"], "deliveryId": f"m:1:{target}", "deliveryIds": [f"m:1:{target}"]}
     assert assert_err(api.post(replay, json=both), 400, "invalid_params")["msg"].startswith("deliveryIds")
@@ -246,7 +256,7 @@ def check_dead_letters_and_replay(api: httpx.Client, redis_db: redis.Redis, keys
     entries = stream_entries(redis_db, keys, partitions)
     assert sorted(e["id"] for e in entries) == sorted(letters)
     assert all(e["_p"] == str(partition_of(e["k"], partitions)) and e["t"] == target for e in entries)
-    assert not redis_db.exists(dead)
+    assert dead_ids() == []
     assert data(api.post(replay, json={"id": made["id"]})) == {"replayed": 0}
     assert_err(api.post(replay, json={"id": 999}), 404, "not_found")
 
@@ -297,7 +307,7 @@ class SharedEndpoints:
 
     def test_dead_letters_list_and_replay(self, api: httpx.Client, redis_db: redis.Redis, keys: Keys,
                                           server: Server) -> None:
-        check_dead_letters_and_replay(api, redis_db, keys, self.KIND, server.settings.delivery_partitions)
+        check_dead_letters_and_replay(api, redis_db, keys, self.KIND, keys.stream_partitions)
 
     def test_viewers_read_but_do_not_change(self, server: Server, api: httpx.Client) -> None:
         check_viewers_read_but_do_not_change(server, api, self.KIND)

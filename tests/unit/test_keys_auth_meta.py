@@ -26,6 +26,8 @@ def test_cluster_auth_keys_share_the_auth_slot() -> None:
     assert k.user_tokens("bob") == "iot:{auth}:user-tokens:bob"
     assert k.login_failures_pair("bob", "10.0.0.1") == "iot:{auth}:login-fail:pair:bob:10.0.0.1"
     assert k.login_failures_ip("10.0.0.1") == "iot:{auth}:login-fail:ip:10.0.0.1"
+    assert k.authn_failures_sn("SN1") == "iot:{auth}:authn-fail:sn:SN1"  # one device check counts both
+    assert k.authn_failures_host("10.0.0.9") == "iot:{auth}:authn-fail:host:10.0.0.9"
 
 
 def test_cluster_meta_keys_share_the_meta_slot() -> None:
