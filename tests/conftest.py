@@ -10,9 +10,10 @@ Tests that need a Redis of their own or one Redis's features are marked `single_
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -127,12 +128,41 @@ def flush_store(client: redis.Redis, prefix: str) -> None:
     if not isinstance(client, redis.cluster.RedisCluster):
         client.flushdb()
         return
+    unlink_prefix(client, prefix)
+    with redis.Redis.from_url(rq_url()) as rq:
+        rq.flushdb()
+
+
+def unlink_prefix(client: redis.cluster.RedisCluster, prefix: str) -> None:
+    """Every key under `prefix` on every primary of the cluster."""
     for node in client.get_primaries():
         own = client.get_redis_connection(node)  # that primary's own client: SCAN sees its keys only
         for key in own.scan_iter(match=f"{prefix}*", count=1000):
             own.unlink(key)  # one key per call: keys of one batch may be in many slots
-    with redis.Redis.from_url(rq_url()) as rq:
-        rq.flushdb()
+
+
+@pytest.fixture
+def cluster_prefix() -> Iterator[str]:
+    """A key prefix of its own on the test cluster (the cluster tests' store), its keys removed afterwards."""
+    name = f"t{uuid.uuid4().hex[:8]}"
+    yield name
+    client = redis.cluster.RedisCluster(host=REDIS_HOST, port=CLUSTER_PORTS[0])
+    try:
+        unlink_prefix(client, f"{name}:")
+    finally:
+        client.close()
+
+
+def on_cluster(work: Callable[[Any], Awaitable[Any]], **options: Any) -> Any:
+    """Run `work` with an asyncio client of the test cluster (`options` for RedisCluster), closed afterwards."""
+    async def go() -> Any:
+        client = redis.asyncio.cluster.RedisCluster(host=REDIS_HOST, port=CLUSTER_PORTS[0], **options)
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
 
 
 def script_flush(client: redis.Redis) -> None:

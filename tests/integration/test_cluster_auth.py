@@ -6,10 +6,8 @@ of its own, removed from every primary afterwards."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -26,6 +24,7 @@ from adapter.jobs import progress
 from adapter.settings import Settings
 from adapter.store.connections import Services
 from adapter.store.keys import Keys
+from tests.conftest import on_cluster as run_on_cluster
 
 PORTS = os.environ.get("TEST_REDIS_CLUSTER_PORTS", "").split()
 pytestmark = pytest.mark.skipif(not PORTS, reason="TEST_REDIS_CLUSTER_PORTS is not set (no Redis Cluster)")
@@ -33,18 +32,8 @@ PASSWORD = "cluster-secret-1"
 
 
 @pytest.fixture
-def keys() -> Iterator[Keys]:
-    prefix = f"tca{secrets.token_hex(4)}"
-    yield Keys(prefix, cluster_partitions=48)
-    sync = SyncCluster(host="127.0.0.1", port=int(PORTS[0]), decode_responses=True)
-    try:
-        for node in sync.get_primaries():
-            conn = sync.get_redis_connection(node)
-            doomed = list(conn.scan_iter(match=f"{prefix}:*", count=1000))
-            if doomed:
-                conn.unlink(*doomed)
-    finally:
-        sync.close()
+def keys(cluster_prefix: str) -> Keys:
+    return Keys(cluster_prefix, cluster_partitions=48)
 
 
 @pytest.fixture
@@ -54,14 +43,7 @@ def settings() -> Settings:
 
 
 def on_cluster(work: Callable[[redis.asyncio.RedisCluster], Awaitable[Any]]) -> Any:
-    async def go() -> Any:
-        client = redis.asyncio.RedisCluster(host="127.0.0.1", port=int(PORTS[0]), decode_responses=True)
-        try:
-            return await work(client)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(go())
+    return run_on_cluster(work, decode_responses=True)
 
 
 def test_cluster_is_three_primaries() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ from adapter.commands.store import CommandStore
 from adapter.errors import AppError
 from adapter.settings import Settings
 from adapter.store.keys import Keys
+from tests.conftest import on_cluster as run_on_cluster
 from tests.conftest import rq_url
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
 from tests.support.servers import serve
@@ -37,14 +37,8 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-def prefix() -> Iterator[str]:
-    name = f"t{uuid.uuid4().hex[:8]}"
-    yield name
-    client = redis.RedisCluster(host="127.0.0.1", port=PORTS[0], decode_responses=True)
-    for node in client.get_primaries():
-        for key in client.scan_iter(match=f"{name}*", count=1000, target_nodes=node):
-            client.unlink(key)
-    client.close()
+def prefix(cluster_prefix: str) -> str:
+    return cluster_prefix
 
 
 class Emqx(FakeEmqx):
@@ -74,13 +68,7 @@ def cfg(prefix: str, emqx: tuple[FakeEmqx, str]) -> Settings:
 
 
 def on_cluster(fn: Callable[[acluster.RedisCluster], Awaitable[T]]) -> T:
-    async def go() -> T:
-        client = acluster.RedisCluster(host="127.0.0.1", port=PORTS[0], decode_responses=True)
-        try:
-            return await fn(client)
-        finally:
-            await client.aclose()
-    return asyncio.run(go())
+    return run_on_cluster(fn, decode_responses=True)  # type: ignore[no-any-return]
 
 
 def request(sns: list[str], **fields: Any) -> Any:

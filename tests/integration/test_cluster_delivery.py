@@ -11,13 +11,11 @@ import asyncio
 import json
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import RedisCluster
 
 from adapter.delivery.pump import Pump
 from adapter.delivery.sender import Sender
@@ -27,7 +25,7 @@ from adapter.targets import replicas
 from adapter.targets.callbacks import CallbackStore
 from adapter.targets.route_table import RouteTable
 from adapter.targets.routes import RouteStore
-from tests.conftest import rq_url
+from tests.conftest import on_cluster, rq_url
 from tests.support.receiver import Receiver
 
 PORTS = os.environ.get("TEST_REDIS_CLUSTER_PORTS", "").split()
@@ -35,34 +33,15 @@ pytestmark = pytest.mark.skipif(not PORTS, reason="TEST_REDIS_CLUSTER_PORTS not 
 
 
 @pytest.fixture
-def cluster_settings() -> Settings:
+def cluster_settings(cluster_prefix: str) -> Settings:
     return Settings.from_env({
         "ADAPTER_REDIS_URL": f"redis+cluster://127.0.0.1:{PORTS[0] if PORTS else 7000}",
-        "ADAPTER_KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}", "ADAPTER_RQ_REDIS_URL": rq_url(),
+        "ADAPTER_KEY_PREFIX": cluster_prefix, "ADAPTER_RQ_REDIS_URL": rq_url(),
         "ADAPTER_ADMIN_PASSWORD": "x" * 16, "ADAPTER_INGEST_TOKEN": "y" * 24,
         "ADAPTER_EMQX_API_URL": "http://127.0.0.1:9/api/v5",
         "ADAPTER_ALLOW_PRIVATE_URLS": "true", "ADAPTER_DELIVERY_SCHEDULE": "0.2s,0.2s,0.2s",
         "ADAPTER_DELIVERY_TIMEOUT": "5", "ADAPTER_DELIVERY_LEASE": "2",
     }, dotenv=None)
-
-
-def on_cluster(settings: Settings, scenario: Callable[[RedisCluster], Awaitable[None]]) -> None:
-    """Runs `scenario` with a cluster client, then unlinks the test's keys on every primary."""
-    async def run() -> None:
-        client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", int(p)) for p in PORTS],
-                              decode_responses=False)
-        await client.initialize()
-        try:
-            await scenario(client)
-        finally:
-            for node in client.get_primaries():  # each primary's keys of this test, by a plain client of it
-                primary = Redis(host=node.host, port=node.port)
-                async for key in primary.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
-                    await primary.unlink(key)
-                await primary.aclose()
-            await client.aclose()
-
-    asyncio.run(run())
 
 
 @pytest.fixture
@@ -113,7 +92,7 @@ def sns(rec: Receiver) -> list[tuple[str, int]]:
 
 def test_pump_delivers_over_many_partitions_with_retries(cluster_settings: Settings,
         receiver_url: tuple[Receiver, str]) -> None:
-    on_cluster(cluster_settings, lambda rc: _test_pump_delivers_over_many_partitions_with_retries(
+    on_cluster(lambda rc: _test_pump_delivers_over_many_partitions_with_retries(
         cluster_settings, rc, receiver_url))
 
 
@@ -159,7 +138,7 @@ async def _test_pump_delivers_over_many_partitions_with_retries(cluster_settings
 
 def test_held_order_per_device_and_dead_letters_replayed(cluster_settings: Settings,
         receiver_url: tuple[Receiver, str]) -> None:
-    on_cluster(cluster_settings, lambda rc: _test_held_order_per_device_and_dead_letters_replayed(
+    on_cluster(lambda rc: _test_held_order_per_device_and_dead_letters_replayed(
         cluster_settings, rc, receiver_url))
 
 
@@ -218,7 +197,7 @@ async def _test_held_order_per_device_and_dead_letters_replayed(cluster_settings
 
 def test_breaker_opens_and_closes_per_partition(cluster_settings: Settings,
         receiver_url: tuple[Receiver, str]) -> None:
-    on_cluster(cluster_settings, lambda rc: _test_breaker_opens_and_closes_per_partition(
+    on_cluster(lambda rc: _test_breaker_opens_and_closes_per_partition(
         cluster_settings, rc, receiver_url))
 
 
@@ -255,7 +234,7 @@ async def _test_breaker_opens_and_closes_per_partition(cluster_settings: Setting
 
 
 def test_targets_store_and_route_table_on_the_cluster(cluster_settings: Settings) -> None:
-    on_cluster(cluster_settings, lambda rc: _test_targets_store_and_route_table_on_the_cluster(cluster_settings, rc))
+    on_cluster(lambda rc: _test_targets_store_and_route_table_on_the_cluster(cluster_settings, rc))
 
 
 async def _test_targets_store_and_route_table_on_the_cluster(cluster_settings: Settings, rc: RedisCluster) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,16 +37,8 @@ DEVICES = 150
 
 
 @pytest.fixture
-def keys() -> Iterator[Keys]:
-    k = Keys(f"t{uuid.uuid4().hex[:8]}", PARTITIONS)
-    yield k
-    client = redis.RedisCluster(host="127.0.0.1", port=PORTS[0])
-    try:
-        for node in client.get_primaries():
-            for key in client.scan_iter(match=f"{k.prefix}:*", count=1000, target_nodes=node):
-                client.unlink(key)
-    finally:
-        client.close()
+def keys(cluster_prefix: str) -> Keys:
+    return Keys(cluster_prefix, PARTITIONS)
 
 
 def sns_over_every_shard(keys: Keys) -> list[str]:

@@ -6,10 +6,8 @@ Self-contained: a unique key prefix per test, its keys SCANned and UNLINKed on e
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +17,7 @@ import redis.asyncio.cluster as acluster
 
 from adapter.devices import reads
 from adapter.store.keys import Keys
+from tests.conftest import on_cluster
 
 PORTS = [int(p) for p in os.environ.get("TEST_REDIS_CLUSTER_PORTS", "").split()]
 pytestmark = pytest.mark.skipif(not PORTS, reason="TEST_REDIS_CLUSTER_PORTS not set")
@@ -26,14 +25,9 @@ DEVICES = 3000
 
 
 @pytest.fixture
-def cluster() -> Iterator[tuple[redis.RedisCluster, Keys]]:
+def cluster(cluster_prefix: str) -> Iterator[tuple[redis.RedisCluster, Keys]]:
     client = redis.RedisCluster(host="127.0.0.1", port=PORTS[0], decode_responses=True)
-    keys = Keys(f"t{uuid.uuid4().hex[:8]}", cluster_partitions=48)
-    yield client, keys
-    for node in client.get_primaries():
-        assert node.redis_connection is not None
-        for key in node.redis_connection.scan_iter(match=f"{keys.prefix}:*", count=1000):
-            client.unlink(key)  # one key a call: the keys of one node are in many slots
+    yield client, Keys(cluster_prefix, cluster_partitions=48)
     client.close()
 
 
@@ -65,14 +59,7 @@ def load(client: redis.RedisCluster, keys: Keys, n: int) -> tuple[list[str], set
 
 
 def run(coro: Any) -> Any:
-    async def go() -> Any:
-        r = acluster.RedisCluster(host="127.0.0.1", port=PORTS[0], decode_responses=True)
-        try:
-            return await coro(r)
-        finally:
-            await r.aclose()
-
-    return asyncio.run(go())
+    return on_cluster(coro, decode_responses=True)
 
 
 def test_device_pages_counts_and_one_device_match_the_reference(cluster: tuple[redis.RedisCluster, Keys]) -> None:
