@@ -78,8 +78,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.services = services
         batcher = batcher_for(services.redis, [*device_store.SCRIPTS, FORWARD, *commands.SCRIPTS])
         routes = RouteTable(services.keys)
-        services.extras["ingest"] = Ingest(batcher, services.keys, services.metrics,
-                                           settings.delivery_partitions, routes,
+        services.extras["ingest"] = Ingest(batcher, services.keys, services.metrics, routes,
                                            max_peripherals=settings.max_peripherals_per_gateway,
                                            peripheral_ttl=settings.peripheral_ttl_days * 86_400)
         with contextlib.suppress(redis.exceptions.RedisError, OSError):  # else messages get 503 until it loads

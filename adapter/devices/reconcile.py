@@ -137,12 +137,11 @@ def to_online(states: dict[str, list[Any]], connected: dict[str, int | None]) ->
     return out
 
 
-async def apply_guarded(r: AsyncRedis, keys: Keys, partitions: int, ev: Connected | Disconnected,
+async def apply_guarded(r: AsyncRedis, keys: Keys, ev: Connected | Disconnected,
                         seen: list[Any]) -> bool | None:
     """Run the device script for `ev` unless the client's state differs from `seen`; True when it made a
     transition, False when the rules made it a no-op, None when the state had moved (raced). Every key of
-    the call is in the client's slot, so WATCH and MULTI hold on a cluster too. (`partitions`, the delivery
-    partitions, is what `keys` says already.)"""
+    the call is in the client's slot, so WATCH and MULTI hold on a cluster too."""
     key = keys.client(ev.clientid)
     call_keys, argv = device_call(keys, ev)
     async with r.pipeline(transaction=True) as pipe:
@@ -170,8 +169,7 @@ async def still_gone(emqx: EmqxClient, clientid: str) -> bool:
     return found is None or found.get("connected") is not True
 
 
-async def reconcile(r: AsyncRedis, emqx: EmqxClient, keys: Keys, partitions: int,
-                    page_size: int) -> Outcome:
+async def reconcile(r: AsyncRedis, emqx: EmqxClient, keys: Keys, page_size: int) -> Outcome:
     started_ms = int(time.time() * 1000)
     snapshot = await online_snapshot(r, keys)
     connected = await connected_in_emqx(emqx, page_size)
@@ -182,13 +180,13 @@ async def reconcile(r: AsyncRedis, emqx: EmqxClient, keys: Keys, partitions: int
             continue
         seen = snapshot[sn]
         ev = Disconnected(sn, int(time.time() * 1000), REASON, connected_at=_num(seen[2]))
-        _count(outcome, sn, await apply_guarded(r, keys, partitions, ev, seen), online=False)
+        _count(outcome, sn, await apply_guarded(r, keys, ev, seen), online=False)
     offline = [cid for cid in connected if cid not in snapshot]
     states = await _states(r, keys, offline)
     for cid in to_online(states, connected):
         at = connected[cid]
         assert at is not None
-        _count(outcome, cid, await apply_guarded(r, keys, partitions, Connected(cid, at), states[cid]),
+        _count(outcome, cid, await apply_guarded(r, keys, Connected(cid, at), states[cid]),
                online=True)
     return outcome
 

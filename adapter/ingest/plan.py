@@ -137,12 +137,10 @@ def _rejected_field(reason: str) -> str:
 
 
 class Ingest:
-    def __init__(self, batcher: Batching, keys: Keys, metrics: MetricsBuffer, partitions: int,
-                 routes: RouteTable, *, max_peripherals: int = MAX_PERIPHERALS,
-                 peripheral_ttl: int = PERIPHERAL_TTL) -> None:
+    def __init__(self, batcher: Batching, keys: Keys, metrics: MetricsBuffer, routes: RouteTable, *,
+                 max_peripherals: int = MAX_PERIPHERALS, peripheral_ttl: int = PERIPHERAL_TTL) -> None:
         self.batcher = batcher
         self.keys = keys
-        self.partitions = partitions  # the delivery partitions: the same as `keys.stream_partitions`
         self.commands = DeviceCommands(keys, max_peripherals=max_peripherals, peripheral_ttl=peripheral_ttl)
         self.command_calls = CommandCalls(keys)
         self.metrics = metrics

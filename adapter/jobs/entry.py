@@ -110,7 +110,6 @@ def reconcile() -> dict[str, Any]:
             emqx = EmqxClient.from_settings(settings)
             try:
                 return await presence_reconcile.reconcile(r, emqx, Keys.of(settings),
-                                                          settings.delivery_partitions,
                                                           settings.reconcile_page_size)
             finally:
                 await emqx.aclose()

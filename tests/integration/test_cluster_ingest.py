@@ -166,7 +166,7 @@ def test_retention_and_reconciliation_walk_every_shard(keys: Keys) -> None:
                                                                            connected_at=1000)))
             back = sns[0]
             state = await rc.hmget(keys.client(back), reconcile.STATE)
-            applied = await reconcile.apply_guarded(rc, keys, PARTITIONS, Connected(back, 9000), state)
+            applied = await reconcile.apply_guarded(rc, keys, Connected(back, 9000), state)
             return applied, list(await reconcile.online_snapshot(rc, keys))
         finally:
             await rc.aclose()

@@ -155,7 +155,7 @@ def test_a_real_event_between_snapshot_and_correction_wins(ingest: httpx.Client,
         r = async_redis(cfg)
         try:
             ev = Disconnected("RACE", T0 + 3000, "reconciled", connected_at=T0)
-            return await apply_guarded(r, K, cfg.delivery_partitions, ev, seen)
+            return await apply_guarded(r, K, ev, seen)
         finally:
             await r.aclose()
 

@@ -77,7 +77,7 @@ def apply_all(bodies: list[dict[str, Any]], routes: dict[str, str], times: int =
             await batcher.load_scripts()
             table = RouteTable(K)
             table.load(routes, 1)
-            ingest = Ingest(batcher, K, MetricsBuffer(), K.stream_partitions, table)
+            ingest = Ingest(batcher, K, MetricsBuffer(), table)
             for _ in range(times):  # EMQX redelivers
                 for b in bodies:
                     await ingest.apply(parse_event(b))
