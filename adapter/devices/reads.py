@@ -17,23 +17,19 @@ An index member whose hash has vanished between the two reads is left out of the
 On Redis Cluster every global index is split into `keys.shards()` shards (one per partition, each in its
 partition's slot): pages are exact offset pages over their k-way merge (adapter/devices/paging.py, with an
 anchor cache for deep pages), counts are sums over the shards, and every round of per-shard commands goes to
-every primary at once, packed as RESP on one connection per node (`cluster_round`), not through redis-py's
+every primary at once, packed as RESP on one connection per node (store/cluster_round.py), not through redis-py's
 cluster pipeline. The page's hashes are HMGETs grouped by node the same way. One Redis keeps the code above.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import hiredis
-import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
-from redis.crc import key_slot
 
 from adapter.devices import paging
 from adapter.devices.views import (
@@ -47,8 +43,8 @@ from adapter.devices.views import (
     split_member,
 )
 from adapter.store import scripts
+from adapter.store.cluster_round import Command, cluster_round
 from adapter.store.keys import Keys
-from adapter.store.resp import Arg, pack
 from adapter.store.types import AsyncRedis
 
 Item = dict[str, Any]
@@ -205,67 +201,6 @@ async def peripheral_page(r: Client, keys: Keys, *, page: int = 1, limit: int = 
 
 
 # --- Redis Cluster: sharded indexes ----------------------------------------------------------------------------
-
-Command = tuple[str, Sequence[Arg]]  # (the key that routes it, the command's words)
-
-
-async def _send(conn: Any, commands: Sequence[Command], into: list[Any], at: Sequence[int]) -> None:
-    """Write the commands packed on one connection, read the replies in order (an error reply in its place).
-    The replies are parsed by one hiredis reader straight off the connection's stream: redis-py's per-reply
-    read_response (a timeout context each) cost more than the round trip itself for a page's 100 HMGETs."""
-    await conn.send_packed_command(b"".join(pack(*commands[i][1]) for i in at), check_health=False)
-    parser = hiredis.Reader(replyError=redis.exceptions.ResponseError,
-                            encoding="utf-8" if conn.encoder.decode_responses else None)
-    stream = conn._reader
-    async with asyncio.timeout(conn.socket_timeout or 10):
-        for i in at:
-            reply = parser.gets()
-            while reply is False:
-                data = await stream.read(65536)
-                if not data:
-                    raise redis.exceptions.ConnectionError("Redis closed the connection")
-                parser.feed(data)
-                reply = parser.gets()
-            into[i] = reply
-
-
-async def _on_node(node: Any, commands: Sequence[Command], into: list[Any], at: Sequence[int]) -> None:
-    conn = node.acquire_connection()
-    try:
-        await _send(conn, commands, into, at)
-    except BaseException:
-        await conn.disconnect()
-        raise
-    finally:
-        node.release(conn)
-
-
-async def cluster_round(r: Client, commands: Sequence[Command]) -> list[Any]:
-    """One round trip: every node's commands packed on one of its connections, all nodes at once. A reply that
-    is a redirection (a slot moving) or any other error is answered again through the client, which follows
-    redirections and raises what is a real error. On one Redis the commands share one connection."""
-    replies: list[Any] = [None] * len(commands)
-    if isinstance(r, RedisCluster):
-        await r.initialize()  # a no-op once the slot map is known
-        by_node: dict[str, tuple[Any, list[int]]] = {}
-        for i, (key, _) in enumerate(commands):
-            node = r.nodes_manager.get_node_from_slot(key_slot(key.encode()))
-            by_node.setdefault(node.name, (node, []))[1].append(i)
-        await asyncio.gather(*(_on_node(node, commands, replies, at) for node, at in by_node.values()))
-    else:
-        conn = await r.connection_pool.get_connection()
-        try:
-            await _send(conn, commands, replies, range(len(commands)))
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            await r.connection_pool.release(conn)
-    for i, reply in enumerate(replies):
-        if isinstance(reply, redis.exceptions.ResponseError):
-            replies[i] = await r.execute_command(*commands[i][1])
-    return replies
-
 
 ANCHOR_COPY_SECONDS = 30.0  # how long a process trusts its copy of an anchor set before reading it again
 
