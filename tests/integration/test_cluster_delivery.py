@@ -22,7 +22,7 @@ from adapter.delivery.sender import Sender
 from adapter.settings import Settings
 from adapter.store.keys import Keys
 from adapter.targets import replicas
-from adapter.targets.callbacks import CallbackStore
+from adapter.targets.callbacks import Callback, CallbackStore
 from adapter.targets.route_table import RouteTable
 from adapter.targets.routes import RouteStore
 from tests.conftest import on_cluster, rq_url
@@ -53,6 +53,14 @@ def keys_of(settings: Settings) -> Keys:
     k = Keys.of(settings)
     assert k.cluster and k.stream_partitions == 48
     return k
+
+
+async def device_callback(rc: RedisCluster, settings: Settings, url: str) -> tuple[Keys, CallbackStore, Callback, str]:
+    """The test's keys, its callbacks store, one device callback to `url` and its delivery target name."""
+    k = keys_of(settings)
+    store = CallbackStore(rc, k)  # type: ignore[arg-type]
+    cb, _ = await store.create("device", url)
+    return k, store, cb, f"callback:{cb.id}"
 
 
 async def enqueue(rc: RedisCluster, k: Keys, target: str, key: str, n: int) -> str:
@@ -99,13 +107,10 @@ def test_pump_delivers_over_many_partitions_with_retries(cluster_settings: Setti
 async def _test_pump_delivers_over_many_partitions_with_retries(cluster_settings: Settings, rc: RedisCluster,
         receiver_url: tuple[Receiver, str]) -> None:
     rec, url = receiver_url
-    k = keys_of(cluster_settings)
-    store = CallbackStore(rc, k)  # type: ignore[arg-type]
-    cb, _ = await store.create("device", url)
+    k, store, cb, target = await device_callback(rc, cluster_settings, url)
     # the MULTI wrote the authoritative set in {tgt}; the replicas of all 48 shards followed
     for p in k.shards():
         assert await rc.smembers(k.callbacks_enabled_in("device", p)) == {str(cb.id).encode()}
-    target = f"callback:{cb.id}"
     failed_once: set[str] = set()
 
     def answer(r: Any) -> int:  # every delivery fails once (503), then succeeds
@@ -145,10 +150,7 @@ def test_held_order_per_device_and_dead_letters_replayed(cluster_settings: Setti
 async def _test_held_order_per_device_and_dead_letters_replayed(cluster_settings: Settings, rc: RedisCluster,
         receiver_url: tuple[Receiver, str]) -> None:
     rec, url = receiver_url
-    k = keys_of(cluster_settings)
-    store = CallbackStore(rc, k)  # type: ignore[arg-type]
-    cb, _ = await store.create("device", url)
-    target = f"callback:{cb.id}"
+    k, store, cb, target = await device_callback(rc, cluster_settings, url)
     tries: dict[str, int] = {}
     mode = {"dead": True}
 
@@ -204,10 +206,7 @@ def test_breaker_opens_and_closes_per_partition(cluster_settings: Settings,
 async def _test_breaker_opens_and_closes_per_partition(cluster_settings: Settings, rc: RedisCluster,
         receiver_url: tuple[Receiver, str]) -> None:
     rec, url = receiver_url
-    k = keys_of(cluster_settings)
-    store = CallbackStore(rc, k)  # type: ignore[arg-type]
-    cb, _ = await store.create("device", url)
-    target = f"callback:{cb.id}"
+    k, store, cb, target = await device_callback(rc, cluster_settings, url)
     up = {"ok": False}
     rec.answer = lambda r: 200 if up["ok"] else 503
     for n in range(6):
