@@ -4,21 +4,27 @@ the same code runs against Redis (adapter/devices/reads.py sends each round to e
 sorted Python lists in the unit tests (`Memory`).
 
 A command is `(target, name, *args)`: target = a shard number, or `META` for the index's anchor set
-(`keys.page_anchors`). Names used: ZCARD, ZLEXCOUNT, ZRANGE (by index), and on `META` ZRANGE BYSCORE REV and ZADD.
+(`keys.page_anchors`). Names used: ZCARD, ZLEXCOUNT, ZRANGE (by index and BYLEX), and on `META` ZRANGE BYSCORE
+REV and ZADD. Ranks count from the range's start (an sn prefix's first member, else the index's).
 
 `select(run, shards, offset, limit, prefix)`:
-1. one round: every shard's ZCARD (or, with an sn prefix, its ZLEXCOUNT below and up to the range), and the
-   nearest anchor at or below `offset` (no prefix only);
+1. one round: every shard's ZCARD (or, with an sn prefix, its ZLEXCOUNT of the prefix's range); with a `hint`
+   (a member the caller saw at a known rank) every shard's rank at it, else for a deep unfiltered page the
+   nearest anchor at or below `offset`; and when the page is expected within MERGE_MAX of where this round
+   starts (the range's start or the hint), every shard's run from there (ZRANGE BYLEX LIMIT 0 q): then the page
+   needs no other round;
 2. an anchor: one round of ZLEXCOUNT(-, (anchor) gives every shard's rank at it, so its exact global rank;
    kept as the bound when that rank is <= offset (the anchor may be stale or even gone: the count is exact);
 3. while more than `MERGE_MAX` members remain to skip: a pivot one shard `step` further (ZRANGE by index,
-   O(log n)) and every shard's rank at it (one round); shards are hash-random, so the pivot's global rank lands
-   ~N·step ± sqrt(N·left) further: aim 3 of those short;
+   O(log n); with a prefix, after one round of the counts below it) and every shard's rank at it (one round);
+   shards are hash-random, so the pivot's global rank lands ~N·step ± sqrt(N·left) further: aim 3 of those
+   short;
 4. the k-way merge from the bound: `q` members of every shard (one round), sorted, skip, take `limit`; a shard
-   whose run was cut before the last member taken is asked for more (rare: exactness is kept).
+   whose run was cut before the last member taken is asked for more after its last member (rare: exactness is
+   kept).
 A deep page whose bound did not come from a near anchor leaves its first member as a new anchor (`writes`, for
 the caller to send with its next round), so the next deep page near it costs rounds 1, 2, 4 only; with a `hint`
-(the caller's copy of the anchors) rounds 1 and 2 are one: any page then costs what page 1 costs.
+any page near it costs what page 1 costs: one round.
 """
 
 from __future__ import annotations
@@ -67,12 +73,15 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
                  anchors: bool = False, hint: tuple[str, float] | None = None) -> Selection:
     """(total, members) of the page at `offset` of the merged shards, optionally only members starting with
     `prefix`; `anchors` uses and feeds the anchor set (unfiltered indexes only). `hint` is an anchor the caller
-    already knows (its copy of the anchor set: member, rank when seen): its ranks are asked in the first round
-    instead of looking an anchor up; a stale or vanished hint costs nothing but the rounds it fails to save.
+    already knows (member, its rank when seen, counted from the range's start: its copy of the anchor set, or
+    of a prefix's pages): its ranks are asked in the first round instead of looking an anchor up; a stale or
+    vanished hint costs nothing but the rounds it fails to save.
 
     When the page is expected within MERGE_MAX of where the first round starts (the range's start, or the hint),
     that round also fetches every shard's run from there (ZRANGE BYLEX LIMIT 0 q: no offset walked), so the
-    page needs no further round unless a run turns out short."""
+    page needs no further round unless a run turns out short. Ranks count from the range's start (the prefix's
+    first member), so that round needs no count below the prefix; the pivots of a deep page, which fetch by
+    rank, ask for it then."""
     out = Selection(0, [])
 
     async def go(cmds: list[Cmd]) -> list[Any]:
@@ -80,45 +89,38 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
         return await run(cmds)
 
     every = range(shards)
+    low, high = ("[" + prefix, prefix_bounds(prefix)[2]) if prefix else ("-", "+")
     use_anchor = anchors and not prefix and offset > MERGE_MAX
-    if prefix:
-        below, _, high = prefix_bounds(prefix)
-        first: list[Cmd] = [(i, "ZLEXCOUNT", "-", below) for i in every]
-        first += [(i, "ZLEXCOUNT", "-", high) for i in every]
-    else:
-        first = [(i, "ZCARD") for i in every]
-    if use_anchor and hint is not None:
-        first += [(i, "ZLEXCOUNT", "-", "(" + hint[0]) for i in every]
+    from_hint = hint is not None and (use_anchor or (bool(prefix) and offset >= hint[1]))
+    first: list[Cmd] = [(i, "ZLEXCOUNT", low, high) for i in every] if prefix else [(i, "ZCARD") for i in every]
+    if hint is not None and from_hint:
+        first += [(i, "ZLEXCOUNT", low, "(" + hint[0]) for i in every]
     elif use_anchor:
         first.append((META, "ZRANGE", offset, "-inf", "BYSCORE", "REV", "LIMIT", 0, 1))
     # the speculative runs: from the lex bound the page is expected to start near
     start: str | None = None
     expect = offset
-    from_hint = use_anchor and hint is not None
     if hint is not None and from_hint:
         start, expect = "[" + hint[0], offset - int(hint[1])
     elif not use_anchor:
-        start = "[" + prefix if prefix else "-"
+        start = low
     spec = start is not None and 0 <= expect <= MERGE_MAX and limit > 0
     q0 = _run_length(expect + limit, shards)
     if spec:
-        first += [(i, "ZRANGE", start, high if prefix else "+", "BYLEX", "LIMIT", 0, q0) for i in every]
+        first += [(i, "ZRANGE", start, high, "BYLEX", "LIMIT", 0, q0) for i in every]
     got = await go(first)
-    if prefix:
-        base, ends = [int(x) for x in got[:shards]], [int(x) for x in got[shards:2 * shards]]
-    else:
-        base, ends = [0] * shards, [int(x) for x in got[:shards]]
-    out.total = sum(e - b for b, e in zip(base, ends, strict=True))
+    sizes = [int(x) for x in got[:shards]]
+    out.total = sum(sizes)
     if offset >= out.total or limit <= 0:
         return out
-    a, r = list(base), 0
+    a, r = [0] * shards, 0  # every shard's rank (from the range's start) where the merge starts; their sum
     near = hinted = False
     at: list[int] | None = None
-    if use_anchor and hint is not None:
+    if from_hint:
         at = [int(x) for x in got[shards:2 * shards]]
     elif use_anchor and got[-1]:
         anchor = str(got[-1][0])
-        at = [int(x) for x in await go([(i, "ZLEXCOUNT", "-", "(" + anchor) for i in every])]
+        at = [int(x) for x in await go([(i, "ZLEXCOUNT", low, "(" + anchor) for i in every])]
     if at is not None:
         rank = sum(at)
         if rank <= offset:
@@ -128,17 +130,22 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
     runs: list[list[str]]  # members as the client decodes them (str)
     if spec and (hinted or not from_hint) and offset - r <= MERGE_MAX:
         runs = list(got[-shards:])
-        cut = [i for i in every if len(runs[i]) == q0 and a[i] + q0 < ends[i]]
-        return await _merged(out, go, runs, cut, a, ends, q0, offset - r, limit, prefix, anchors and not near)
+        cut = [i for i in every if len(runs[i]) == q0 and a[i] + q0 < sizes[i]]
+        return await _merged(out, go, runs, cut, a, sizes, q0, offset - r, limit, high, prefix,
+                             anchors and not near)
+    # deep: pivots and runs by rank, which count from the index's start: every shard's rank of the range's start
+    base = [0] * shards
+    if prefix:
+        base = [int(x) for x in await go([(i, "ZLEXCOUNT", "-", "(" + prefix) for i in every])]
     step = _step(offset - r, shards)
     while offset - r > MERGE_MAX and step > 0:
-        j = max(every, key=lambda i: ends[i] - a[i])
-        index = min(a[j] + step, ends[j] - 1)
+        j = max(every, key=lambda i: sizes[i] - a[i])
+        index = base[j] + min(a[j] + step, sizes[j] - 1)
         pivot = (await go([(j, "ZRANGE", index, index)]))[0]
         if not pivot:
             break  # the shard shrank in between: merge from where we are
-        at = [int(x) for x in await go([(i, "ZLEXCOUNT", "-", "(" + str(pivot[0])) for i in every])]
-        rank = sum(x - b for x, b in zip(at, base, strict=True))
+        at = [int(x) for x in await go([(i, "ZLEXCOUNT", low, "(" + str(pivot[0])) for i in every])]
+        rank = sum(at)
         if r <= rank <= offset:
             a, r = at, rank
             step = _step(offset - r, shards)
@@ -146,34 +153,36 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
             step //= 2
     skip = offset - r
     q = _run_length(skip + limit, shards)
-    want = [max(0, min(q, ends[i] - a[i])) for i in every]
+    want = [max(0, min(q, sizes[i] - a[i])) for i in every]
     asked = [i for i in every if want[i] > 0]
     runs = [[] for _ in every]
-    for i, got_run in zip(asked, await go([(i, "ZRANGE", a[i], a[i] + want[i] - 1) for i in asked]), strict=True):
+    fetched = await go([(i, "ZRANGE", base[i] + a[i], base[i] + a[i] + want[i] - 1) for i in asked])
+    for i, got_run in zip(asked, fetched, strict=True):
         runs[i] = got_run
-    cut = [i for i in asked if len(runs[i]) == want[i] and a[i] + want[i] < ends[i]]
-    return await _merged(out, go, runs, cut, a, ends, q, skip, limit, prefix, anchors and not near)
+    cut = [i for i in asked if len(runs[i]) == want[i] and a[i] + want[i] < sizes[i]]
+    return await _merged(out, go, runs, cut, a, sizes, q, skip, limit, high, prefix, anchors and not near)
 
 
-async def _merged(out: Selection, go: Run, runs: list[list[str]], cut: list[int], a: list[int], ends: list[int],
-                  q: int, skip: int, limit: int, prefix: str | None, leave_anchor: bool) -> Selection:
-    """The k-way merge of the runs fetched from every shard's bound `a`: skip, take `limit`; a shard whose run
-    was cut (`cut`) before the last member taken is asked for `q` more until none is."""
+async def _merged(out: Selection, go: Run, runs: list[list[str]], cut: list[int], a: list[int], sizes: list[int],
+                  q: int, skip: int, limit: int, high: str | bytes, prefix: str | None,
+                  leave_anchor: bool) -> Selection:
+    """The k-way merge of the runs fetched from every shard's rank `a`: skip, take `limit`; a shard whose run
+    was cut (`cut`) before the last member taken is asked for `q` more after its last member, until none is."""
     need = skip + limit
     while True:
         merged = sorted(chain.from_iterable(runs))[:need]
         short = cut if len(merged) < need else [i for i in cut if runs[i] and runs[i][-1] < merged[-1]]
         if not short:
             break
-        more = await go([(i, "ZRANGE", a[i] + len(runs[i]), a[i] + len(runs[i]) + q - 1) for i in short])
+        more = await go([(i, "ZRANGE", "(" + runs[i][-1], high, "BYLEX", "LIMIT", 0, q) for i in short])
         for i, extra in zip(short, more, strict=True):
             runs[i] += extra
-        cut = [i for i in short if len(more[short.index(i)]) == q and a[i] + len(runs[i]) < ends[i]]
+        cut = [i for i, extra in zip(short, more, strict=True) if len(extra) == q and a[i] + len(runs[i]) < sizes[i]]
     page = merged[skip:need]
     if prefix:
         page = [m for m in page if m.startswith(prefix)]  # the shards may have moved in between
     out.members = page
-    offset = sum(a) + skip  # the page's global rank (no prefix: the bounds count from the index's start)
+    offset = sum(a) + skip  # the page's rank (no prefix: counted from the index's start)
     if leave_anchor and not prefix and offset > ANCHOR_EVERY and page:
         out.writes.append((META, "ZADD", offset, page[0]))
     return out

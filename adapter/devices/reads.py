@@ -18,13 +18,16 @@ On Redis Cluster every global index is split into `keys.shards()` shards (one pe
 partition's slot): pages are exact offset pages over their k-way merge (adapter/devices/paging.py, with an
 anchor cache for deep pages), counts are sums over the shards, and every round of per-shard commands goes to
 every primary at once, packed as RESP on one connection per node (store/cluster_round.py), not through redis-py's
-cluster pipeline. The page's hashes are HMGETs grouped by node the same way. One Redis keeps the code above.
+cluster pipeline. The page's hashes are HMGETs grouped by node the same way. A process remembers the first member
+of the deep pages and sn-prefix pages it served (bounded copies, `ShardedIndex.page`), so the page after one, or
+the same page again, is one selection round from there. One Redis keeps the code above.
 """
 
 from __future__ import annotations
 
 import bisect
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +48,7 @@ from adapter.devices.views import (
 from adapter.store import scripts
 from adapter.store.cluster_round import Command, cluster_round
 from adapter.store.keys import Keys
+from adapter.store.resp import KeyTemplate
 from adapter.store.types import AsyncRedis
 
 Item = dict[str, Any]
@@ -221,8 +225,44 @@ class _AnchorCopy:
         self.ranks.insert(at, rank)
         self.members.insert(at, member)
 
+    def remember(self, offset: int, members: Sequence[str]) -> None:
+        """Keep a page's first member as a hint for pages after it (a UI paging on, or asking again): bounded,
+        the copy starts over past COPY_MAX hints (the Redis anchor set is reloaded, a prefix's starts empty)."""
+        if not members:
+            return
+        seen = self.below(offset)
+        if seen is not None and seen[1] == offset:
+            return
+        if len(self.ranks) >= COPY_MAX:
+            self.ranks, self.members, self.loaded = [], [], 0.0
+        self.add(float(offset), members[0])
 
+
+COPY_MAX = 1024  # hints in one copy
+PREFIXES_MAX = 512  # sn prefixes whose page hints a process keeps (least recently used dropped)
+PREFIX_HINT_FROM = 300  # a prefix page starts from a hint only when it saves fetching at least this many members
 _anchor_copies: dict[str, _AnchorCopy] = {}
+_prefix_copies: OrderedDict[tuple[str, str], _AnchorCopy] = OrderedDict()
+
+
+def _prefix_copy(index: str, prefix: str) -> _AnchorCopy:
+    """The page hints of one sn prefix of one index (ranks counted from the prefix's first member), kept in
+    this process only: a prefix's pages are exact from any hint, so a stale one costs only rounds."""
+    copy = _prefix_copies.pop((index, prefix), None)
+    if copy is None or time.monotonic() - copy.loaded > ANCHOR_COPY_SECONDS:
+        copy = _AnchorCopy(time.monotonic(), [], [])
+    _prefix_copies[(index, prefix)] = copy
+    while len(_prefix_copies) > PREFIXES_MAX:
+        _prefix_copies.popitem(last=False)
+    return copy
+
+
+def _scored(reply: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """(member, score) pairs of a ZRANGE WITHSCORES reply in either protocol: RESP2 answers a flat list
+    (member, score, member, score...), RESP3 (redis-py's default from 8.0 on) a list of pairs."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [(m, s) for m, s in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))
 
 
 class ShardedIndex:
@@ -246,20 +286,33 @@ class ShardedIndex:
         copy = _anchor_copies.get(anchors)
         now = time.monotonic()
         if copy is None or now - copy.loaded > ANCHOR_COPY_SECONDS:
-            flat = (await cluster_round(self.r, [(anchors, ("ZRANGE", anchors, 0, -1, "WITHSCORES"))]))[0]
-            copy = _AnchorCopy(now, [float(x) for x in flat[1::2]], [str(m) for m in flat[::2]])
+            got = (await cluster_round(self.r, [(anchors, ("ZRANGE", anchors, 0, -1, "WITHSCORES"))]))[0]
+            pairs = _scored(got)
+            copy = _AnchorCopy(now, [float(s) for _, s in pairs], [str(m) for m, _ in pairs])
             _anchor_copies[anchors] = copy
         return copy
 
     async def page(self, offset: int, limit: int, prefix: str | None = None) -> paging.Selection:
         """The page at `offset`; a deep unfiltered page starts from the nearest anchor of this process's copy
-        of the anchor set, and a new anchor it leaves goes into the copy too."""
+        of the anchor set, and a new anchor it leaves goes into the copy too. Each such page (and each sn-prefix
+        page, in a copy of its own) is remembered in the copy, so the page after it starts from it."""
+        shards = len(self.keys)
+        if self.anchors is not None and prefix:
+            copy = _prefix_copy(self.anchors, prefix)
+            hint = copy.below(offset)
+            if hint is not None and hint[1] < PREFIX_HINT_FROM:
+                hint = None
+            selection = await paging.select(self.run, shards, offset, limit, prefix, False, hint)
+            if offset >= PREFIX_HINT_FROM:
+                copy.remember(offset, selection.members)
+            return selection
         if self.anchors is None or prefix or offset <= paging.MERGE_MAX:
-            return await paging.select(self.run, len(self.keys), offset, limit, prefix)
+            return await paging.select(self.run, shards, offset, limit, prefix)
         copy = await self._anchor_copy(self.anchors)
-        selection = await paging.select(self.run, len(self.keys), offset, limit, None, True, copy.below(offset))
+        selection = await paging.select(self.run, shards, offset, limit, None, True, copy.below(offset))
         for _, _, rank, member in selection.writes:
             copy.add(float(rank), str(member))
+        copy.remember(offset, selection.members)
         return selection
 
 
@@ -279,13 +332,18 @@ def _anchor_name(online: bool | None, kind: str) -> str:
     return kind if online is None else f"{kind}:{'online' if online else 'offline'}"
 
 
+_hmget_templates: dict[tuple[str, ...], KeyTemplate] = {}
+
+
 async def _cluster_hashes(r: Client, keys: Sequence[str], fields: Sequence[str],
                           extra: Sequence[Command] = ()) -> tuple[list[Values], list[Any]]:
     """HMGET of the same fields from many hashes of many slots, grouped by node in one round (plus `extra`
     commands riding along, e.g. a new page anchor); answers (rows, the extra commands' replies)."""
     if not keys and not extra:
         return [], []
-    got = await cluster_round(r, [(k, ("HMGET", k, *fields)) for k in keys] + list(extra))
+    template = _hmget_templates.get(tuple(fields)) or _hmget_templates.setdefault(
+        tuple(fields), KeyTemplate(("HMGET",), fields))
+    got = await cluster_round(r, [(k, template.pack(k)) for k in keys] + list(extra))
     return [list(row) for row in got[:len(keys)]], got[len(keys):]
 
 

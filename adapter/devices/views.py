@@ -24,6 +24,7 @@ NEVER = 0
 UNKNOWN = -1
 
 Values = Sequence[str | None]
+_EXACT = 10**15  # below it int() and the float path agree on every stored integer (ms / 1000 included)
 _LARGEST = 2.0**53  # beyond it a stored number is garbage (and would not fit a JSON integer safely)
 
 
@@ -37,20 +38,41 @@ def _number(raw: str | None) -> float | None:
     return value if math.isfinite(value) and abs(value) < _LARGEST else None
 
 
+def _exact(raw: str | None) -> int | None:
+    """`raw` as an int when it is one of magnitude below 10**15 (what the ingest stores): exact and ~3x faster
+    than the float path, which gives the same answer for it; None sends the caller down the float path."""
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if -_EXACT < value < _EXACT else None
+
+
 def seconds(raw: str | None, default: int = NEVER) -> int:
     """A stored time in seconds (maybe fractional) as whole seconds."""
+    exact = _exact(raw)
+    if exact is not None:
+        return exact
     value = _number(raw)
     return default if value is None else math.floor(value)
 
 
 def ms_to_seconds(raw: str | None, default: int = NEVER) -> int:
     """A stored time in milliseconds as whole seconds."""
+    exact = _exact(raw)
+    if exact is not None:
+        return exact // 1000
     value = _number(raw)
     return default if value is None else math.floor(value / 1000)
 
 
 def interval(raw: str | None) -> int:
     """The agent's report interval `dur` in whole seconds, rounded up so 0.5 s does not read as 0."""
+    exact = _exact(raw)
+    if exact is not None:
+        return exact
     value = _number(raw)
     return UNKNOWN if value is None else math.ceil(value)
 
@@ -65,18 +87,18 @@ def text(raw: str | None) -> str:
 
 def device_item(sn: str, values: Values) -> dict[str, Any]:
     """The v1 device item from HMGET of DEVICE_FIELDS."""
-    f = dict(zip(DEVICE_FIELDS, values, strict=True))
+    online, online_time, offline_time, active, boot, dur, procs, sys, versions = values
     return {
-        "activeTime": seconds(f["activeTime"]),
-        "bootTime": seconds(f["bootTime"], UNKNOWN),
-        "dur": interval(f["dur"]),
-        "offlineTime": ms_to_seconds(f["offline_time"]),
-        "online": flag(f["online"]),
-        "onlineTime": ms_to_seconds(f["online_time"]),
-        "procs": text(f["procs"]),
+        "activeTime": seconds(active),
+        "bootTime": seconds(boot, UNKNOWN),
+        "dur": interval(dur),
+        "offlineTime": ms_to_seconds(offline_time),
+        "online": online == "1",
+        "onlineTime": ms_to_seconds(online_time),
+        "procs": "" if procs is None else procs,
         "sn": sn,
-        "sys": text(f["sys"]),
-        "versions": text(f["versions"]),
+        "sys": "" if sys is None else sys,
+        "versions": "" if versions is None else versions,
     }
 
 
@@ -111,4 +133,4 @@ def peripheral_item(member: str, values: Values) -> dict[str, Any]:
 
 def is_recorded(values: Values) -> bool:
     """Whether HMGET found the hash at all (a member whose hash vanished between two reads is skipped)."""
-    return any(v is not None for v in values)
+    return values.count(None) < len(values)

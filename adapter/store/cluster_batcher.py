@@ -24,6 +24,7 @@ import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
+from adapter.store import resp
 from adapter.store.batcher import Coalescer, Commands, read_replies
 from adapter.store.scripts import LuaScript
 
@@ -34,24 +35,12 @@ _SCRIPT_CALLS = (b"EVALSHA", b"EVAL", b"EVALSHA_RO", b"EVAL_RO", b"FCALL", b"FCA
 
 def first_key(command: bytes) -> bytes | None:
     """The key a packed command (resp.pack) is routed by; None for a command without keys."""
-    args = _leading_args(command, 4)
+    args = resp.unpack(command, 4)
     if not args:
         return None
     if args[0].upper() in _SCRIPT_CALLS:
         return args[3] if len(args) > 3 and int(args[2]) > 0 else None
     return args[1] if len(args) > 1 else None
-
-
-def _leading_args(command: bytes, n: int) -> list[bytes]:
-    out: list[bytes] = []
-    pos = command.index(b"\r\n") + 2
-    while len(out) < n and pos < len(command):
-        end = command.index(b"\r\n", pos)
-        start = end + 2
-        length = int(command[pos + 1:end])
-        out.append(command[start:start + length])
-        pos = start + length + 2
-    return out
 
 
 def slot_of(command: bytes) -> int | None:

@@ -36,6 +36,32 @@ def pack(*args: Arg) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(_bulk(a) for a in args)
 
 
+def unpack(command: bytes, n: int | None = None) -> list[bytes]:
+    """The words of a packed command (the first `n` of them, or all): what `pack` made, read back."""
+    out: list[bytes] = []
+    pos = command.index(b"\r\n") + 2
+    while (n is None or len(out) < n) and pos < len(command):
+        end = command.index(b"\r\n", pos)
+        start = end + 2
+        length = int(command[pos + 1:end])
+        out.append(command[start:start + length])
+        pos = start + length + 2
+    return out
+
+
+class KeyTemplate:
+    """One command's words with only its key changing (`HMGET <key> f1 f2 …` for every hash of a page): the
+    words before and after the key are encoded once, a call encodes only the key (~7x less work than `pack`)."""
+
+    def __init__(self, head: Sequence[Arg], tail: Sequence[Arg]) -> None:
+        self.head = b"*%d\r\n" % (len(head) + 1 + len(tail)) + b"".join(_bulk(a) for a in head)
+        self.tail = b"".join(_bulk(a) for a in tail)
+
+    def pack(self, key: str) -> bytes:
+        data = key.encode()
+        return b"%s$%d\r\n%s\r\n%s" % (self.head, len(data), data, self.tail)
+
+
 class PreparedCall:
     """EVALSHA of one script with its fixed keys first and the call's own keys after them."""
 

@@ -115,6 +115,48 @@ def test_deep_pages_stay_exact_with_anchors_and_changes(cluster: tuple[redis.Red
     run(check)
 
 
+def test_anchors_left_by_another_process_are_read_back(cluster: tuple[redis.RedisCluster, Keys]) -> None:
+    """A process whose copy of the anchor set is empty (just started, or its copy expired) loads the set that
+    others left in Redis: ZRANGE WITHSCORES answered in RESP3 (redis-py 8's default) as pairs, not flat."""
+    client, keys = cluster
+    sns, _, _ = load(client, keys, 6000)
+    limit = 20
+
+    async def check(r: acluster.RedisCluster) -> None:
+        for page in (160, 250):
+            await reads.device_page(r, keys, page=page, limit=limit)
+        assert client.zcard(keys.page_anchors("devices")) >= 1
+        reads._anchor_copies.clear()
+        for page in (161, 251, 170):
+            got = await reads.device_page(r, keys, page=page, limit=limit)
+            assert [d["sn"] for d in got.items] == sns[(page - 1) * limit:page * limit], page
+        copy = reads._anchor_copies[keys.page_anchors("devices")]
+        assert copy.members and all(isinstance(m, str) for m in copy.members)
+
+    run(check)
+
+
+def test_prefix_pages_after_a_remembered_one_stay_exact_as_devices_come_and_go(
+        cluster: tuple[redis.RedisCluster, Keys]) -> None:
+    client, keys = cluster
+    sns, _, _ = load(client, keys, 6000)
+    prefix = "SN"  # every device: pages deep into a prefix's range
+    limit = 25
+
+    async def check(r: acluster.RedisCluster) -> None:
+        for ref in (sns, sns[300:]):
+            for page in (20, 21, 22, 40, 21, 1):  # 21 and 22 start from the page before; 21 again from itself
+                got = await reads.device_page(r, keys, page=page, limit=limit, sn=prefix)
+                assert got.total == len(ref)
+                assert [d["sn"] for d in got.items] == ref[(page - 1) * limit:page * limit], page
+            for s in sns[:300]:  # devices before the remembered pages leave: the hints' ranks are stale now
+                client.zrem(keys.devices(keys.shard(s)), s)
+                client.unlink(keys.client(s))
+        assert (keys.page_anchors("devices"), prefix) in reads._prefix_copies  # the pages were remembered
+
+    run(check)
+
+
 def test_peripheral_pages_match_the_reference(cluster: tuple[redis.RedisCluster, Keys]) -> None:
     client, keys = cluster
     _, online, by_gw = load(client, keys, DEVICES)

@@ -106,3 +106,26 @@ def test_split_member_cuts_at_the_first_slash() -> None:
 def test_is_recorded() -> None:
     assert not is_recorded([None, None])
     assert is_recorded([None, "0"])
+
+
+def _float_path(raw: str | None, default: int, scale: int, up: bool) -> int:
+    """The reference: every stored value read as a float (what the views did before their int fast path)."""
+    import math
+    try:
+        value = float(raw) if raw not in (None, "") else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or abs(value) >= 2.0**53:
+        return default
+    return math.ceil(value) if up else math.floor(value / scale)
+
+
+@given(st.one_of(st.none(), st.integers(-10**17, 10**17).map(str), st.floats(allow_nan=True).map(str),
+                 st.sampled_from(["", " 12", "12 ", "+5", "-0", "00012", "1_000", "١٢", "²", "0x10", "1e3",
+                                  "999999999999999", "1000000000000000", "-999999999999999"]),
+                 st.text(max_size=6)))
+def test_the_int_fast_path_reads_every_value_as_the_float_path_does(raw: str | None) -> None:
+    assert seconds(raw) == _float_path(raw, 0, 1, False)
+    assert seconds(raw, -1) == _float_path(raw, -1, 1, False)
+    assert ms_to_seconds(raw) == _float_path(raw, 0, 1000, False)
+    assert interval(raw) == _float_path(raw, -1, 1, True)

@@ -145,3 +145,26 @@ def test_a_hint_saves_the_anchor_round_and_a_bad_hint_stays_exact() -> None:
     for offset, hint, rank in ((50_300, ref[60_000], 50_000), (50_300, ref[10], 50_000), (70_000, "SN0-gone", 69_000),
                                (20_000, "~", 19_000), (40_000, ref[39_500], 39_500), (40_000, ref[41_000], 39_900)):
         assert hinted(offset, hint, rank).members == ref[offset:offset + 100], (offset, hint)
+
+
+def test_a_prefix_hint_makes_a_deep_prefix_page_one_round_and_any_hint_stays_exact() -> None:
+    ref = fleet(200_000)
+    store = paging.Memory(sharded(ref))
+    prefix = "SN1"
+    want = [m for m in ref if m.startswith(prefix)]  # ~12,500: deep pages beyond MERGE_MAX
+
+    def hinted(offset: int, hint: tuple[str, float] | None) -> paging.Selection:
+        return asyncio.run(paging.select(store.run, SHARDS, offset, 100, prefix, False, hint))
+
+    cold = hinted(10_000, None)
+    assert cold.members == want[10_000:10_100] and cold.rounds > 2  # the base counts, pivots, the merge
+    warm = hinted(10_100, (want[10_000], 10_000))  # the page after a remembered one
+    assert warm.members == want[10_100:10_200] and warm.rounds == 1 and warm.total == len(want)
+    rng = random.Random(4)
+    bad = [(want[500], 400.0), (want[9_000], 9_500.0), ("SN1-gone", 3_000.0), (want[-1], 0.0), (prefix, 50.0),
+           (want[7_000], 7_000.0)]
+    for offset in [0, 99, 3_000, 7_050, 9_000, len(want) - 1, len(want), *rng.sample(range(len(want)), 20)]:
+        for hint in bad:
+            got = hinted(offset, hint)
+            assert got.total == len(want)
+            assert got.members == want[offset:offset + 100], (offset, hint)
