@@ -11,8 +11,8 @@ Goals (docs/design.md §11): page p50 <= 5 ms at any depth, count <= 1 ms, <= 2 
 
 With `--cluster-ports "7131 7132 7133"` the same N devices are then loaded into that Redis Cluster in the
 cluster layout (48 index shards, each in its partition's slot; raw ZADD/HSET packed per node) and the same
-pages are timed through `device_page` on an async RedisCluster client: warm (the anchor cache of deep pages
-filled by the warm-up calls) and cold (the anchor set removed before every call). The cluster's keys under the
+pages are timed through `device_page` on an async RedisCluster client: warm (the anchor cache and the process's
+page hints filled by the warm-up calls) and cold (both removed before every call). The cluster's keys under the
 prefix are removed at the end (SCAN + UNLINK on every primary). `--no-single` skips the single-Redis part.
 
     .venv/bin/python scripts/bench_devices.py [--count N] [--redis-url redis://127.0.0.1:6379/11]
@@ -328,10 +328,11 @@ async def bench_cluster(ports: list[int], prefix: str, count: int, samples: int)
                 took = await timed(page_call(r, keys, page, query), samples)
                 trips = await round_trips(page_call(r, keys, page, query))
                 cold: list[float] = []
-                if where != "first" and not query.get("sn"):
+                if where != "first":
                     for _ in range(max(10, samples // 4)):
                         await r.unlink(anchors[1] if query.get("online") else anchors[0])
                         devices._anchor_copies.clear()
+                        devices._prefix_copies.clear()
                         t = time.perf_counter()
                         await page_call(r, keys, page, query)()
                         cold.append(time.perf_counter() - t)

@@ -5,9 +5,10 @@ A page costs O(log n + limit) at any depth: the first rank of a prefix comes fro
 ZRANGEBYLEX with an offset, which walks the skipped members before redis/redis#12450), then ZRANGE by
 rank, then the page's hashes in ONE round trip. Totals come from ZCARD or ZLEXCOUNT, counts from ZCARD.
 
-The hashes come from a tiny read-only script (HMGET of the same fields over the page's keys) rather than a
-pipeline of 100 HMGETs: redis-py packs every pipelined command in Python, which made that step ~2.8 ms of a
-page; one EVALSHA with the keys and fields once is ~1.3 ms (scripts/bench_devices.py, docs/devices.md).
+Every round goes through store/cluster_round.py, on one Redis as on a cluster: the commands packed in C (the
+page's 100 HMGETs from one template that encodes the fields once), written at once, the replies parsed by one
+hiredis reader. redis-py's pipeline packs in Python and wraps each write and read in a timeout task, which cost
+more than the round trip (an earlier EVALSHA of an HMGET script did the same job at ~1.3 ms; docs/devices.md).
 
 The one exception: peripherals filtered by both `gwId` and `online` intersect the gateway's set with the
 online (or offline) set, which costs O(peripherals of that gateway).
@@ -45,7 +46,6 @@ from adapter.devices.views import (
     peripheral_item,
     split_member,
 )
-from adapter.store import scripts
 from adapter.store.cluster_round import Command, cluster_round
 from adapter.store.keys import Keys
 from adapter.store.resp import KeyTemplate
@@ -86,37 +86,32 @@ async def index_page(r: AsyncRedis, key: str, prefix: str | None, offset: int,
                      limit: int) -> tuple[int, list[str]]:
     """(total, members) of a page of a score-0 sorted set, optionally only members starting with `prefix`."""
     if not prefix:
-        async with r.pipeline(transaction=False) as pipe:
-            pipe.zcard(key)
-            pipe.zrange(key, offset, offset + limit - 1)
-            total, members = await pipe.execute()
+        total, members = await cluster_round(r, [(key, ("ZCARD", key)),
+                                                 (key, ("ZRANGE", key, offset, offset + limit - 1))])
         return int(total), _texts(members)
     low, high = prefix_bounds(prefix)
-    async with r.pipeline(transaction=False) as pipe:
-        pipe.zlexcount(key, "-", b"(" + low[1:])
-        pipe.zlexcount(key, low, high)
-        first, total = await pipe.execute()
+    first, total = await cluster_round(r, [(key, ("ZLEXCOUNT", key, "-", b"(" + low[1:])),
+                                           (key, ("ZLEXCOUNT", key, low, high))])
     if offset >= total:
         return int(total), []
     last = min(offset + limit, total) - 1
-    members = _texts(await r.zrange(key, first + offset, first + last))
+    members = _texts((await cluster_round(r, [(key, ("ZRANGE", key, first + offset, first + last))]))[0])
     return int(total), [m for m in members if m.startswith(prefix)]  # the set may have moved in between
 
 
-HMGET_MANY = """
-local rows = {}
-for i, key in ipairs(KEYS) do rows[i] = redis.call('HMGET', key, unpack(ARGV)) end
-return rows
-"""
-HMGET_MANY_SCRIPT = scripts.LuaScript(HMGET_MANY)
+_hmget_templates: dict[tuple[str, ...], KeyTemplate] = {}
 
 
-async def hashes(r: AsyncRedis, keys: Sequence[str], fields: Sequence[str]) -> list[Values]:
-    """HMGET of the same fields from many hashes, in one round trip (None for a missing field)."""
-    if not keys:
+async def hashes(r: AsyncRedis, keys: Sequence[str], fields: Sequence[str],
+                 extra: Sequence[Command] = ()) -> list[Values]:
+    """HMGET of the same fields from many hashes in one round trip (None for a missing field); on a cluster
+    grouped by node. `extra` commands ride along (e.g. a new page anchor); their replies are not kept."""
+    if not keys and not extra:
         return []
-    rows = await scripts.call(r, HMGET_MANY_SCRIPT, len(keys), *keys, *fields)
-    return [list(row) for row in rows]
+    template = _hmget_templates.get(tuple(fields)) or _hmget_templates.setdefault(
+        tuple(fields), KeyTemplate(("HMGET",), fields))
+    got = await cluster_round(r, [(k, template.pack(k)) for k in keys] + list(extra))
+    return [list(row) for row in got[:len(keys)]]
 
 
 def _device_index(keys: Keys, online: bool | None) -> str:
@@ -332,26 +327,11 @@ def _anchor_name(online: bool | None, kind: str) -> str:
     return kind if online is None else f"{kind}:{'online' if online else 'offline'}"
 
 
-_hmget_templates: dict[tuple[str, ...], KeyTemplate] = {}
-
-
-async def _cluster_hashes(r: Client, keys: Sequence[str], fields: Sequence[str],
-                          extra: Sequence[Command] = ()) -> tuple[list[Values], list[Any]]:
-    """HMGET of the same fields from many hashes of many slots, grouped by node in one round (plus `extra`
-    commands riding along, e.g. a new page anchor); answers (rows, the extra commands' replies)."""
-    if not keys and not extra:
-        return [], []
-    template = _hmget_templates.get(tuple(fields)) or _hmget_templates.setdefault(
-        tuple(fields), KeyTemplate(("HMGET",), fields))
-    got = await cluster_round(r, [(k, template.pack(k)) for k in keys] + list(extra))
-    return [list(row) for row in got[:len(keys)]], got[len(keys):]
-
-
 async def _cluster_page(r: Client, index: ShardedIndex, prefix: str | None, offset: int,
                         limit: int, hash_key: Any, fields: Sequence[str]) -> tuple[int, list[str], list[Values]]:
     selection = await index.page(offset, limit, prefix)
-    rows, _ = await _cluster_hashes(r, [hash_key(m) for m in selection.members], fields,
-                                    [index.command(c) for c in selection.writes])
+    rows = await hashes(r, [hash_key(m) for m in selection.members], fields,
+                        [index.command(c) for c in selection.writes])
     return selection.total, selection.members, rows
 
 
@@ -395,8 +375,7 @@ async def cluster_peripheral_page(r: Client, keys: Keys, *, page: int = 1, limit
     offset = offset_of(page, limit)
     if gw_id:
         total, members = await _cluster_gateway_page(r, keys, gw_id, online, prefix, offset, limit)
-        rows, _ = await _cluster_hashes(r, [keys.peripheral(*split_member(m)) for m in members],
-                                        PERIPHERAL_FIELDS)
+        rows = await hashes(r, [keys.peripheral(*split_member(m)) for m in members], PERIPHERAL_FIELDS)
     else:
         shards = _peripheral_shards(keys, online)
         if sn:  # one device's peripherals are all in its own shard

@@ -38,6 +38,15 @@ def _packed(words: Sequence[Arg] | bytes) -> bytes:
     return packed
 
 
+def _words(words: Sequence[Arg] | bytes) -> Sequence[Arg]:
+    """The words of a command, read back when the caller packed them (the command's name as text: redis-py's
+    cluster client looks its routing policy up by name)."""
+    if not isinstance(words, bytes):
+        return words
+    name, *rest = resp.unpack(words)
+    return [name.decode(), *rest]
+
+
 async def _exchange(batches: Sequence[Batch], commands: Sequence[Command], into: list[Any]) -> None:
     """Write every batch on its connection, then read each connection's replies in order into `into` (an error
     reply in its place), all within the connections' socket timeout."""
@@ -100,6 +109,5 @@ async def cluster_round(r: AsyncRedis, commands: Sequence[Command]) -> list[Any]
             await r.connection_pool.release(conn)
     for i, reply in enumerate(replies):
         if isinstance(reply, redis.exceptions.ResponseError):
-            words = commands[i][1]
-            replies[i] = await r.execute_command(*(resp.unpack(words) if isinstance(words, bytes) else words))
+            replies[i] = await r.execute_command(*_words(commands[i][1]))
     return replies

@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
 import httpx
 import pytest
 import redis
@@ -30,7 +29,16 @@ from adapter.devices import reads as devices
 from adapter.http.openapi import document
 from adapter.settings import Settings
 from adapter.store.keys import Keys
-from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, flush_store, login, new_prefix, store_client, store_env
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    INGEST_TOKEN,
+    async_store_client,
+    flush_store,
+    login,
+    new_prefix,
+    store_client,
+    store_env,
+)
 from tests.support.servers import serve
 
 BASE = "/iot/api/v1/monitor/devices"
@@ -273,17 +281,28 @@ def test_a_token_is_required(api: httpx.Client) -> None:
         assert httpx.get(f"{api.base_url}{path}").status_code == 401
 
 
-def test_hashes_loads_its_script_on_a_server_without_it() -> None:
+def test_hashes_reads_many_hashes_in_one_round(redis_db: redis.Redis, key_prefix: str) -> None:
+    """The page's HMGETs from one template: every field of every key in its place, None where missing, on one
+    Redis and across a cluster's slots; a key of the wrong type is the client's error, not a wrong row."""
+    names = [f"{key_prefix}:{{t{i % 7}}}:h{i}" for i in range(40)]
+    for i, name in enumerate(names[:30]):
+        redis_db.hset(name, mapping={"a": str(i), "b": "x" * (i * 50)})  # rows long enough to span reads
+    redis_db.set(f"{key_prefix}:{{t0}}:plain", "v")
+
     async def run() -> list[Any]:
-        r = fakeredis.FakeAsyncRedis(decode_responses=True)  # a fresh server: no script cached
-        await r.hset("h1", mapping={"a": "1", "b": "2"})
+        r = async_store_client(decode_responses=True)
         try:
-            found = await devices.hashes(r, ["h1", "missing"], ["a", "c", "b"])
-            return [found, await devices.hashes(r, [], ["a"])]
+            found = await devices.hashes(r, names, ["a", "c", "b"])
+            empty = await devices.hashes(r, [], ["a"])
+            with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+                await devices.hashes(r, [f"{key_prefix}:{{t0}}:plain"], ["a"])
+            return [found, empty]
         finally:
             await r.aclose()
 
-    assert asyncio.run(run()) == [[["1", None, "2"], [None, None, None]], []]
+    found, empty = asyncio.run(run())
+    assert found == [[str(i), None, "x" * (i * 50)] for i in range(30)] + [[None, None, None]] * 10
+    assert empty == []
 
 
 def test_the_last_endpoint_is_the_sn_route() -> None:
