@@ -5,7 +5,7 @@ sorted Python lists in the unit tests (`Memory`).
 
 A command is `(target, name, *args)`: target = a shard number, or `META` for the index's anchor set
 (`keys.page_anchors`). Names used: ZCARD, ZLEXCOUNT, ZRANGE (by index and BYLEX), and on `META` ZRANGE BYSCORE
-REV and ZADD. Ranks count from the range's start (an sn prefix's first member, else the index's).
+REV, ZREMRANGEBYSCORE and ZADD. Ranks count from the range's start (an sn prefix's first member, else the index's).
 
 `select(run, shards, offset, limit, prefix)`:
 1. one round: every shard's ZCARD (or, with an sn prefix, its ZLEXCOUNT of the prefix's range); with a `hint`
@@ -184,6 +184,9 @@ async def _merged(out: Selection, go: Run, runs: list[list[str]], cut: list[int]
     out.members = page
     offset = sum(a) + skip  # the page's rank (no prefix: counted from the index's start)
     if leave_anchor and not prefix and offset > ANCHOR_EVERY and page:
+        # anchors within half a spacing of the new one go (stale ranks of a changed index): at most one per
+        # ANCHOR_EVERY / 2 ranks, so the set is bounded by the index's size, however long it lives
+        out.writes.append((META, "ZREMRANGEBYSCORE", offset - ANCHOR_EVERY // 2, offset + ANCHOR_EVERY // 2))
         out.writes.append((META, "ZADD", offset, page[0]))
     return out
 
@@ -226,6 +229,12 @@ class Memory:
             if name == "ZADD":
                 self.anchors[str(args[1])] = float(args[0])
                 return 1
+            if name == "ZREMRANGEBYSCORE":
+                low, high = float(args[0]), float(args[1])
+                gone = [m for m, score in self.anchors.items() if low <= score <= high]
+                for m in gone:
+                    del self.anchors[m]
+                return len(gone)
             top = float(args[0])
             best = sorted(((s, m) for m, s in self.anchors.items() if s <= top), reverse=True)
             return [best[0][1]] if best else []

@@ -305,8 +305,9 @@ class ShardedIndex:
             return await paging.select(self.run, shards, offset, limit, prefix)
         copy = await self._anchor_copy(self.anchors)
         selection = await paging.select(self.run, shards, offset, limit, None, True, copy.below(offset))
-        for _, _, rank, member in selection.writes:
-            copy.add(float(rank), str(member))
+        for _, name, *args in selection.writes:
+            if name == "ZADD":
+                copy.add(float(args[0]), str(args[1]))
         copy.remember(offset, selection.members)
         return selection
 

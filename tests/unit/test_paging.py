@@ -83,7 +83,8 @@ def test_a_deep_page_leaves_an_anchor_and_the_next_one_uses_it() -> None:
     store = paging.Memory(sharded(ref))
     cold = page(store, 100_000, 100, anchors=True)
     assert cold.members == ref[100_000:100_100]
-    assert cold.writes == [(paging.META, "ZADD", 100_000, ref[100_000])]
+    assert cold.writes == [(paging.META, "ZREMRANGEBYSCORE", 99_500, 100_500),
+                           (paging.META, "ZADD", 100_000, ref[100_000])]
     asyncio.run(store.run(cold.writes))
     warm = page(store, 100_500, 100, anchors=True)
     assert warm.members == ref[100_500:100_600]
@@ -168,3 +169,20 @@ def test_a_prefix_hint_makes_a_deep_prefix_page_one_round_and_any_hint_stays_exa
             got = hinted(offset, hint)
             assert got.total == len(want)
             assert got.members == want[offset:offset + 100], (offset, hint)
+
+
+def test_the_anchor_set_stays_bounded_by_the_index_size_as_ranks_go_stale() -> None:
+    ref = fleet(60_000)
+    store = paging.Memory(sharded(ref))
+    rng = random.Random(9)
+    for round_ in range(12):  # the index shrinks and grows between the visits: earlier anchors' ranks go stale
+        members = sorted(m for shard in store.shards for m in shard)
+        for offset in rng.sample(range(4_000, len(members) - 100), 60):
+            got = page(store, offset, 100, anchors=True)
+            assert got.members == members[offset:offset + 100]
+            asyncio.run(store.run(got.writes))
+        drop = set(rng.sample(members, 1_500)) if round_ % 2 == 0 else set()
+        add = [f"SN{rng.randrange(16**7):07X}x" for _ in range(1_500)] if round_ % 2 else []
+        store.shards = sharded(sorted((set(members) - drop) | set(add)))
+    total = sum(len(s) for s in store.shards)
+    assert 0 < len(store.anchors) <= total // (paging.ANCHOR_EVERY // 2) + 1
