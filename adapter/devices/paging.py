@@ -15,6 +15,10 @@ REV, ZREMRANGEBYSCORE and ZADD. Ranks count from the range's start (an sn prefix
    needs no other round;
 2. an anchor: one round of ZLEXCOUNT(-, (anchor) gives every shard's rank at it, so its exact global rank;
    kept as the bound when that rank is <= offset (the anchor may be stale or even gone: the count is exact);
+2b. a deep unfiltered page with no near hint: the first round also fetched every shard's member at the page's
+   expected local rank (offset / shards, by index); a few of them (SEEK_QUANTILES of the sorted ones) are
+   counted in the round of step 2, and the closest at or below the page is the bound: a cold deep page is
+   three rounds (counts, counts at the picks, the merge) instead of the pivots' 8-12;
 3. while more than `MERGE_MAX` members remain to skip: a pivot one shard `step` further (ZRANGE by index,
    O(log n); with a prefix, after one round of the counts below it) and every shard's rank at it (one round);
    shards are hash-random, so the pivot's global rank lands ~N·step ± sqrt(N·left) further: aim 3 of those
@@ -39,6 +43,9 @@ from typing import Any
 META = -1
 MERGE_MAX = 3000  # merge directly when at most this many members remain to skip (48 shards: ~85 each)
 ANCHOR_EVERY = 1000  # a deep page farther than this from its anchor leaves a new one
+# which of the shards' members at a cold deep page's expected local rank it counts (quantiles of them, sorted):
+# their global ranks spread ~sqrt(shards * offset) around the page; those just below the median bound it closest
+SEEK_QUANTILES = (0.3, 0.4, 0.47, 0.53)
 Cmd = tuple[Any, ...]
 Run = Callable[[list[Cmd]], Awaitable[list[Any]]]
 
@@ -93,10 +100,18 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
     use_anchor = anchors and not prefix and offset > MERGE_MAX
     from_hint = hint is not None and (use_anchor or (bool(prefix) and offset >= hint[1]))
     first: list[Cmd] = [(i, "ZLEXCOUNT", low, high) for i in every] if prefix else [(i, "ZCARD") for i in every]
+    meta_at = -1
     if hint is not None and from_hint:
         first += [(i, "ZLEXCOUNT", low, "(" + hint[0]) for i in every]
     elif use_anchor:
+        meta_at = len(first)
         first.append((META, "ZRANGE", offset, "-inf", "BYSCORE", "REV", "LIMIT", 0, 1))
+    # a deep unfiltered page with no near hint also asks every shard for its member at the page's expected local
+    # rank: some of them, counted in the next round, bound the page closely (SEEK_PICKS)
+    seek_at = -1
+    if use_anchor and (hint is None or offset - hint[1] > MERGE_MAX) and limit > 0:
+        seek_at = len(first)
+        first += [(i, "ZRANGE", offset // shards, offset // shards) for i in every]
     # the speculative runs: from the lex bound the page is expected to start near
     start: str | None = None
     expect = offset
@@ -106,6 +121,7 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
         start = low
     spec = start is not None and 0 <= expect <= MERGE_MAX and limit > 0
     q0 = _run_length(expect + limit, shards)
+    spec_at = len(first)
     if spec:
         first += [(i, "ZRANGE", start, high, "BYLEX", "LIMIT", 0, q0) for i in every]
     got = await go(first)
@@ -116,20 +132,33 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
     a, r = [0] * shards, 0  # every shard's rank (from the range's start) where the merge starts; their sum
     near = hinted = False
     at: list[int] | None = None
+    picks: list[str] = []
+    if seek_at >= 0:
+        found = sorted(str(c[0]) for c in got[seek_at:seek_at + shards] if c)
+        picks = sorted({found[int(q * len(found))] for q in SEEK_QUANTILES} if found else set())
+    anchored: int | None = None  # the rank of the hint or anchor, when at or below the page
     if from_hint:
         at = [int(x) for x in got[shards:2 * shards]]
-    elif use_anchor and got[-1]:
-        anchor = str(got[-1][0])
-        at = [int(x) for x in await go([(i, "ZLEXCOUNT", low, "(" + anchor) for i in every])]
+        anchored = sum(at)
+    elif (meta_at >= 0 and got[meta_at]) or picks:
+        # one round: every shard's rank at the anchor and at each pick; the closest bound at or below the page
+        anchor = [str(got[meta_at][0])] if meta_at >= 0 and got[meta_at] else []
+        counted = await go([(i, "ZLEXCOUNT", low, "(" + m) for m in anchor + picks for i in every])
+        for k in range(len(anchor) + len(picks)):
+            ranks = [int(x) for x in counted[k * shards:(k + 1) * shards]]
+            if sum(ranks) <= offset and (at is None or sum(ranks) > sum(at)):
+                at = ranks
+            if k < len(anchor) and sum(ranks) <= offset:
+                anchored = sum(ranks)
     if at is not None:
         rank = sum(at)
         if rank <= offset:
             a, r = at, rank
-            near = offset - rank <= ANCHOR_EVERY
+            near = anchored is not None and offset - anchored <= ANCHOR_EVERY
             hinted = from_hint
     runs: list[list[str]]  # members as the client decodes them (str)
     if spec and (hinted or not from_hint) and offset - r <= MERGE_MAX:
-        runs = list(got[-shards:])
+        runs = list(got[spec_at:spec_at + shards])
         cut = [i for i in every if len(runs[i]) == q0 and a[i] + q0 < sizes[i]]
         return await _merged(out, go, runs, cut, a, sizes, q0, offset - r, limit, high, prefix,
                              anchors and not near)

@@ -89,7 +89,21 @@ def test_a_deep_page_leaves_an_anchor_and_the_next_one_uses_it() -> None:
     warm = page(store, 100_500, 100, anchors=True)
     assert warm.members == ref[100_500:100_600]
     assert warm.rounds == 3 and warm.writes == []  # counts + anchor lookup, the anchor's rank, the merge
-    assert warm.rounds < cold.rounds
+
+
+def test_a_cold_deep_page_is_bounded_by_the_shards_members_at_its_expected_rank() -> None:
+    ref = fleet(300_000)
+    store = paging.Memory(sharded(ref))
+    rng = random.Random(3)
+    rounds = []
+    for offset in rng.sample(range(paging.MERGE_MAX + 1, len(ref) - 100), 60):
+        store.anchors.clear()
+        got = page(store, offset, 100, anchors=True)
+        assert got.members == ref[offset:offset + 100], offset
+        assert got.writes  # no anchor was near: it leaves one
+        rounds.append(got.rounds)
+    # counts + the shards' members at the expected rank, the picks' ranks, the merge (pivots only when unlucky)
+    assert sorted(rounds)[len(rounds) // 2] == 3 and max(rounds) <= 6, rounds
 
 
 def test_stale_and_vanished_anchors_still_give_exact_pages() -> None:
