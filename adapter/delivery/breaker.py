@@ -42,6 +42,20 @@ class Target:
     open: bool = False  # the breaker
     probe_at: int = 0  # ms
     failures: int = 0  # in a row, as this pump saw them (the breaker opens here at once, not at the next fetch)
+    observed: int = 0  # this pump's own verdicts so far (never reset): a fetch that began before one keeps them
+
+    def succeeded(self) -> None:
+        """This pump's attempt was delivered: the breaker closes, as the outcome script does."""
+        self.open, self.failures = False, 0
+        self.observed += 1
+
+    def failed(self, threshold: int, probe_ms: int) -> None:
+        """This pump's attempt failed (to be tried again): the breaker opens here at once after `threshold` in a
+        row, as the outcome script does in Redis."""
+        self.failures += 1
+        if self.failures >= threshold:
+            self.open, self.probe_at = True, now_ms() + probe_ms
+        self.observed += 1
 
 
 def _text(value: Any) -> str:
@@ -71,6 +85,7 @@ class Targets:
         cached = self.cached.get((name, lane))
         if cached and time.monotonic() - cached.fetched < FRESH_S:
             return cached
+        observed = cached.observed if cached else 0
         kind, target_id = kind_and_id(name)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(self.keys.target(kind, target_id), "url", "enabled", "secret", "type")
@@ -86,6 +101,12 @@ class Targets:
         if cached is None:
             self.cached[(name, lane)] = t
             return t
+        if cached.observed != observed:
+            # this pump's attempts judged the breaker after this read began (their outcomes may not be written
+            # yet): the read is older than they are, so it must not reopen a breaker they opened, nor reset
+            # their count of failures; the next fetch reads what their outcomes wrote
+            t.open, t.probe_at, t.failures = cached.open, cached.probe_at, cached.failures
+        t.observed = cached.observed
         vars(cached).update(vars(t))
         return cached
 

@@ -362,13 +362,11 @@ class Pump:
             gate.done(token)
         verdict = retry.classify(a.status, a.error)
         if verdict == "success":
-            target.open, target.failures = False, 0  # as the outcome script does
+            target.succeeded()  # as the outcome script does
             return _outcome(OutcomeName.SUCCESS, a)
         if verdict == "fail":
             return _outcome(OutcomeName.FAILED, a)
-        target.failures += 1
-        if target.failures >= self.limits.breaker_threshold:
-            target.open, target.probe_at = True, now_ms() + self.limits.breaker_probe_ms
+        target.failed(self.limits.breaker_threshold, self.limits.breaker_probe_ms)
         delay = retry.next_delay(d.attempts + 1, self.schedule, self.rng, a.retry_after)
         if delay is None:
             return _outcome(OutcomeName.DEAD, a)

@@ -17,6 +17,7 @@ from standardwebhooks import Webhook
 from adapter.delivery.pump import run_pump
 from adapter.delivery.signing import new_secret
 from adapter.settings import Settings
+from adapter.store.keys import Keys
 from tests.conftest import enable_callbacks, keys_for, new_prefix
 from tests.support.emqx import connected, disconnected, post, subscribed
 from tests.support.receiver import Receiver
@@ -37,12 +38,15 @@ def fast(settings: Settings) -> Settings:
                                    delivery_timeout=0.5, delivery_lease=2.0)
 
 
-def add_callback(r: redis.Redis, cb_id: int, url: str, cb_type: str = "device") -> str:
+def add_callback(r: redis.Redis, cb_id: int, url: str, cb_type: str = "device", keys: Keys = K) -> str:
+    """An enabled callback as the callbacks store writes it, under `keys` (this module's, unless another module
+    with a prefix of its own passes its own)."""
     secret = new_secret()
-    r.hset(K.target("callback", cb_id), mapping={"type": cb_type, "url": url, "enabled": "1", "secret": secret,
-                                                 "createTime": 1, "updateTime": 1, "succCount": 0, "failedCount": 0})
-    r.zadd(K.targets("callback"), {str(cb_id): cb_id})
-    enable_callbacks(r, K, cb_type, str(cb_id))
+    r.hset(keys.target("callback", cb_id), mapping={"type": cb_type, "url": url, "enabled": "1", "secret": secret,
+                                                    "createTime": 1, "updateTime": 1, "succCount": 0,
+                                                    "failedCount": 0})
+    r.zadd(keys.targets("callback"), {str(cb_id): cb_id})
+    enable_callbacks(r, keys, cb_type, str(cb_id))
     return secret
 
 
