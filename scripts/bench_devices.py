@@ -39,6 +39,7 @@ import redis
 import redis.asyncio as aioredis
 
 from adapter.devices import reads as devices
+from adapter.devices import sharded
 from adapter.store.keys import Keys
 
 LIMIT = 100
@@ -274,18 +275,19 @@ async def cluster_wipe(r: Any, prefix: str) -> int:
 
 
 async def round_trips(call: Callable[[], Awaitable[Any]]) -> int:
-    """How many rounds (each: every primary at once) one call sends through reads.cluster_round."""
+    """How many rounds (each: every primary at once) one call sends through cluster_round (the page's selection
+    rounds in devices/sharded.py, its hashes in devices/reads.py)."""
     real, seen = devices.cluster_round, [0]
 
     async def counting(r: Any, commands: Any) -> list[Any]:
         seen[0] += 1
         return await real(r, commands)
 
-    devices.cluster_round = counting
+    devices.cluster_round = sharded.cluster_round = counting
     try:
         await call()
     finally:
-        devices.cluster_round = real
+        devices.cluster_round = sharded.cluster_round = real
     return seen[0]
 
 
@@ -331,8 +333,8 @@ async def bench_cluster(ports: list[int], prefix: str, count: int, samples: int)
                 if where != "first":
                     for _ in range(max(10, samples // 4)):
                         await r.unlink(anchors[1] if query.get("online") else anchors[0])
-                        devices._anchor_copies.clear()
-                        devices._prefix_copies.clear()
+                        sharded._anchor_copies.clear()
+                        sharded._prefix_copies.clear()
                         t = time.perf_counter()
                         await page_call(r, keys, page, query)()
                         cold.append(time.perf_counter() - t)

@@ -26,9 +26,7 @@ the same page again, is one selection round from there. One Redis keeps the code
 
 from __future__ import annotations
 
-import bisect
-import time
-from collections import OrderedDict
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +34,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 
 from adapter.devices import paging
+from adapter.devices.sharded import ShardedIndex
 from adapter.devices.views import (
     DEVICE_FIELDS,
     PERIPHERAL_FIELDS,
@@ -99,7 +98,10 @@ async def index_page(r: AsyncRedis, key: str, prefix: str | None, offset: int,
     return int(total), [m for m in members if m.startswith(prefix)]  # the set may have moved in between
 
 
-_hmget_templates: dict[tuple[str, ...], KeyTemplate] = {}
+@functools.cache
+def _hmget(fields: tuple[str, ...]) -> KeyTemplate:
+    """`HMGET <key> <fields>` with the fields encoded once (the views' two field lists)."""
+    return KeyTemplate(("HMGET",), fields)
 
 
 async def hashes(r: AsyncRedis, keys: Sequence[str], fields: Sequence[str],
@@ -108,8 +110,7 @@ async def hashes(r: AsyncRedis, keys: Sequence[str], fields: Sequence[str],
     grouped by node. `extra` commands ride along (e.g. a new page anchor); their replies are not kept."""
     if not keys and not extra:
         return []
-    template = _hmget_templates.get(tuple(fields)) or _hmget_templates.setdefault(
-        tuple(fields), KeyTemplate(("HMGET",), fields))
+    template = _hmget(tuple(fields))
     got = await cluster_round(r, [(k, template.pack(k)) for k in keys] + list(extra))
     return [list(row) for row in got[:len(keys)]]
 
@@ -172,10 +173,20 @@ async def peripheral_counts(r: Client, keys: Keys) -> dict[str, int]:
     return await _zcards(r, keys.peripherals_online(), keys.peripherals_offline(), keys.peripherals())
 
 
-async def _gateway_presence_page(r: AsyncRedis, keys: Keys, gw_id: str, online: bool, prefix: str | None,
-                                 offset: int, limit: int) -> tuple[int, list[str]]:
-    """The gateway's peripherals that are online (offline): O(peripherals of the gateway)."""
-    members = _texts(await r.zinter([keys.peripherals_of_gw(gw_id), _peripheral_index(keys, online)]))
+async def _gateway_page(r: Client, keys: Keys, gw_id: str, online: bool | None, prefix: str | None,
+                                offset: int, limit: int) -> tuple[int, list[str]]:
+    """A gateway's peripherals (online or offline ones): its set in every shard (with the presence shard of
+    the same slot intersected there), merged; one shard on one Redis. A filter by sn reads that device's shard
+    only."""
+    shards = [keys.shard(prefix[:-1])] if prefix else list(keys.shards())
+    if online is None:
+        commands: list[Command] = [(k, ("ZRANGE", k, 0, -1)) for k in
+                                   (keys.peripherals_of_gw(gw_id, p) for p in shards)]
+    else:
+        presence = keys.peripherals_online if online else keys.peripherals_offline
+        commands = [(keys.peripherals_of_gw(gw_id, p), ("ZINTER", 2, keys.peripherals_of_gw(gw_id, p), presence(p)))
+                    for p in shards]
+    members = sorted(str(m) for part in await cluster_round(r, commands) for m in part)
     if prefix:
         members = [m for m in members if m.startswith(prefix)]
     return len(members), members[offset:offset + limit]
@@ -189,8 +200,8 @@ async def peripheral_page(r: Client, keys: Keys, *, page: int = 1, limit: int = 
         return await cluster_peripheral_page(r, keys, page=page, limit=limit, sn=sn, gw_id=gw_id, online=online)
     prefix = f"{sn}/" if sn else None
     offset = offset_of(page, limit)
-    if gw_id and online is not None:
-        total, members = await _gateway_presence_page(r, keys, gw_id, online, prefix, offset, limit)
+    if gw_id and online is not None:  # the gateway's set intersected with the presence set: O(its peripherals)
+        total, members = await _gateway_page(r, keys, gw_id, online, prefix, offset, limit)
     else:
         index = keys.peripherals_of_gw(gw_id) if gw_id else _peripheral_index(keys, online)
         total, members = await index_page(r, index, prefix, offset, limit)
@@ -200,117 +211,6 @@ async def peripheral_page(r: Client, keys: Keys, *, page: int = 1, limit: int = 
 
 
 # --- Redis Cluster: sharded indexes ----------------------------------------------------------------------------
-
-ANCHOR_COPY_SECONDS = 30.0  # how long a process trusts its copy of an anchor set before reading it again
-
-
-@dataclass
-class _AnchorCopy:
-    """A process's copy of one index's anchor set (ranks as scores, ascending): the hints of deep pages."""
-    loaded: float
-    ranks: list[float]
-    members: list[str]
-
-    def below(self, offset: int) -> tuple[str, float] | None:
-        at = bisect.bisect_right(self.ranks, offset)
-        return (self.members[at - 1], self.ranks[at - 1]) if at else None
-
-    def add(self, rank: float, member: str) -> None:
-        at = bisect.bisect_right(self.ranks, rank)
-        self.ranks.insert(at, rank)
-        self.members.insert(at, member)
-
-    def remember(self, offset: int, members: Sequence[str]) -> None:
-        """Keep a page's first member as a hint for pages after it (a UI paging on, or asking again): bounded,
-        the copy starts over past COPY_MAX hints (the Redis anchor set is reloaded, a prefix's starts empty)."""
-        if not members:
-            return
-        seen = self.below(offset)
-        if seen is not None and seen[1] == offset:
-            return
-        if len(self.ranks) >= COPY_MAX:
-            self.ranks, self.members, self.loaded = [], [], 0.0
-        self.add(float(offset), members[0])
-
-
-COPY_MAX = 1024  # hints in one copy
-PREFIXES_MAX = 512  # sn prefixes whose page hints a process keeps (least recently used dropped)
-PREFIX_HINT_FROM = 300  # a prefix page starts from a hint only when it saves fetching at least this many members
-_anchor_copies: dict[str, _AnchorCopy] = {}
-_prefix_copies: OrderedDict[tuple[str, str], _AnchorCopy] = OrderedDict()
-
-
-def _prefix_copy(index: str, prefix: str) -> _AnchorCopy:
-    """The page hints of one sn prefix of one index (ranks counted from the prefix's first member), kept in
-    this process only: a prefix's pages are exact from any hint, so a stale one costs only rounds."""
-    copy = _prefix_copies.pop((index, prefix), None)
-    if copy is None or time.monotonic() - copy.loaded > ANCHOR_COPY_SECONDS:
-        copy = _AnchorCopy(time.monotonic(), [], [])
-    _prefix_copies[(index, prefix)] = copy
-    while len(_prefix_copies) > PREFIXES_MAX:
-        _prefix_copies.popitem(last=False)
-    return copy
-
-
-def _scored(reply: Sequence[Any]) -> list[tuple[Any, Any]]:
-    """(member, score) pairs of a ZRANGE WITHSCORES reply in either protocol: RESP2 answers a flat list
-    (member, score, member, score...), RESP3 (redis-py's default from 8.0 on) a list of pairs."""
-    if reply and isinstance(reply[0], list | tuple):
-        return [(m, s) for m, s in reply]
-    return list(zip(reply[::2], reply[1::2], strict=True))
-
-
-class ShardedIndex:
-    """One global index as its shards' keys (and its anchor set), answering paging's rounds."""
-
-    def __init__(self, r: Client, shard_keys: Sequence[str], anchors: str | None = None) -> None:
-        self.r = r
-        self.keys = list(shard_keys)
-        self.anchors = anchors
-
-    def command(self, cmd: paging.Cmd) -> Command:
-        target, name, *args = cmd
-        key = self.keys[target] if target != paging.META else self.anchors
-        assert key is not None
-        return key, (name, key, *args)
-
-    async def run(self, cmds: list[paging.Cmd]) -> list[Any]:
-        return await cluster_round(self.r, [self.command(c) for c in cmds])
-
-    async def _anchor_copy(self, anchors: str) -> _AnchorCopy:
-        copy = _anchor_copies.get(anchors)
-        now = time.monotonic()
-        if copy is None or now - copy.loaded > ANCHOR_COPY_SECONDS:
-            got = (await cluster_round(self.r, [(anchors, ("ZRANGE", anchors, 0, -1, "WITHSCORES"))]))[0]
-            pairs = _scored(got)
-            copy = _AnchorCopy(now, [float(s) for _, s in pairs], [str(m) for m, _ in pairs])
-            _anchor_copies[anchors] = copy
-        return copy
-
-    async def page(self, offset: int, limit: int, prefix: str | None = None) -> paging.Selection:
-        """The page at `offset`; a deep unfiltered page starts from the nearest anchor of this process's copy
-        of the anchor set, and a new anchor it leaves goes into the copy too. Each such page (and each sn-prefix
-        page, in a copy of its own) is remembered in the copy, so the page after it starts from it."""
-        shards = len(self.keys)
-        if self.anchors is not None and prefix:
-            copy = _prefix_copy(self.anchors, prefix)
-            hint = copy.below(offset)
-            if hint is not None and hint[1] < PREFIX_HINT_FROM:
-                hint = None
-            selection = await paging.select(self.run, shards, offset, limit, prefix, False, hint)
-            if offset >= PREFIX_HINT_FROM:
-                copy.remember(offset, selection.members)
-            return selection
-        if self.anchors is None or prefix or offset <= paging.MERGE_MAX:
-            return await paging.select(self.run, shards, offset, limit, prefix)
-        copy = await self._anchor_copy(self.anchors)
-        selection = await paging.select(self.run, shards, offset, limit, None, True, copy.below(offset))
-        for _, name, *args in selection.writes:
-            if name == "ZADD":
-                copy.add(float(args[0]), str(args[1]))
-        copy.remember(offset, selection.members)
-        return selection
-
 
 def _device_shards(keys: Keys, online: bool | None) -> list[str]:
     if online is None:
@@ -351,31 +251,13 @@ async def _cluster_counts(r: Client, online: list[str], offline: list[str], ever
     return {"offline": sum(got[n:2 * n]), "online": sum(got[:n]), "total": sum(got[2 * n:])}
 
 
-async def _cluster_gateway_page(r: Client, keys: Keys, gw_id: str, online: bool | None, prefix: str | None,
-                                offset: int, limit: int) -> tuple[int, list[str]]:
-    """A gateway's peripherals (online or offline ones): its set in every shard (with the presence shard of
-    the same slot intersected there), merged. A filter by sn reads that device's shard only."""
-    shards = [keys.shard(prefix[:-1])] if prefix else list(keys.shards())
-    if online is None:
-        commands: list[Command] = [(k, ("ZRANGE", k, 0, -1)) for k in
-                                   (keys.peripherals_of_gw(gw_id, p) for p in shards)]
-    else:
-        presence = keys.peripherals_online if online else keys.peripherals_offline
-        commands = [(keys.peripherals_of_gw(gw_id, p), ("ZINTER", 2, keys.peripherals_of_gw(gw_id, p), presence(p)))
-                    for p in shards]
-    members = sorted(str(m) for part in await cluster_round(r, commands) for m in part)
-    if prefix:
-        members = [m for m in members if m.startswith(prefix)]
-    return len(members), members[offset:offset + limit]
-
-
 async def cluster_peripheral_page(r: Client, keys: Keys, *, page: int = 1, limit: int = 100,
                                   sn: str | None = None, gw_id: str | None = None,
                                   online: bool | None = None) -> Page:
     prefix = f"{sn}/" if sn else None
     offset = offset_of(page, limit)
     if gw_id:
-        total, members = await _cluster_gateway_page(r, keys, gw_id, online, prefix, offset, limit)
+        total, members = await _gateway_page(r, keys, gw_id, online, prefix, offset, limit)
         rows = await hashes(r, [keys.peripheral(*split_member(m)) for m in members], PERIPHERAL_FIELDS)
     else:
         shards = _peripheral_shards(keys, online)

@@ -93,12 +93,12 @@ def device_item(sn: str, values: Values) -> dict[str, Any]:
         "bootTime": seconds(boot, UNKNOWN),
         "dur": interval(dur),
         "offlineTime": ms_to_seconds(offline_time),
-        "online": online == "1",
+        "online": flag(online),
         "onlineTime": ms_to_seconds(online_time),
-        "procs": "" if procs is None else procs,
+        "procs": text(procs),
         "sn": sn,
-        "sys": "" if sys is None else sys,
-        "versions": "" if versions is None else versions,
+        "sys": text(sys),
+        "versions": text(versions),
     }
 
 

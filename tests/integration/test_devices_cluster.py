@@ -15,7 +15,7 @@ import pytest
 import redis
 import redis.asyncio.cluster as acluster
 
-from adapter.devices import reads
+from adapter.devices import reads, sharded
 from adapter.store.keys import Keys
 from tests.conftest import on_cluster
 
@@ -126,11 +126,11 @@ def test_anchors_left_by_another_process_are_read_back(cluster: tuple[redis.Redi
         for page in (160, 250):
             await reads.device_page(r, keys, page=page, limit=limit)
         assert client.zcard(keys.page_anchors("devices")) >= 1
-        reads._anchor_copies.clear()
+        sharded._anchor_copies.clear()
         for page in (161, 251, 170):
             got = await reads.device_page(r, keys, page=page, limit=limit)
             assert [d["sn"] for d in got.items] == sns[(page - 1) * limit:page * limit], page
-        copy = reads._anchor_copies[keys.page_anchors("devices")]
+        copy = sharded._anchor_copies[keys.page_anchors("devices")]
         assert copy.members and all(isinstance(m, str) for m in copy.members)
 
     run(check)
@@ -152,7 +152,7 @@ def test_prefix_pages_after_a_remembered_one_stay_exact_as_devices_come_and_go(
             for s in sns[:300]:  # devices before the remembered pages leave: the hints' ranks are stale now
                 client.zrem(keys.devices(keys.shard(s)), s)
                 client.unlink(keys.client(s))
-        assert (keys.page_anchors("devices"), prefix) in reads._prefix_copies  # the pages were remembered
+        assert (keys.page_anchors("devices"), prefix) in sharded._prefix_copies  # the pages were remembered
 
     run(check)
 
