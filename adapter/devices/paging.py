@@ -107,7 +107,7 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
         meta_at = len(first)
         first.append((META, "ZRANGE", offset, "-inf", "BYSCORE", "REV", "LIMIT", 0, 1))
     # a deep unfiltered page with no near hint also asks every shard for its member at the page's expected local
-    # rank: some of them, counted in the next round, bound the page closely (SEEK_PICKS)
+    # rank: some of them, counted in the next round, bound the page closely (SEEK_QUANTILES)
     seek_at = -1
     if use_anchor and (hint is None or offset - hint[1] > MERGE_MAX) and limit > 0:
         seek_at = len(first)
