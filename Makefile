@@ -30,13 +30,15 @@ lint: install
 	$(BIN)/ruff check adapter devtools tests scripts
 
 typecheck: install
-	$(BIN)/mypy adapter devtools/adapter_devtools
+	$(BIN)/mypy --no-incremental adapter devtools/adapter_devtools
 
 pytest: install redis browser
 	$(BIN)/pytest
 
-# every test on one Redis, then the integration tests again on a 3-primary Redis Cluster (docs/cluster.md)
-test: lint typecheck pytest test-cluster
+# every test on one Redis and, side by side, the integration tests again on a 3-primary Redis Cluster, and mypy
+# beside them (docs/cluster.md, docs/testing.md)
+test: lint install redis redis-cluster browser
+	@REDIS_CLUSTER_PORTS="$(REDIS_CLUSTER_PORTS)" bash scripts/test-passes
 
 # the integration tests on the cluster (RQ stays on the single test Redis, which `redis` starts)
 test-cluster: install redis redis-cluster
@@ -46,4 +48,4 @@ run: install
 	$(BIN)/adapter dev
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .test-logs

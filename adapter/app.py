@@ -27,17 +27,20 @@ from adapter.api import emqx_hooks as emqx_hooks_api
 from adapter.api import health as health_api
 from adapter.api import ingest as ingest_api
 from adapter.api import jobs as jobs_api
+from adapter.api import rollouts as rollouts_api
 from adapter.api import routes as routes_api
+from adapter.api import stats as stats_api
+from adapter.api import tags as tags_api
 from adapter.auth.users import UserStore
 from adapter.commands import rules as commands
-from adapter.devices import store as device_store
+from adapter.devices import calls as device_calls
 from adapter.http.endpoint import Endpoint
 from adapter.http.envelope import error_response
 from adapter.http.openapi import document
 from adapter.ingest.plan import Ingest
 from adapter.settings import Settings
-from adapter.store.batcher import batcher_for
-from adapter.store.connections import build_services
+from adapter.stats import sampler
+from adapter.store.connections import batcher_for, build_services
 from adapter.targets.forwarding import FORWARD
 from adapter.targets.route_table import RouteTable
 
@@ -47,8 +50,9 @@ log = logging.getLogger("adapter.app")
 def endpoints() -> list[Endpoint]:
     # devices last: its `/monitor/devices/{sn}` would capture GET routes below /monitor/devices/ declared after it
     return [*health_api.ENDPOINTS, *auth_api.ENDPOINTS, *ingest_api.ENDPOINTS, *brokers_api.ENDPOINTS,
-            *callbacks_api.ENDPOINTS, *routes_api.ENDPOINTS, *commands_api.ENDPOINTS,
-            *emqx_hooks_api.ENDPOINTS, *credentials_api.ENDPOINTS, *jobs_api.ENDPOINTS, *docs_api.ENDPOINTS,
+            *callbacks_api.ENDPOINTS, *routes_api.ENDPOINTS, *commands_api.ENDPOINTS, *rollouts_api.ENDPOINTS,
+            *emqx_hooks_api.ENDPOINTS, *credentials_api.ENDPOINTS, *jobs_api.ENDPOINTS, *stats_api.ENDPOINTS,
+            *docs_api.ENDPOINTS, *tags_api.ENDPOINTS,
             *devices_api.ENDPOINTS]
 
 
@@ -76,8 +80,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
-        batcher = batcher_for(services.redis, [*device_store.SCRIPTS, FORWARD, *commands.SCRIPTS])
-        routes = RouteTable(services.keys)
+        batcher = batcher_for(services.redis, [*device_calls.SCRIPTS, FORWARD, *commands.SCRIPTS])
+        routes = services.extras["routes"] = RouteTable(services.keys)
         services.extras["ingest"] = Ingest(batcher, services.keys, services.metrics, routes,
                                            max_peripherals=settings.max_peripherals_per_gateway,
                                            peripheral_ttl=settings.peripheral_ttl_days * 86_400)
@@ -97,11 +101,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 log.warning("could not check the admin user: %s", exc)
         flusher = asyncio.get_running_loop().create_task(
             services.metrics.run(services.redis, services.keys.metrics()))
+        sampling = asyncio.get_running_loop().create_task(sampler.run(services, stop))
         try:
             yield
         finally:
             stop.set()
             await follower
+            await sampling
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
@@ -111,10 +117,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await services.aclose()
 
     app = App(
-        routes=[*(ep.route() for ep in eps), *docs_api.mounts(), *console.routes()],
+        routes=[*(ep.route() for ep in eps), *docs_api.routes(), *console.routes()],
         exception_handlers={HTTPException: _failure, Exception: _failure},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # its redirect names the host of the request's Host header: 404 instead
     app.state.settings = settings
     app.state.openapi = document(eps)
     app.state.openapi_bytes = docs_api.document_bytes(app.state.openapi)

@@ -13,6 +13,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 
+from adapter.errors import AppError
 from adapter.settings import ConfigError, Settings
 
 # the dev tools' package and what it needs that the service does not
@@ -37,9 +38,11 @@ def devtools(command: str) -> Iterator[None]:
 
 
 def _api(args: argparse.Namespace) -> int:
+    from adapter.broker import emqx_auth
     from adapter.http import runner
 
     settings = Settings.from_env()
+    emqx_auth.parse_clients(settings.mqtt_clients)  # a domain setting, checked where it is used: before serving
     return runner.run_api(settings, host=args.host, port=args.port, workers=args.workers)
 
 
@@ -53,6 +56,14 @@ def _user(args: argparse.Namespace) -> int:
     from adapter.auth import users_cli
 
     return users_cli.run(Settings.from_env(), args)
+
+
+def _store(args: argparse.Namespace) -> int:
+    from adapter.migrate import run
+
+    return run.run(run.Options(source=args.source, target=args.to, partitions=args.partitions, prefix=args.prefix,
+                               batch=args.batch, dry_run=args.dry_run, verify_only=args.verify,
+                               yes_stopped=args.yes_stopped))
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -73,7 +84,8 @@ def _emqx(argv: list[str]) -> int:
     from adapter.broker import emqx_apply
 
     if argv[:1] != ["apply"]:
-        print("usage: adapter emqx apply --adapter-url URL [--rules DIR] [--force] [--dry-run]", file=sys.stderr)
+        print("usage: adapter emqx apply --adapter-url URL [--rules DIR] [--auth] [--ca-file PATH | --no-tls-verify] "
+              "[--force] [--dry-run]", file=sys.stderr)
         return 2
     return emqx_apply.main(argv[1:])
 
@@ -83,6 +95,12 @@ def _simulate(argv: list[str]) -> int:
         from adapter_devtools.simulator import main as simulate_main
 
     return simulate_main(argv)
+
+
+def _positive(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"a positive whole number, not {raw!r}")
+    return int(raw)
 
 
 # commands with a parser of their own: everything after the command's name is theirs
@@ -116,6 +134,26 @@ def parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     user.set_defaults(run=_user)
 
+    store = sub.add_parser("store", help="the store itself: `adapter store migrate` between layouts")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    migrate = store_sub.add_parser(
+        "migrate", help="copy a store into another key layout (one Redis <-> Redis Cluster, or other partitions)",
+        description="Copies every key of the service's store from --from into --to, spelled for the layout of --to "
+                    "(redis+cluster:// = Redis Cluster with --partitions partitions, redis:// = one Redis), then "
+                    "compares the counts per kind. Never writes to --from. Rerun the same command to resume. "
+                    "docs/cluster.md \"Moving a store between layouts\".")
+    migrate.add_argument("--from", dest="source", required=True, metavar="URL", help="the store to read")
+    migrate.add_argument("--to", required=True, metavar="URL", help="where to write it (must hold no store)")
+    migrate.add_argument("--partitions", type=_positive, default=Settings.cluster_partitions,
+                         help="the target cluster's ADAPTER_CLUSTER_PARTITIONS (default %(default)s)")
+    migrate.add_argument("--prefix", default=Settings.key_prefix, help="ADAPTER_KEY_PREFIX (default %(default)s)")
+    migrate.add_argument("--batch", type=_positive, default=1000, help="keys per SCAN page (default %(default)s)")
+    migrate.add_argument("--dry-run", action="store_true", help="check and count, write nothing")
+    migrate.add_argument("--verify", action="store_true", help="only compare the counts of --from and --to")
+    migrate.add_argument("--yes-stopped", action="store_true",
+                         help="every API process and worker on --from is stopped (required to write)")
+    store.set_defaults(run=_store)
+
     dev = sub.add_parser("dev", help="the whole stack on the embedded default (dev tools)")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--mqtt-port", type=int, default=1884)
@@ -124,7 +162,7 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devbroker", help="the dev broker alone (dev tools; see `adapter devbroker --help`)", add_help=False)
     sub.add_parser("simulate", help="simulated DMA devices (dev tools; see `adapter simulate --help`)", add_help=False)
-    sub.add_parser("emqx", help="`adapter emqx apply`: install connector, action and rules into a running EMQX",
+    sub.add_parser("emqx", help="`adapter emqx apply`: install connector, action, rules (--auth: authn/authz) in EMQX",
                    add_help=False)
     return top
 
@@ -139,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except ConfigError as exc:
         print(f"adapter: {exc}", file=sys.stderr)
+        return 2
+    except AppError as exc:  # a command that refuses to run (adapter store migrate)
+        print(f"adapter: {exc.msg}", file=sys.stderr)
         return 2
     except DevToolsMissing as exc:
         print(exc, file=sys.stderr)

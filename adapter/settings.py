@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -50,6 +51,42 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
         raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL, not {redact_url(raw)!r}")
     return raw
+
+
+def cluster_seeds(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """A Redis Cluster URL, `redis+cluster://[user:password@]host:port[,host:port…][/0][?options]` (or
+    `rediss+cluster://`), read as redis-py wants it: the URL of its first seed with the plain scheme, and every seed
+    (host, port). A seed without a port is on 6379; an IPv6 host is written in brackets (`[::1]:7001`). A cluster
+    has database 0 only. Anything else is a ConfigError naming ADAPTER_REDIS_URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.endswith("+cluster"):
+        raise ConfigError(f"ADAPTER_REDIS_URL {redact_url(url)!r} is not a redis+cluster:// URL")
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, hosts = netloc.rpartition("@")
+    path = tail.partition("?")[0]
+    if path not in ("", "/", "/0"):
+        raise ConfigError(f"ADAPTER_REDIS_URL {redact_url(url)!r}: a Redis Cluster has database 0 only, not "
+                          f"{path.lstrip('/')!r}")
+    seeds = [_seed(url, part.strip()) for part in hosts.split(",")]
+    first = f"{seeds[0][0]}:{seeds[0][1]}" if ":" not in seeds[0][0] else f"[{seeds[0][0]}]:{seeds[0][1]}"
+    return f"{scheme.removesuffix('+cluster')}://{userinfo}{at}{first}{tail}", seeds
+
+
+def _seed(url: str, text: str) -> tuple[str, int]:
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    try:
+        number = int(port) if port else 6379
+    except ValueError:
+        number = 0
+    if not host or not 0 < number < 65536 or any(c in host for c in " /@"):
+        raise ConfigError(f"ADAPTER_REDIS_URL {redact_url(url)!r}: {text!r} is not a host:port seed "
+                          f"(redis+cluster://host:port,host:port,…)")
+    return host, number
 
 
 def redact_url(url: str) -> str:
@@ -142,6 +179,8 @@ class Settings:
     authn_verify_concurrency: int = 4
     authn_verify_queue: int = 16
     trusted_proxies: str = "127.0.0.1"
+    # the per-minute series the console charts (adapter/stats/, docs/api.md "Series")
+    stats_interval: float = 10.0
     dev: bool = field(default=False)
 
     @classmethod
@@ -176,22 +215,19 @@ class Settings:
 
     def check_basic(self) -> None:
         _url("ADAPTER_REDIS_URL", self.redis_url, ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"))
+        if self.redis_cluster:
+            cluster_seeds(self.redis_url)
         if self.rq_redis_url:
             _url("ADAPTER_RQ_REDIS_URL", self.rq_redis_url, ("redis", "rediss", "unix"))
         elif self.redis_cluster:
             raise ConfigError("ADAPTER_RQ_REDIS_URL is required when ADAPTER_REDIS_URL is a Redis Cluster "
                               "(RQ runs on one plain Redis; docs/cluster.md)")
         _url("ADAPTER_EMQX_API_URL", self.emqx_api_url, ("http", "https"))
-        from adapter.delivery.retry import parse_schedule
-
         for name in ("delivery_schedule", "command_retry_schedule"):
             try:
                 parse_schedule(getattr(self, name))
             except ValueError as exc:
                 raise ConfigError(f"ADAPTER_{name.upper()}: {exc}") from None
-        from adapter.broker.emqx_auth import parse_clients
-
-        parse_clients(self.mqtt_clients)
         if not self.key_prefix or any(c in self.key_prefix for c in " :{}"):
             raise ConfigError(f"ADAPTER_KEY_PREFIX must be a non-empty word without ':', not {self.key_prefix!r}")
 
@@ -248,3 +284,26 @@ def read_dotenv(path: Path) -> dict[str, str]:
             value = value[1:-1]
         out[key.removeprefix("export ").strip()] = value
     return out
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_STEP = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
+
+
+def parse_schedule(text: str) -> tuple[float, ...]:
+    """A retry schedule setting: "5s,30s,2m,1h" → (5.0, 30.0, 120.0, 3600.0); a bare number means seconds. A
+    primitive (durations), so it lives here; delivery/retry.py and commands/runner.py apply it."""
+    steps = [part.strip() for part in text.split(",")]
+    if not text.strip() or not all(steps):
+        raise ValueError(f"delivery schedule must be a comma-separated list like '5s,30s,2m', not {text!r}")
+    return tuple(_parse_step(step) for step in steps)
+
+
+def _parse_step(step: str) -> float:
+    match = _STEP.fullmatch(step.lower())
+    if match is None:
+        raise ValueError(f"bad delay {step!r} in delivery schedule: write a number and a unit, like '30s'")
+    seconds = float(match[1]) * _UNITS[match[2] or "s"]
+    if seconds <= 0:
+        raise ValueError(f"bad delay {step!r} in delivery schedule: it must be more than zero")
+    return seconds

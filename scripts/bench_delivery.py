@@ -28,8 +28,8 @@ import httpx
 import redis
 
 from adapter.delivery.signing import new_secret
-from adapter.devices.store import SCRIPTS, DeviceCommands
-from adapter.ingest.events import Connected, Disconnected
+from adapter.devices.calls import SCRIPTS, DeviceCommands
+from adapter.protocol.events import Connected, Disconnected
 from adapter.store.keys import Keys
 
 

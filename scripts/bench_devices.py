@@ -12,12 +12,14 @@ Goals (docs/design.md §11): page p50 <= 5 ms at any depth, count <= 1 ms, <= 2 
 With `--cluster-ports "7131 7132 7133"` the same N devices are then loaded into that Redis Cluster in the
 cluster layout (48 index shards, each in its partition's slot; raw ZADD/HSET packed per node) and the same
 pages are timed through `device_page` on an async RedisCluster client: warm (the anchor cache and the process's
-page hints filled by the warm-up calls) and cold (both removed before every call). The cluster's keys under the
-prefix are removed at the end (SCAN + UNLINK on every primary). `--no-single` skips the single-Redis part.
+page hints filled by the warm-up calls) and cold (both removed before every call). It refuses to start when the
+cluster already holds keys under the prefix (a live store's, with the default `iot`): give a throwaway `--prefix`,
+or `--wipe` to remove them first. The keys it wrote are removed at the end (SCAN + UNLINK on every primary).
+`--no-single` skips the single-Redis part.
 
     .venv/bin/python scripts/bench_devices.py [--count N] [--redis-url redis://127.0.0.1:6379/11]
         [--samples 200] [--no-http] [--hash-max-listpack-value BYTES] [--keep]
-        [--cluster-ports "7131 7132 7133"] [--no-single]
+        [--cluster-ports "7131 7132 7133" [--prefix benchdev] [--wipe]] [--no-single]
 """
 
 from __future__ import annotations
@@ -291,13 +293,29 @@ async def round_trips(call: Callable[[], Awaitable[Any]]) -> int:
     return seen[0]
 
 
-async def bench_cluster(ports: list[int], prefix: str, count: int, samples: int) -> None:
+async def holds_keys(r: Any, prefix: str) -> bool:
+    """Whether any primary holds a key under the prefix."""
+    for node in r.get_primaries():
+        one = aioredis.Redis(host=node.host, port=node.port)
+        try:
+            async for _ in one.scan_iter(match=f"{prefix}:*", count=1000):
+                return True
+        finally:
+            await one.aclose()
+    return False
+
+
+async def bench_cluster(ports: list[int], prefix: str, count: int, samples: int, wipe: bool = False) -> None:
     import redis.asyncio.cluster as acluster
 
     keys = Keys(prefix, cluster_partitions=48)
     r = acluster.RedisCluster(host="127.0.0.1", port=ports[0], decode_responses=True)
+    await r.initialize()
+    if not wipe and await holds_keys(r, prefix):
+        await r.aclose()
+        raise SystemExit(f"bench_devices.py: the cluster holds keys under {prefix!r} (a live store?); give a "
+                         f"throwaway --prefix, or --wipe to remove them first")
     try:
-        await r.initialize()
         await cluster_wipe(r, prefix)
         rng = random.Random(1)
         start = time.perf_counter()
@@ -363,12 +381,14 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the data in the database")
     parser.add_argument("--cluster-ports", default="", help='e.g. "7131 7132 7133": also bench a Redis Cluster')
     parser.add_argument("--no-single", action="store_true", help="skip the single-Redis part")
+    parser.add_argument("--wipe", action="store_true",
+                        help="on the cluster: remove the keys already under --prefix first (else refused)")
     args = parser.parse_args()
     if not args.no_single:
         single(args)
     if args.cluster_ports:
         asyncio.run(bench_cluster([int(p) for p in args.cluster_ports.split()], args.prefix, args.count,
-                                  args.samples))
+                                  args.samples, args.wipe))
 
 
 def single(args: argparse.Namespace) -> None:

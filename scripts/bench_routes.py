@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT.parent))
 from bench_ingest import TOKEN, event_mix, start_server, wait_up  # noqa: E402
 from loadgen import Result, build_request, run_load  # noqa: E402
 
-from adapter.ingest.events import MessagePublished, parse_event  # noqa: E402
+from adapter.protocol.events import MessagePublished, parse_event  # noqa: E402
 from adapter.store.keys import Keys  # noqa: E402
 from adapter.targets.forwarding import forward_of  # noqa: E402
 from adapter.targets.route_table import RouteTable  # noqa: E402

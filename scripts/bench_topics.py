@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable
 
-from adapter.targets.topics import TopicIndex, matches
+from adapter.protocol.topics import TopicIndex, matches
 
 
 def make_filters(total: int, wildcards: int, rng: random.Random) -> list[str]:

@@ -5,15 +5,17 @@ after each test, key prefix `iot`. `cluster` is a Redis Cluster (TEST_REDIS_CLUS
 it has only database 0, so each test gets its own key prefix (ADAPTER_KEY_PREFIX) and its keys are removed from
 every primary after it (SCAN MATCH prefix* + UNLINK); RQ runs on the single test Redis (ADAPTER_RQ_REDIS_URL,
 database TEST_RQ_DB).
-Tests that need a Redis of their own or one Redis's features are marked `single_redis` (skipped on the cluster).
+Tests that need a Redis of their own or one Redis's features are marked `single_redis` (skipped on the cluster);
+modules whose subject does not depend on the key layout (an HTTP client, EMQX's REST API, static files) are marked
+`layout_free` and run in the one-Redis pass only.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
+import signal
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -22,9 +24,14 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+from anyio import open_file  # noqa: F401  (imported here, not lazily in a server thread: see below)
+from argon2 import PasswordHasher
+from hypothesis import settings as hypothesis_settings
 
 from adapter.app import create_app
+from adapter.auth import users
 from adapter.settings import Settings
+from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
 from tests.support.servers import serve
 
@@ -32,10 +39,30 @@ REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
 TEST_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
 RQ_DB = int(os.environ.get("TEST_RQ_DB", "14"))  # RQ's database on the single test Redis, in cluster mode
+
+# Passwords and device secrets hashed with argon2id at its lowest cost in the tests' own processes: the shipped
+# cost (about 140 ms of CPU and 64 MiB a hash) paid by every app a test starts (its admin) and every login came to
+# minutes of CPU a `make test`. Hashes still say `$argon2id$`, and the processes tests start (`adapter api`,
+# `adapter worker`) keep the shipped cost.
+users._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+users._DUMMY_HASH = users._hasher.hash("dummy-password")
+# anyio imports its file helpers lazily, the first time a static file is served: in a server thread, where that
+# import went through pytest's assertion rewriter (anyio is a pytest plugin) while the main thread parsed a module
+# too, and CPython 3.11 failed it ("AST constructor recursion depth mismatch": the docs page's bundle a 500). The
+# import above makes it once, in the main thread.
 MODE = os.environ.get("TEST_REDIS_MODE", "single")
 CLUSTER = MODE == "cluster"
 CLUSTER_PORTS = [int(p) for p in os.environ.get("TEST_REDIS_CLUSTER_PORTS", "7001 7002 7003").split()]
 ADMIN_PASSWORD = "admin-secret-1"
+
+# Property tests without a per-example deadline (a loaded 2-core CI machine runs three passes side by side and
+# a 200 ms deadline fails on the scheduler, not on the code) and derandomized (the same examples every run).
+hypothesis_settings.register_profile("project", deadline=None, derandomize=True, print_blob=True)
+hypothesis_settings.load_profile("project")
+
+# scripts/test-passes starts each pass as a background job, which a shell without job control starts with SIGINT
+# ignored, and every process a test starts would inherit that: restored, so a test's Ctrl-C reaches its children
+signal.signal(signal.SIGINT, signal.default_int_handler)
 INGEST_TOKEN = "ingest-secret"
 if MODE not in ("single", "cluster"):
     raise pytest.UsageError(f"TEST_REDIS_MODE must be single or cluster, not {MODE!r}")
@@ -153,16 +180,13 @@ def cluster_prefix() -> Iterator[str]:
         client.close()
 
 
-def on_cluster(work: Callable[[Any], Awaitable[Any]], **options: Any) -> Any:
-    """Run `work` with an asyncio client of the test cluster (`options` for RedisCluster), closed afterwards."""
-    async def go() -> Any:
-        client = redis.asyncio.cluster.RedisCluster(host=REDIS_HOST, port=CLUSTER_PORTS[0], **options)
-        try:
-            return await work(client)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(go())
+async def on_cluster(work: Callable[[Any], Awaitable[Any]], **options: Any) -> Any:
+    """Await `work` with an asyncio client of the test cluster (`options` for RedisCluster), closed afterwards."""
+    client = redis.asyncio.cluster.RedisCluster(host=REDIS_HOST, port=CLUSTER_PORTS[0], **options)
+    try:
+        return await work(client)
+    finally:
+        await client.aclose()
 
 
 def script_flush(client: redis.Redis) -> None:
@@ -175,14 +199,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not CLUSTER:
         return
     skip = pytest.mark.skip(reason="one Redis only (TEST_REDIS_MODE=cluster)")
+    once = pytest.mark.skip(reason="layout-free: runs in the one-Redis pass only")
     for item in items:
         if item.get_closest_marker("single_redis") is not None:
             item.add_marker(skip)
+        elif item.get_closest_marker("layout_free") is not None:
+            item.add_marker(once)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """The event loop of every `async def` test and fixture (anyio's pytest plugin, `anyio_mode = "auto"` in
+    pyproject.toml): asyncio, the service's own, once (the plugin's default would run each on trio too)."""
+    return "asyncio"
 
 
 @pytest.fixture
 def key_prefix() -> str:
     return new_prefix()
+
+
+@pytest.fixture(scope="module")
+def module_prefix() -> str:
+    """The key prefix of a module's own app (a module-scoped server: one login for the module), for a module that
+    also returns it from `key_prefix` so that `settings` and `keys` follow it."""
+    return new_prefix()
+
 
 
 @pytest.fixture
@@ -210,6 +252,15 @@ def settings(redis_db: redis.Redis, key_prefix: str) -> Settings:
 
 
 @pytest.fixture
+async def aredis(settings: Settings) -> AsyncIterator[redis.asyncio.Redis]:
+    """An asyncio client of the test's store as the service makes one (`async_redis(settings)`), closed after: for
+    `async def` tests that drive the service's stores and scripts directly."""
+    client = async_redis(settings)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
 def keys(settings: Settings) -> Keys:
     """The keys of the test's settings (its prefix; on the cluster, its partitions): what tests should spell keys
     with, rather than a module-level `Keys("iot")`, to run on both backends."""
@@ -227,6 +278,14 @@ def live(settings: Settings) -> Iterator[str]:
 def client(live: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live, timeout=10) as c:
         yield c
+
+
+def ok(r: httpx.Response) -> Any:
+    """The data of a 200 answer in the success envelope (the test fails on anything else)."""
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok"
+    return body["data"]
 
 
 def login(client: httpx.Client, user: str = "admin", password: str = ADMIN_PASSWORD) -> str:

@@ -61,6 +61,8 @@ SESSION_SCHEMA = _object({
 FILTERS = (
     Param("client_id", description="only this client id (exact)"),
     Param("username", description="only this user name (exact)"),
+    Param("like_client_id", description="only client ids that contain this (EMQX's like_clientid; the answer's "
+                                        "`total` is then the least the page proves, EMQX does not count them)"),
 )
 
 
@@ -74,14 +76,14 @@ async def broker_nodes(call: Call) -> dict[str, Any]:
 
 async def broker_connections(call: Call) -> dict[str, Any]:
     q = call.query
-    return await monitor_connections(broker_client(call.svc), q["page"], q["limit"],
-                                     client_id=q["client_id"], username=q["username"])
+    return await monitor_connections(broker_client(call.svc), q["page"], q["limit"], client_id=q["client_id"],
+                                     username=q["username"], like_client_id=q["like_client_id"])
 
 
 async def broker_sessions(call: Call) -> dict[str, Any]:
     q = call.query
-    return await monitor_sessions(broker_client(call.svc), q["page"], q["limit"],
-                                  client_id=q["client_id"], username=q["username"])
+    return await monitor_sessions(broker_client(call.svc), q["page"], q["limit"], client_id=q["client_id"],
+                                  username=q["username"], like_client_id=q["like_client_id"])
 
 
 ENDPOINTS = [

@@ -9,8 +9,8 @@ from typing import Any
 
 from adapter.commands import bulk as command_bulk
 from adapter.commands.ids import parse_id
-from adapter.commands.rules import DEFAULT_FROM, MAX_RETRIES, METHODS, Limits, parse_request
-from adapter.commands.store import CommandStore
+from adapter.commands.records import CommandStore
+from adapter.commands.rules import DEFAULT_FROM, DEFAULT_RETRIES, MAX_RETRIES, METHODS, Limits, parse_request
 from adapter.errors import invalid
 from adapter.http.endpoint import Call, Endpoint
 from adapter.http.openapi import page_of
@@ -100,6 +100,27 @@ async def cancel_command(call: Call) -> dict[str, Any]:
     return await _store(call).cancel(_id(call.query["id"]))
 
 
+async def command_limits(call: Call) -> dict[str, Any]:
+    limits = Limits.of(call.svc.settings)
+    return {"defaultExpires": limits.default_expires, "maxExpires": limits.max_expires,
+            "defaultRetries": DEFAULT_RETRIES, "maxRetries": MAX_RETRIES, "maxTargets": limits.max_targets,
+            "bodyMaxBytes": limits.body_max_bytes}
+
+
+_POSITIVE = {"type": "integer", "minimum": 1}
+LIMITS_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "required": ["defaultExpires", "maxExpires", "defaultRetries", "maxRetries", "maxTargets", "bodyMaxBytes"],
+    "properties": {
+        "defaultExpires": {**_POSITIVE, "description": "`expires` (s) of a command that gives none"},
+        "maxExpires": {**_POSITIVE, "description": "the largest `expires` (s) accepted; there is no \"never\""},
+        "defaultRetries": {"type": "integer", "minimum": 0}, "maxRetries": _POSITIVE,
+        "maxTargets": {**_POSITIVE, "description": "most devices in one POST"},
+        "bodyMaxBytes": {**_POSITIVE, "description": "largest `body`, as JSON"},
+    },
+}
+
+
 ENDPOINTS = [
     Endpoint("POST", BASE, create_commands, "Publish a command to devices: one command (and id) per device",
              access="admin", body=CREATE_BODY,
@@ -115,6 +136,9 @@ ENDPOINTS = [
              response={"oneOf": [COMMAND_SCHEMA, page_of(COMMAND_SCHEMA)]}, errors=(404,)),
     Endpoint("GET", f"{BASE}/responses", command_response, "A device's answer to a command, with revtime",
              query=(REQUIRED_ID, FROM), response=RESPONSE_SCHEMA, errors=(404,)),
+    Endpoint("GET", "/iot/api/v1/remotectl/limits", command_limits,
+             "What a POST of commands may give and what it gets when it gives nothing (beyond the seed)",
+             response=LIMITS_SCHEMA),
     Endpoint("DELETE", BASE, cancel_command, "Cancel an unfinished command: failed, reason canceled",
              access="admin", query=(REQUIRED_ID,), response=COMMAND_SCHEMA, errors=(404, 409)),
 ]

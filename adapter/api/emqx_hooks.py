@@ -48,7 +48,7 @@ class HookState:
 
 def state_of(call: Call) -> HookState:
     state = call.svc.extras.get(EXTRA)
-    if state is None:  # once per process: the settings were checked when they were read
+    if state is None:  # once per process: `adapter api` checked the clients before serving
         s = call.svc.settings
         state = HookState(emqx_auth.parse_clients(s.mqtt_clients), s.authn_cache_ttl,
                           VerifyLimiter(s.authn_verify_concurrency, s.authn_verify_queue))

@@ -2,8 +2,8 @@
 
 200 only after the effects are in Redis; 503 with Retry-After when Redis fails in any way (a lost connection, the
 batch's read deadline, READONLY during a failover, OOM, BUSY, MISCONF: EMQX retries 429/503 and drops any other
-status, 500 included) and for messages until the route table has loaded once; 400 for a malformed body, 200 for
-event types the service does not use.
+status, 500 included) and for messages until the route table has loaded once; 400 for a malformed body (a client
+id with NUL or over 65535 bytes among them), 200 for event types the service does not use.
 
 It is the hottest path of the service, so `serve` answers it on raw ASGI, called by the app (adapter.app.App)
 before its middleware stack and router, without Request objects; the declared Endpoint answers the same way
@@ -26,8 +26,8 @@ from adapter.auth.users import bearer
 from adapter.errors import AppError, storage_unavailable
 from adapter.http.endpoint import Call, Endpoint
 from adapter.http.envelope import check_declared, check_streamed, decode_json, error_response, read_body
-from adapter.ingest.events import parse_event
 from adapter.ingest.plan import Ingest
+from adapter.protocol.events import BadClientId, parse_event
 from adapter.store.connections import Services
 
 log = logging.getLogger("adapter.ingest.plan")
@@ -53,8 +53,8 @@ async def answer_bytes(ingest: Ingest, raw: bytes) -> bytes:
     """The success envelope of one event, as bytes."""
     try:
         ev = parse_event(decode_json(raw))
-    except AppError:
-        ingest.count_malformed()
+    except AppError as exc:
+        ingest.count_malformed(exc.reason if isinstance(exc, BadClientId) else "malformed")
         raise
     try:
         p = await ingest.apply(ev)

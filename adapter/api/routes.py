@@ -11,6 +11,7 @@ from typing import Any
 
 from adapter.api.targets import ID, INT, STR, URL, TargetApi, checked_url, object_schema
 from adapter.http.endpoint import Call
+from adapter.targets.route_table import RouteTable
 from adapter.targets.routes import NAME_MAX, RouteStore
 
 BASE = "/iot/api/v1/msgroute/configs"
@@ -26,12 +27,21 @@ CREATE_BODY = object_schema({"topic": _TOPIC, "name": _NAME, "url": URL,
 UPDATE_BODY = object_schema({"id": ID, "name": _NAME, "topic": _TOPIC, "url": URL, "enabled": _ENABLED},
                             optional=("name", "topic", "url", "enabled"), closed=False)
 
-API = TargetApi(BASE, "route", RouteStore, ITEM_PROPERTIES)
+async def reload_table(call: Call) -> None:
+    """A change is in force in this process when it answers: its route table is loaded again first
+    (adapter/targets/route_table.py)."""
+    table = call.svc.extras.get("routes")
+    if isinstance(table, RouteTable):
+        await table.refresh(call.svc.redis)
+
+
+API = TargetApi(BASE, "route", RouteStore, ITEM_PROPERTIES, changed=reload_table)
 
 
 async def create_route(call: Call) -> dict[str, Any]:
     body, url = call.body, checked_url(call, call.body["url"])
     route, secret = await API.store(call).create(body["name"], body["topic"], url, body.get("enabled", True))
+    await reload_table(call)
     return {**route.item(), "secret": secret}
 
 
@@ -40,6 +50,7 @@ async def update_route(call: Call) -> dict[str, Any]:
     url = checked_url(call, body["url"]) if "url" in body else None
     route = await API.store(call).update(int(body["id"]), name=body.get("name"), topic=body.get("topic"),
                                          url=url, enabled=body.get("enabled"))
+    await reload_table(call)
     return route.item()
 
 

@@ -1,4 +1,4 @@
-"""What the callback and message-route APIs share (adapter/targets/store.py is the store side): the JSON schemas of
+"""What the callback and message-route APIs share (adapter/targets/repository.py is the store side): the JSON schemas of
 ids, secrets, attempts and dead letters, and the endpoints every kind of target adds to the seed's: secret
 rotation, recent deliveries, dead letters (a page at a time) and replay, and the engine's health of a target
 (breaker, held deliveries, drops).
@@ -6,7 +6,7 @@ rotation, recent deliveries, dead letters (a page at a time) and replay, and the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -17,7 +17,8 @@ from adapter.http.endpoint import Call, Endpoint, Handler
 from adapter.http.validation import LIMIT, PAGE, Param
 from adapter.store.keys import Keys
 from adapter.store.types import AsyncRedis
-from adapter.targets.store import OUTCOMES, Item, Target
+from adapter.targets.health import REASONS
+from adapter.targets.records import OUTCOMES, Item, Target
 
 __all__ = ["COUNT", "ID", "INT", "MAX_ID", "SECRET", "STR", "URL", "Store", "TargetApi", "checked_url",
            "counted", "list_of", "object_schema"]
@@ -32,6 +33,7 @@ ID: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 URL: Schema = {"type": "string", "description": "http(s) URL, at most 2048 characters"}
 SECRET: Schema = {"type": "string", "pattern": "^whsec_", "description": "Standard Webhooks signing secret"}
 _NULLABLE_STR: Schema = {"type": ["string", "null"]}
+_NULLABLE_INT: Schema = {"type": ["integer", "null"]}
 
 
 def object_schema(properties: Schema, *, optional: tuple[str, ...] = (), closed: bool = True) -> Schema:
@@ -60,12 +62,19 @@ REPLAY_BODY = object_schema({"id": ID, "deliveryId": _DELIVERY_ID,
                              "deliveryIds": {"type": "array", "items": _DELIVERY_ID, "minItems": 1,
                                              "maxItems": 1000}},
                             optional=("deliveryId", "deliveryIds"))
-_NULLABLE_INT: Schema = {"type": ["integer", "null"]}
+_BRIEF_ATTEMPT = {"oneOf": [{"type": "null"}, object_schema({
+    "time": {"type": "number"}, "deliveryId": STR, "outcome": {"type": "string"}, "status": _NULLABLE_INT,
+    "error": _NULLABLE_STR})]}
 HEALTH_SCHEMA = object_schema({
-    "id": ID,
+    "id": ID, "enabled": {"type": "boolean"},
     "breaker": object_schema({"state": {"type": "string", "enum": ["closed", "open"]}, "since": _NULLABLE_INT,
                               "failures": COUNT, "probeAt": _NULLABLE_INT}),
     "held": COUNT, "dead": COUNT, "dropped": object_schema({"held": COUNT, "dead": COUNT}),
+    "retrying": {**COUNT, "description": "deliveries whose last kept attempt asked for a retry (a lower bound: the "
+                                         "engine keeps a target's last 200 attempts)"},
+    "lastAttempt": _BRIEF_ATTEMPT, "lastError": {**_BRIEF_ATTEMPT, "description": "the newest attempt that failed"},
+    "attention": {"type": "array", "items": {"type": "string", "enum": list(REASONS)},
+                  "description": "why the target needs an operator; empty: it does not"},
 })
 DEAD_PAGE = object_schema({"total": COUNT, "count": COUNT, "page": INT, "limit": INT,
                            "list": {"type": "array", "items": DEAD_SCHEMA}})
@@ -90,7 +99,7 @@ def _named(handler: Handler, name: str) -> Handler:
 
 
 class Store(Protocol):
-    """What the shared handlers call on a kind's store (adapter.targets.store.TargetStore, with its own `all` and
+    """What the shared handlers call on a kind's store (adapter.targets.repository.TargetStore, with its own `all` and
     `delete`)."""
 
     async def all(self) -> Sequence[Target]: ...
@@ -107,6 +116,8 @@ class Store(Protocol):
                      maxlen: int = ...) -> int: ...
 
     async def health(self, target_id: int) -> Item: ...
+
+    async def healths(self) -> list[Item]: ...
 
     async def dead_count(self, target_id: int) -> int: ...
 
@@ -126,6 +137,7 @@ class TargetApi(Generic[S]):
     noun: str
     opens: Callable[[AsyncRedis, Keys], S]
     properties: Schema
+    changed: Callable[[Call], Awaitable[None]] | None = None  # after a change, before its answer (routes: the table)
 
     def store(self, call: Call) -> S:
         return self.opens(call.svc.redis, call.svc.keys)
@@ -143,11 +155,19 @@ class TargetApi(Generic[S]):
         return counted([target.listed() for target in await self.store(call).all()])
 
     async def delete(self, call: Call) -> dict[str, int]:
-        return {"rows": await self.store(call).delete(call.query["id"])}
+        rows = await self.store(call).delete(call.query["id"])
+        await self.after_change(call)
+        return {"rows": rows}
 
     async def rotate_secret(self, call: Call) -> dict[str, Any]:
         target_id = int(call.body["id"])
-        return {"id": target_id, "secret": await self.store(call).rotate_secret(target_id)}
+        secret = await self.store(call).rotate_secret(target_id)
+        await self.after_change(call)
+        return {"id": target_id, "secret": secret}
+
+    async def after_change(self, call: Call) -> None:
+        if self.changed is not None:
+            await self.changed(call)
 
     async def list_deliveries(self, call: Call) -> dict[str, Any]:
         return counted(await self.store(call).deliveries(call.query["id"], call.query["status"]))
@@ -172,6 +192,9 @@ class TargetApi(Generic[S]):
         return {"replayed": moved}
 
     async def health(self, call: Call) -> Item:
+        """One target's health (`id`), or every target's (a list, by id)."""
+        if call.query["id"] is None:
+            return counted(await self.store(call).healths())
         return await self.store(call).health(call.query["id"])
 
     def seed_endpoints(self, create: Handler, update: Handler, create_body: Schema, update_body: Schema,
@@ -214,6 +237,8 @@ class TargetApi(Generic[S]):
                                                           "(GET /iot/api/v1/jobs?id=)"}}, optional=("job",)),
                      errors=(404, 409)),
             Endpoint("GET", f"{base}/health", self.health,
-                     f"A {noun}'s delivery health: breaker, held deliveries, dead letters, drops at the caps",
-                     query=ids, response=HEALTH_SCHEMA, errors=(404,)),
+                     f"A {noun}'s delivery health (id), or every {noun}'s (no id): enabled, breaker, held and "
+                     "retrying deliveries, dead letters, drops at the caps, last error, attention",
+                     query=(Param("id", "int", minimum=1, maximum=MAX_ID, description=f"{noun} id; none: all"),),
+                     response={"oneOf": [HEALTH_SCHEMA, list_of(HEALTH_SCHEMA)]}, errors=(404,)),
         ]

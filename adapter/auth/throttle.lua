@@ -1,3 +1,5 @@
+-- KEYS: ...buckets
+-- ARGV: mode, ...limits
 -- Attempts at an expensive check (a password, a device secret), counted BEFORE the check runs (throttle.py),
 -- so that concurrent attempts cannot race past a limit.
 -- KEYS  the buckets, hashes: n = attempts counted since the last lock, s = locks so far, u = locked until (ms).

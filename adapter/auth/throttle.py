@@ -22,7 +22,7 @@ from enum import StrEnum
 from adapter.store import scripts
 from adapter.store.types import AsyncRedis
 
-SCRIPT = scripts.LuaScript(scripts.source("auth/throttle.lua"))
+SCRIPT = scripts.Script.load("auth/throttle.lua")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +49,17 @@ class Throttle:
 
     async def take(self, buckets: Sequence[Bucket]) -> int:
         """0: counted, go ahead and check. Otherwise the seconds (at least 1) until the caller may try again."""
-        allowed, wait_ms = await self._run(*throttle_call(Mode.TAKE, buckets))
+        allowed, wait_ms = await self._run(throttle_call(Mode.TAKE, buckets))
         return 0 if int(allowed) else max(1, math.ceil(int(wait_ms) / 1000))
 
     async def clear(self, buckets: Sequence[Bucket]) -> None:
-        await self._run(*throttle_call(Mode.CLEAR, buckets))
+        await self._run(throttle_call(Mode.CLEAR, buckets))
 
     async def refund(self, buckets: Sequence[Bucket]) -> None:
-        await self._run(*throttle_call(Mode.REFUND, buckets))
+        await self._run(throttle_call(Mode.REFUND, buckets))
 
-    async def _run(self, keys: list[str], args: list[str | int]) -> list[int]:
-        reply: list[int] = await scripts.call(self._redis, SCRIPT, len(keys), *keys, *args)
+    async def _run(self, call: scripts.ScriptCall) -> list[int]:
+        reply: list[int] = await scripts.call(self._redis, call)
         return reply
 
 
@@ -69,15 +69,15 @@ class Mode(StrEnum):
     REFUND = "refund"
 
 
-def throttle_call(mode: Mode, buckets: Sequence[Bucket]) -> tuple[list[str], list[str | int]]:
+def throttle_call(mode: Mode, buckets: Sequence[Bucket]) -> scripts.ScriptCall:
     """throttle.lua's KEYS and ARGV, by name (the layout its header documents): KEYS the buckets, the identity's
     own first; ARGV the mode, then for `take` each bucket's limit, first lock, longest lock and idle time (ms).
     Every bucket of one call must be in one slot on Redis Cluster (`{auth}` for logins)."""
-    args: list[str | int] = [mode.value]
+    limits: list[int] = []
     if mode is Mode.TAKE:
         for b in buckets:
-            args += b.argv()
-    return [b.key for b in buckets], args
+            limits += b.argv()
+    return SCRIPT.call(buckets=[b.key for b in buckets], mode=mode.value, limits=limits)
 
 
 class VerifyLimiter:

@@ -66,11 +66,11 @@ def check_password(password: str) -> str:
     return password
 
 
-async def _hash(password: str) -> str:
+async def hash_secret(password: str) -> str:
     return await anyio.to_thread.run_sync(_hasher.hash, password)
 
 
-async def _verify(stored: str, password: str) -> bool:
+async def verify_secret(stored: str, password: str) -> bool:
     def run() -> bool:
         try:
             return _hasher.verify(stored, password)
@@ -88,7 +88,7 @@ class UserStore:
     async def add(self, name: str, role: str, password: str) -> None:
         check_name(name)
         check_role(role)
-        hashed = await _hash(check_password(password))
+        hashed = await hash_secret(check_password(password))
         created = await self.redis.hsetnx(self.keys.user(name), "hash", hashed)
         if not created:
             raise AppError("conflict", f"user {name} exists")
@@ -108,7 +108,7 @@ class UserStore:
     async def set_password(self, name: str, password: str) -> None:
         if not await self.redis.exists(self.keys.user(name)):
             raise not_found(f"user {name} does not exist")
-        hashed = await _hash(check_password(password))
+        hashed = await hash_secret(check_password(password))
         await self.redis.hset(self.keys.user(name), "hash", hashed)
         await self.end_logins(name)
 
@@ -173,7 +173,7 @@ class Sessions:
         record = texts(await self.redis.hgetall(self.keys.user(name))) if name else {}
         stored = record.get("hash")
         try:
-            good = await self._verify(stored or _DUMMY_HASH, password)
+            good = await self._checked(stored or _DUMMY_HASH, password)
         except Busy:
             await throttle.refund(buckets)
             raise AppError("unavailable", "too many logins are being checked, try again",
@@ -192,11 +192,11 @@ class Sessions:
         await throttle.clear(buckets)
         return principal, token
 
-    async def _verify(self, stored: str, password: str) -> bool:
+    async def _checked(self, stored: str, password: str) -> bool:
         if self.limiter is None:
-            return await _verify(stored, password)
+            return await verify_secret(stored, password)
         async with self.limiter.slot():
-            return await _verify(stored, password)
+            return await verify_secret(stored, password)
 
     async def resolve(self, token: str) -> Principal | None:
         if len(token) != 64:

@@ -213,12 +213,14 @@ class EmqxClient:
 
     async def clients(self, page: int = 1, limit: int = 100, *, conn_state: str | None = None,
                       clientid: Sequence[str] = (), username: Sequence[str] = (),
-                      node: str | None = None, fields: Sequence[str] = ()) -> ClientPage:
+                      node: str | None = None, fields: Sequence[str] = (),
+                      like_clientid: str | None = None) -> ClientPage:
         params: list[tuple[str, str | int]] = [("page", page), ("limit", limit)]
         if fields:
             params.append(("fields", ",".join(fields)))
         params += [("clientid", c) for c in clientid] + [("username", u) for u in username]
-        params += [(k, v) for k, v in (("conn_state", conn_state), ("node", node)) if v is not None]
+        params += [(k, v) for k, v in (("conn_state", conn_state), ("node", node), ("like_clientid", like_clientid))
+                   if v is not None]
         answer = await self._get("/clients", params)
         data = answer.get("data") if isinstance(answer, dict) else None
         meta = answer.get("meta") if isinstance(answer, dict) else None
@@ -307,15 +309,16 @@ async def monitor_nodes(client: EmqxClient) -> dict[str, Any]:
 
 
 async def monitor_connections(client: EmqxClient, page: int, limit: int, *, client_id: str | None = None,
-                              username: str | None = None) -> dict[str, Any]:
+                              username: str | None = None, like_client_id: str | None = None) -> dict[str, Any]:
     found = await client.clients(page, limit, conn_state="connected", clientid=_one(client_id),
-                                 username=_one(username))
+                                 username=_one(username), like_clientid=like_client_id or None)
     return _page([views.connection_view(c) for c in found.items], found)
 
 
 async def monitor_sessions(client: EmqxClient, page: int, limit: int, *, client_id: str | None = None,
-                           username: str | None = None) -> dict[str, Any]:
-    found = await client.clients(page, limit, clientid=_one(client_id), username=_one(username))
+                           username: str | None = None, like_client_id: str | None = None) -> dict[str, Any]:
+    found = await client.clients(page, limit, clientid=_one(client_id), username=_one(username),
+                                 like_clientid=like_client_id or None)
     return _page([views.session_view(c) for c in found.items], found)
 
 

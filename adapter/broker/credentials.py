@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapter.auth.throttle import Bucket, Busy, Throttle, VerifyLimiter
-from adapter.auth.users import _hash, _verify, check_name
+from adapter.auth.users import check_name, hash_secret, verify_secret
 from adapter.errors import AppError, invalid
 from adapter.settings import Settings
 from adapter.store import scripts
 from adapter.store.keys import Keys
-from adapter.store.scripts import LuaScript
+from adapter.store.scripts import Script, ScriptCall
 from adapter.store.types import AsyncRedis
 
 __all__ = ["Busy", "Credential", "CredentialStore", "Locked", "VerifyLimiter", "authn_buckets", "cache_digest",
@@ -42,19 +42,21 @@ __all__ = ["Busy", "Credential", "CredentialStore", "Locked", "VerifyLimiter", "
 
 SECRET_BYTES = 32
 
-# KEYS 1 the credential hash, 2 the cache mark (both in the sn's slot); ARGV 1 the hash verified against,
-# 2 the digest, 3 ttl (s). Built by `remember_call` only.
-_REMEMBER = LuaScript("""
+# the credential hash and the cache mark (both in the sn's slot); the hash verified against, the digest, ttl (s).
+# Built by `remember_call` only.
+_REMEMBER = Script("""-- KEYS: credential, mark
+-- ARGV: stored, digest, ttl
 if redis.call('HGET', KEYS[1], 'hash') == ARGV[1] then
   return redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 end
 return false
-""")
+""", "credentials._REMEMBER")
 
 
-def remember_call(keys: Keys, sn: str, stored: str, digest: str, ttl: int) -> tuple[list[str], list[str | int]]:
-    """KEYS and ARGV of `_REMEMBER`: remember `digest` for `sn` while its credential's hash is `stored`."""
-    return [keys.credential(sn), keys.authn_cache(sn)], [stored, digest, ttl]
+def remember_call(keys: Keys, sn: str, stored: str, digest: str, ttl: int) -> ScriptCall:
+    """`_REMEMBER`: remember `digest` for `sn` while its credential's hash is `stored`."""
+    return _REMEMBER.call(credential=keys.credential(sn), mark=keys.authn_cache(sn), stored=stored, digest=digest,
+                          ttl=ttl)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class CredentialStore:
         """A new credential for `sn` and its secret (the only time the secret exists outside the device)."""
         check_sn(sn)
         secret = new_secret()
-        hashed = await _hash(secret)
+        hashed = await hash_secret(secret)
         if not await self.redis.hsetnx(self.keys.credential(sn), "hash", hashed):
             raise AppError("conflict", f"device {sn} already has a credential (revoke it first)")
         now = int(time.time())
@@ -154,14 +156,13 @@ class CredentialStore:
             raise Locked
         try:
             async with limiter.slot():
-                good = await _verify(str(stored), secret)
+                good = await verify_secret(str(stored), secret)
         except Busy:
             if buckets:
                 await throttle.refund(buckets)
             raise
         if good:
-            call_keys, call_argv = remember_call(self.keys, sn, str(stored), digest, cache_ttl)
-            await scripts.call(self.redis, _REMEMBER, len(call_keys), *call_keys, *call_argv)
+            await scripts.call(self.redis, remember_call(self.keys, sn, str(stored), digest, cache_ttl))
             if buckets:
                 await throttle.clear(buckets)
         return good

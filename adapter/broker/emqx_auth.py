@@ -25,10 +25,9 @@ from typing import Any, Literal
 import orjson
 
 from adapter.auth.users import check_name
-from adapter.devices import uplink
 from adapter.errors import AppError, invalid
+from adapter.protocol import topics, uplink
 from adapter.settings import ConfigError
-from adapter.targets import topics
 
 Result = Literal["allow", "deny", "ignore"]
 PLACEHOLDERS = ("{clientid}", "{username}")

@@ -1,1 +1,1 @@
-"""Remote commands: the state machine (rules.py, commands.lua), their store, bulk creation and the runner."""
+"""Remote commands: the state machine (rules.py, lifecycle.lua), their store, bulk creation and the runner."""

@@ -1,5 +1,6 @@
-"""commands.lua's calls by name: one function per mode builds its KEYS and ARGV (the layout of the script's
-header comment, pinned by tests/unit/test_command_calls.py). No other module spells a position.
+"""lifecycle.lua's calls by name: one function per mode builds its call (`COMMANDS.call`, by the names of the
+script's header; each mode's own arguments as the comment above it names them, pinned by
+tests/unit/test_command_calls.py). No other module spells a position.
 
 Every call is of one partition `p` (0 on one Redis): its KEYS and prefixes are in the slot of shard_tag(p),
 and every command the call names is of that partition (on the cluster its id carries it, and its device's
@@ -8,6 +9,7 @@ keys share the slot), so a call never crosses slots.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,19 +18,21 @@ import redis.exceptions
 from adapter.store import scripts
 from adapter.store.keys import Keys
 from adapter.store.resp import Arg
-from adapter.store.scripts import LuaScript
+from adapter.store.scripts import Script, ScriptCall
 from adapter.store.types import AsyncRedis
 
-COMMANDS = LuaScript(scripts.source("commands/wake.lua") + scripts.source("commands/commands.lua"))
-NUMKEYS = 4
+COMMANDS = Script.load("commands/lifecycle.lua")
+# KEYS: due (ids by when the runner looks at them next, ms), expiry, the index of every command, the metrics hash;
+# ARGV: the prefixes of the command hash, its response, a device's active set, the per-sn index, the per-from index,
+# the per-from-and-sn index; the mode and its own arguments (MODE_ARGS)
+_CALL = COMMANDS.positional("due", "expiry", "all", "metrics", "cmd_prefix", "resp_prefix", "active_prefix",
+                            "sn_prefix", "from_prefix", "from_sn_prefix", "mode", "mode_args")
 
-Call = tuple[list[str], list[Arg]]
-
-# the names of each mode's ARGV from 8 on, as commands.lua's comments name them (the test pins them)
+# the names of each mode's ARGV from 8 on, as lifecycle.lua's comments name them (the test pins them)
 MODE_ARGS: dict[str, tuple[str, ...]] = {
     "create": ("from", "command", "method", "d", "detached", "expires", "maxRetries", "publishNow", "onlyNew"),
     "claim": ("limit", "lease"),
-    "record": ("ack",),
+    "record": ("ack", "send"),
     "respond": ("seen", "ttl", "id", "clientid", "ok", "answer"),
     "delivered": ("id", "clientid"),
     "wake": ("sn",),
@@ -39,25 +43,22 @@ CREATE_GROUP = ("id", "ordinal", "sn", "client")
 RECORD_GROUP = ("id", "outcome", "at")
 
 
-def call_keys(keys: Keys, p: int) -> list[str]:
-    """KEYS 1 due, 2 expiry, 3 the index of every command, 4 the metrics hash: partition `p`'s."""
-    return [keys.commands_due(p), keys.commands_expiry(p), keys.commands(p), keys.metrics_in(p)]
+@functools.lru_cache(maxsize=1024)
+def _partition(keys: Keys, p: int) -> tuple[str, ...]:
+    """`_CALL`'s values before the mode, of partition `p`."""
+    return (keys.commands_due(p), keys.commands_expiry(p), keys.commands(p), keys.metrics_in(p),
+            keys.command_prefix(p), keys.command_response_prefix(p), keys.commands_active_prefix(p),
+            keys.commands_of_sn_prefix(p), keys.commands_from_prefix(p), keys.commands_from_sn_prefix(p))
 
 
-def call_prefixes(keys: Keys, p: int) -> list[Arg]:
-    """ARGV 1..6: the prefixes of the command hash, its response, a device's active set, the per-sn index, the
-    per-from index, the per-from-and-sn index, of partition `p`."""
-    return [keys.command_prefix(p), keys.command_response_prefix(p), keys.commands_active_prefix(p),
-            keys.commands_of_sn_prefix(p), keys.commands_from_prefix(p), keys.commands_from_sn_prefix(p)]
-
-
-def mode_call(keys: Keys, p: int, mode: str, *args: Arg) -> Call:
+def mode_call(keys: Keys, p: int, mode: str, *args: Arg) -> ScriptCall:
     """Any mode by its name and positional ARGV from 8 on (the named builders below are what callers use)."""
     assert len(args) >= len(MODE_ARGS[mode]), mode
-    return call_keys(keys, p), [*call_prefixes(keys, p), mode, *args]
+    return _CALL(*_partition(keys, p), mode, args)
 
 
-def create_call(keys: Keys, p: int, common: Sequence[Arg], group: Sequence[Arg], *, only_new: bool = False) -> Call:
+def create_call(keys: Keys, p: int, common: Sequence[Arg], group: Sequence[Arg], *,
+                only_new: bool = False) -> ScriptCall:
     """`common`: from, command, method, d, detached, expires, maxRetries, publishNow; `group`: flat
     (id, ordinal, sn, client hash key) of commands of partition `p`. `only_new` skips ids already written (a
     retried job)."""
@@ -65,52 +66,52 @@ def create_call(keys: Keys, p: int, common: Sequence[Arg], group: Sequence[Arg],
     return mode_call(keys, p, "create", *common, "1" if only_new else "0", *group)
 
 
-def claim_call(keys: Keys, p: int, limit: int, lease_ms: int) -> Call:
+def claim_call(keys: Keys, p: int, limit: int, lease_ms: int) -> ScriptCall:
     return mode_call(keys, p, "claim", limit, lease_ms)
 
 
-def record_call(keys: Keys, p: int, ack_ms: int, outcomes: Sequence[tuple[str, str, int]]) -> Call:
-    """`outcomes`: (id, sent | no_subscribers | retry | rejected, when to retry (ms) or 0)."""
-    return mode_call(keys, p, "record", ack_ms, *[v for row in outcomes for v in row])
+def record_call(keys: Keys, p: int, ack_ms: int, send: str, outcomes: Sequence[tuple[str, str, int]]) -> ScriptCall:
+    """`outcomes`: (id, sent | no_subscribers | retry | rejected, when to retry (ms) or 0). `send`: a token of this
+    publish, the same each time the call is sent again (a send's outcome is applied once)."""
+    return mode_call(keys, p, "record", ack_ms, send, *[v for row in outcomes for v in row])
 
 
 def respond_call(keys: Keys, p: int, seen: str, ttl: int, cid: str, clientid: str, ok: bool,
-                 answer: bytes) -> Call:
+                 answer: bytes) -> ScriptCall:
     return mode_call(keys, p, "respond", seen, ttl, cid, clientid, "1" if ok else "0", answer)
 
 
-def delivered_call(keys: Keys, p: int, cid: str, clientid: str) -> Call:
+def delivered_call(keys: Keys, p: int, cid: str, clientid: str) -> ScriptCall:
     return mode_call(keys, p, "delivered", cid, clientid)
 
 
-def wake_call(keys: Keys, sn: str) -> Call:
+def wake_call(keys: Keys, sn: str) -> ScriptCall:
     return mode_call(keys, keys.shard(sn), "wake", sn)
 
 
-def cancel_call(keys: Keys, p: int, cid: str) -> Call:
+def cancel_call(keys: Keys, p: int, cid: str) -> ScriptCall:
     return mode_call(keys, p, "cancel", cid)
 
 
-def prune_call(keys: Keys, p: int, limit: int) -> Call:
+def prune_call(keys: Keys, p: int, limit: int) -> ScriptCall:
     return mode_call(keys, p, "prune", limit)
 
 
-async def run(client: AsyncRedis, call: Call) -> Any:
-    """One call of commands.lua, loading it first when Redis (the call's node) does not have it."""
-    ks, args = call
-    return await scripts.call(client, COMMANDS, len(ks), *ks, *args)
+async def run(client: AsyncRedis, call: ScriptCall) -> Any:
+    """One call of lifecycle.lua, loading it first when Redis (the call's node) does not have it."""
+    return await scripts.call(client, call)
 
 
-def queue(pipe: Any, calls: Sequence[Call], *, load: bool = False) -> None:
-    """Queue calls on a pipeline; with `load` (a MULTI on one Redis) the pipeline loads commands.lua first
+def queue(pipe: Any, calls: Sequence[ScriptCall], *, load: bool = False) -> None:
+    """Queue calls on a pipeline; with `load` (a MULTI on one Redis) the pipeline loads lifecycle.lua first
     should Redis lack it (one SCRIPT EXISTS more per execute; `run_many` reloads on NOSCRIPT instead)."""
     if load:
         pipe.scripts.add(COMMANDS)
-    for ks, args in calls:  # not pipe.evalsha: a cluster pipeline refuses it (the command routes by its keys)
-        pipe.execute_command("EVALSHA", COMMANDS.sha, len(ks), *ks, *args)
+    for call in calls:
+        scripts.queue_call(pipe, call)
 
 
-async def run_many(client: Any, calls: Sequence[Call]) -> list[Any]:
+async def run_many(client: Any, calls: Sequence[ScriptCall]) -> list[Any]:
     """Several calls in one pipeline (on a cluster, one round trip to each primary at once); the calls a node
     refused with NOSCRIPT are sent again once the script is loaded (the others ran once)."""
     if len(calls) == 1:
@@ -128,7 +129,7 @@ async def run_many(client: Any, calls: Sequence[Call]) -> list[Any]:
     return _raised(out)
 
 
-def run_many_sync(client: Any, calls: Sequence[Call]) -> list[Any]:
+def run_many_sync(client: Any, calls: Sequence[ScriptCall]) -> list[Any]:
     """`run_many` for a synchronous client (the RQ job)."""
     out: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))

@@ -70,13 +70,14 @@ def id_str(cid: int) -> str:
 
 
 def parse_id(raw: object) -> int | None:
-    """A command id from a number or a string of 18 digits with a real date; None for anything else."""
+    """A command id from a number or a string of exactly 18 ASCII digits with a real date; None for anything
+    else (white space, other scripts' digits, '_' included)."""
     if isinstance(raw, bool):
         return None
     if isinstance(raw, int):
         text = str(raw)
     elif isinstance(raw, str):
-        text = raw.strip()
+        text = raw
     else:
         return None
     if len(text) != ID_DIGITS or not text.isascii() or not text.isdigit():

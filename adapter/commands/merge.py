@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from itertools import islice
 from typing import Any
 
+from adapter.store.types import as_text
+
 SLACK_PER_SHARD = 2
 
 
@@ -102,13 +104,11 @@ async def _merge(client: Any, shards: Sequence[str], rank: list[int], ends: list
 def _pairs(reply: Sequence[Any]) -> list[tuple[float, str]]:
     """ZREVRANGE … WITHSCORES as (score, member): a flat list, or pairs (RESP3 / redis-py's parsing)."""
     if reply and isinstance(reply[0], list | tuple):
-        return [(_score(s), _text(m)) for m, s in reply]
-    return [(_score(reply[i + 1]), _text(reply[i])) for i in range(0, len(reply), 2)]
+        return [(_score(s), as_text(m)) for m, s in reply]
+    return [(_score(reply[i + 1]), as_text(reply[i])) for i in range(0, len(reply), 2)]
 
 
 def _score(value: Any) -> float:
     return float(value.decode() if isinstance(value, bytes) else value)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

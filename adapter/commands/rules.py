@@ -5,11 +5,11 @@
   `reason` and `deliverTime`.
 - `downlink`: the payload published on `dma/cmd/{sn}`.
 - `parse_response` / `acked_command`: what the ingest reads from `dma/resp/cmd` and `message.acked`.
-- `CommandCalls`: the ingest's packed calls of `commands.lua` (an answer, a
+- `CommandCalls`: the ingest's packed calls of `lifecycle.lua` (an answer, a
   delivery), sent with the ingest's other writes in one round trip; the calls' layout is adapter/commands/calls.py.
 
-The store the API uses is adapter/commands/store.py; the worker side that publishes is
-adapter/commands/runner.py. Every change of a command is one call of `commands.lua`.
+The store the API uses is adapter/commands/records.py; the worker side that publishes is
+adapter/commands/runner.py. Every change of a command is one call of `lifecycle.lua`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ import orjson
 from adapter.commands import calls
 from adapter.commands.calls import COMMANDS
 from adapter.commands.ids import id_str, parse_id
-from adapter.devices import uplink
 from adapter.errors import invalid
-from adapter.ingest.events import REST_API_CLIENT, SEEN_TTL, MessageAcked, MessagePublished, payload_bytes
+from adapter.protocol import uplink
+from adapter.protocol.events import REST_API_CLIENT, SEEN_TTL, MessageAcked, MessagePublished, payload_bytes
 from adapter.settings import Settings
 from adapter.store.keys import Keys
 from adapter.store.resp import PreparedCall
+from adapter.store.scripts import ScriptCall
+from adapter.store.types import as_int, as_text
 
 DEFAULT_FROM = "iot_web_console"
 METHODS = ("", "get", "set")
@@ -40,7 +42,7 @@ MAX_RETRIES = 100
 DEFAULT_RETRIES = 3
 
 class CommandState(IntEnum):
-    """The seed's `state` of a command (docs/design.md §7); commands.lua writes the same numbers."""
+    """The seed's `state` of a command (docs/design.md §7); lifecycle.lua writes the same numbers."""
 
     READY = 0
     IN_PROGRESS = 1
@@ -98,8 +100,8 @@ class CommandRequest:
 def parse_request(body: Mapping[str, Any], limits: Limits) -> CommandRequest:
     """The seed's POST body, checked; raises `invalid_params` naming the field."""
     sender = _text(body, "from", DEFAULT_FROM, MAX_FROM)
-    if ":" in sender or any(c.isspace() for c in sender):
-        raise invalid("from: must not hold ':' or white space")
+    if ":" in sender or "\x00" in sender or any(c.isspace() for c in sender):
+        raise invalid("from: must not hold ':', NUL or white space")
     command = _text(body, "command", None, MAX_COMMAND)
     method = body.get("method", "")
     if method not in METHODS:
@@ -132,7 +134,7 @@ def _targets(to: Any, most: int) -> tuple[str, ...]:
     if len(to) > most:
         raise invalid(f"to: at most {most} devices in one request, not {len(to)}")
     sns: list[str] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for i, item in enumerate(to):
         sn = item.get("sn") if isinstance(item, dict) else None
         if not isinstance(sn, str) or not sn or len(sn) > MAX_SN:
@@ -140,8 +142,8 @@ def _targets(to: Any, most: int) -> tuple[str, ...]:
         if "+" in sn or "#" in sn or "\x00" in sn:
             raise invalid(f"to[{i}].sn: must not hold '+', '#' or NUL (it names an MQTT topic)")
         if sn in seen:
-            raise invalid(f"to[{i}].sn: device {sn!r} is listed twice")
-        seen.add(sn)
+            raise invalid(f"to[{i}].sn: the device is listed twice (to[{seen[sn]}] too)")
+        seen[sn] = i
         sns.append(sn)
     return tuple(sns)
 
@@ -184,7 +186,7 @@ _INTS = ("createTime", "deliverTime", "expires", "failedTime", "finishTime", "ma
 def view(record: Mapping[str, str]) -> dict[str, Any]:
     """One command as the seed shows it, plus `idStr`, `reason` ("" unless failed) and `deliverTime`."""
     cid = int(record["id"])
-    out: dict[str, Any] = {name: _int(record.get(name)) for name in _INTS}
+    out: dict[str, Any] = {name: as_int(record.get(name)) for name in _INTS}
     out.update({
         "command": record.get("command", ""), "d": orjson.loads(record.get("d") or "{}"),
         "detached": 1 if record.get("detached") == "1" else 0, "from": record.get("from", ""), "id": cid,
@@ -199,13 +201,6 @@ def response_view(stored: str | bytes) -> dict[str, Any]:
     """The device's answer as stored (its payload, `id` as a number, `idStr`, `revtime`); `result` as sent."""
     answer: dict[str, Any] = orjson.loads(stored)
     return answer
-
-
-def _int(value: str | None) -> int:
-    try:
-        return int(value or 0)
-    except ValueError:
-        return 0
 
 
 # --- downlink ------------------------------------------------------------------------------------------
@@ -227,9 +222,9 @@ class Claimed:
 
     @classmethod
     def from_reply(cls, row: Sequence[Any]) -> Claimed:
-        text = [v.decode() if isinstance(v, bytes) else str(v) for v in row]
-        return cls(int(text[0]), text[1], text[2], text[3], text[4], text[5], text[6] == "1", _int(text[7]),
-                   _int(text[8]))
+        text = [as_text(v) for v in row]
+        return cls(int(text[0]), text[1], text[2], text[3], text[4], text[5], text[6] == "1", as_int(text[7]),
+                   as_int(text[8]))
 
 
 CLAIM_WIDTH = 9
@@ -289,7 +284,7 @@ def acked_command(ev: MessageAcked) -> int | None:
 
 
 class CommandCalls:
-    """The ingest's calls of commands.lua (adapter/commands/calls.py), packed as RESP (see resp.py). A call is
+    """The ingest's calls of lifecycle.lua (adapter/commands/calls.py), packed as RESP (see resp.py). A call is
     of the partition of the publishing client: a command of another device is not in its slot, and the script
     ignores it (unknown, or not that client's)."""
 
@@ -297,12 +292,11 @@ class CommandCalls:
         self.keys = keys
         self._prepared: dict[str, PreparedCall] = {}  # by the call's first key: one per partition
 
-    def _pack(self, call: calls.Call) -> bytes:
-        ks, args = call
-        prepared = self._prepared.get(ks[0])
+    def _pack(self, call: ScriptCall) -> bytes:
+        prepared = self._prepared.get(call.keys[0])
         if prepared is None:
-            prepared = self._prepared[ks[0]] = PreparedCall(COMMANDS, ks, 0)
-        return prepared.pack([], args)
+            prepared = self._prepared[call.keys[0]] = PreparedCall(COMMANDS, call.keys, 0)
+        return prepared.pack([], call.args)
 
     def respond(self, message_id: str, r: CommandResponse) -> bytes:
         return self._pack(calls.respond_call(self.keys, self.keys.shard(r.sn),

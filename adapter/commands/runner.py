@@ -4,7 +4,7 @@ Why a loop beside the RQ worker and not RQ jobs: a command is due at a time (now
 after a broker error) and must go out within a fraction of a second of it; the delivery pump already
 showed that RQ's per-job overhead (70 to 200 jobs/s here) is far from 10,000 commands in seconds, and one
 RQ job per batch would still need a scheduler tick per due time. So the runner polls one sorted set of
-due commands every `TICK` seconds, claims a batch atomically (commands.lua `claim`: each claimed command
+due commands every `TICK` seconds, claims a batch atomically (lifecycle.lua `claim`: each claimed command
 is leased, and comes due again should this process die mid-publish), publishes the batch with
 `/publish/bulk` in chunks, several chunks concurrently, and records each outcome (`record`):
 - 200 sent: `tryTimes` + 1, in progress, due again after the ack timeout (a resend, or the failure once
@@ -15,6 +15,14 @@ is leased, and comes due again should this process die mid-publish), publishes t
 - 400 rejected: failed with reason `rejected` (a bulk 400 refuses the whole chunk, so its messages are
   then published one by one to find the culprit).
 Several runners (workers) share the set safely. The runner also prunes expired commands every second.
+
+Redis trouble of any kind (faults.trouble: a refused write, a lost connection, the redis-py reset race) does not
+stop the runner: a tick that fails waits `outage.PAUSE` and tries again, so the runner resumes within about that
+of Redis answering. Outcomes that could not be recorded are recorded again in place, with the same `send` token
+(lifecycle.lua `record` applies one send's outcome once however often it runs), until Redis takes them; meanwhile
+the runner claims nothing new. Left to their lease they would be published again. Only a runner that is stopping
+gives up on them after `RECORD_GRACE` s: then, and after a SIGKILL, what was in flight goes out again after its
+lease, and nothing else.
 On Redis Cluster every partition has its own due and expiry sets: a tick claims from each (its share of the
 room; one pipeline, P small calls) and records each outcome in its command's partition.
 """
@@ -24,24 +32,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis.exceptions
-
 from adapter.broker.client import EmqxClient, Message, PublishOutcome, PublishResult
 from adapter.commands import calls
-from adapter.commands.calls import Call
 from adapter.commands.ids import partition_of
 from adapter.commands.rules import CLAIM_WIDTH, Claimed, downlink
 from adapter.delivery import retry
-from adapter.devices import uplink
 from adapter.errors import AppError
-from adapter.settings import Settings
+from adapter.protocol import uplink
+from adapter.settings import Settings, parse_schedule
+from adapter.store import outage
 from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
+from adapter.store.outage import Outage
+from adapter.store.scripts import ScriptCall
 from adapter.store.types import AsyncRedis
 
 log = logging.getLogger("adapter.commands.runner")
@@ -49,7 +59,7 @@ log = logging.getLogger("adapter.commands.runner")
 TICK = 0.05
 PRUNE_EVERY = 1.0
 PRUNE_BATCH = 1000
-REDIS_PAUSE = 1.0
+RECORD_GRACE = 5.0  # s a stopping runner still tries to record outcomes while Redis is in trouble
 OUTCOMES = {PublishOutcome.SENT: "sent", PublishOutcome.NO_SUBSCRIBERS: "no_subscribers",
             PublishOutcome.RETRY: "retry", PublishOutcome.REJECTED: "rejected"}
 
@@ -62,7 +72,7 @@ def backoff(errors: int, schedule: Sequence[float], rng: random.Random) -> float
 
 def schedule_of(settings: Settings) -> tuple[float, ...]:
     """The retry waits; `Settings` checked the text when it was read."""
-    return retry.parse_schedule(settings.command_retry_schedule)
+    return parse_schedule(settings.command_retry_schedule)
 
 
 def lease_ms(settings: Settings) -> int:
@@ -86,14 +96,20 @@ class CommandRunner:
         self._pruned_at = 0.0
         self.full = False  # the last claim took a partition's whole share: more is due at once
         self._turn = 0  # which partition gets the remainder of the room first (cluster)
+        self.unrecorded = 0  # chunks whose outcomes wait for Redis to take them: claim nothing meanwhile
+        self.outage = Outage("commands", log)
+        self.stop = asyncio.Event()
 
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
+        self.stop = stop
         try:
             while not stop.is_set():
                 if len(self.inflight) >= self.slots:
                     await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                room = self.room()
+                # one publish batch a claim: a claim of every free slot's batch (2,000) held Redis ~50 ms, and a
+                # full batch claims the next at once
+                room = min(self.room(), self.batch)
                 claimed = await self.step(room)
                 if burst and not claimed and not self.inflight:
                     break
@@ -112,7 +128,7 @@ class CommandRunner:
         """Prune when it is time, claim up to `limit` due commands (default: the room), start publishing
         them; answers how many it claimed."""
         limit = self.room() if limit is None else limit
-        if limit <= 0:
+        if limit <= 0 or self.unrecorded:
             return 0
         try:
             if time.monotonic() - self._pruned_at >= PRUNE_EVERY:
@@ -120,10 +136,12 @@ class CommandRunner:
                                                   for p in self.keys.shards()])
                 self._pruned_at = time.monotonic()
             claimed = await self.claim(limit)
-        except redis.exceptions.RedisError as exc:
-            log.warning("commands: redis: %s", exc)
-            await asyncio.sleep(REDIS_PAUSE)
+        except Exception as exc:
+            if not self.outage.failed(exc):
+                raise
+            await asyncio.sleep(outage.PAUSE)
             return 0
+        self.outage.ok()
         for start in range(0, len(claimed), self.batch):
             task = asyncio.get_running_loop().create_task(self.publish(claimed[start:start + self.batch]))
             self.inflight.add(task)
@@ -143,7 +161,8 @@ class CommandRunner:
         return [c for reply in replies for c in claimed_of(reply)]
 
     async def publish(self, chunk: list[Claimed]) -> None:
-        """Publish one chunk and record every outcome; a failure to record leaves the lease to expire."""
+        """Publish one chunk and record every outcome (through Redis trouble: `record`); a bug leaves the chunk to
+        its lease."""
         try:
             results = await self._send(chunk)
             self.published += sum(r.outcome is PublishOutcome.SENT for r in results)
@@ -171,7 +190,36 @@ class CommandRunner:
             return PublishResult(PublishOutcome.RETRY, message=exc.msg)
 
     async def record(self, chunk: list[Claimed], results: Sequence[PublishResult]) -> None:
-        """Every outcome, in one `record` call per partition of the chunk's commands."""
+        """Every outcome, in one `record` call per partition of the chunk's commands, sent again while Redis is in
+        trouble (the same calls: one token, the same retry times) until it takes them; a stopping runner gives up
+        after RECORD_GRACE s (the commands go out again after their lease)."""
+        todo = self.record_calls(chunk, results)
+        trouble = Outage(f"commands: recording {len(chunk)} outcomes", log)
+        give_up, waiting = math.inf, False
+        try:
+            while True:
+                try:
+                    await calls.run_many(self.redis, todo)
+                    trouble.ok()
+                    return
+                except Exception as exc:
+                    if not trouble.failed(exc):
+                        raise
+                if not waiting:
+                    waiting = True
+                    self.unrecorded += 1
+                if self.stop.is_set():
+                    give_up = min(give_up, time.monotonic() + RECORD_GRACE)
+                if time.monotonic() >= give_up:
+                    log.warning("commands: stopping: %d outcomes not recorded, left to their lease", len(chunk))
+                    return
+                await asyncio.sleep(outage.PAUSE)
+        finally:
+            if waiting:
+                self.unrecorded -= 1
+
+    def record_calls(self, chunk: list[Claimed], results: Sequence[PublishResult]) -> list[ScriptCall]:
+        """The `record` calls of one published chunk, one per partition, under one token of this send."""
         now = time.time()
         rows: dict[int, list[tuple[str, str, int]]] = {}
         for c, r in zip(chunk, results, strict=True):
@@ -182,8 +230,8 @@ class CommandRunner:
             if r.outcome is PublishOutcome.REJECTED:
                 log.warning("commands: EMQX rejected command %s to %s: %s", c.id, c.sn, r.message)
         ack = int(self.settings.command_ack_timeout * 1000)
-        todo: list[Call] = [calls.record_call(self.keys, p, ack, group) for p, group in rows.items()]
-        await calls.run_many(self.redis, todo)
+        send = secrets.token_hex(8)
+        return [calls.record_call(self.keys, p, ack, send, group) for p, group in rows.items()]
 
 
 def shares_of(limit: int, partitions: int, turn: int) -> list[int]:
@@ -193,7 +241,7 @@ def shares_of(limit: int, partitions: int, turn: int) -> list[int]:
 
 
 def claimed_of(reply: Sequence[Any]) -> list[Claimed]:
-    """A claim's rows; one that is not a command (commands.lua drops such members: this is the last guard, a
+    """A claim's rows; one that is not a command (lifecycle.lua drops such members: this is the last guard, a
     runner must not die of one) is logged and left to its lease."""
     out = []
     for i in range(0, len(reply), CLAIM_WIDTH):

@@ -1,6 +1,6 @@
 -- Wake a device's waiting commands: they become due now (docs/design.md §7: a device is online for commands once it
--- subscribed to its command topic, or sent a heartbeat). Shared by commands.lua and uplink.lua (put in front
--- of them by commands.py and device_store.py). Finished or expired ones leave the device's active set; one
+-- subscribed to its command topic, or sent a heartbeat). Shared by lifecycle.lua and uplink.lua (their
+-- `-- include:`). Finished or expired ones leave the device's active set; one
 -- being published is marked to be looked at again once its publish is recorded.
 local function wake_commands(active, cmd_prefix, due, now)
   local woken = 0

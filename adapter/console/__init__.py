@@ -40,5 +40,11 @@ async def _to_folder(_: object) -> RedirectResponse:
     return RedirectResponse(f"{PATH}/", status_code=308)
 
 
+async def _to_icon(_: object) -> RedirectResponse:
+    """Browsers and tools that ask the origin's root for its icon get the console's."""
+    return RedirectResponse(f"{PATH}/favicon.svg", status_code=308)
+
+
 def routes() -> list[BaseRoute]:
-    return [Route(PATH, _to_folder, methods=["GET", "HEAD"]), Mount(PATH, app=ConsoleFiles(), name="console")]
+    return [Route(PATH, _to_folder, methods=["GET", "HEAD"]), Route("/favicon.ico", _to_icon, methods=["GET", "HEAD"]),
+            Mount(PATH, app=ConsoleFiles(), name="console")]

@@ -15,21 +15,24 @@ from typing import Any
 
 from adapter.delivery import signing
 from adapter.delivery.model import kind_and_id
-from adapter.store import scripts
+from adapter.store import faults, scripts
+from adapter.store.cluster_round import cluster_round
 from adapter.store.keys import Keys
-from adapter.store.scripts import LuaScript
+from adapter.store.scripts import Script
+from adapter.store.types import as_text
 
 FRESH_S = 1.0  # a target's record is read again after this long
 
 # claim the probe of an open breaker: 1 this pump sends it, 0 not yet (or another pump does), 2 closed meanwhile
-# KEYS 1 the engine state (of the lane); ARGV 1 now (ms) 2 probe interval (ms)
-PROBE = LuaScript("""
+PROBE = Script("""-- KEYS: state
+-- ARGV: now, probe_ms
+-- KEYS 1 the engine state (of the lane); ARGV 1 now (ms) 2 probe interval (ms)
 local f = redis.call('HMGET', KEYS[1], 'breaker', 'probeAt')
 if f[1] ~= 'open' then return 2 end
 if (tonumber(f[2]) or 0) > tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'probeAt', tonumber(ARGV[1]) + tonumber(ARGV[2]))
 return 1
-""")
+""", "breaker.PROBE")
 
 
 @dataclass
@@ -58,10 +61,6 @@ class Target:
         self.observed += 1
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -80,23 +79,31 @@ class Targets:
         return p if self.keys.cluster else 0
 
     async def get(self, name: str, p: int) -> Target | None:
-        """The target `name` as its deliveries of partition `p` see it; None when it is gone."""
+        """The target `name` as its deliveries of partition `p` see it; None when it is gone. While Redis cannot
+        be read, the last record read (if any) stands."""
         lane = self.lane(p)
         cached = self.cached.get((name, lane))
         if cached and time.monotonic() - cached.fetched < FRESH_S:
             return cached
         observed = cached.observed if cached else 0
         kind, target_id = kind_and_id(name)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(self.keys.target(kind, target_id), "url", "enabled", "secret", "type")
-            pipe.hmget(self.keys.delivery_state(name, lane), "breaker", "probeAt", "failures")
-            (url, enabled, secret, cb_type), (breaker, probe_at, failures) = await pipe.execute()
+        try:
+            record, state = self.keys.target(kind, target_id), self.keys.delivery_state(name, lane)
+            (url, enabled, secret, cb_type), (breaker, probe_at, failures) = await cluster_round(self.redis, [
+                (record, ("HMGET", record, "url", "enabled", "secret", "type")),
+                (state, ("HMGET", state, "breaker", "probeAt", "failures"))])
+        except Exception as exc:
+            # Redis in trouble (on the cluster: perhaps only the node of the targets' slot, failing over): what
+            # this pump read last stands until a read succeeds, so that the partitions on other nodes go on
+            if cached is None or not faults.trouble(exc):
+                raise
+            return cached
         if url is None or secret is None:
             self.cached.pop((name, lane), None)
             return None
-        t = Target(_text(url), _text(enabled or b"") in ("1", "true"), signing.secret_bytes(_text(secret)),
-                   _text(cb_type) if cb_type is not None and kind == "callback" else None, time.monotonic(),
-                   breaker is not None and _text(breaker) == "open", int(probe_at or 0), int(failures or 0))
+        t = Target(as_text(url), as_text(enabled or b"") in ("1", "true"), signing.secret_bytes(as_text(secret)),
+                   as_text(cb_type) if cb_type is not None and kind == "callback" else None, time.monotonic(),
+                   breaker is not None and as_text(breaker) == "open", int(probe_at or 0), int(failures or 0))
         cached = self.cached.get((name, lane))  # again: another delivery may have fetched it meanwhile
         if cached is None:
             self.cached[(name, lane)] = t
@@ -115,8 +122,8 @@ class Targets:
         now = now_ms()
         if now < target.probe_at:
             return False
-        claimed = int(await scripts.call(self.redis, PROBE, 1, self.keys.delivery_state(name, self.lane(p)), now,
-                                         self.probe_ms))
+        claimed = int(await scripts.call(self.redis, PROBE.call(state=self.keys.delivery_state(name, self.lane(p)),
+                                                                now=now, probe_ms=self.probe_ms)))
         if claimed == 2:
             target.open = False
             return True

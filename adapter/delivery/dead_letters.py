@@ -19,50 +19,13 @@ from typing import Any
 
 import orjson
 
-from adapter.delivery.model import ScriptCall
 from adapter.store.keys import Keys
-from adapter.store.scripts import LuaScript
-from adapter.store.types import AsyncRedis
+from adapter.store.scripts import Script, ScriptCall
+from adapter.store.types import AsyncRedis, as_text
 
 REPLAY_BATCH = 500
 
-# KEYS 1 dead hash 2 dead index 3 (cluster) the partition's stream; absent: the stream is ARGV 1 .. sha1 partition
-# of the letter's key. ARGV 1 stream prefix 2 partitions 3 target 4 stream MAXLEN 5 "first" (the oldest `limit`
-# from `offset`) or "ids" (ARGV 8..) 6 limit 7 offset. Returns {moved, skipped (no body), missing (ids only),
-# looked at}.
-REPLAY = LuaScript("""
-local ids = {}
-if ARGV[5] == 'first' then
-  ids = redis.call('ZRANGE', KEYS[2], tonumber(ARGV[7]), tonumber(ARGV[7]) + tonumber(ARGV[6]) - 1)
-else
-  for i = 8, #ARGV do ids[#ids + 1] = ARGV[i] end
-end
-local moved, skipped, missing = 0, 0, 0
-for _, id in ipairs(ids) do
-  local raw = redis.call('HGET', KEYS[1], id)
-  local ok, d = false, nil
-  if raw then ok, d = pcall(cjson.decode, raw) end
-  if not raw then
-    missing = missing + 1
-    redis.call('ZREM', KEYS[2], id)
-  elseif not ok or type(d) ~= 'table' or (type(d.body) ~= 'string' and type(d.body) ~= 'table') then
-    skipped = skipped + 1
-  else
-    local body = type(d.body) == 'string' and d.body or cjson.encode(d.body)
-    local k = type(d.key) == 'string' and d.key or ''
-    local stream = KEYS[3]
-    if not stream then
-      stream = ARGV[1] .. (tonumber(string.sub(redis.sha1hex(k), 1, 8), 16) % tonumber(ARGV[2]))
-    end
-    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[3], 'k', k, 'id', id, 'b', body,
-               'n', '0')
-    redis.call('HDEL', KEYS[1], id)
-    redis.call('ZREM', KEYS[2], id)
-    moved = moved + 1
-  end
-end
-return {moved, skipped, missing, #ids}
-""")
+REPLAY = Script.load("delivery/replay.lua")
 
 
 def replay_call(keys: Keys, target: str, p: int, partitions: int, maxlen: int, ids: Sequence[str] | None,
@@ -70,14 +33,14 @@ def replay_call(keys: Keys, target: str, p: int, partitions: int, maxlen: int, i
     """One replay batch: the letters `ids`, or (None) the oldest `limit` from `offset`, of `target`'s partition
     `p` (one Redis: its only one, each letter to its key's stream of `partitions`) back onto the streams."""
     if keys.cluster:
-        call_keys: tuple[str, ...] = (keys.dead(target, p), keys.dead_index(target, p), keys.delivery_stream(p))
-        head: tuple[Any, ...] = ("", 0, target, maxlen)
+        where: dict[str, Any] = {"dead": keys.dead(target, p), "dead_index": keys.dead_index(target, p),
+                                 "stream": (keys.delivery_stream(p),), "stream_prefix": "", "partitions": 0}
     else:
-        call_keys, head = (keys.dead(target), keys.dead_index(target)), (keys.delivery_stream_prefix(), partitions,
-                                                                         target, maxlen)
+        where = {"dead": keys.dead(target), "dead_index": keys.dead_index(target), "stream": (),
+                 "stream_prefix": keys.delivery_stream_prefix(), "partitions": partitions}
     if ids is None:
-        return ScriptCall(REPLAY, call_keys, (*head, "first", limit, offset))
-    return ScriptCall(REPLAY, call_keys, (*head, "ids", len(ids), 0, *ids))
+        return REPLAY.call(**where, target=target, maxlen=maxlen, how="first", limit=limit, offset=offset, ids=())
+    return REPLAY.call(**where, target=target, maxlen=maxlen, how="ids", limit=len(ids), offset=0, ids=ids)
 
 
 @dataclass(frozen=True)
@@ -95,10 +58,6 @@ class Replayed:
 Progress = Callable[[Replayed], Awaitable[None]]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def index_missing(client: AsyncRedis, keys: Keys, target: str) -> None:
     """Indexes letters the hash holds and the index does not (written before it existed), by their time."""
     for p in keys.shards():
@@ -111,7 +70,7 @@ async def index_missing(client: AsyncRedis, keys: Keys, target: str) -> None:
                 when = orjson.loads(raw).get("time", 0)
             except (orjson.JSONDecodeError, AttributeError):
                 when = 0
-            scores[_text(field)] = float(when if isinstance(when, int | float) else 0) * 1000
+            scores[as_text(field)] = float(when if isinstance(when, int | float) else 0) * 1000
         if scores:
             await client.zadd(index, scores, nx=True)
 
@@ -135,7 +94,7 @@ async def page(client: AsyncRedis, keys: Keys, target: str, page_no: int, limit:
             pipe.zrange(index, start, start + limit - 1)
             total, ids = await pipe.execute()
         raws = await client.hmget(keys.dead(target), ids) if ids else []
-        return int(total), [(_text(i), r) for i, r in zip(ids, raws, strict=True)]
+        return int(total), [(as_text(i), r) for i, r in zip(ids, raws, strict=True)]
     # the cluster: the first start + limit of every partition's index, merged by time (each index holds at most
     # ceil(max dead / P) letters: an admin read, not a hot path)
     lanes = list(keys.shards())
@@ -145,7 +104,7 @@ async def page(client: AsyncRedis, keys: Keys, target: str, page_no: int, limit:
             pipe.zrange(keys.dead_index(target, p), 0, start + limit - 1, withscores=True)
         replies = await pipe.execute()
     total = sum(int(n) for n in replies[0::2])
-    merged = sorted((float(score), _text(i), p) for p, found in zip(lanes, replies[1::2], strict=True)
+    merged = sorted((float(score), as_text(i), p) for p, found in zip(lanes, replies[1::2], strict=True)
                     for i, score in found)[start:start + limit]
     async with client.pipeline(transaction=False) as pipe:
         for _, i, p in merged:

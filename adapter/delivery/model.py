@@ -15,18 +15,19 @@ per (target, partition), each at cap / partitions (`Limits.per_partition`, docs/
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
-from adapter.store import resp, scripts
 from adapter.store.keys import Keys
-from adapter.store.scripts import LuaScript
+from adapter.store.scripts import Script, ScriptCall
 
 # The stream entry schema, the one place it is spelled in Python (tests/unit/test_delivery_calls.py pins every Lua
 # script that writes or reads entries to it): target, ordering key, delivery id, body, attempts made.
@@ -80,8 +81,14 @@ class Delivery:
 
     @classmethod
     def from_fields(cls, fields: dict[Any, Any]) -> Delivery:
+        """A stream entry as the pump reads it (bytes keys and values), or as text (str keys)."""
+        if b"t" in fields:  # the pump's client does not decode: the hot path
+            released = fields.get(b"r")
+            return cls(fields[b"t"].decode(), fields[b"k"].decode(), fields[b"id"].decode(), fields[b"b"],
+                       int(fields.get(b"n") or 0), int(released) if released else 0)
+
         def get(name: str) -> Any:
-            value = fields.get(name, fields.get(name.encode()))
+            value = fields.get(name)
             return value.decode() if isinstance(value, bytes) and name != "b" else value
 
         body = get("b")
@@ -103,7 +110,7 @@ class Delivery:
 
 
 def partition_of(key: str, partitions: int) -> int:
-    """As fanout.lua: sha1(key)[:8] mod partitions."""
+    """As `partition_of` of entries.lua: sha1(key)[:8] mod partitions."""
     return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % partitions
 
 
@@ -159,25 +166,16 @@ class Outcome:
     due_ms: int | None = None
 
 
-OUTCOME = LuaScript(scripts.source("delivery/outcome.lua"))
-HOLD = LuaScript(scripts.source("delivery/hold.lua"))
-
-
-class ScriptCall(NamedTuple):
-    """One script call, its KEYS and ARGV built by name in one function each (below); the Lua header of each
-    script lists the same layout (tests/unit/test_delivery_calls.py pins both). A tuple: built per delivery."""
-
-    script: LuaScript
-    keys: tuple[str, ...]
-    args: tuple[Any, ...]
-
-    def packed(self) -> bytes:
-        """The EVALSHA as RESP, for the batcher (one Redis)."""
-        return resp.pack("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
-
-    async def run(self, client: Any) -> Any:
-        """EVALSHA through a client (redis-py routes it by its KEYS on a cluster)."""
-        return await scripts.call(client, self.script, len(self.keys), *self.keys, *self.args)
+OUTCOME = Script.load("delivery/outcome.lua")
+HOLD = Script.load("delivery/hold.lua")
+MOVE_DUE = Script.load("delivery/move_due.lua")
+_OUTCOME = OUTCOME.positional(
+    "stream", "counts", "attempts", "retry", "hold", "dead", "stats", "holds", "held", "state", "dead_index",
+    "metrics", "group", "entry_id", "outcome", "record", "attempts_kept", "delivery_id", "parked", "due", "released",
+    "now", "release_batch", "max_dead", "dead_max_age", "breaker_threshold", "breaker_probe", "target", "maxlen",
+    "held_max_age", "count_stats")
+_HOLD = HOLD.positional("hold", "held", "state", "stream", "metrics", "group", "entry_id", "delivery", "released",
+                        "max_held", "held_max_age", "now", "target", "delivery_id")
 
 
 def outcome_call(keys: Keys, partition: int, group: str, entry_id: str, d: Delivery, o: Outcome,
@@ -191,18 +189,31 @@ def outcome_call(keys: Keys, partition: int, group: str, entry_id: str, d: Deliv
         extra = Delivery(d.target, d.key, d.id, d.body, d.attempts + (o.name == OutcomeName.RETRY)).to_json()
     elif o.name in DEAD_LETTERED:
         extra = dead_record(d, o.error, o.status)
-    state = keys.delivery_state(d.target, p)
+    head, tail = _outcome_keys(keys, d.target, p, cb_type)
+    return _OUTCOME(*head, keys.delivery_hold(d.target, d.key), *tail, group, entry_id, o.name, record, ATTEMPTS_KEPT,
+                    d.id, extra, o.due_ms or 0, d.released, now_ms, limits.release_batch, limits.max_dead,
+                    limits.dead_max_age_ms, limits.breaker_threshold, limits.breaker_probe_ms, d.target,
+                    limits.stream_maxlen, limits.held_max_age_ms, "1" if cb_type else "0")
+
+
+@functools.lru_cache(maxsize=4096)
+def _outcome_keys(keys: Keys, target: str, p: int, cb_type: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """outcome.lua's KEYS but the hold list (the device's): those before it and after it, the same for every
+    delivery of a target in a partition (built once, not per delivery)."""
+    state = keys.delivery_state(target, p)
     # a route has no stats hash: on one Redis "" (as ever), on the cluster a key of the slot that is not written
     stats = keys.callback_stats_in(cb_type, p) if cb_type else (state if keys.cluster else "")
-    call_keys = (keys.delivery_stream(p), keys.delivery_counts(d.target, p), keys.attempts(d.target, p),
-                 keys.delivery_retry(p), keys.delivery_hold(d.target, d.key), keys.dead(d.target, p), stats,
-                 keys.delivery_holds(p), keys.delivery_held(d.target, p), state, keys.dead_index(d.target, p),
-                 keys.metrics_in(p))
-    args = (group, entry_id, o.name, record, ATTEMPTS_KEPT, d.id, extra, o.due_ms or 0, d.released, now_ms,
-            limits.release_batch, limits.max_dead, limits.dead_max_age_ms, limits.breaker_threshold,
-            limits.breaker_probe_ms, d.target, limits.stream_maxlen, limits.held_max_age_ms,
-            "1" if cb_type else "0")
-    return ScriptCall(OUTCOME, call_keys, args)
+    return ((keys.delivery_stream(p), keys.delivery_counts(target, p), keys.attempts(target, p),
+             keys.delivery_retry(p)),
+            (keys.dead(target, p), stats, keys.delivery_holds(p), keys.delivery_held(target, p), state,
+             keys.dead_index(target, p), keys.metrics_in(p)))
+
+
+def outcomes(calls: Sequence[ScriptCall]) -> ScriptCall:
+    """Outcome calls of one partition merged into one call of outcome.lua (it answers one mark per outcome)."""
+    if len(calls) == 1:
+        return calls[0]
+    return ScriptCall(OUTCOME, tuple(k for c in calls for k in c.keys), tuple(a for c in calls for a in c.args))
 
 
 def outcome_command(keys: Keys, partition: int, group: str, entry_id: str, d: Delivery, o: Outcome,
@@ -217,11 +228,9 @@ def hold_call(keys: Keys, partition: int, group: str, entry_id: str, d: Delivery
     (hold.lua; acknowledged in the same step). A delivery of a released batch goes ahead of what was never
     released."""
     p = partition
-    call_keys = (keys.delivery_hold(d.target, d.key), keys.delivery_held(d.target, p),
-                 keys.delivery_state(d.target, p), keys.delivery_stream(p), keys.metrics_in(p))
-    args = (group, entry_id, d.to_json(now_ms), "1" if d.released else "0", limits.max_held,
-            limits.held_max_age_ms, now_ms, d.target)
-    return ScriptCall(HOLD, call_keys, args)
+    return _HOLD(keys.delivery_hold(d.target, d.key), keys.delivery_held(d.target, p), keys.delivery_state(d.target, p),
+                 keys.delivery_stream(p), keys.metrics_in(p), group, entry_id, d.to_json(now_ms),
+                 "1" if d.released else "0", limits.max_held, limits.held_max_age_ms, now_ms, d.target, d.id)
 
 
 def hold_command(keys: Keys, partition: int, group: str, entry_id: str, d: Delivery, limits: Limits,
@@ -230,30 +239,11 @@ def hold_command(keys: Keys, partition: int, group: str, entry_id: str, d: Deliv
     return hold_call(keys, partition, group, entry_id, d, limits, now_ms).packed()
 
 
-# Move due retries back to their streams.
-# KEYS  1 the retry set  2 (cluster) the partition's stream; absent: the stream is ARGV 3 .. sha1 partition
-# ARGV  1 now (ms)  2 at most this many  3 stream prefix (one Redis)  4 partitions (one Redis)  5 stream MAXLEN
-MOVE_DUE = LuaScript("""
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, raw in ipairs(due) do
-  local d = cjson.decode(raw)
-  local stream = KEYS[2]
-  if not stream then
-    stream = ARGV[3] .. (tonumber(string.sub(redis.sha1hex(d.k), 1, 8), 16) % tonumber(ARGV[4]))
-  end
-  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[5], '*', 't', d.t, 'k', d.k, 'id', d.id, 'b', d.b,
-             'n', tostring(d.n))
-  redis.call('ZREM', KEYS[1], raw)
-end
-return #due
-""")
-
-
 def move_due_call(keys: Keys, partition: int, now_ms: int, limit: int, maxlen: int) -> ScriptCall:
     """Due retries back to their streams: on one Redis from the one retry set to each one's partition stream
     (`partition` is ignored), on the cluster from partition `partition`'s set to its stream."""
     if keys.cluster:
-        return ScriptCall(MOVE_DUE, (keys.delivery_retry(partition), keys.delivery_stream(partition)),
-                          (now_ms, limit, "", 0, maxlen))
-    return ScriptCall(MOVE_DUE, (keys.delivery_retry(),),
-                      (now_ms, limit, keys.delivery_stream_prefix(), keys.stream_partitions, maxlen))
+        return MOVE_DUE.call(retry=keys.delivery_retry(partition), stream=(keys.delivery_stream(partition),),
+                             now=now_ms, limit=limit, stream_prefix="", partitions=0, maxlen=maxlen)
+    return MOVE_DUE.call(retry=keys.delivery_retry(), stream=(), now=now_ms, limit=limit,
+                         stream_prefix=keys.delivery_stream_prefix(), partitions=keys.stream_partitions, maxlen=maxlen)

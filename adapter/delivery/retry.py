@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from collections.abc import Sequence
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -28,30 +27,8 @@ MAX_RETRY_AFTER = 3600.0
 """A `Retry-After` longer than this is cut to it: a target must not park a delivery for days."""
 
 JITTER = 0.2
-FATAL_ERRORS = frozenset({"ssrf_blocked", "invalid_url"})
+FATAL_ERRORS = frozenset({"ssrf_blocked", "invalid_url", "invalid_header"})
 RETRY_STATUSES = frozenset({408, 429})
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_STEP = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
-
-
-def parse_schedule(text: str) -> tuple[float, ...]:
-    """"5s,30s,2m,1h" → (5.0, 30.0, 120.0, 3600.0). A bare number means seconds."""
-    steps = [part.strip() for part in text.split(",")]
-    if not text.strip() or not all(steps):
-        raise ValueError(f"delivery schedule must be a comma-separated list like '5s,30s,2m', not {text!r}")
-    return tuple(_parse_step(step) for step in steps)
-
-
-def _parse_step(step: str) -> float:
-    match = _STEP.fullmatch(step.lower())
-    if match is None:
-        raise ValueError(f"bad delay {step!r} in delivery schedule: write a number and a unit, like '30s'")
-    seconds = float(match[1]) * _UNITS[match[2] or "s"]
-    if seconds <= 0:
-        raise ValueError(f"bad delay {step!r} in delivery schedule: it must be more than zero")
-    return seconds
-
 
 def classify(status: int | None, error: str | None) -> Verdict:
     if status is not None:

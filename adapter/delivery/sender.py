@@ -1,7 +1,7 @@
 """The HTTP side of outbound delivery: one POST to one target, reported as an `Attempt`, never raised.
 
-`Sender` owns one aiohttp session (pooled keep-alive connections, created on first use inside the running
-loop, closed by `aclose`). Redirects are not followed: a 3xx is an answer like any other, and
+`Sender` owns one HTTP/1.1 client (http1.py: keep-alive connections per origin, created on first use inside the
+running loop, closed by `aclose`). Redirects are not followed: a 3xx is an answer like any other, and
 `retry.classify` fails it. Addresses are guarded (`urlguard`) unless private targets are allowed.
 
 Error vocabulary of `Attempt.error` (set only when there is no status; `retry.classify` decides):
@@ -9,7 +9,8 @@ Error vocabulary of `Attempt.error` (set only when there is no status; `retry.cl
     connection: …        refused, reset, closed early, name not found, bad HTTP → retry
     tls: …               handshake or certificate trouble                       → retry
     ssrf_blocked         the host is (or resolves only to) refused addresses    → fail
-    invalid_url: …       aiohttp cannot send to this URL                        → fail
+    invalid_url: …       the URL cannot be sent to                              → fail
+    invalid_header: …    a header value cannot be sent (a line break in a device's id) → fail
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import aiohttp
+import yarl
 
 from adapter.delivery import urlguard
+from adapter.delivery.http1 import READ_LIMIT, Http1Client, HttpError
 from adapter.delivery.retry import Verdict, classify, retry_after
 from adapter.errors import AppError
 
 EXCERPT_CHARS = 256
-READ_LIMIT = 16 * 1024
-"""Bytes of an answer read at most: enough to keep the connection when answers are small, and a cap when
-they are not (an answer read only in part closes its connection instead of returning it to the pool)."""
 USER_AGENT = "emqx-device-adapter-webhooks/1"
+MAX_TARGETS = 10_000  # URLs whose checks and parsed form are remembered
+__all__ = ["EXCERPT_CHARS", "READ_LIMIT", "USER_AGENT", "Attempt", "Sender", "excerpt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,46 +48,55 @@ class Attempt:
 
 
 class Sender:
-    """POSTs bodies to targets over one shared session. Use it from one event loop."""
+    """POSTs bodies to targets over keep-alive connections. Use it from one event loop. `limit`: idle connections
+    kept per target origin (the pump's in-flight cap per target bounds the open ones)."""
 
-    def __init__(self, *, allow_private: bool = False, limit: int = 100, limit_per_host: int = 0,
-                 keepalive_timeout: float = 30.0) -> None:
+    def __init__(self, *, allow_private: bool = False, limit: int = 100) -> None:
         self.allow_private = allow_private
         self._limit = limit
-        self._limit_per_host = limit_per_host
-        self._keepalive = keepalive_timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._client: Http1Client | None = None
         self._resolver: urlguard.GuardedResolver | None = None
         self._closed = False
+        self._targets: dict[str, tuple[str | None, yarl.URL | None]] = {}  # url -> (refused, parsed)
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _open(self) -> Http1Client:
         if self._closed:
             raise RuntimeError("Sender is closed")
-        if self._session is None:
+        if self._client is None:
             self._resolver = urlguard.GuardedResolver(self.allow_private)
-            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit_per_host,
-                                             keepalive_timeout=self._keepalive, resolver=self._resolver)
-            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                                  headers={"User-Agent": USER_AGENT}, trust_env=False)
-        return self._session
+            self._client = Http1Client(self._resolver, keep=self._limit, user_agent=USER_AGENT)
+        return self._client
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Attempt:
         started = time.perf_counter()
-        refused = self._refuse(url)
-        if refused is not None:
+        target = self._targets.get(url)
+        if target is None:
+            target = self._target(url)
+        refused, parsed = target
+        if parsed is None:
             return Attempt(None, _ms(started), refused)
-        session = self._open()
+        client = self._open()
         try:
-            async with session.post(url, data=body, headers=headers, allow_redirects=False,
-                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                status, wait = resp.status, retry_after(resp.headers.get("Retry-After"), time.time())
-                data = await _read_capped(resp)
-        except Exception as exc:  # every failure to get an answer becomes data
-            error = describe(exc)
-            if error is None:
-                raise
-            return Attempt(None, _ms(started), error)
-        return Attempt(status, _ms(started), None, excerpt(data), wait)
+            answer = await client.post(parsed, body, headers, timeout)
+        except HttpError as exc:  # every failure to get an answer becomes data
+            return Attempt(None, _ms(started), str(exc))
+        return Attempt(answer.status, _ms(started), None, excerpt(answer.body),
+                       retry_after(answer.retry_after, time.time()))
+
+    def _target(self, url: str) -> tuple[str | None, yarl.URL | None]:
+        """What the static checks say of `url` (None: it may be sent to) and its parsed form, once per URL (a few
+        hundred targets at most; the cache is dropped when it grows past MAX_TARGETS)."""
+        refused = self._refuse(url)
+        parsed = None
+        if refused is None:
+            try:
+                parsed = yarl.URL(url)
+            except ValueError:
+                refused = "invalid_url: cannot be parsed as a URL"
+        if len(self._targets) >= MAX_TARGETS:
+            self._targets.clear()
+        self._targets[url] = (refused, parsed)
+        return refused, parsed
 
     def _refuse(self, url: str) -> str | None:
         """Checks that need no network: the URL's shape, and IP-literal hosts (which skip the resolver)."""
@@ -100,62 +110,17 @@ class Sender:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
         if self._resolver is not None:
             await self._resolver.close()
             self._resolver = None
-
-
-async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
-    """Up to READ_LIMIT bytes of the answer; a failure after the status line keeps what was read."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while size < READ_LIMIT:
-            chunk = await resp.content.read(READ_LIMIT - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except (aiohttp.ClientError, TimeoutError):
-        pass
-    return b"".join(chunks)
 
 
 def excerpt(data: bytes) -> str:
     return data[: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS]
 
 
-def describe(exc: BaseException) -> str | None:
-    """The `Attempt.error` for an exception raised while sending, or None for one that is a bug."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError) and isinstance(exc.os_error, urlguard.SsrfBlocked):
-        return "ssrf_blocked"
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
-        return f"invalid_url: {_short(exc)}"
-    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch):
-        return f"tls: {_short(exc)}"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "connection: cannot resolve host"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"connection: {exc.os_error.strerror or _short(exc.os_error)}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "connection: server disconnected"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"connection: bad answer ({exc.message})"[:200]
-    if isinstance(exc, aiohttp.ClientError | OSError):
-        return f"connection: {_short(exc)}"
-    return None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:160]
-
-
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
-

@@ -1,5 +1,9 @@
--- Device bookkeeping, appended to presence.lua (wrapped as `presence(KEYS, ARGV)`) and to fanout.lua
--- by devices/store.py (`device_call` builds its KEYS and ARGV). One atomic step per event: the presence rules,
+-- KEYS: devices, devices_online, devices_offline, peris, peris_online, peris_offline, device_callbacks,
+--       peripheral_callbacks, client, stream, presence_log
+-- ARGV: kind, clientid, connected_at, disconnected_at, reason, peripheral_prefix
+-- include: delivery/fanout.lua, devices/presence.lua as presence
+-- Device bookkeeping, after presence.lua (wrapped as `presence(KEYS, ARGV)`) and fanout.lua
+-- (devices/calls.py `device_call` builds its KEYS and ARGV). One atomic step per event: the presence rules,
 -- then the device indexes, the peripherals of a gateway that went offline, and one delivery per enabled
 -- callback of each transition. Every key is in the device's slot on a cluster (the index shards, the enabled
 -- sets' replicas and the stream of its partition).
@@ -7,6 +11,7 @@
 -- KEYS  1 devices  2 devices:online  3 devices:offline  4 peris  5 peris:online  6 peris:offline
 --       (the index shards of the device's shard)
 --       7 enabled device callbacks  8 enabled peripheral callbacks  9 the client hash  10 the delivery stream
+--       11 the device's presence log
 -- ARGV  1..5 as presence.lua; 6 the prefix of the device's peripheral hash keys ("<prefix>:peri:")
 
 local function peripherals_offline(sn, time, reason)
@@ -36,6 +41,7 @@ if redis.call('HGET', KEYS[9], 'device') ~= '1' then
 end
 local sn = ARGV[2]
 local online = t[1] == 1
+log_presence(KEYS[11], t[2], online, t[3])
 if online then
   redis.call('ZADD', KEYS[2], 0, sn)
   redis.call('ZREM', KEYS[3], sn)

@@ -76,6 +76,29 @@ def _run_length(need: int, shards: int) -> int:
     return math.ceil(mean + 3 * math.sqrt(mean)) + 4
 
 
+@dataclass
+class _Ask:
+    """The first round of one `select` (step 1), and where in its replies each part is (-1: not asked)."""
+
+    cmds: list[Cmd]
+    from_hint: bool  # every shard's rank at the hint follows the counts
+    meta_at: int = -1  # the nearest anchor at or below the page (META)
+    seek_at: int = -1  # every shard's member at the page's expected local rank (step 2b)
+    spec_at: int = -1  # the speculative runs, `q0` members of every shard from where the round starts
+    q0: int = 0
+
+
+@dataclass
+class _Bound:
+    """Where the merge starts: every shard's rank (from the range's start) and their sum, at or below the page;
+    `near`: an anchor within ANCHOR_EVERY of the page (it leaves none); `hinted`: the bound is the hint."""
+
+    ranks: list[int]
+    rank: int = 0
+    near: bool = False
+    hinted: bool = False
+
+
 async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | None = None,
                  anchors: bool = False, hint: tuple[str, float] | None = None) -> Selection:
     """(total, members) of the page at `offset` of the merged shards, optionally only members starting with
@@ -88,30 +111,63 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
     that round also fetches every shard's run from there (ZRANGE BYLEX LIMIT 0 q: no offset walked), so the
     page needs no further round unless a run turns out short. Ranks count from the range's start (the prefix's
     first member), so that round needs no count below the prefix; the pivots of a deep page, which fetch by
-    rank, ask for it then."""
+    rank, ask for it then. The steps are the module's: `_first_round` (1), `_bound` (2, 2b), `_pivots` (3),
+    `_merged` (4)."""
     out = Selection(0, [])
 
     async def go(cmds: list[Cmd]) -> list[Any]:
         out.rounds += 1
         return await run(cmds)
 
-    every = range(shards)
     low, high = ("[" + prefix, prefix_bounds(prefix)[2]) if prefix else ("-", "+")
+    ask = _first_round(shards, offset, limit, prefix, low, high, anchors, hint)
+    got = await go(ask.cmds)
+    sizes = [int(x) for x in got[:shards]]
+    out.total = sum(sizes)
+    if offset >= out.total or limit <= 0:
+        return out
+    bound = await _bound(go, ask, got, shards, offset, low)
+    leave_anchor = anchors and not bound.near
+    if ask.spec_at >= 0 and (bound.hinted or not ask.from_hint) and offset - bound.rank <= MERGE_MAX:
+        runs: list[list[str]] = list(got[ask.spec_at:ask.spec_at + shards])  # members as the client decodes them
+        cut = [i for i in range(shards) if len(runs[i]) == ask.q0 and bound.ranks[i] + ask.q0 < sizes[i]]
+        return await _merged(out, go, runs, cut, bound.ranks, sizes, ask.q0, offset - bound.rank, limit, high,
+                             prefix, leave_anchor)
+    # deep: pivots and runs by rank, which count from the index's start: every shard's rank of the range's start
+    base = [0] * shards
+    if prefix:
+        base = [int(x) for x in await go([(i, "ZLEXCOUNT", "-", "(" + prefix) for i in range(shards)])]
+    a, r = await _pivots(go, bound, sizes, base, offset, low)
+    skip = offset - r
+    q = _run_length(skip + limit, shards)
+    want = [max(0, min(q, sizes[i] - a[i])) for i in range(shards)]
+    asked = [i for i in range(shards) if want[i] > 0]
+    runs = [[] for _ in range(shards)]
+    fetched = await go([(i, "ZRANGE", base[i] + a[i], base[i] + a[i] + want[i] - 1) for i in asked])
+    for i, got_run in zip(asked, fetched, strict=True):
+        runs[i] = got_run
+    cut = [i for i in asked if len(runs[i]) == want[i] and a[i] + want[i] < sizes[i]]
+    return await _merged(out, go, runs, cut, a, sizes, q, skip, limit, high, prefix, leave_anchor)
+
+
+def _first_round(shards: int, offset: int, limit: int, prefix: str | None, low: str, high: str | bytes,
+                 anchors: bool, hint: tuple[str, float] | None) -> _Ask:
+    """Step 1: every shard's count; the hint's ranks, or the nearest anchor; a cold deep page's seek members; the
+    speculative runs when the page is expected within MERGE_MAX of where the round starts."""
+    every = range(shards)
     use_anchor = anchors and not prefix and offset > MERGE_MAX
     from_hint = hint is not None and (use_anchor or (bool(prefix) and offset >= hint[1]))
-    first: list[Cmd] = [(i, "ZLEXCOUNT", low, high) for i in every] if prefix else [(i, "ZCARD") for i in every]
-    meta_at = -1
+    ask = _Ask([(i, "ZLEXCOUNT", low, high) for i in every] if prefix else [(i, "ZCARD") for i in every], from_hint)
     if hint is not None and from_hint:
-        first += [(i, "ZLEXCOUNT", low, "(" + hint[0]) for i in every]
+        ask.cmds += [(i, "ZLEXCOUNT", low, "(" + hint[0]) for i in every]
     elif use_anchor:
-        meta_at = len(first)
-        first.append((META, "ZRANGE", offset, "-inf", "BYSCORE", "REV", "LIMIT", 0, 1))
+        ask.meta_at = len(ask.cmds)
+        ask.cmds.append((META, "ZRANGE", offset, "-inf", "BYSCORE", "REV", "LIMIT", 0, 1))
     # a deep unfiltered page with no near hint also asks every shard for its member at the page's expected local
     # rank: some of them, counted in the next round, bound the page closely (SEEK_QUANTILES)
-    seek_at = -1
     if use_anchor and (hint is None or offset - hint[1] > MERGE_MAX) and limit > 0:
-        seek_at = len(first)
-        first += [(i, "ZRANGE", offset // shards, offset // shards) for i in every]
+        ask.seek_at = len(ask.cmds)
+        ask.cmds += [(i, "ZRANGE", offset // shards, offset // shards) for i in every]
     # the speculative runs: from the lex bound the page is expected to start near
     start: str | None = None
     expect = offset
@@ -119,30 +175,28 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
         start, expect = "[" + hint[0], offset - int(hint[1])
     elif not use_anchor:
         start = low
-    spec = start is not None and 0 <= expect <= MERGE_MAX and limit > 0
-    q0 = _run_length(expect + limit, shards)
-    spec_at = len(first)
-    if spec:
-        first += [(i, "ZRANGE", start, high, "BYLEX", "LIMIT", 0, q0) for i in every]
-    got = await go(first)
-    sizes = [int(x) for x in got[:shards]]
-    out.total = sum(sizes)
-    if offset >= out.total or limit <= 0:
-        return out
-    a, r = [0] * shards, 0  # every shard's rank (from the range's start) where the merge starts; their sum
-    near = hinted = False
-    at: list[int] | None = None
+    ask.q0 = _run_length(max(0, expect) + limit, shards)  # (a hint above the page: no speculative runs)
+    if start is not None and 0 <= expect <= MERGE_MAX and limit > 0:
+        ask.spec_at = len(ask.cmds)
+        ask.cmds += [(i, "ZRANGE", start, high, "BYLEX", "LIMIT", 0, ask.q0) for i in every]
+    return ask
+
+
+async def _bound(go: Run, ask: _Ask, got: list[Any], shards: int, offset: int, low: str) -> _Bound:
+    """Steps 2 and 2b: the closest bound at or below the page, from the hint's ranks (already in `got`), or from
+    one round of every shard's rank at the anchor and at each seek pick; no bound: the range's start."""
+    every = range(shards)
     picks: list[str] = []
-    if seek_at >= 0:
-        found = sorted(str(c[0]) for c in got[seek_at:seek_at + shards] if c)
+    if ask.seek_at >= 0:
+        found = sorted(str(c[0]) for c in got[ask.seek_at:ask.seek_at + shards] if c)
         picks = sorted({found[int(q * len(found))] for q in SEEK_QUANTILES} if found else set())
+    at: list[int] | None = None
     anchored: int | None = None  # the rank of the hint or anchor, when at or below the page
-    if from_hint:
+    if ask.from_hint:
         at = [int(x) for x in got[shards:2 * shards]]
         anchored = sum(at)
-    elif (meta_at >= 0 and got[meta_at]) or picks:
-        # one round: every shard's rank at the anchor and at each pick; the closest bound at or below the page
-        anchor = [str(got[meta_at][0])] if meta_at >= 0 and got[meta_at] else []
+    elif (ask.meta_at >= 0 and got[ask.meta_at]) or picks:
+        anchor = [str(got[ask.meta_at][0])] if ask.meta_at >= 0 and got[ask.meta_at] else []
         counted = await go([(i, "ZLEXCOUNT", low, "(" + m) for m in anchor + picks for i in every])
         for k in range(len(anchor) + len(picks)):
             ranks = [int(x) for x in counted[k * shards:(k + 1) * shards]]
@@ -150,46 +204,32 @@ async def select(run: Run, shards: int, offset: int, limit: int, prefix: str | N
                 at = ranks
             if k < len(anchor) and sum(ranks) <= offset:
                 anchored = sum(ranks)
-    if at is not None:
-        rank = sum(at)
-        if rank <= offset:
-            a, r = at, rank
-            near = anchored is not None and offset - anchored <= ANCHOR_EVERY
-            hinted = from_hint
-    runs: list[list[str]]  # members as the client decodes them (str)
-    if spec and (hinted or not from_hint) and offset - r <= MERGE_MAX:
-        runs = list(got[spec_at:spec_at + shards])
-        cut = [i for i in every if len(runs[i]) == q0 and a[i] + q0 < sizes[i]]
-        return await _merged(out, go, runs, cut, a, sizes, q0, offset - r, limit, high, prefix,
-                             anchors and not near)
-    # deep: pivots and runs by rank, which count from the index's start: every shard's rank of the range's start
-    base = [0] * shards
-    if prefix:
-        base = [int(x) for x in await go([(i, "ZLEXCOUNT", "-", "(" + prefix) for i in every])]
+    if at is None or sum(at) > offset:
+        return _Bound([0] * shards)
+    return _Bound(at, sum(at), anchored is not None and offset - anchored <= ANCHOR_EVERY, ask.from_hint)
+
+
+async def _pivots(go: Run, bound: _Bound, sizes: list[int], base: list[int], offset: int,
+                  low: str) -> tuple[list[int], int]:
+    """Step 3: while more than MERGE_MAX members remain to skip, a pivot one shard `step` further and every
+    shard's rank at it; answers every shard's rank and their sum where the merge starts."""
+    shards = len(sizes)
+    a, r = bound.ranks, bound.rank
     step = _step(offset - r, shards)
     while offset - r > MERGE_MAX and step > 0:
-        j = max(every, key=lambda i: sizes[i] - a[i])
+        j = max(range(shards), key=lambda i: sizes[i] - a[i])
         index = base[j] + min(a[j] + step, sizes[j] - 1)
         pivot = (await go([(j, "ZRANGE", index, index)]))[0]
         if not pivot:
             break  # the shard shrank in between: merge from where we are
-        at = [int(x) for x in await go([(i, "ZLEXCOUNT", low, "(" + str(pivot[0])) for i in every])]
+        at = [int(x) for x in await go([(i, "ZLEXCOUNT", low, "(" + str(pivot[0])) for i in range(shards)])]
         rank = sum(at)
         if r <= rank <= offset:
             a, r = at, rank
             step = _step(offset - r, shards)
         else:
             step //= 2
-    skip = offset - r
-    q = _run_length(skip + limit, shards)
-    want = [max(0, min(q, sizes[i] - a[i])) for i in every]
-    asked = [i for i in every if want[i] > 0]
-    runs = [[] for _ in every]
-    fetched = await go([(i, "ZRANGE", base[i] + a[i], base[i] + a[i] + want[i] - 1) for i in asked])
-    for i, got_run in zip(asked, fetched, strict=True):
-        runs[i] = got_run
-    cut = [i for i in asked if len(runs[i]) == want[i] and a[i] + want[i] < sizes[i]]
-    return await _merged(out, go, runs, cut, a, sizes, q, skip, limit, high, prefix, anchors and not near)
+    return a, r
 
 
 async def _merged(out: Selection, go: Run, runs: list[list[str]], cut: list[int], a: list[int], sizes: list[int],

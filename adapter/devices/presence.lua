@@ -1,3 +1,5 @@
+-- KEYS: client
+-- ARGV: kind, clientid, connected_at, disconnected_at, reason
 -- The presence rules of adapter/presence.py, applied atomically to one client's state hash.
 -- Keep this file and presence.py in step: tests/integration/test_presence_lua.py holds them side by side.
 --

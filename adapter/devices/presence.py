@@ -15,7 +15,7 @@ Each real transition (offline→online, online→offline) bumps `version`; every
 Known limit: without `connected_at` in disconnects, a real disconnect (not a takeover) and the next
 connect in the same millisecond are indistinguishable; the next connection is then taken as ended.
 
-`adapter/devices/presence.lua` is the same function, run atomically inside Redis (see `presence_store.py`);
+`adapter/devices/presence.lua` is the same function, run atomically inside Redis (see `presence_calls.py`);
 tests hold the two side by side.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from adapter.ingest.events import Connected, Disconnected
+from adapter.protocol.events import Connected, Disconnected
 
 KEEPS_ONLINE_REASONS = frozenset({"takenover", "discarded"})
 ONLINE_REASON = "connected"

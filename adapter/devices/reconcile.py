@@ -13,32 +13,38 @@ Races (docs/devices.md "Reconciliation"):
 - The online snapshot is read BEFORE EMQX is paged, and only devices whose recorded connection started
   before the run did are candidates: a device that connected during the paging is not missing.
 - Paging EMQX by page number is not a snapshot: clients that leave shift the later pages, so one can be
-  skipped. Each device that looks missing is therefore looked up alone (`GET /clients/{id}`) before it is
-  taken offline.
-- Each correction is applied under WATCH of the client's hash, compared with the state the decision was
-  made on: a real event that lands in between wins and the correction is dropped (counted as `raced`).
+  skipped. Each device that looks missing is therefore looked up by its id before it is taken offline
+  (`GET /clients?clientid=…`, LOOKUP ids a request).
+- Each correction is applied only if the client's hash still holds the state the decision was made on (the check
+  and the write are one script call: guard.lua before device.lua), so a real event that lands in between wins and
+  the correction is dropped (counted as `raced`). A batch of corrections is one round trip (the ingest's batcher).
   A real event that lands after it is ordered by `(clientid, connected_at)` as usual.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import redis.exceptions
-
 from adapter.broker.client import EmqxClient
-from adapter.devices.store import DEVICE_PRESENCE, device_call
-from adapter.ingest.events import Connected, Disconnected
+from adapter.devices.calls import GUARDED_PRESENCE, guarded_presence_call, packed
+from adapter.protocol.events import Connected, Disconnected
+from adapter.store.batcher import Batching
+from adapter.store.connections import batcher_for
 from adapter.store.keys import Keys
+from adapter.store.outage import never
 from adapter.store.types import AsyncRedis
 
 REASON = "reconciled"
-STATE = ("device", "online", "connected_at", "ended_through", "version")
+STATE = ("device", "online", "connected_at", "ended_through", "version")  # guard.lua's ARGV seen_<field>
+ABSENT = "\0"  # a field the client hash did not have, as guard.lua spells it
 CHUNK = 500
+BATCH = 200  # corrections looked up in EMQX, then written in one batch
+LOOKUP = 100  # client ids in one EMQX request (its query string stays a few KB)
+Progress = Callable[[int, int], None]  # (corrections done, corrections to make)
 EMQX_MAX_LIMIT = 10_000  # the largest `limit` EMQX's /clients accepts
 
 
@@ -49,6 +55,7 @@ class Outcome:
     raced: int = 0  # dropped: a real event changed the device in between
     checked: int = 0  # devices online in Redis + clients connected in EMQX
     corrected: list[str] = field(default_factory=list)
+    stopped: bool = False  # the worker is stopping: the run ended early (corrections so far stand)
 
     def metrics(self) -> dict[str, int]:
         return {'reconcile_corrections_total{to="online"}': self.online,
@@ -98,11 +105,15 @@ async def online_snapshot(r: AsyncRedis, keys: Keys) -> dict[str, list[Any]]:
     return await _states(r, keys, sns)
 
 
-async def connected_in_emqx(emqx: EmqxClient, page_size: int) -> dict[str, int | None]:
-    """clientid → connected_at (ms) of every client EMQX has connected, all pages."""
+async def connected_in_emqx(emqx: EmqxClient, page_size: int,
+                            stopping: Callable[[], bool] = never) -> dict[str, int | None] | None:
+    """clientid → connected_at (ms) of every client EMQX has connected, all pages; None when `stopping()` said so
+    between two pages (a part of the list must not take anyone offline)."""
     out: dict[str, int | None] = {}
     page = 1
     while True:
+        if stopping():
+            return None
         found = await emqx.clients(page, min(page_size, EMQX_MAX_LIMIT), conn_state="connected",
                                    fields=("clientid", "connected", "connected_at"))
         for c in found.items:
@@ -137,31 +148,36 @@ def to_online(states: dict[str, list[Any]], connected: dict[str, int | None]) ->
     return out
 
 
-async def apply_guarded(r: AsyncRedis, keys: Keys, ev: Connected | Disconnected,
-                        seen: list[Any]) -> bool | None:
-    """Run the device script for `ev` unless the client's state differs from `seen`; True when it made a
-    transition, False when the rules made it a no-op, None when the state had moved (raced). Every key of
-    the call is in the client's slot, so WATCH and MULTI hold on a cluster too."""
-    key = keys.client(ev.clientid)
-    call_keys, argv = device_call(keys, ev)
-    async with r.pipeline(transaction=True) as pipe:
-        try:
-            await pipe.watch(key)
-            if list(await pipe.hmget(key, STATE)) != list(seen):
-                await pipe.unwatch()
-                return None
-            pipe.multi()
-            # execute_command: a cluster pipeline refuses `evalsha` by name, not the command
-            pipe.execute_command("EVALSHA", DEVICE_PRESENCE.sha, len(call_keys), *call_keys, *argv)
-            [reply] = await pipe.execute()
-        except redis.exceptions.WatchError:
-            return None
+RACED = -1  # guard.lua's answer when the state moved
+
+
+def guarded_call(keys: Keys, ev: Connected | Disconnected, seen: list[Any]) -> bytes:
+    """GUARDED_PRESENCE for `ev`, guarded by the client's state as the decision saw it (STATE's fields)."""
+    return packed(guarded_presence_call(keys, ev, **{f"seen_{name}": ABSENT if v is None else str(v)
+                                                     for name, v in zip(STATE, seen, strict=True)}))
+
+
+def _applied(reply: Any) -> bool | None:
+    """True when the correction made a transition, False when the rules made it a no-op, None when the state had
+    moved (raced)."""
+    if isinstance(reply, Exception):
+        raise reply
+    if reply == RACED:
+        return None
     return reply is not None
 
 
-async def _ensure_script(r: AsyncRedis) -> None:
-    if not (await r.script_exists(DEVICE_PRESENCE.sha))[0]:
-        await r.script_load(DEVICE_PRESENCE.script)
+async def apply_guarded(r: AsyncRedis, keys: Keys, ev: Connected | Disconnected,
+                        seen: list[Any]) -> bool | None:
+    """Run the device script for `ev` unless the client's state differs from `seen` (the check and the write are
+    one script call, guard.lua); see `_applied`. Every key of the call is in the client's slot."""
+    [applied] = await apply_many(batcher_for(r, [GUARDED_PRESENCE]), [guarded_call(keys, ev, seen)])
+    return applied
+
+
+async def apply_many(batcher: Batching, calls: list[bytes]) -> list[bool | None]:
+    """Guarded corrections, all in one batch (one round trip per node)."""
+    return [_applied(reply) for reply in await batcher.submit(calls)]
 
 
 async def still_gone(emqx: EmqxClient, clientid: str) -> bool:
@@ -169,26 +185,69 @@ async def still_gone(emqx: EmqxClient, clientid: str) -> bool:
     return found is None or found.get("connected") is not True
 
 
-async def reconcile(r: AsyncRedis, emqx: EmqxClient, keys: Keys, page_size: int) -> Outcome:
+async def still_gone_many(emqx: EmqxClient, clientids: list[str]) -> set[str]:
+    """Of `clientids`, those EMQX does not have connected: asked LOOKUP at a time, by client id (`GET
+    /clients?clientid=a&clientid=b…`, a lookup, not a page of the list: nothing shifts under it)."""
+    connected: set[str] = set()
+    for start in range(0, len(clientids), LOOKUP):
+        group = clientids[start:start + LOOKUP]
+        found = await emqx.clients(1, len(group), clientid=group, fields=("clientid", "connected"))
+        connected |= {c["clientid"] for c in found.items if c.get("connected") is True}
+    return set(clientids) - connected
+
+
+async def reconcile(r: AsyncRedis, emqx: EmqxClient, keys: Keys, page_size: int,
+                    stopping: Callable[[], bool] = never, progress: Progress | None = None,
+                    batch_size: int = BATCH) -> Outcome:
+    """One run; `stopping()` is asked between two pages and two batches of corrections: the run then ends early.
+    Corrections go `batch_size` at a time: their EMQX lookups at once, then their guarded writes at once (each its own
+    WATCH/MULTI); `progress(done, total)` after each batch."""
     started_ms = int(time.time() * 1000)
     snapshot = await online_snapshot(r, keys)
-    connected = await connected_in_emqx(emqx, page_size)
+    connected = await connected_in_emqx(emqx, page_size, stopping)
+    if connected is None:
+        return Outcome(checked=len(snapshot), stopped=True)
     outcome = Outcome(checked=len(snapshot) + len(connected))
-    await _ensure_script(r)
-    for sn in to_offline(snapshot, connected, started_ms):
-        if not await still_gone(emqx, sn):
-            continue
-        seen = snapshot[sn]
-        ev = Disconnected(sn, int(time.time() * 1000), REASON, connected_at=_num(seen[2]))
-        _count(outcome, sn, await apply_guarded(r, keys, ev, seen), online=False)
+    batcher = batcher_for(r, [GUARDED_PRESENCE])
+    await batcher.load_scripts()
+    gone = to_offline(snapshot, connected, started_ms)
     offline = [cid for cid in connected if cid not in snapshot]
     states = await _states(r, keys, offline)
-    for cid in to_online(states, connected):
-        at = connected[cid]
-        assert at is not None
-        _count(outcome, cid, await apply_guarded(r, keys, Connected(cid, at), states[cid]),
-               online=True)
+    coming = to_online(states, connected)
+    total, done = len(gone) + len(coming), 0
+    for start in range(0, len(gone), batch_size):
+        if stopping():
+            outcome.stopped = True
+            return outcome
+        batch = gone[start:start + batch_size]
+        away = await still_gone_many(emqx, batch)
+        events = [(sn, Disconnected(sn, int(time.time() * 1000), REASON, connected_at=_num(snapshot[sn][2])))
+                  for sn in batch if sn in away]
+        applied = await apply_many(batcher, [guarded_call(keys, ev, snapshot[sn]) for sn, ev in events])
+        for (sn, _), result in zip(events, applied, strict=True):
+            _count(outcome, sn, result, online=False)
+        done += len(batch)
+        if progress is not None:
+            progress(done, total)
+    for start in range(0, len(coming), batch_size):
+        if stopping():
+            outcome.stopped = True
+            return outcome
+        batch = coming[start:start + batch_size]
+        applied = await apply_many(batcher, [guarded_call(keys, Connected(cid, _at(connected, cid)), states[cid])
+                                             for cid in batch])
+        for cid, result in zip(batch, applied, strict=True):
+            _count(outcome, cid, result, online=True)
+        done += len(batch)
+        if progress is not None:
+            progress(done, total)
     return outcome
+
+
+def _at(connected: dict[str, int | None], cid: str) -> int:
+    at = connected[cid]
+    assert at is not None  # (to_online took only those with a time)
+    return at
 
 
 def _count(outcome: Outcome, cid: str, applied: bool | None, *, online: bool) -> None:

@@ -1,9 +1,11 @@
+-- KEYS: devices, devices_online, devices_offline, peris, peris_online, peris_offline, client, presence_log
+-- ARGV: sn, cutoff, peripheral_prefix, gw_prefix
 -- Retention (adapter/retention.py): forget one client that has been gone since before a cutoff, with its
 -- device index entries and its peripherals, so that every count stays right. Re-checks the state itself:
 -- a client that came back (or was seen) after the cutoff is kept.
 --
 -- KEYS  1 devices  2 devices:online  3 devices:offline  4 peris  5 peris:online  6 peris:offline
---       (the index shards of the client's shard)  7 the client hash
+--       (the index shards of the client's shard)  7 the client hash  8 its presence log
 -- ARGV  1 the client id  2 the cutoff (ms)  3 the prefix of its peripheral hashes  4 the prefix of its shard's
 --       per-gateway sets
 -- Built by `retention_call` (retention.py); every key is in the client's slot on a cluster.
@@ -44,7 +46,7 @@ end
 redis.call('ZREM', KEYS[1], sn)
 redis.call('ZREM', KEYS[2], sn)
 redis.call('ZREM', KEYS[3], sn)
-redis.call('DEL', key)
+redis.call('DEL', key, KEYS[8])
 if h[6] == '1' then
   return 1
 end

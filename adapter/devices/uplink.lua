@@ -1,8 +1,13 @@
+-- KEYS: devices, devices_online, devices_offline, peris, peris_online, peris_offline, device_callbacks,
+--       peripheral_callbacks, client, stream, presence_log, ...seen
+-- ARGV: mode, sn, received_at, revtime, ...mode_args, ...forward, routed, seen_ttl
+-- include: delivery/fanout.lua, commands/wake.lua, targets/forward.lua
 -- What a device says about itself (docs/design.md §3), applied atomically to its record.
 --
--- Appended to fanout.lua, wake.lua and forward.lua by devices/store.py (`uplink_call` builds its KEYS and ARGV).
--- KEYS  1..10 as device.lua (the index shards, the enabled callbacks of each type, 9 the client hash,
---       10 the device's delivery stream), 11 the message's seen key (only when it is routed: n > 0)
+-- After fanout.lua, wake.lua and forward.lua (devices/calls.py `uplink_call` builds its KEYS and ARGV).
+-- KEYS  1..11 as device.lua (the index shards, the enabled callbacks of each type, 9 the client hash,
+--       10 the device's delivery stream, 11 its presence log), 12 the message's seen key (only when it is
+--       routed: n > 0)
 -- ARGV  1 mode: mark | active | report | heartbeat | peripherals
 --       2 sn (= the publishing client id)  3 received_at (ms)  4 revtime (s)
 --       report: 5 field (procs|sys|versions)  6 JSON string
@@ -27,7 +32,7 @@ local routed = tonumber(ARGV[#ARGV - 1])
 local last = #ARGV - 2  -- the mode's last argument
 if routed > 0 then
   last = last - 2 - routed
-  forward(KEYS[11], KEYS[10], ARGV[#ARGV], sn, last + 1, routed)
+  forward(KEYS[12], KEYS[10], ARGV[#ARGV], sn, last + 1, routed)
 end
 local transitions = 0
 -- what this message is stamped against (`<stamp>_at`: the newest message applied of its kind)
@@ -52,6 +57,7 @@ local function mark()
     local v = redis.call('HINCRBY', key, 'version', 1)
     local since = tonumber(redis.call('HGET', key, 'online_time')) or received_at
     transitions = transitions + 1
+    log_presence(KEYS[11], since, true, 'connected')
     fanout(KEYS[7], KEYS[10], sn, device_event(key, sn, true, since, 'connected', v))
   else
     redis.call('ZADD', KEYS[3], 0, sn)

@@ -20,6 +20,7 @@ from adapter.auth.users import Principal, Sessions, bearer
 from adapter.errors import AppError
 from adapter.http.envelope import decode_json, error_response, ok, read_body
 from adapter.http.validation import Param, check_body, check_query
+from adapter.jsonlimits import MAX_DEPTH
 from adapter.store.connections import Services
 
 Access = Literal["public", "view", "admin"]
@@ -95,7 +96,7 @@ async def _answer(ep: Endpoint, svc: Services, request: Request) -> Response:
         call.query = check_query(ep.query, request.query_params)
         if ep.body is not None:
             raw = await read_body(request, svc.settings.max_body_bytes)
-            call.body = check_body(ep.body, decode_json(raw))
+            call.body = check_body(ep.body, decode_json(raw, max_depth=MAX_DEPTH))
         data = await ep.handler(call)
     except Exception as exc:
         return error_response(exc, f"{request.method} {request.url.path}")

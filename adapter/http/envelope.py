@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adapter.errors import AppError, storage_unavailable
+from adapter.jsonlimits import nests_deeper
 
 log = logging.getLogger("adapter.http")
 
@@ -83,10 +84,15 @@ def check_streamed(size: int, limit: int) -> int:
     return size
 
 
-def decode_json(raw: bytes) -> Any:
+def decode_json(raw: bytes, *, max_depth: int | None = None) -> Any:
+    """The parsed body; with `max_depth`, one nested deeper is refused too (adapter/jsonlimits.py: what the API
+    stores it must be able to write back). The ingest's EMQX bodies are only read, so it skips that walk."""
     if not raw.strip():
         raise AppError("invalid_params", "body: a JSON body is required")
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise AppError("invalid_params", "body: not valid JSON") from None
+    if max_depth is not None and nests_deeper(value, max_depth):
+        raise AppError("invalid_params", f"body: nested deeper than {max_depth} levels")
+    return value

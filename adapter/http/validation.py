@@ -1,10 +1,13 @@
 """Request validation: JSON bodies against the same JSON Schemas the OpenAPI document publishes,
-and query parameters against their declared `Param`s. Errors name the field.
+and query parameters against their declared `Param`s. Errors name the field and say what it must be, from the
+schema alone: they never print the value back (a password, a token, a megabyte of text); a field name the
+client made up is cut at FIELD_NAME_MAX characters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -15,29 +18,56 @@ from jsonschema.exceptions import ValidationError
 
 from adapter.errors import invalid
 
+FIELD_NAME_MAX = 64
+
 
 def _field_of(error: ValidationError) -> str:
     path = ".".join(str(p) for p in error.absolute_path)
     if error.validator == "required" and isinstance(error.instance, dict):
         missing = [r for r in error.validator_value if r not in error.instance]
         if missing:
-            return f"{path}.{missing[0]}" if path else str(missing[0])
+            path = f"{path}.{missing[0]}" if path else str(missing[0])
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = set(error.schema.get("properties", {}))
         extra = sorted(k for k in error.instance if k not in allowed)
-        if extra:
-            return f"{path}.{extra[0]}" if path else extra[0]
-    return path or "body"
+        if extra and not path:  # a body's own field is named; inside a field's value the names are the value's
+            path = extra[0]
+    path = path or "body"
+    return path if len(path) <= FIELD_NAME_MAX else path[:FIELD_NAME_MAX] + "…"
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# what each JSON Schema keyword says about a field, from the keyword's value (the schema), never the instance
+_MESSAGES: dict[str, Callable[[Any], str]] = {
+    "required": lambda _: "is required",
+    "additionalProperties": lambda _: "is not a known field",
+    "type": lambda v: f"must be of type {v if isinstance(v, str) else ' or '.join(v)}",
+    "minLength": lambda v: f"must be at least {v} characters",
+    "maxLength": lambda v: f"must be at most {v} characters",
+    "pattern": lambda v: f"must match {v}",
+    "enum": lambda v: f"must be one of {', '.join(map(_json, v))}",
+    "const": lambda v: f"must be {_json(v)}",
+    "minimum": lambda v: f"must be at least {v}",
+    "maximum": lambda v: f"must be at most {v}",
+    "exclusiveMinimum": lambda v: f"must be more than {v}",
+    "exclusiveMaximum": lambda v: f"must be less than {v}",
+    "minItems": lambda v: f"must have at least {v} items",
+    "maxItems": lambda v: f"must have at most {v} items",
+    "uniqueItems": lambda _: "must not repeat an item",
+    "minProperties": lambda v: f"must have at least {v} fields",
+    "maxProperties": lambda v: f"must have at most {v} fields",
+}
 
 
 def _message(error: ValidationError) -> str:
-    if error.validator == "required":
-        return "is required"
-    if error.validator == "additionalProperties":
-        return "is not a known field"
-    if error.validator == "type":
-        return f"must be of type {error.validator_value}"
-    return error.message
+    if error.validator == "additionalProperties" and error.absolute_path:
+        known = ", ".join(sorted(error.schema.get("properties", {})))
+        return f"has a field that is not one of {known}" if known else "must be an empty object"
+    says = _MESSAGES.get(str(error.validator))
+    return says(error.validator_value) if says is not None else "is not valid"
 
 
 @lru_cache(maxsize=256)
@@ -47,7 +77,7 @@ def _validator(schema_json: bytes) -> Draft202012Validator:
 
 def check_body(schema: Mapping[str, Any], body: Any) -> Any:
     validator = _validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
-    error = min(validator.iter_errors(body), key=lambda e: (len(e.absolute_path), e.message), default=None)
+    error = min(validator.iter_errors(body), key=lambda e: (len(e.absolute_path), _message(e)), default=None)
     if error is not None:
         raise invalid(f"{_field_of(error)}: {_message(error)}")
     return body
@@ -84,10 +114,9 @@ class Param:
         return raw
 
     def _int(self, raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise invalid(f"{self.name}: must be an integer") from None
+        if not _INTEGER.fullmatch(raw):  # int() also takes '１２３', '١', '1_0', ' 1', '+1'
+            raise invalid(f"{self.name}: must be an integer")
+        value = int(raw)
         if self.minimum is not None and value < self.minimum:
             raise invalid(f"{self.name}: must be at least {self.minimum}")
         if self.maximum is not None and value > self.maximum:
@@ -106,6 +135,9 @@ class Param:
         if self.default is not None:
             out["default"] = self.default
         return out
+
+
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 
 
 def check_query(params: tuple[Param, ...], query: Mapping[str, str]) -> dict[str, Any]:

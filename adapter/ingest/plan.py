@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from adapter.commands.rules import CommandCalls, acked_command, parse_response
-from adapter.devices import uplink
-from adapter.devices.store import MAX_PERIPHERALS, PERIPHERAL_TTL, DeviceCommands, packed
+from adapter.devices.calls import MAX_PERIPHERALS, PERIPHERAL_TTL, DeviceCommands, packed
 from adapter.errors import AppError
-from adapter.http.metrics import MetricsBuffer
-from adapter.ingest.events import (
+from adapter.protocol import uplink
+from adapter.protocol.events import (
     REST_API_CLIENT,
     Connected,
     Disconnected,
@@ -32,7 +31,8 @@ from adapter.ingest.events import (
 )
 from adapter.store.batcher import Batching
 from adapter.store.keys import Keys
-from adapter.targets.forwarding import FORWARD, Forward, forward_call, forward_of
+from adapter.store.metrics import MetricsBuffer
+from adapter.targets.forwarding import Forward, forward_call, forward_of
 from adapter.targets.route_table import RouteTable
 
 
@@ -86,7 +86,7 @@ def _message_plan(msg: MessagePublished, cmd: DeviceCommands, ctl: CommandCalls,
     sn, at = msg.clientid, msg.received_at
 
     def rejected(reason: str) -> Plan:  # the device layer drops it; its routes still get it
-        return Plan(label, rejected=reason, commands=(packed(FORWARD, forward_call(fwd)),) if fwd else ())
+        return Plan(label, rejected=reason, commands=(packed(forward_call(fwd)),) if fwd else ())
 
     if msg.topic == uplink.RESPONSE_TOPIC:
         answer = parse_response(msg)
@@ -148,6 +148,8 @@ class Ingest:
 
     async def apply(self, ev: Event) -> Plan:
         """Write the event's effects; return once Redis has them. Counted once written."""
+        if isinstance(ev, MessagePublished):
+            await self.routes.fresh()  # (a no-op unless the table's poll fell behind: route_table.py)
         try:
             fwd = routed(ev, self.routes, self.keys)
         except RoutesNotLoaded:
@@ -162,8 +164,9 @@ class Ingest:
             self.metrics.inc(_rejected_field(p.rejected))
         return p
 
-    def count_malformed(self) -> None:
-        self.metrics.inc('ingest_rejected_total{reason="malformed"}')
+    def count_malformed(self, reason: str = "malformed") -> None:
+        """A body refused with 400: `malformed`, or `bad_clientid` (events.BadClientId)."""
+        self.metrics.inc(_rejected_field(reason))
 
     def count_unavailable(self, reason: str) -> None:
         self.metrics.inc(f'ingest_unavailable_total{{reason="{reason}"}}')

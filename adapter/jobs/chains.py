@@ -25,6 +25,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from adapter.store.keys import Keys
+from adapter.store.types import as_text
 
 GRACE_MS = 30_000
 ALIVE = frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED})
@@ -85,7 +86,7 @@ def ensure(queue: Queue, keys: Keys, p: Periodic, delay: float = 0) -> str | Non
     conn = queue.connection
     key = keys.job_chain(p.name)
     raw = conn.get(key)
-    current = raw.decode() if isinstance(raw, bytes) else (raw or "")
+    current = as_text(raw)
     now_ms = int(time.time() * 1000)
     if current and is_alive(conn, current, now_ms):
         return None

@@ -5,8 +5,14 @@ flight, new submissions gather; the next flush takes all of them. Nothing waits 
 loaded once; a NOSCRIPT reply (Redis restarted or flushed its script cache) loads them again and re-sends
 only the submissions that got it (a script that answers NOSCRIPT did nothing).
 
-On a Redis Cluster the same contract is kept by cluster_batcher.ClusterBatcher (routing by slot); `batcher_for`
-picks the one that fits the client.
+A connection that breaks before the first reply of a round (`exchange`: typically a pooled connection the server
+closed while it sat idle, a Redis restart ago) is connected again and the round sent once more, so a healthy Redis
+never fails a request for a stale connection. Sending a round twice is safe because everything sent here is:
+the ingest's scripts are idempotent by the event (message id; (clientid, connected_at): docs/design.md §4, the same
+guarantee that makes EMQX's own redelivery harmless), and so are the delivery pump's outcome and hold scripts.
+
+On a Redis Cluster the same contract is kept by cluster_batcher.ClusterBatcher (routing by slot);
+`connections.batcher_for` picks the one that fits the client.
 """
 
 from __future__ import annotations
@@ -14,16 +20,18 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from adapter.store.scripts import LuaScript
-from adapter.store.types import AsyncRedis
+from adapter.store import faults
+from adapter.store.scripts import Script
 
 Commands = Sequence[bytes]
+C = TypeVar("C")  # what a Coalescer's submissions are made of
 READ_TIMEOUT = 10.0  # s for all the replies of one batch
+NOSCRIPT_TRIES = 3  # loads and resends after NOSCRIPT replies, at most
 
 
 class Batching(Protocol):
@@ -36,20 +44,11 @@ class Batching(Protocol):
         """Load every script of the batcher (on every primary of a cluster)."""
 
 
-def batcher_for(client: AsyncRedis, scripts: Iterable[LuaScript] = ()) -> Batching:
-    """The batcher of `client`: one connection of its pool on one Redis, routed by slot on a cluster."""
-    if isinstance(client, aioredis.Redis):
-        return Batcher(client, scripts)
-    from adapter.store.cluster_batcher import ClusterBatcher
-
-    return ClusterBatcher(client, scripts)
-
-
-async def read_replies(conn: Any, n: int) -> list[Any]:
-    """The next `n` replies on `conn`, an error reply as its exception object; one deadline (READ_TIMEOUT) for all
-    of them, not one per reply. On any failure the caller disconnects `conn` (replies may be left unread)."""
-    replies: list[Any] = []
-    async with asyncio.timeout(READ_TIMEOUT):
+async def read_replies(conn: Any, n: int, replies: list[Any], timeout: float | None = None) -> list[Any]:
+    """The next `n` replies on `conn`, appended to `replies` (so a caller sees how far it got), an error reply as its
+    exception object; one deadline (`timeout`, READ_TIMEOUT when None: read when called) for all of them, not one per
+    reply. On any failure the caller disconnects `conn` (replies may be left unread)."""
+    async with asyncio.timeout(READ_TIMEOUT if timeout is None else timeout):
         for _ in range(n):
             try:
                 replies.append(await conn.read_response(timeout=math.inf))
@@ -58,16 +57,41 @@ async def read_replies(conn: Any, n: int) -> list[Any]:
     return replies
 
 
-class Coalescer:
-    """The submit side both batchers share: submissions gather while a flush is in flight, the next flush takes
-    them all, and each waiter gets its own replies (or the flush's error). Subclasses send: `_execute(groups)`
-    answers one reply list per submission."""
+def send_again(exc: BaseException, replies: int) -> bool:
+    """Whether a round that failed with `exc` after `replies` replies is sent once more on a fresh connection: the
+    connection broke (faults.connection_broken: not an answer, not a timeout) before anything came back."""
+    return replies == 0 and faults.connection_broken(exc)
+
+
+async def exchange(conn: Any, packed: bytes, n: int, timeout: float | None = None) -> list[Any]:
+    """Write `packed` (`n` commands) on `conn` and read their replies. When the connection breaks before the first
+    reply, `conn` is connected anew and the round sent once more (see the module). A failure to connect is not
+    retried (the server is away, not the connection stale). On any failure `conn` is left disconnected."""
+    if not conn.is_connected:
+        await conn.connect()
+    for attempt in range(2):
+        replies: list[Any] = []
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            return await read_replies(conn, n, replies, timeout)
+        except BaseException as exc:
+            await conn.disconnect()  # replies may be left unread on it
+            if attempt or not send_again(exc, len(replies)):
+                raise
+    raise AssertionError("unreachable")
+
+
+class Coalescer(Generic[C]):
+    """The submit side both batchers (and the pump's outcome writer) share: submissions gather while a flush is in
+    flight, the next flush takes them all, and each waiter gets its own replies (or the flush's error). Subclasses
+    send: `_execute(groups)` answers one reply list per submission. A submission is a sequence of commands: packed
+    RESP for the batchers (`Commands`), whatever the subclass sends otherwise."""
 
     def __init__(self) -> None:
-        self._pending: list[tuple[Commands, asyncio.Future[list[Any]]]] = []
+        self._pending: list[tuple[Sequence[C], asyncio.Future[list[Any]]]] = []
         self._flushing = False
 
-    async def submit(self, commands: Commands) -> list[Any]:
+    async def submit(self, commands: Sequence[C]) -> list[Any]:
         """Send `commands`; answer their replies once written (error replies as exception objects)."""
         if not commands:
             return []
@@ -86,7 +110,7 @@ class Coalescer:
         finally:
             self._flushing = False
 
-    async def _flush(self, batch: list[tuple[Commands, asyncio.Future[list[Any]]]]) -> None:
+    async def _flush(self, batch: list[tuple[Sequence[C], asyncio.Future[list[Any]]]]) -> None:
         try:
             results = await self._execute([commands for commands, _ in batch])
         except BaseException as exc:  # connection lost, timeout, too many redirections: every waiter gets it
@@ -100,20 +124,22 @@ class Coalescer:
             if not future.done():
                 future.set_result(result)
 
-    async def _execute(self, groups: list[Commands]) -> list[list[Any]]:
+    async def _execute(self, groups: list[Sequence[C]]) -> list[list[Any]]:
         raise NotImplementedError
 
 
-class Batcher(Coalescer):
-    def __init__(self, client: aioredis.Redis, scripts: Iterable[LuaScript] = ()) -> None:
+class Batcher(Coalescer[bytes]):
+    def __init__(self, client: aioredis.Redis, scripts: Iterable[Script] = ()) -> None:
         super().__init__()
         self.client = client
         self.scripts = tuple(scripts)
 
     async def _execute(self, groups: list[Commands]) -> list[list[Any]]:
         results = await self._send(groups)
-        retry = [i for i, r in enumerate(results) if any(_noscript(x) for x in r)]
-        if retry:
+        for _ in range(NOSCRIPT_TRIES):  # a cache flushed again between the load and the resend: once more
+            retry = [i for i, r in enumerate(results) if any(noscript(x) for x in r)]
+            if not retry:
+                break
             await self.load_scripts()
             again = await self._send([groups[i] for i in retry])
             for i, r in zip(retry, again, strict=True):
@@ -125,11 +151,7 @@ class Batcher(Coalescer):
         pool = self.client.connection_pool
         conn = await pool.get_connection()
         try:
-            await conn.send_packed_command(b"".join(packed), check_health=False)
-            replies = await read_replies(conn, len(packed))
-        except BaseException:
-            await conn.disconnect()  # replies may be left unread on it
-            raise
+            replies = await exchange(conn, b"".join(packed), len(packed))
         finally:
             await pool.release(conn)
         out, i = [], 0
@@ -143,6 +165,7 @@ class Batcher(Coalescer):
             await self.client.script_load(script.script)
 
 
-def _noscript(value: Any) -> bool:
+def noscript(value: Any) -> bool:
+    """A NOSCRIPT reply (the script is not loaded on that node: load it, send again)."""
     return isinstance(value, redis.exceptions.NoScriptError) or (
         isinstance(value, redis.exceptions.ResponseError) and str(value).startswith("NOSCRIPT"))

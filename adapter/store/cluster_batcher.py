@@ -1,22 +1,28 @@
-"""The ingest batcher on a Redis Cluster (docs/cluster/plan.md §3): the contract of batcher.Batcher, routed by slot.
+"""The ingest batcher on a Redis Cluster (docs/cluster/plan.md §3): the contract of batcher.Batcher, routed by slot,
+one lane per primary (cluster_lane.py).
 
 Every command goes to the primary that owns the slot of its first key (EVALSHA sha numkeys KEY1 …: KEY1; other
-commands: their first argument). One flush groups the pending commands per node, keeping their order inside a
-node, writes each node's packed bytes on one connection of that node, all nodes at once, one read deadline per
-node. A reply that refuses the command is answered by sending that command again (a refused command did nothing;
-the others of its submission ran and are not sent again):
-  MOVED   the slot map is stale: refresh it, resend to the new owner;
+commands: their first argument), into that node's lane: a node's commands keep their order, each node's batches
+come and go on their own, under a deadline of their own. So a node that is dead or frozen fails or delays only the
+commands of its slots (they answer the node's failure, as a Redis error in place of their reply: the ingest
+answers 503 for those events); the other nodes' commands are answered as ever (docs/cluster.md, "Under faults").
+
+A reply that refuses the command is answered by sending that command again (a refused command did nothing; the
+others of its submission ran and are not sent again):
+  MOVED   the slot moved: the slot map is patched for that slot (redis-py's move_slot), resent to the new owner;
   ASK     the slot is migrating: ASKING + the command to the named node (map unchanged);
   TRYAGAIN  a multi-key command during a migration: wait a little, resend;
-  NOSCRIPT  load every script on that node, resend.
-After MAX_ROUNDS rounds the waiters get a ClusterError. A node that cannot be reached fails the whole flush (every
-waiter gets the error, as a lost connection does on one Redis) and the slot map is loaded again before the next
-flush (a failover moves slots to another node).
+  NOSCRIPT  handled by the lane: the scripts are loaded on that node and the command sent again.
+After MAX_ROUNDS rounds the command answers a ClusterError. A node that fails (or a batch in flight over
+cluster_lane.SLOW_S, or CLUSTERDOWN) asks for the slot map to be loaded again, in the background, at most every
+REFRESH_S while some node is in trouble: once a replica is promoted, its slots' commands go to it, those still
+waiting in the old primary's lane included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,12 +31,15 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from adapter.store import resp
-from adapter.store.batcher import Coalescer, Commands, read_replies
-from adapter.store.scripts import LuaScript
+from adapter.store.batcher import READ_TIMEOUT, Commands
+from adapter.store.cluster_lane import Item, Lane
+from adapter.store.scripts import Script
 
 MAX_ROUNDS = 6
-ASKING = b"*1\r\n$6\r\nASKING\r\n"
+REFRESH_S = 0.5  # at most one slot-map reload per this while nodes are in trouble
 _SCRIPT_CALLS = (b"EVALSHA", b"EVAL", b"EVALSHA_RO", b"EVAL_RO", b"FCALL", b"FCALL_RO")
+log = logging.getLogger("adapter.store.cluster_batcher")
+_REDIRECTS = (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
 
 
 def first_key(command: bytes) -> bytes | None:
@@ -48,112 +57,155 @@ def slot_of(command: bytes) -> int | None:
     return None if key is None else key_slot(key)
 
 
-class ClusterBatcher(Coalescer):
-    def __init__(self, cluster: RedisCluster, scripts: Iterable[LuaScript] = ()) -> None:
-        super().__init__()
+class ClusterBatcher:
+    def __init__(self, cluster: RedisCluster, scripts: Iterable[Script] = ()) -> None:
         self.cluster = cluster
         self.scripts = tuple(scripts)
-        self._stale = False  # a node failed: load the slot map before the next flush
-        self.stats = {"flushes": 0, "moved": 0, "ask": 0, "tryagain": 0, "noscript": 0, "refreshes": 0}
+        self.deadline = float(cluster.connection_kwargs.get("socket_timeout") or READ_TIMEOUT)  # per node batch
+        self._lanes: dict[str, Lane] = {}
+        self._refresh: asyncio.Task[None] | None = None
+        self._wanted = False  # a reload was asked for while one ran
+        self._ready = False  # the client has loaded its slot map once
+        self._stats = {"moved": 0, "ask": 0, "tryagain": 0, "refreshes": 0}
 
-    async def _execute(self, groups: list[Commands]) -> list[list[Any]]:
-        self.stats["flushes"] += 1
-        replies = await self._route([c for commands in groups for c in commands])  # replies at the same index
-        out, i = [], 0
-        for commands in groups:
-            out.append(replies[i:i + len(commands)])
-            i += len(commands)
-        return out
+    @property
+    def stats(self) -> dict[str, int]:
+        lanes = self._lanes.values()
+        return {**self._stats, "noscript": sum(lane.noscript for lane in lanes),
+                "node_failures": sum(lane.failures for lane in lanes)}
 
-    async def _route(self, flat: list[bytes]) -> list[Any]:
-        await self.cluster.initialize()  # a no-op once the slot map is loaded
-        if self._stale:
-            self._stale = False
-            self.stats["refreshes"] += 1
-            await self.cluster.nodes_manager.initialize()
-        replies: list[Any] = [None] * len(flat)
-        slots = [slot_of(c) for c in flat]
-        todo: list[tuple[int, ClusterNode, bool]] = [(i, self._owner(s), False) for i, s in enumerate(slots)]
+    async def submit(self, commands: Commands) -> list[Any]:
+        """Send `commands`; answer their replies once written, each in its place: an error reply, or the failure of
+        its node, as an exception object (the other commands' replies stand)."""
+        if not commands:
+            return []
+        if not self._ready:
+            await self.cluster.initialize()
+            self._ready = True
+        slots = [slot_of(c) for c in commands]
+        replies: list[Any] = [None] * len(commands)
+        todo: list[tuple[int, ClusterNode | None, bool]] = [(i, None, False) for i in range(len(commands))]
         for _ in range(MAX_ROUNDS):
-            by_node: dict[str, tuple[ClusterNode, list[tuple[int, bool]]]] = {}
+            sent = []
             for i, node, asking in todo:
-                by_node.setdefault(node.name, (node, []))[1].append((i, asking))
-            try:
-                got = await asyncio.gather(*(self._send(node, [(flat[i], asking) for i, asking in items])
-                                             for node, items in by_node.values()))
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError):
-                self._stale = True
-                raise
-            again: list[tuple[int, ClusterNode | None, bool]] = []
-            refresh = wait = False
-            for (node, items), node_replies in zip(by_node.values(), got, strict=True):
-                noscript = False
-                for (i, _), reply in zip(items, node_replies, strict=True):
-                    if isinstance(reply, redis.exceptions.MovedError):  # (a subclass of AskError)
-                        self.stats["moved"] += 1
-                        refresh = True
-                        again.append((i, None, False))
-                    elif isinstance(reply, redis.exceptions.AskError):
-                        self.stats["ask"] += 1
-                        target = self.cluster.get_node(host=reply.host, port=int(reply.port))
-                        refresh = refresh or target is None  # a node the map does not know: learn the topology
-                        again.append((i, target, target is not None))
-                    elif isinstance(reply, redis.exceptions.TryAgainError):
-                        self.stats["tryagain"] += 1
-                        wait = True
-                        again.append((i, node, False))
-                    elif _noscript(reply):
-                        self.stats["noscript"] += 1
-                        noscript = True
-                        again.append((i, node, False))
-                    else:
-                        replies[i] = reply
-                if noscript:
-                    await self._load_scripts(node)
-            if not again:
+                try:
+                    lane = self._lane(node if node is not None else self._owner(slots[i]))
+                except redis.exceptions.RedisError as exc:  # a slot no node serves
+                    replies[i] = exc
+                    continue
+                sent.append((i, lane, lane.put(commands[i], slots[i], asking)))
+            todo, wait = [], False
+            for i, lane, future in sent:
+                reply = await future
+                redo = await self._redirect(reply, lane) if isinstance(reply, _REDIRECTS) else None
+                if redo is None:
+                    replies[i] = reply
+                else:
+                    wait = wait or isinstance(reply, redis.exceptions.TryAgainError)
+                    todo.append((i, *redo))
+            if not todo:
                 return replies
-            if refresh:
-                self.stats["refreshes"] += 1
-                await self.cluster.nodes_manager.initialize()
             if wait:
                 await asyncio.sleep(0.01)  # TRYAGAIN: that slot's migration is under way
-            todo = [(i, node if node is not None else self._owner(slots[i]), asking) for i, node, asking in again]
-        raise redis.exceptions.ClusterError(f"too many redirections ({MAX_ROUNDS} rounds)")
+        for i, _, _ in todo:
+            replies[i] = redis.exceptions.ClusterError(f"too many redirections ({MAX_ROUNDS} rounds)")
+        return replies
+
+    async def _redirect(self, reply: Any, lane: Lane) -> tuple[ClusterNode | None, bool] | None:
+        """Where a refused command goes again (node: None for its slot's owner; whether ASKING first), or None when
+        `reply` is its answer."""
+        if isinstance(reply, redis.exceptions.MovedError):  # (a subclass of AskError)
+            self._stats["moved"] += 1
+            lane.moved += 1
+            await self.cluster.nodes_manager.move_slot(reply)
+            return None, False
+        if isinstance(reply, redis.exceptions.AskError):
+            self._stats["ask"] += 1
+            lane.ask += 1
+            target = self.cluster.get_node(host=reply.host, port=int(reply.port))
+            if target is None:  # a node the map does not know: learn the topology, then ask its owner
+                await self.reload()
+            return target, target is not None
+        if isinstance(reply, redis.exceptions.TryAgainError):
+            self._stats["tryagain"] += 1
+            return None, False
+        if isinstance(reply, redis.exceptions.ClusterDownError):
+            self.trouble()
+        return None
+
+    def per_node(self) -> dict[str, dict[str, int]]:
+        """This process's figures per node: batches that failed, MOVED and ASK answers (GET /metrics)."""
+        return {name: {"errors": lane.failures, "moved": lane.moved, "ask": lane.ask}
+                for name, lane in self._lanes.items()}
 
     def _owner(self, slot: int | None) -> ClusterNode:
         if slot is None:  # a command without keys: any primary answers it
             return self.cluster.get_primaries()[0]
-        return self.cluster.nodes_manager.get_node_from_slot(slot)
-
-    async def _send(self, node: ClusterNode, commands: list[tuple[bytes, bool]]) -> list[Any]:
-        conn = node.acquire_connection()
-        packed = b"".join((ASKING + c) if asking else c for c, asking in commands)
-        expected = sum(2 if asking else 1 for _, asking in commands)
         try:
-            await conn.send_packed_command(packed, check_health=False)
-            replies = await read_replies(conn, expected)
-        except BaseException:
-            await conn.disconnect()  # replies may be left unread on it
-            raise
-        finally:
-            node.release(conn)
-        out, j = [], 0
-        for _, asking in commands:
-            j += asking  # skip the +OK of ASKING
-            out.append(replies[j])
-            j += 1
-        return out
+            return self.cluster.nodes_manager.get_node_from_slot(slot)
+        except redis.exceptions.SlotNotCoveredError as exc:
+            raise redis.exceptions.ClusterDownError(f"CLUSTERDOWN {exc}") from None
 
-    async def _load_scripts(self, node: ClusterNode) -> None:
-        for script in self.scripts:
-            await self.cluster.execute_command("SCRIPT LOAD", script.script, target_nodes=node)
+    def _lane(self, node: ClusterNode) -> Lane:
+        lane = self._lanes.get(node.name)
+        if lane is None:
+            lane = self._lanes[node.name] = Lane(node, self.scripts, self.deadline, lambda _: self.trouble())
+        elif lane.node is not node:  # the map was loaded again with a new object for that address
+            lane.node = node
+        return lane
+
+    def trouble(self) -> None:
+        """A node failed or is slow: load the slot map again (in the background; see the module)."""
+        if self._refresh is not None:
+            self._wanted = True
+            return
+        self._refresh = asyncio.get_running_loop().create_task(self._refreshing())
+
+    async def reload(self) -> None:
+        """Load the slot map now (or wait for the reload under way), then move waiting commands to their owners."""
+        if self._refresh is None:
+            self.trouble()
+        assert self._refresh is not None
+        await asyncio.shield(self._refresh)
+
+    async def _refreshing(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                self._wanted = False
+                self._stats["refreshes"] += 1
+                try:
+                    await self.cluster.nodes_manager.initialize()
+                except Exception as exc:  # no node answers: the next trouble asks again
+                    log.warning("cluster batcher: the slot map could not be loaded: %s: %s", type(exc).__name__, exc)
+                self._reroute()
+                if not (self._wanted or any(lane.slow(loop.time()) for lane in self._lanes.values())):
+                    return
+                await asyncio.sleep(REFRESH_S)
+        finally:
+            self._refresh = None
+
+    def _reroute(self) -> None:
+        """Commands waiting in a lane whose slot is now another node's go to that node's lane."""
+        for lane in list(self._lanes.values()):
+            by_owner: dict[str, tuple[ClusterNode, list[Item]]] = {}
+            here = lane.node.name
+            for item in lane.take(lambda item: self._owner_name(item.slot) not in (None, here)):  # noqa: B023
+                owner = self._owner(item.slot)
+                by_owner.setdefault(owner.name, (owner, []))[1].append(item)
+            for owner, items in by_owner.values():
+                self._lane(owner).give(items)
+
+    def _owner_name(self, slot: int | None) -> str | None:
+        """The name of the node serving `slot` now; None for a command without keys or a slot no node serves."""
+        if slot is None:
+            return None
+        try:
+            return self._owner(slot).name
+        except redis.exceptions.RedisError:
+            return None
 
     async def load_scripts(self) -> None:
         await self.cluster.initialize()
         for script in self.scripts:
             await self.cluster.script_load(script.script)  # redis-py sends SCRIPT LOAD to every primary
-
-
-def _noscript(value: Any) -> bool:
-    return isinstance(value, redis.exceptions.NoScriptError) or (
-        isinstance(value, redis.exceptions.ResponseError) and str(value).startswith("NOSCRIPT"))

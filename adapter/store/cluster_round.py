@@ -78,6 +78,8 @@ async def cluster_round(r: AsyncRedis, commands: Sequence[Command]) -> list[Any]
     is a redirection (a slot moving) or any other error is answered again through the client, which follows
     redirections and raises what is a real error. On one Redis the commands share one connection."""
     replies: list[Any] = [None] * len(commands)
+    if not commands:
+        return replies
     if isinstance(r, RedisCluster):
         await r.initialize()  # a no-op once the slot map is known
         owner = r.nodes_manager.get_node_from_slot
@@ -98,7 +100,7 @@ async def cluster_round(r: AsyncRedis, commands: Sequence[Command]) -> list[Any]
         finally:
             for node, conn, _ in held:
                 node.release(conn)
-    elif commands:
+    else:
         conn = await r.connection_pool.get_connection()
         try:
             await _exchange([(conn, range(len(commands)))], commands, replies)
@@ -111,3 +113,52 @@ async def cluster_round(r: AsyncRedis, commands: Sequence[Command]) -> list[Any]
         if isinstance(reply, redis.exceptions.ResponseError):
             replies[i] = await r.execute_command(*_words(commands[i][1]))
     return replies
+
+
+async def reachable_round(r: AsyncRedis, commands: Sequence[Command], timeout: float) -> list[Any]:
+    """`cluster_round` for what can be reached (GET /metrics): each node's commands in a round of their own, all nodes
+    at once, each within `timeout`; the commands of a node that fails or does not answer in time answer that
+    exception. Error replies stay as they are (nothing is asked again)."""
+    replies: list[Any] = [None] * len(commands)
+    pool = None if isinstance(r, RedisCluster) else r.connection_pool
+    if not isinstance(r, RedisCluster):
+        groups: list[tuple[Any, list[int]]] = [(None, list(range(len(commands))))]
+    else:
+        await r.initialize()
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for i, (key, _) in enumerate(commands):
+            node = r.nodes_manager.get_node_from_slot(slot(key))
+            by_node.setdefault(node.name, (node, []))[1].append(i)
+        groups = list(by_node.values())
+
+    async def one(node: Any, at: list[int]) -> None:
+        conn = node.acquire_connection() if pool is None else await pool.get_connection()
+        try:
+            async with asyncio.timeout(timeout):
+                await _exchange([(conn, at)], commands, replies)
+        except Exception as exc:
+            await conn.disconnect()
+            for i in at:
+                replies[i] = exc
+        finally:
+            if pool is None:
+                node.release(conn)
+            else:
+                await pool.release(conn)
+
+    if commands:
+        await asyncio.gather(*(one(node, at) for node, at in groups))
+    return replies
+
+
+async def read_group(r: AsyncRedis, stream: str, group: str, consumer: str, count: int, block_ms: int = 200) -> Any:
+    """XREADGROUP of one stream's new entries (`>`), on one Redis or a cluster. On a cluster it goes straight to the
+    node of the stream's slot: redis-py would otherwise ask a node for the keys of every XREADGROUP (COMMAND
+    GETKEYS: its keys are "movable"), a round trip more per read, on one shared connection that its slot-map
+    reloads close under concurrent reads (every partition's read failed when any node failed over)."""
+    if not isinstance(r, RedisCluster):
+        return await r.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+    await r.initialize()  # a no-op while its slot map holds; loads it again after a connection error
+    node = r.nodes_manager.get_node_from_slot(slot(stream))
+    return await r.execute_command("XREADGROUP", "GROUP", group, consumer, "COUNT", count, "BLOCK", block_ms,
+                                   "STREAMS", stream, ">", target_nodes=node)

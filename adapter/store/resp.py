@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from adapter.store.scripts import LuaScript
+from adapter.store.scripts import Script
 
 Arg = str | bytes | int
 
@@ -13,7 +13,7 @@ Arg = str | bytes | int
 _encoded: dict[str, bytes] = {}  # strings seen before (prefixes, modes, keys of busy devices)
 
 
-def _bulk(value: Arg) -> bytes:
+def bulk(value: Arg) -> bytes:
     if type(value) is int:
         digits = b"%d" % value
         return b"$%d\r\n%s\r\n" % (len(digits), digits)
@@ -33,7 +33,7 @@ def _bulk(value: Arg) -> bytes:
 
 
 def pack(*args: Arg) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(_bulk(a) for a in args)
+    return b"*%d\r\n" % len(args) + b"".join(bulk(a) for a in args)
 
 
 def unpack(command: bytes, n: int | None = None) -> list[bytes]:
@@ -54,8 +54,8 @@ class KeyTemplate:
     words before and after the key are encoded once, a call encodes only the key (~7x less work than `pack`)."""
 
     def __init__(self, head: Sequence[Arg], tail: Sequence[Arg]) -> None:
-        self.head = b"*%d\r\n" % (len(head) + 1 + len(tail)) + b"".join(_bulk(a) for a in head)
-        self.tail = b"".join(_bulk(a) for a in tail)
+        self.head = b"*%d\r\n" % (len(head) + 1 + len(tail)) + b"".join(bulk(a) for a in head)
+        self.tail = b"".join(bulk(a) for a in tail)
 
     def pack(self, key: str) -> bytes:
         data = key.encode()
@@ -65,21 +65,21 @@ class KeyTemplate:
 class PreparedCall:
     """EVALSHA of one script with its fixed keys first and the call's own keys after them."""
 
-    def __init__(self, script: LuaScript, fixed_keys: Sequence[str], own_keys: int,
+    def __init__(self, script: Script, fixed_keys: Sequence[str], own_keys: int,
                  tail: Sequence[Arg] = ()) -> None:
         self.script = script
         self.own_keys = own_keys
         self.fixed = len(fixed_keys) + len(tail)
         numkeys = len(fixed_keys) + own_keys
         head: list[Arg] = ["EVALSHA", script.sha, numkeys, *fixed_keys]
-        self.head = b"".join(_bulk(a) for a in head)
-        self.tail = b"".join(_bulk(a) for a in tail)  # constant ARGV that end every call
+        self.head = b"".join(bulk(a) for a in head)
+        self.tail = b"".join(bulk(a) for a in tail)  # constant ARGV that end every call
 
     def pack(self, keys: Sequence[Arg], argv: Sequence[Arg]) -> bytes:
         assert len(keys) == self.own_keys
         count = 3 + self.fixed + len(keys) + len(argv)
         parts = [b"*%d\r\n" % count, self.head]
-        parts += [_bulk(k) for k in keys]
-        parts += [_bulk(a) for a in argv]
+        parts += [bulk(k) for k in keys]
+        parts += [bulk(a) for a in argv]
         parts.append(self.tail)
         return b"".join(parts)

@@ -1,7 +1,7 @@
 """Status-change callbacks (seed "device status change callbacks", docs/design.md §6): the targets that device and
 peripheral transitions are delivered to, their secrets, their recent attempts and their dead letters.
 
-Redis (keys.py):
+Redis (store/keys/):
 - `target("callback", id)`: hash type, url, enabled ("1"/"0"), secret, createTime, updateTime (seconds),
   succCount, failedCount (the delivery engine counts these two).
 - `targets("callback")`: sorted set of the ids, scored by id; `target_seq("callback")` hands the ids out.
@@ -26,9 +26,10 @@ from dataclasses import dataclass, replace
 
 from redis.typing import EncodableT, FieldT
 
-from adapter.store.types import AsyncPipeline
-from adapter.targets import replicas
-from adapter.targets.store import OUTCOMES, Item, Target, TargetStore, shared_values, stamp, to_int
+from adapter.delivery import replicas
+from adapter.store.types import AsyncPipeline, as_int
+from adapter.targets.records import OUTCOMES, Item, Target, shared_values, stamp
+from adapter.targets.repository import TargetStore
 
 __all__ = ["OUTCOMES", "TYPES", "Callback", "CallbackStore", "from_hash", "hash_fields"]
 
@@ -133,4 +134,4 @@ class CallbackStore(TargetStore):
             for p in self.keys.shards():
                 pipe.hmget(self.keys.callback_stats_in(cb_type, p), ["succ", "failed"])
             found = await pipe.execute()
-        return {"succ": sum(to_int(s) for s, _ in found), "failed": sum(to_int(f) for _, f in found)}
+        return {"succ": sum(as_int(s) for s, _ in found), "failed": sum(as_int(f) for _, f in found)}

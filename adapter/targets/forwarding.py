@@ -12,7 +12,7 @@ publishing clientid, `id`
 and the `webhook-id`), `b` the body, `n` 0. The key picks the partition, and the engine sends the entries
 of one target and key one after another, so each route gets one client's messages in their order.
 
-The entries are written by forward.lua: inside the message's uplink script call (devices/store.py) when it
+The entries are written by forward.lua: inside the message's uplink script call (devices/calls.py) when it
 has one, so forwarding costs no script call of its own; alone (FORWARD, `forward_call`) when the uplink was
 rejected. The seen key and the stream are both in the publisher's slot on a cluster.
 """
@@ -25,11 +25,10 @@ from typing import NamedTuple
 
 import orjson
 
-from adapter.ingest.events import REST_API_CLIENT, SEEN_TTL, MessagePublished
-from adapter.store import scripts
+from adapter.protocol.events import REST_API_CLIENT, SEEN_TTL, MessagePublished
 from adapter.store.keys import Keys
 from adapter.store.resp import Arg
-from adapter.store.scripts import LuaScript
+from adapter.store.scripts import Script, ScriptCall
 from adapter.targets.route_table import RouteInfo
 
 
@@ -45,9 +44,7 @@ def body(msg: MessagePublished, route_id: int) -> bytes:
     return orjson.dumps({**message_fields(msg), "routeId": route_id})
 
 
-FORWARD_LUA = scripts.source("targets/forward.lua")
-# KEYS 1 the seen key, 2 the stream; ARGV 1 SEEN_TTL, 2 the clientid, then Forward.argv (`forward_call`)
-FORWARD = LuaScript(FORWARD_LUA + "return forward(KEYS[1], KEYS[2], ARGV[1], ARGV[2], 3, #ARGV - 4)\n")
+FORWARD = Script.load("targets/forwarded.lua")
 
 
 class Forward(NamedTuple):
@@ -82,7 +79,7 @@ def forward_of(msg: MessagePublished, routes: Sequence[RouteInfo], keys: Keys) -
                    msg.clientid, (message_id, head, *[r.id for r in routes]))
 
 
-def forward_call(fwd: Forward) -> tuple[list[Arg], list[Arg]]:
-    """KEYS and ARGV of FORWARD, for a message with no script call of its own to carry it (a rejected uplink);
-    otherwise the uplink call carries the Forward (devices/store.py `uplink_call`)."""
-    return [fwd.seen, fwd.stream], [SEEN_TTL, fwd.key, *fwd.argv]
+def forward_call(fwd: Forward) -> ScriptCall:
+    """FORWARD, for a message with no script call of its own to carry it (a rejected uplink); otherwise the uplink
+    call carries the Forward (devices/calls.py `uplink_call`)."""
+    return FORWARD.call(seen=fwd.seen, stream=fwd.stream, seen_ttl=SEEN_TTL, key=fwd.key, forward=fwd.argv)

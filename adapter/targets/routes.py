@@ -2,7 +2,7 @@
 to an HTTP URL by the delivery engine. This module owns the routes in Redis; the in-memory index every API
 process matches against is route_table.py, the forwarded body forwarding.py.
 
-Redis (keys.py, and three keys it does not have yet, built by the functions below):
+Redis (store/keys/, and three keys it does not have yet, built by the functions below):
 - `target("route", id)`: hash name, topic, url, enabled ("1"/"0"), secret, createTime, updateTime (seconds),
   succCount, failedCount (the delivery engine counts these two).
 - `targets("route")`: sorted set of the ids, scored by id; `target_seq("route")` hands the ids out.
@@ -27,9 +27,10 @@ from typing import Any
 
 from redis.typing import EncodableT, FieldT
 
+from adapter.protocol.topics import validate_filter
 from adapter.store.types import AsyncPipeline
-from adapter.targets.store import Item, Target, TargetStore, shared_values, stamp
-from adapter.targets.topics import validate_filter
+from adapter.targets.records import Item, Target, shared_values, stamp
+from adapter.targets.repository import TargetStore
 
 NAME_MAX = 200
 

@@ -159,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C stops everything even when started from a script's background job (a shell without job control
+    # starts those with SIGINT ignored, and Python keeps an ignored SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         redis_url = base.redis_url if redis_answers(base.redis_url) else start_redis(stack)
         api_port, mqtt_port = port_or_free(args.port), port_or_free(args.mqtt_port)
@@ -189,4 +192,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # one stop at a time: a second Ctrl-C must not cut it short
         stack.stop()

@@ -11,8 +11,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -25,6 +27,10 @@ CHROMIUM = "/usr/bin/chromium"
 SHOTS = os.environ.get("CONSOLE_SCREENSHOTS")
 VIEWER, VIEWER_PASSWORD = "viewer", "viewer-secret-1"
 PREFIX, COUNT = "CONSOLE", 2
+# what the console's stack runs with: deliveries dead after two quick retries, a breaker that opens after six
+# failures in a row and probes every 2 s, and the charts' series sampled every second
+STACK = {"ADAPTER_DELIVERY_SCHEDULE": "1s,1s", "ADAPTER_DELIVERY_BREAKER_THRESHOLD": "6",
+         "ADAPTER_DELIVERY_BREAKER_PROBE": "2", "ADAPTER_STATS_INTERVAL": "1"}
 
 
 @dataclass
@@ -52,6 +58,27 @@ class Console:
                  timeout=30, interval=0.2, what="the simulated devices online")
         return self.sns
 
+    def simulate_more(self, prefix: str, count: int, *extra: str) -> subprocess.Popen[bytes]:
+        """More simulated devices (`prefix` + 0001…), reporting every 30 s; stopped with the module's."""
+        with open(self.logs / f"simulate-{prefix}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "adapter", "simulate", "--port", self.mqtt_port, "--count", str(count),
+                 "--prefix", prefix, "--interval", "30", *extra], stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def publish(self, topic: str, payload: str, client_id: str = "console-test") -> None:
+        """One QoS 1 message from a plain MQTT client (not a device), waited for until the broker has it."""
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        client.connect("127.0.0.1", int(self.mqtt_port), keepalive=30)
+        client.loop_start()
+        try:
+            client.publish(topic, payload, qos=1).wait_for_publish(10)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
@@ -60,7 +87,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     flush_store(r, prefix)
     logs = tmp_path_factory.mktemp("console")
     try:
-        with running_dev_stack(logs, prefix) as info, httpx.Client(base_url=info["api"], timeout=10) as api:
+        with running_dev_stack(logs, prefix, STACK) as info, httpx.Client(base_url=info["api"], timeout=10) as api:
             token = api.post("/iot/api/v1/auth/login", json={"user": "admin", "password": info["password"]})
             api.headers["Authorization"] = f"Bearer {token.json()['data']['token']}"
             env = {**os.environ, **store_env(prefix)}
@@ -88,8 +115,9 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
-def open_page(browser: Browser, width: int = 1280, height: int = 800) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": width, "height": height})
+def open_page(browser: Browser, width: int = 1280, height: int = 800, **options: Any) -> Iterator[Page]:
+    """A page in a context of its own (`options`: Playwright's, e.g. `timezone_id`), checked for script errors."""
+    context = browser.new_context(viewport={"width": width, "height": height}, **options)
     page = context.new_page()
     page.set_default_timeout(15_000)
     errors: list[str] = []

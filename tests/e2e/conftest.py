@@ -7,7 +7,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,11 +39,12 @@ def dev_stack(redis_db: redis.Redis, key_prefix: str, tmp_path: Path) -> Iterato
 
 
 @contextmanager
-def running_dev_stack(tmp_path: Path, prefix: str = "iot") -> Iterator[dict[str, str]]:
+def running_dev_stack(tmp_path: Path, prefix: str = "iot", settings: Mapping[str, str] | None = None
+                      ) -> Iterator[dict[str, str]]:
     """`adapter dev` on free ports and the test Redis, until the block ends (then Ctrl-C, and every child gone):
-    its URLs and logins as the banner printed them."""
+    its URLs and logins as the banner printed them. `settings`: more ADAPTER_* variables for it (and its children)."""
     api, mqtt_port, broker = free_port(), free_port(), free_port()
-    env = {**os.environ, **store_env(prefix), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **store_env(prefix), "PYTHONUNBUFFERED": "1", **(settings or {})}
     env.pop("ADAPTER_ADMIN_PASSWORD", None)
     log = open(tmp_path / "dev.log", "w+b")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "adapter", "dev", "--port", str(api), "--mqtt-port",
@@ -69,10 +70,12 @@ def running_dev_stack(tmp_path: Path, prefix: str = "iot") -> Iterator[dict[str,
     try:
         yield info
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # what Ctrl-C does
-            assert proc.wait(30) == 0
-        log.close()
+        try:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+                assert proc.wait(30) == 0
+        finally:
+            log.close()
         # nothing it started is left: the API, the worker and the dev broker named their ports
         wait_for(lambda: not pids_with(f"--port {api}") and not pids_with(f"--mqtt-port {mqtt_port}")
                  and not pids_with(f"--api-port {broker}"), timeout=15, what="every child to exit")

@@ -92,12 +92,14 @@ def test_a_down_route_on_everything_stays_bounded(live: str, redis_db: redis.Red
     env = {**store_env(settings.key_prefix), "ADAPTER_ALLOW_PRIVATE_URLS": "true",
            "ADAPTER_DELIVERY_MAX_HELD": str(MAX_HELD), "ADAPTER_DELIVERY_TIMEOUT": "2"}
     with serve(rec.app()) as url:
-        add_callback(redis_db, 1, f"{url}/status")
+        add_callback(redis_db, 1, f"{url}/status", keys=K)
         add_route(redis_db, 1, "#", f"http://127.0.0.1:{closed_port()}/down")
         before = int(redis_db.info("memory")["used_memory"])
         with adapter_process("worker", env=env, log_path=f"{tmp_path}/worker.log"):
             started = time.monotonic()
+            # the reports go at once from a loop of their own; the rest of this test waits on processes (sync)
             sent = asyncio.run(report_all(live))
+
             ingest_took = time.monotonic() - started
             wait_for(lambda: len(rec.received) >= DEVICES, timeout=90, interval=0.5,
                      what="every status callback delivery")

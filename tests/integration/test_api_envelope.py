@@ -7,6 +7,7 @@ import pytest
 
 from adapter.app import create_app
 from adapter.settings import Settings
+from tests.conftest import CLUSTER, CLUSTER_PORTS
 from tests.support.servers import serve
 
 
@@ -32,6 +33,17 @@ def test_unknown_path_is_404_not_found(admin: httpx.Client) -> None:
     assert_err(admin.get("/elsewhere"), 404, "not_found")
 
 
+@pytest.mark.parametrize("path", ["/iot/api/v1/auth/me/", "/iot/api/v1/remotectl/commands/", "/healthz/",
+                                  "/emqx/events/"])
+def test_a_trailing_slash_is_a_404_never_a_redirect_to_the_host_header(client: httpx.Client, path: str) -> None:
+    """Starlette redirected to the other spelling at the host the request's Host header named (an open redirect
+    behind a proxy that passes Host on)."""
+    r = client.get(path, headers={"Host": "evil.example"})
+    assert_err(r, 404, "not_found")
+    assert "location" not in r.headers
+    assert client.get("/console", headers={"Host": "evil.example"}).headers["location"] == "/console/"
+
+
 def test_wrong_method_is_405(admin: httpx.Client) -> None:
     r = admin.delete("/iot/api/v1/auth/login")
     assert_err(r, 405, "method_not_allowed")
@@ -52,6 +64,16 @@ def test_malformed_json_is_400(client: httpx.Client) -> None:
 def test_wrong_types_name_the_field(client: httpx.Client, payload: object, field: str) -> None:
     body = assert_err(client.post("/iot/api/v1/auth/login", json=payload), 400, "invalid_params")
     assert body["msg"].startswith(f"{field}:"), body["msg"]
+
+
+def test_a_400_names_the_field_and_does_not_print_the_value_back(client: httpx.Client) -> None:
+    secret = "hunter2-" * 200
+    body = assert_err(client.post("/iot/api/v1/auth/login", json={"user": "admin", "password": secret}), 400,
+                      "invalid_params")
+    assert body["msg"] == "password: must be at most 1024 characters"
+    body = assert_err(client.post("/iot/api/v1/auth/login", json={"user": "u" * 65, "password": "x"}), 400,
+                      "invalid_params")
+    assert body["msg"] == "user: must be at most 64 characters"
 
 
 def test_body_over_limit_is_413(settings: Settings) -> None:
@@ -112,7 +134,8 @@ def test_readyz_answers_503_when_redis_is_gone(settings: Settings) -> None:
 
 
 def test_readyz_ok(client: httpx.Client) -> None:
-    assert client.get("/readyz").json() == {"status": "ok", "data": {"redis": "ok"}}
+    assert client.get("/readyz").json() == {"status": "ok", "data": {"redis": "ok", "nodes": len(CLUSTER_PORTS)
+                                                                                  if CLUSTER else 1}}
 
 
 def test_shutdown_closes_the_rq_connection(settings: Settings) -> None:

@@ -9,7 +9,7 @@ from adapter.app import create_app
 from adapter.settings import Settings
 from tests.conftest import login
 from tests.integration.test_api_envelope import assert_err
-from tests.support.redis_server import redis_server
+from tests.support.redis_faults import redis_server
 from tests.support.servers import serve, wait_for
 
 BASE = "/iot/api/v1/monitor/devices/callbacks"

@@ -5,7 +5,6 @@ The fake answers the documented EMQX 5 shapes (emqx/rest-api.md) and refuses req
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import socket
 import time
@@ -30,7 +29,7 @@ from adapter.broker.client import (
 )
 from adapter.errors import AppError
 from adapter.settings import Settings
-from tests.conftest import login
+from tests.conftest import login, ok
 from tests.integration.test_api_envelope import assert_err
 from tests.support.fake_emqx import BASIC, KEY, SECRET, FakeEmqx
 from tests.support.servers import free_port, serve
@@ -82,13 +81,6 @@ def hanging() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/api/v5"
-
-
-def ok(r: httpx.Response) -> Any:
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["status"] == "ok"
-    return body["data"]
 
 
 # The four endpoints
@@ -156,6 +148,17 @@ def test_filters_are_passed_to_emqx(api: Api, fake: tuple[FakeEmqx, str]) -> Non
     data = ok(api.http.get(f"{V1}/connections", params={"username": "user-2"}))
     assert [c["client_id"] for c in data["list"]] == ["dev-2"]
     assert ok(api.http.get(f"{V1}/connections", params={"client_id": "dev-7"}))["total"] == 0
+
+
+def test_a_client_id_search_is_emqx_like_clientid(api: Api, fake: tuple[FakeEmqx, str]) -> None:
+    """`like_client_id` is passed as EMQX's fuzzy `like_clientid`; EMQX then gives no count, so `total` is the least
+    the page proves (one more while EMQX says there is a next page)."""
+    data = ok(api.http.get(f"{V1}/sessions", params={"like_client_id": "dev-", "limit": 3}))
+    assert [s["client_id"] for s in data["list"]] == ["dev-1", "dev-2", "dev-3"] and data["total"] == 4
+    assert fake[0].seen[-1].query_params["like_clientid"] == "dev-"
+    data = ok(api.http.get(f"{V1}/connections", params={"like_client_id": "v-2"}))
+    assert [c["client_id"] for c in data["list"]] == ["dev-2"] and data["total"] == 1
+    assert ok(api.http.get(f"{V1}/connections", params={"like_client_id": "nobody"}))["total"] == 0
 
 
 def test_one_client_per_app(api: Api) -> None:
@@ -227,11 +230,9 @@ def test_unreadable_answer_is_502(api: Api, fake: tuple[FakeEmqx, str]) -> None:
 # Publishing (used by the command engine)
 
 
-def publish(url: str, *args: Any, timeout: float = 2.5, **kwargs: Any) -> PublishResult:
-    async def go() -> PublishResult:
-        async with EmqxClient(url, KEY, SECRET, timeout) as client:
-            return await client.publish(*args, **kwargs)
-    return asyncio.run(go())
+async def publish(url: str, *args: Any, timeout: float = 2.5, **kwargs: Any) -> PublishResult:
+    async with EmqxClient(url, KEY, SECRET, timeout) as client:
+        return await client.publish(*args, **kwargs)
 
 
 @pytest.mark.parametrize(("topic", "expected"), [
@@ -240,15 +241,15 @@ def publish(url: str, *args: Any, timeout: float = 2.5, **kwargs: Any) -> Publis
     ("t/#", PublishResult(PublishOutcome.REJECTED, None, 144, "topic_name_invalid")),
     ("t/retry", PublishResult(PublishOutcome.RETRY, None, 131, "failed_to_dispatch")),
 ])
-def test_publish_result_by_status(fake: tuple[FakeEmqx, str], topic: str, expected: PublishResult) -> None:
-    result = publish(fake[1], topic, "hello", qos=1)
+async def test_publish_result_by_status(fake: tuple[FakeEmqx, str], topic: str, expected: PublishResult) -> None:
+    result = await publish(fake[1], topic, "hello", qos=1)
     assert result == expected
     assert result.published == (expected.outcome in (PublishOutcome.SENT, PublishOutcome.NO_SUBSCRIBERS))
 
 
-def test_publish_body(fake: tuple[FakeEmqx, str]) -> None:
-    publish(fake[1], "t/sent", b"\x00\xffbin", qos=2, retain=True, properties={"message_expiry_interval": 60})
-    publish(fake[1], "t/sent", '{"cmd":"reboot"}')
+async def test_publish_body(fake: tuple[FakeEmqx, str]) -> None:
+    await publish(fake[1], "t/sent", b"\x00\xffbin", qos=2, retain=True, properties={"message_expiry_interval": 60})
+    await publish(fake[1], "t/sent", '{"cmd":"reboot"}')
     binary, text = fake[0].published
     assert binary == {"topic": "t/sent", "qos": 2, "retain": True, "payload_encoding": "base64",
                       "payload": base64.b64encode(b"\x00\xffbin").decode(),
@@ -258,54 +259,52 @@ def test_publish_body(fake: tuple[FakeEmqx, str]) -> None:
 
 @pytest.mark.parametrize(("status", "msg"), [(500, "EMQX answered HTTP 500"),
                                              (401, "EMQX refused the API key (HTTP 401)")])
-def test_publish_raises_on_unexpected_status(fake: tuple[FakeEmqx, str], status: int, msg: str) -> None:
+async def test_publish_raises_on_unexpected_status(fake: tuple[FakeEmqx, str], status: int, msg: str) -> None:
     fake[0].status = status
     with pytest.raises(AppError) as caught:
-        publish(fake[1], "t/sent", "x")
+        await publish(fake[1], "t/sent", "x")
     assert (caught.value.code, caught.value.status, caught.value.msg) == ("broker_unavailable", 502, msg)
 
 
-def test_publish_raises_when_emqx_is_down_or_hangs() -> None:
+async def test_publish_raises_when_emqx_is_down_or_hangs() -> None:
     with pytest.raises(AppError, match="EMQX is not reachable"):
-        publish(f"http://127.0.0.1:{free_port()}/api/v5", "t/sent", "x")
+        await publish(f"http://127.0.0.1:{free_port()}/api/v5", "t/sent", "x")
     with hanging() as url:
         started = time.monotonic()
         with pytest.raises(AppError, match=r"did not answer within 0\.3 s"):
-            publish(url, "t/sent", "x", timeout=0.3)
+            await publish(url, "t/sent", "x", timeout=0.3)
         assert time.monotonic() - started < 1.3
 
 
-def bulk(url: str, messages: list[Message]) -> Any:
-    async def go() -> Any:
-        async with EmqxClient(url, KEY, SECRET, 2.5) as client:
-            return await client.publish_bulk(messages)
-    return asyncio.run(go())
+async def bulk(url: str, messages: list[Message]) -> Any:
+    async with EmqxClient(url, KEY, SECRET, 2.5) as client:
+        return await client.publish_bulk(messages)
 
 
-def test_publish_bulk(fake: tuple[FakeEmqx, str]) -> None:
+async def test_publish_bulk(fake: tuple[FakeEmqx, str]) -> None:
     url = fake[1]
-    sent = bulk(url, [Message("t/sent", "a"), Message("t/sent", b"b")])
+    sent = await bulk(url, [Message("t/sent", "a"), Message("t/sent", b"b")])
     assert sent.outcome is PublishOutcome.SENT
     assert [r.outcome for r in sent.items] == [PublishOutcome.SENT] * 2 and all(r.id for r in sent.items)
 
-    mixed = bulk(url, [Message("t/sent", "a"), Message("t/none", "b")])
+    mixed = await bulk(url, [Message("t/sent", "a"), Message("t/none", "b")])
     assert mixed.outcome is PublishOutcome.NO_SUBSCRIBERS
     assert [r.outcome for r in mixed.items] == [PublishOutcome.SENT, PublishOutcome.NO_SUBSCRIBERS]
 
-    failed = bulk(url, [Message("t/retry", "a"), Message("t/none", "b"), Message("t/sent", "c")])
+    failed = await bulk(url, [Message("t/retry", "a"), Message("t/none", "b"), Message("t/sent", "c")])
     assert failed.outcome is PublishOutcome.RETRY
     assert [r.outcome for r in failed.items] == [PublishOutcome.RETRY, PublishOutcome.NO_SUBSCRIBERS,
                                                  PublishOutcome.SENT]
     assert [r.published for r in failed.items] == [False, True, True]
 
     before = len(fake[0].published)
-    rejected = bulk(url, [Message("t/sent", "a"), Message("bad/#", "b")])
+    rejected = await bulk(url, [Message("t/sent", "a"), Message("bad/#", "b")])
     assert rejected.outcome is PublishOutcome.REJECTED
     assert [r.outcome for r in rejected.items] == [PublishOutcome.REJECTED] * 2
     assert rejected.items[0].reason_code == 144
     assert len(fake[0].published) == before  # nothing from a refused batch
 
-    assert bulk(url, []).items == ()
+    assert (await bulk(url, [])).items == ()
 
 
 def test_odd_publish_answers_are_classified_by_status() -> None:

@@ -22,7 +22,7 @@ from adapter.settings import Settings
 from adapter.store.keys import Keys
 from adapter.targets import callbacks
 from adapter.targets.callbacks import CallbackStore
-from adapter.targets.store import stream_fields
+from adapter.targets.records import stream_fields
 from tests.conftest import login
 from tests.integration.test_api_envelope import assert_err
 from tests.support import targets_api as shared
@@ -178,7 +178,7 @@ def test_update_changes_url_and_enabled(api: httpx.Client, redis_db: redis.Redis
     assert data(api.get(BASE))["list"][0]["url"] == HOOK
 
 
-def test_update_time_moves_only_on_a_change(server: Server, redis_db: redis.Redis, keys: Keys) -> None:
+async def test_update_time_moves_only_on_a_change(server: Server, redis_db: redis.Redis, keys: Keys) -> None:
     async def run(store: CallbackStore, client: aioredis.Redis) -> None:
         cb, _ = await store.create("device", HOOK, now=1000)
         assert (await store.set_enabled(cb.id, True, now=2000)).update_time == 1000
@@ -187,7 +187,7 @@ def test_update_time_moves_only_on_a_change(server: Server, redis_db: redis.Redi
         await store.rotate_secret(cb.id, now=4000)
         assert (await store.get(cb.id)).update_time == 4000
 
-    shared.on_store(server, CallbackStore, run)
+    await shared.on_store(server, CallbackStore, run)
 
 
 def test_delete_removes_everything_of_the_callback(api: httpx.Client, redis_db: redis.Redis,
@@ -238,8 +238,8 @@ def test_enabled_sets_follow_every_change(api: httpx.Client, redis_db: redis.Red
         assert_sets_match(api, redis_db, keys)
 
 
-def test_enabled_sets_hold_under_concurrent_changes(server: Server, redis_db: redis.Redis,
-                                                    keys: Keys) -> None:
+async def test_enabled_sets_hold_under_concurrent_changes(server: Server, redis_db: redis.Redis,
+                                                          keys: Keys) -> None:
     """Toggles, deletes and counter bumps (as the engine does) racing: the sets still match the hashes."""
     async def run(store: CallbackStore, client: aioredis.Redis) -> None:
         made = [(await store.create(t, HOOK))[0].id for t in ("device", "peripheral") * 4]
@@ -266,10 +266,10 @@ def test_enabled_sets_hold_under_concurrent_changes(server: Server, redis_db: re
             assert await client.smembers(keys.callbacks_enabled_of(t)) == expected
         assert {cb.id for cb in alive} == set(made) - set(made[::3])
 
-    shared.on_store(server, CallbackStore, run)
+    await shared.on_store(server, CallbackStore, run)
 
 
-def test_a_change_racing_a_delete_does_not_revive_the_callback(
+async def test_a_change_racing_a_delete_does_not_revive_the_callback(
         server: Server, redis_db: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
     """The delete lands between the change's read and its write: the change answers 404 and writes nothing."""
     async def run(store: CallbackStore, client: aioredis.Redis) -> None:
@@ -287,13 +287,13 @@ def test_a_change_racing_a_delete_does_not_revive_the_callback(
             await store.set_enabled(cb.id, True)
         assert caught.value.code == "not_found"
 
-    shared.on_store(server, CallbackStore, run)
+    await shared.on_store(server, CallbackStore, run)
     assert not redis_db.exists(keys.target("callback", 1))
     assert redis_db.smembers(keys.callbacks_enabled_of("device")) == set()
 
 
-def test_concurrent_replays_move_each_dead_letter_once(server: Server, redis_db: redis.Redis,
-                                                       keys: Keys) -> None:
+async def test_concurrent_replays_move_each_dead_letter_once(server: Server, redis_db: redis.Redis,
+                                                             keys: Keys) -> None:
     async def run(store: CallbackStore, client: aioredis.Redis) -> list[int]:
         cb, _ = await store.create("device", HOOK)
         letters = {f"d{n}": dead_letter(f"d{n}", f"SN{n}", n, STATUS) for n in range(5)}
@@ -302,6 +302,6 @@ def test_concurrent_replays_move_each_dead_letter_once(server: Server, redis_db:
         await warm_pool(client, 8)
         return list(await asyncio.gather(*(store.replay(cb.id, None, parts) for _ in range(4))))
 
-    assert sorted(shared.on_store(server, CallbackStore, run)) == [0, 0, 0, 5]
+    assert sorted(await shared.on_store(server, CallbackStore, run)) == [0, 0, 0, 5]
     entries = stream_entries(redis_db, keys, keys.stream_partitions)
     assert sorted(e["id"] for e in entries) == ["d0", "d1", "d2", "d3", "d4"]

@@ -27,6 +27,16 @@ def adapter(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.Comp
     (("worker", "--burst"), {"ADAPTER_REDIS_URL": DEAD_REDIS}, "does not answer"),
     (("user", "list"), {"ADAPTER_REDIS_URL": DEAD_REDIS}, "does not answer"),
     (("api",), {"ADAPTER_TOKEN_TTL": "soon"}, "ADAPTER_TOKEN_TTL must be an integer"),
+    (("api",), {"ADAPTER_INGEST_TOKEN": "t", "ADAPTER_MQTT_CLIENTS": "not json", "ADAPTER_REDIS_URL": DEAD_REDIS},
+     "ADAPTER_MQTT_CLIENTS must be a JSON list"),
+    (("api",), {"ADAPTER_REDIS_URL": "redis+cluster://h1:7001,h2:port", "ADAPTER_RQ_REDIS_URL": DEAD_REDIS},
+     "'h2:port' is not a host:port seed"),
+    (("worker", "--burst"), {"ADAPTER_REDIS_URL": "redis+cluster://h1:7001,,h2:7002",
+                             "ADAPTER_RQ_REDIS_URL": DEAD_REDIS}, "'' is not a host:port seed"),
+    (("user", "list"), {"ADAPTER_REDIS_URL": "redis+cluster://h1:7001/3", "ADAPTER_RQ_REDIS_URL": DEAD_REDIS},
+     "database 0 only"),
+    (("api",), {"ADAPTER_INGEST_TOKEN": "t", "ADAPTER_REDIS_URL": "redis+cluster://127.0.0.1:1,127.0.0.1:2",
+                "ADAPTER_RQ_REDIS_URL": DEAD_REDIS}, "does not answer"),
 ])
 def test_bad_configuration_is_one_line(args: tuple[str, ...], env: dict[str, str], fragment: str) -> None:
     done = adapter(*args, env=env)

@@ -19,11 +19,11 @@ from adapter.api import health
 from adapter.auth.users import Sessions, UserStore
 from adapter.errors import AppError
 from adapter.http.endpoint import Call
-from adapter.http.metrics import MetricsBuffer
 from adapter.jobs import progress
 from adapter.settings import Settings
 from adapter.store.connections import Services
 from adapter.store.keys import Keys
+from adapter.store.metrics import MetricsBuffer
 from tests.conftest import on_cluster as run_on_cluster
 
 PORTS = os.environ.get("TEST_REDIS_CLUSTER_PORTS", "").split()
@@ -42,8 +42,8 @@ def settings() -> Settings:
                               "ADAPTER_LOGIN_MAX_FAILURES": "3"}, dotenv=None)
 
 
-def on_cluster(work: Callable[[redis.asyncio.RedisCluster], Awaitable[Any]]) -> Any:
-    return run_on_cluster(work, decode_responses=True)
+async def on_cluster(work: Callable[[redis.asyncio.RedisCluster], Awaitable[Any]]) -> Any:
+    return await run_on_cluster(work, decode_responses=True)
 
 
 def test_cluster_is_three_primaries() -> None:
@@ -54,7 +54,7 @@ def test_cluster_is_three_primaries() -> None:
         sync.close()
 
 
-def test_users_logins_and_tokens(keys: Keys, settings: Settings) -> None:
+async def test_users_logins_and_tokens(keys: Keys, settings: Settings) -> None:
     async def work(r: Any) -> None:
         users, sessions = UserStore(r, keys), Sessions(r, keys, settings)
         assert await users.ensure_admin(PASSWORD)
@@ -81,7 +81,7 @@ def test_users_logins_and_tokens(keys: Keys, settings: Settings) -> None:
         assert await users.list() == [{"user": "admin", "role": "admin"}]
         assert not await r.exists(keys.user("bob"), keys.user_tokens("bob"))
 
-    on_cluster(work)
+    await on_cluster(work)
 
 
 def _token_key(keys: Keys, token: str) -> str:
@@ -90,7 +90,7 @@ def _token_key(keys: Keys, token: str) -> str:
     return keys.token(digest(token))
 
 
-def test_wrong_passwords_lock_the_name_at_that_address(keys: Keys, settings: Settings) -> None:
+async def test_wrong_passwords_lock_the_name_at_that_address(keys: Keys, settings: Settings) -> None:
     async def work(r: Any) -> list[str]:
         await UserStore(r, keys).add("admin", "admin", PASSWORD)
         sessions = Sessions(r, keys, settings)
@@ -108,10 +108,10 @@ def test_wrong_passwords_lock_the_name_at_that_address(keys: Keys, settings: Set
         assert await r.hget(keys.login_failures_pair("admin", "10.9.9.9"), "u")
         return seen
 
-    assert on_cluster(work) == ["unauthorized"] * 3 + ["rate_limited", "rate_limited"]
+    assert await on_cluster(work) == ["unauthorized"] * 3 + ["rate_limited", "rate_limited"]
 
 
-def test_metrics_flush_and_read_across_shards(keys: Keys, settings: Settings) -> None:
+async def test_metrics_flush_and_read_across_shards(keys: Keys, settings: Settings) -> None:
     async def work(r: Any) -> str:
         buffer = MetricsBuffer()
         buffer.inc('ingest_events_total{type="message"}', 3)
@@ -123,16 +123,16 @@ def test_metrics_flush_and_read_across_shards(keys: Keys, settings: Settings) ->
         response = await health.metrics(Call(request=None, svc=svc))  # type: ignore[arg-type]
         return bytes(response.body).decode()
 
-    text = on_cluster(work)
+    text = await on_cluster(work)
     assert 'ingest_events_total{type="message"} 12\n' in text
     assert 'http_request_duration_seconds_count{method="GET",route="/x"} 1\n' in text
 
 
-def test_job_progress(keys: Keys) -> None:
+async def test_job_progress(keys: Keys) -> None:
     async def create(r: Any) -> None:
         await progress.create(r, keys, "job-1", "commands", 10, 60)
 
-    on_cluster(create)
+    await on_cluster(create)
     sync = SyncCluster(host="127.0.0.1", port=int(PORTS[0]), decode_responses=True)
     try:
         progress.step(sync, keys, "job-1", 60, state=progress.JobState.STARTED, done=4)  # type: ignore[arg-type]
@@ -144,6 +144,6 @@ def test_job_progress(keys: Keys) -> None:
     async def read(r: Any) -> dict[str, Any] | None:
         return await progress.read(r, keys, "job-1")
 
-    got = on_cluster(read)
+    got = await on_cluster(read)
     assert got is not None
     assert (got["state"], got["done"], got["total"], got["error"]) == ("failed", 4, 10, "RuntimeError: boom")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -19,16 +19,15 @@ from adapter.api.health import read_metrics
 from adapter.broker.client import EmqxClient
 from adapter.commands import calls
 from adapter.commands.ids import partition_of
+from adapter.commands.records import CommandStore
 from adapter.commands.rules import CommandCalls, CommandResponse, Limits, parse_request
 from adapter.commands.runner import CommandRunner
-from adapter.commands.store import CommandStore
 from adapter.errors import AppError
 from adapter.settings import Settings
 from adapter.store.keys import Keys
 from tests.conftest import on_cluster as run_on_cluster
 from tests.conftest import rq_url
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
-from tests.support.servers import serve
 
 PORTS = [int(p) for p in os.environ.get("TEST_REDIS_CLUSTER_PORTS", "").split()]
 pytestmark = pytest.mark.skipif(not PORTS, reason="TEST_REDIS_CLUSTER_PORTS is not set (no cluster)")
@@ -50,10 +49,8 @@ class Emqx(FakeEmqx):
 
 
 @pytest.fixture
-def emqx() -> Iterator[tuple[FakeEmqx, str]]:
-    fake = Emqx()
-    with serve(fake.app()) as url:
-        yield fake, url
+def emqx_fake() -> Emqx:
+    return Emqx()
 
 
 @pytest.fixture
@@ -67,8 +64,8 @@ def cfg(prefix: str, emqx: tuple[FakeEmqx, str]) -> Settings:
     }, dotenv=None)
 
 
-def on_cluster(fn: Callable[[acluster.RedisCluster], Awaitable[T]]) -> T:
-    return run_on_cluster(fn, decode_responses=True)  # type: ignore[no-any-return]
+async def on_cluster(fn: Callable[[acluster.RedisCluster], Awaitable[T]]) -> T:
+    return await run_on_cluster(fn, decode_responses=True)  # type: ignore[no-any-return]
 
 
 def request(sns: list[str], **fields: Any) -> Any:
@@ -76,7 +73,7 @@ def request(sns: list[str], **fields: Any) -> Any:
                          LIMITS)
 
 
-def test_create_get_list_cancel_respond_across_partitions(cfg: Settings) -> None:
+async def test_create_get_list_cancel_respond_across_partitions(cfg: Settings) -> None:
     keys = Keys.of(cfg)
     sns = [f"SN{i:04d}" for i in range(300)]
 
@@ -126,7 +123,7 @@ def test_create_get_list_cancel_respond_across_partitions(cfg: Settings) -> None
         cid, sn = others[0]["id"], sns[0]
         p = keys.shard(sn)
         await calls.run(r, calls.claim_call(keys, p, 1000, 10_000))  # type: ignore[arg-type]
-        await calls.run(r, calls.record_call(keys, p, 30_000, [(str(cid), "sent", 0)]))  # type: ignore[arg-type]
+        await calls.run(r, calls.record_call(keys, p, 30_000, "send-1", [(str(cid), "sent", 0)]))  # type: ignore[arg-type]
         packed = CommandCalls(keys).respond("M1", CommandResponse(cid, sn, True, b'{"id":1,"status":"ok"}'))
         node = r.get_node_from_key(keys.commands_due(p))
         assert node is not None
@@ -147,10 +144,10 @@ def test_create_get_list_cancel_respond_across_partitions(cfg: Settings) -> None
         assert metrics["commands_created_total"] == "303"
         assert metrics['commands_finished_total{result="canceled"}'] == "1"
 
-    on_cluster(go)
+    await on_cluster(go)
 
 
-def test_the_runner_claims_every_partition_and_pruning_expires(cfg: Settings, emqx: tuple[FakeEmqx, str]) -> None:
+async def test_the_runner_claims_every_partition_and_pruning_expires(cfg: Settings, emqx: tuple[FakeEmqx, str]) -> None:
     fake, _ = emqx
     keys = Keys.of(cfg)
     sns = [f"D{i:03d}" for i in range(250)]
@@ -184,10 +181,10 @@ def test_the_runner_claims_every_partition_and_pruning_expires(cfg: Settings, em
         finally:
             await broker.aclose()
 
-    on_cluster(go)
+    await on_cluster(go)
 
 
-def test_the_bulk_job_writes_per_partition_and_a_retry_rewrites_nothing(cfg: Settings) -> None:
+async def test_the_bulk_job_writes_per_partition_and_a_retry_rewrites_nothing(cfg: Settings) -> None:
     """commands/bulk.py `write` on the cluster (RQ's worker does not run on one; the job's work does): every
     partition's chunks, progress after each; a retry from a progress that lags one chunk skips what exists."""
     from adapter.commands import bulk
@@ -196,7 +193,7 @@ def test_the_bulk_job_writes_per_partition_and_a_retry_rewrites_nothing(cfg: Set
     keys = Keys.of(cfg)
     sns = [f"B{i:04d}" for i in range(1500)]
     req = request(sns, publishNow=False)
-    ids = on_cluster(lambda r: CommandStore(r, keys).new_ids(req.sns))  # type: ignore[arg-type]
+    ids = await on_cluster(lambda r: CommandStore(r, keys).new_ids(req.sns))  # type: ignore[arg-type]
     conn = redis.RedisCluster(host="127.0.0.1", port=PORTS[0], decode_responses=True)
     try:
         job_progress.step(conn, keys, "j1", 600, done=0)  # type: ignore[arg-type]

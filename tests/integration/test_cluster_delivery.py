@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from adapter.delivery import replicas
 from adapter.delivery.pump import Pump
 from adapter.delivery.sender import Sender
 from adapter.settings import Settings
 from adapter.store.keys import Keys
-from adapter.targets import replicas
 from adapter.targets.callbacks import Callback, CallbackStore
 from adapter.targets.route_table import RouteTable
 from adapter.targets.routes import RouteStore
@@ -98,9 +98,9 @@ def sns(rec: Receiver) -> list[tuple[str, int]]:
     return [(b["sn"], b["n"]) for b in (json.loads(x) for x in rec.bodies())]
 
 
-def test_pump_delivers_over_many_partitions_with_retries(cluster_settings: Settings,
+async def test_pump_delivers_over_many_partitions_with_retries(cluster_settings: Settings,
         receiver_url: tuple[Receiver, str]) -> None:
-    on_cluster(lambda rc: _test_pump_delivers_over_many_partitions_with_retries(
+    await on_cluster(lambda rc: _test_pump_delivers_over_many_partitions_with_retries(
         cluster_settings, rc, receiver_url))
 
 
@@ -141,9 +141,9 @@ async def _test_pump_delivers_over_many_partitions_with_retries(cluster_settings
         assert await rc.xlen(k.delivery_stream(p)) == 0 and await rc.zcard(k.delivery_retry(p)) == 0
 
 
-def test_held_order_per_device_and_dead_letters_replayed(cluster_settings: Settings,
+async def test_held_order_per_device_and_dead_letters_replayed(cluster_settings: Settings,
         receiver_url: tuple[Receiver, str]) -> None:
-    on_cluster(lambda rc: _test_held_order_per_device_and_dead_letters_replayed(
+    await on_cluster(lambda rc: _test_held_order_per_device_and_dead_letters_replayed(
         cluster_settings, rc, receiver_url))
 
 
@@ -197,9 +197,9 @@ async def _test_held_order_per_device_and_dead_letters_replayed(cluster_settings
         assert not await rc.smembers(k.callbacks_enabled_in("device", p))
 
 
-def test_breaker_opens_and_closes_per_partition(cluster_settings: Settings,
+async def test_breaker_opens_and_closes_per_partition(cluster_settings: Settings,
         receiver_url: tuple[Receiver, str]) -> None:
-    on_cluster(lambda rc: _test_breaker_opens_and_closes_per_partition(
+    await on_cluster(lambda rc: _test_breaker_opens_and_closes_per_partition(
         cluster_settings, rc, receiver_url))
 
 
@@ -232,8 +232,8 @@ async def _test_breaker_opens_and_closes_per_partition(cluster_settings: Setting
     assert await rc.hget(k.delivery_state(target, lane), "breaker") is None
 
 
-def test_targets_store_and_route_table_on_the_cluster(cluster_settings: Settings) -> None:
-    on_cluster(lambda rc: _test_targets_store_and_route_table_on_the_cluster(cluster_settings, rc))
+async def test_targets_store_and_route_table_on_the_cluster(cluster_settings: Settings) -> None:
+    await on_cluster(lambda rc: _test_targets_store_and_route_table_on_the_cluster(cluster_settings, rc))
 
 
 async def _test_targets_store_and_route_table_on_the_cluster(cluster_settings: Settings, rc: RedisCluster) -> None:

@@ -9,7 +9,6 @@ scripts/ensure-redis-cluster). Self-contained: a unique key prefix per test, rem
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
@@ -20,14 +19,14 @@ import redis.exceptions
 
 from adapter.broker.credentials import CredentialStore, VerifyLimiter
 from adapter.devices import reconcile, retention
-from adapter.devices.presence_store import PRESENCE_SCRIPT, presence_call
-from adapter.devices.store import DEVICE_PRESENCE, UPLINK, device_call, peripheral_args, uplink_call, wake_args
-from adapter.devices.uplink import Peripheral
-from adapter.ingest.events import Connected, Disconnected, MessagePublished
+from adapter.devices.calls import device_call, peripheral_args, uplink_call, wake_args
+from adapter.devices.presence_calls import presence_call
+from adapter.protocol.events import Connected, Disconnected, MessagePublished
+from adapter.protocol.uplink import Peripheral
 from adapter.store import scripts
 from adapter.store.keys import Keys
-from adapter.store.scripts import LuaScript
-from adapter.targets.forwarding import FORWARD, forward_call, forward_of
+from adapter.store.scripts import ScriptCall
+from adapter.targets.forwarding import forward_call, forward_of
 from adapter.targets.route_table import RouteInfo
 
 PORTS = [int(p) for p in os.environ.get("TEST_REDIS_CLUSTER_PORTS", "").split()]
@@ -50,9 +49,8 @@ def sns_over_every_shard(keys: Keys) -> list[str]:
     return out
 
 
-async def call(rc: Any, script: LuaScript, built: tuple[list[Any], list[Any]]) -> Any:
-    call_keys, argv = built
-    return await scripts.call(rc, script, len(call_keys), *call_keys, *argv)
+async def call(rc: Any, built: ScriptCall) -> Any:
+    return await scripts.call(rc, built)
 
 
 def message(sn: str, n: int, topic: str, payload: str = "{}") -> MessagePublished:
@@ -65,46 +63,43 @@ def entries(r: redis.RedisCluster, keys: Keys, sn: str) -> list[dict[bytes, byte
     return [f for _, f in r.xrange(stream) if f[b"k"] == sn.encode()]
 
 
-def test_the_ingest_scripts_run_on_a_cluster_one_slot_per_call(keys: Keys) -> None:
+async def test_the_ingest_scripts_run_on_a_cluster_one_slot_per_call(keys: Keys) -> None:
     sns = sns_over_every_shard(keys)
     routes = [RouteInfo(5, "#")]
 
-    async def run() -> None:
-        rc = aiocluster.RedisCluster(host="127.0.0.1", port=PORTS[0])
-        try:
-            for p in keys.shards():  # the enabled callbacks' replicas, as the targets store writes them
-                await rc.sadd(keys.callbacks_enabled_in("device", p), "1")
-                await rc.sadd(keys.callbacks_enabled_in("peripheral", p), "2")
-            for n, sn in enumerate(sns):
-                p = keys.shard(sn)
-                # a waiting command, for the heartbeat to wake
-                await rc.zadd(keys.commands_active(sn), {"C1": 1})
-                await rc.hset(keys.command_prefix(p) + "C1", mapping={"state": "0", "expireAt": 2**50})
-                assert await call(rc, DEVICE_PRESENCE, device_call(keys, Connected(sn, 1000 + n))) is not None
-                assert await call(rc, UPLINK, uplink_call(keys, "mark", sn, 1_717_000_000_000,
-                                                          wake_args(keys, sn))) == 1
-                await call(rc, UPLINK, uplink_call(keys, "report", sn, 1_717_000_001_000, ["sys", '{"a":1}']))
-                await call(rc, UPLINK, uplink_call(keys, "heartbeat", sn, 1_717_000_002_000,
-                                                   [5, 15, *wake_args(keys, sn)]))
-                items = [Peripheral("N1", "OTHER-GW", True, "{}"), Peripheral("N2", sn, False, "{}")]
-                assert await call(rc, UPLINK, uplink_call(keys, "peripherals", sn, 1_717_000_003_000,
-                                                          peripheral_args(keys, sn, items, 1000, 86_400))) == 1
-                msg = message(sn, n, f"app/{sn}/up")
-                fwd = forward_of(msg, routes, keys)
-                assert fwd is not None
-                for _ in range(2):  # a redelivery forwards nothing again
-                    await call(rc, UPLINK, uplink_call(keys, "active", sn, msg.received_at, (), fwd))
-                alone = forward_of(message(sn, n + 10_000, f"app/{sn}/bad"), routes, keys)
-                assert alone is not None
-                assert await call(rc, FORWARD, forward_call(alone)) == 1
-                down = Disconnected(sn, 5000 + n, "tcp_closed", connected_at=1000 + n)
-                assert await call(rc, DEVICE_PRESENCE, device_call(keys, down)) is not None
-                # presence.lua alone (how its tests hold it against presence.py)
-                assert await call(rc, PRESENCE_SCRIPT, presence_call(keys.client(sn), down)) is None
-        finally:
-            await rc.aclose()
-
-    asyncio.run(run())
+    rc = aiocluster.RedisCluster(host="127.0.0.1", port=PORTS[0])
+    try:
+        for p in keys.shards():  # the enabled callbacks' replicas, as the targets store writes them
+            await rc.sadd(keys.callbacks_enabled_in("device", p), "1")
+            await rc.sadd(keys.callbacks_enabled_in("peripheral", p), "2")
+        for n, sn in enumerate(sns):
+            p = keys.shard(sn)
+            # a waiting command, for the heartbeat to wake
+            await rc.zadd(keys.commands_active(sn), {"C1": 1})
+            await rc.hset(keys.command_prefix(p) + "C1", mapping={"state": "0", "expireAt": 2**50})
+            assert await call(rc, device_call(keys, Connected(sn, 1000 + n))) is not None
+            assert await call(rc, uplink_call(keys, "mark", sn, 1_717_000_000_000,
+                                                      wake_args(keys, sn))) == 1
+            await call(rc, uplink_call(keys, "report", sn, 1_717_000_001_000, ["sys", '{"a":1}']))
+            await call(rc, uplink_call(keys, "heartbeat", sn, 1_717_000_002_000,
+                                               [5, 15, *wake_args(keys, sn)]))
+            items = [Peripheral("N1", "OTHER-GW", True, "{}"), Peripheral("N2", sn, False, "{}")]
+            assert await call(rc, uplink_call(keys, "peripherals", sn, 1_717_000_003_000,
+                                                      peripheral_args(keys, sn, items, 1000, 86_400))) == 1
+            msg = message(sn, n, f"app/{sn}/up")
+            fwd = forward_of(msg, routes, keys)
+            assert fwd is not None
+            for _ in range(2):  # a redelivery forwards nothing again
+                await call(rc, uplink_call(keys, "active", sn, msg.received_at, (), fwd))
+            alone = forward_of(message(sn, n + 10_000, f"app/{sn}/bad"), routes, keys)
+            assert alone is not None
+            assert await call(rc, forward_call(alone)) == 1
+            down = Disconnected(sn, 5000 + n, "tcp_closed", connected_at=1000 + n)
+            assert await call(rc, device_call(keys, down)) is not None
+            # presence.lua alone (how its tests hold it against presence.py)
+            assert await call(rc, presence_call(keys.client(sn), down)) is None
+    finally:
+        await rc.aclose()
     r = redis.RedisCluster(host="127.0.0.1", port=PORTS[0])
     try:
         devices = {m.decode() for p in keys.shards() for m in r.zrange(keys.devices(p), 0, -1)}
@@ -149,29 +144,26 @@ def test_a_call_over_two_slots_is_refused(keys: Keys) -> None:
         r.close()
 
 
-def test_retention_and_reconciliation_walk_every_shard(keys: Keys) -> None:
+async def test_retention_and_reconciliation_walk_every_shard(keys: Keys) -> None:
     """retention.py walks each index shard and SCANs each primary; a reconciliation correction runs under
     WATCH/MULTI of the client hash (one slot with the rest of its call)."""
     sns = sns_over_every_shard(keys)
 
-    async def run() -> tuple[bool | None, list[str]]:
-        rc = aiocluster.RedisCluster(host="127.0.0.1", port=PORTS[0], decode_responses=True)
-        try:
-            for sn in sns:
-                await call(rc, DEVICE_PRESENCE, device_call(keys, Connected(sn, 1000)))
-                await call(rc, UPLINK, uplink_call(keys, "report", sn, 2000, ["sys", "{}"]))
-                await call(rc, DEVICE_PRESENCE, device_call(keys, Disconnected(sn, 3000, "normal", connected_at=1000)))
-            await call(rc, DEVICE_PRESENCE, device_call(keys, Connected("NEVER-A-DEVICE", 1000)))
-            await call(rc, DEVICE_PRESENCE, device_call(keys, Disconnected("NEVER-A-DEVICE", 3000, "normal",
-                                                                           connected_at=1000)))
-            back = sns[0]
-            state = await rc.hmget(keys.client(back), reconcile.STATE)
-            applied = await reconcile.apply_guarded(rc, keys, Connected(back, 9000), state)
-            return applied, list(await reconcile.online_snapshot(rc, keys))
-        finally:
-            await rc.aclose()
-
-    applied, online = asyncio.run(run())
+    rc = aiocluster.RedisCluster(host="127.0.0.1", port=PORTS[0], decode_responses=True)
+    try:
+        for sn in sns:
+            await call(rc, device_call(keys, Connected(sn, 1000)))
+            await call(rc, uplink_call(keys, "report", sn, 2000, ["sys", "{}"]))
+            await call(rc, device_call(keys, Disconnected(sn, 3000, "normal", connected_at=1000)))
+        await call(rc, device_call(keys, Connected("NEVER-A-DEVICE", 1000)))
+        await call(rc, device_call(keys, Disconnected("NEVER-A-DEVICE", 3000, "normal",
+                                                                       connected_at=1000)))
+        back = sns[0]
+        state = await rc.hmget(keys.client(back), reconcile.STATE)
+        applied = await reconcile.apply_guarded(rc, keys, Connected(back, 9000), state)
+        applied, online = applied, list(await reconcile.online_snapshot(rc, keys))
+    finally:
+        await rc.aclose()
     assert applied is True and online == [sns[0]]
     r = redis.RedisCluster(host="127.0.0.1", port=PORTS[0])
     try:
@@ -183,30 +175,27 @@ def test_retention_and_reconciliation_walk_every_shard(keys: Keys) -> None:
         r.close()
 
 
-def test_credentials_on_a_cluster(keys: Keys) -> None:
+async def test_credentials_on_a_cluster(keys: Keys) -> None:
     """A credential, its shard of the creds index and its authn mark are one slot (MULTI), and the list
     merges the shards newest first."""
     sns = [f"CRED{n}" for n in range(30)]
 
-    async def run() -> None:
-        rc = aiocluster.RedisCluster(host="127.0.0.1", port=PORTS[0], decode_responses=True)
-        store = CredentialStore(rc, keys)
-        try:
-            secrets = {}
-            for sn in sns:
-                _, secrets[sn] = await store.create(sn)
-            total, page = await store.page(1, 50)
-            assert total == len(sns) and {c.sn for c in page} == set(sns)
-            assert [c.created for c in page] == sorted((c.created for c in page), reverse=True)
-            total, second = await store.page(2, 20)
-            assert total == len(sns) and len(second) == 10
-            limiter = VerifyLimiter(2, 10)
-            assert await store.verify(sns[0], secrets[sns[0]], cache_ttl=60, limiter=limiter) is True
-            assert await rc.exists(keys.authn_cache(sns[0])) == 1
-            assert await store.revoke(sns[0]) == 1
-            assert await store.get(sns[0]) is None and await rc.exists(keys.authn_cache(sns[0])) == 0
-            assert (await store.get(sns[1])) is not None
-        finally:
-            await rc.aclose()
-
-    asyncio.run(run())
+    rc = aiocluster.RedisCluster(host="127.0.0.1", port=PORTS[0], decode_responses=True)
+    store = CredentialStore(rc, keys)
+    try:
+        secrets = {}
+        for sn in sns:
+            _, secrets[sn] = await store.create(sn)
+        total, page = await store.page(1, 50)
+        assert total == len(sns) and {c.sn for c in page} == set(sns)
+        assert [c.created for c in page] == sorted((c.created for c in page), reverse=True)
+        total, second = await store.page(2, 20)
+        assert total == len(sns) and len(second) == 10
+        limiter = VerifyLimiter(2, 10)
+        assert await store.verify(sns[0], secrets[sns[0]], cache_ttl=60, limiter=limiter) is True
+        assert await rc.exists(keys.authn_cache(sns[0])) == 1
+        assert await store.revoke(sns[0]) == 1
+        assert await store.get(sns[0]) is None and await rc.exists(keys.authn_cache(sns[0])) == 0
+        assert (await store.get(sns[1])) is not None
+    finally:
+        await rc.aclose()

@@ -5,8 +5,12 @@ live slot migration (MOVED, ASK). The layout check also runs on one Redis."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -14,18 +18,19 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from adapter.settings import ConfigError, Settings
-from adapter.store import resp
-from adapter.store.batcher import Batcher, batcher_for
+from adapter.store import cluster_lane, resp
+from adapter.store.batcher import Batcher
 from adapter.store.cluster_batcher import ClusterBatcher
-from adapter.store.connections import async_redis, check_layout, check_redis, sync_redis
+from adapter.store.connections import async_redis, batcher_for, check_layout, check_redis, sync_redis
 from adapter.store.keys import Keys
-from adapter.store.scripts import LuaScript, call, pipeline_scripts, pipeline_scripts_sync, queue_call
+from adapter.store.scripts import Script, call, pipeline_scripts, pipeline_scripts_sync, queue_call
 from tests.conftest import CLUSTER, CLUSTER_PORTS, flush_store, primaries, script_flush
 
 cluster_only = pytest.mark.skipif(not CLUSTER, reason="needs the test cluster (TEST_REDIS_MODE=cluster)")
-INCR = LuaScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+INCR = Script("-- KEYS: key\n-- ARGV: by\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
 # a script that builds a second key from its first KEY's tagged prefix (allowed: same slot)
-PAIR = LuaScript("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[1] .. ':n')")
+PAIR = Script("-- KEYS: key\n-- ARGV: value\n"
+              "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[1] .. ':n')")
 
 
 def _keys(settings: Settings) -> Keys:
@@ -66,6 +71,27 @@ def test_a_store_of_another_layout_is_refused(redis_db: redis.Redis, settings: S
         check_redis(settings)
 
 
+@pytest.mark.parametrize("sample", ["meta", "users", "devices", "callbacks"])
+def test_a_store_spelled_for_the_other_layout_is_refused(redis_db: redis.Redis, settings: Settings,
+                                                         sample: str) -> None:
+    """No meta hash of this layout's spelling, but a key as the other layout spells it (its meta hash, or a sample of
+    its keys): refused in one line, nothing written."""
+    keys = _keys(settings)
+    other = Keys(keys.prefix, 0 if keys.cluster else 48, keys.stream_partitions)
+    key = {"meta": other.meta(), "users": other.users(), "devices": other.devices(0),
+           "callbacks": other.targets("callback")}[sample]
+    if sample == "meta":
+        redis_db.hset(key, mapping={"layout": "1" if CLUSTER else "2", "partitions": "48"})
+    elif sample == "users":
+        redis_db.sadd(key, "admin")
+    else:
+        redis_db.zadd(key, {"x": 1})
+    with pytest.raises(ConfigError, match=r"keys spelled for the other layout") as caught:
+        check_redis(settings)
+    assert key in str(caught.value) and "\n" not in str(caught.value)
+    assert not redis_db.exists(keys.meta())  # a cluster store's meta is not written over it
+
+
 @cluster_only
 def test_a_cluster_store_of_another_partition_count_is_refused(redis_db: redis.Redis, settings: Settings) -> None:
     check_redis(settings)
@@ -79,20 +105,16 @@ def test_a_cluster_store_of_another_partition_count_is_refused(redis_db: redis.R
 
 
 @cluster_only
-def test_call_loads_a_script_the_cluster_lost(redis_db: redis.Redis, settings: Settings) -> None:
+async def test_call_loads_a_script_the_cluster_lost(redis_db: redis.Redis, settings: Settings,
+                                                    aredis: redis.asyncio.Redis) -> None:
     keys = _keys(settings)
 
-    async def go() -> list[int]:
-        client = async_redis(settings)
-        try:
-            out = [int(await call(client, INCR, 1, f"{keys.prefix}:{keys.shard_tag(p)}:c", 1)) for p in keys.shards()]
-            script_flush(redis_db)  # every primary forgets it
-            out += [int(await call(client, INCR, 1, f"{keys.prefix}:{keys.shard_tag(p)}:c", 1)) for p in keys.shards()]
-            return out
-        finally:
-            await client.aclose()
-
-    assert asyncio.run(go()) == [1] * 48 + [2] * 48
+    counters = [INCR.call(key=f"{keys.prefix}:{keys.shard_tag(p)}:c", by=1) for p in keys.shards()]
+    out = [int(await call(aredis, c)) for c in counters]
+    script_flush(redis_db)  # every primary forgets it
+    out += [int(await call(aredis, c)) for c in counters]
+    result = out
+    assert result == [1] * 48 + [2] * 48
 
 
 def _submissions(keys: Keys, n: int) -> list[list[bytes]]:
@@ -117,26 +139,23 @@ def _totals(client: redis.Redis, keys: Keys) -> int:
 
 
 @cluster_only
-def test_the_batcher_routes_by_slot_and_reloads_scripts_after_a_flush(redis_db: redis.Redis,
-                                                                     settings: Settings) -> None:
+async def test_the_batcher_routes_by_slot_and_reloads_scripts_after_a_flush(redis_db: redis.Redis,
+                                                                            settings: Settings) -> None:
     keys = _keys(settings)
 
-    async def go() -> dict[str, int]:
-        client = async_redis(settings, decode=False)
-        batcher = batcher_for(client, [INCR])
-        assert isinstance(batcher, ClusterBatcher)
-        try:
-            await batcher.load_scripts()
-            first = await asyncio.gather(*(batcher.submit(s) for s in _submissions(keys, 480)))
-            assert all(r[0] == r[1] for r in first)
-            script_flush(redis_db)
-            again = await asyncio.gather(*(batcher.submit(s) for s in _submissions(keys, 480)))
-            assert all(r[0] == r[1] for r in again)
-            return batcher.stats
-        finally:
-            await client.aclose()
-
-    stats = asyncio.run(go())
+    client = async_redis(settings, decode=False)
+    batcher = batcher_for(client, [INCR])
+    assert isinstance(batcher, ClusterBatcher)
+    try:
+        await batcher.load_scripts()
+        first = await asyncio.gather(*(batcher.submit(s) for s in _submissions(keys, 480)))
+        assert all(r[0] == r[1] for r in first)
+        script_flush(redis_db)
+        again = await asyncio.gather(*(batcher.submit(s) for s in _submissions(keys, 480)))
+        assert all(r[0] == r[1] for r in again)
+        stats = batcher.stats
+    finally:
+        await client.aclose()
     assert stats["noscript"] >= 3 and stats["moved"] == stats["ask"] == 0  # at least one per primary
     assert _totals(redis_db, keys) == 960
 
@@ -185,8 +204,8 @@ def nodes() -> Iterator[Nodes]:
 
 
 @cluster_only
-def test_the_batcher_follows_ask_then_moved_during_a_slot_migration(redis_db: redis.Redis, settings: Settings,
-                                                                    nodes: Nodes) -> None:
+async def test_the_batcher_follows_ask_then_moved_during_a_slot_migration(redis_db: redis.Redis, settings: Settings,
+                                                                          nodes: Nodes) -> None:
     keys = _keys(settings)
     tag = keys.shard_tag(7)
     slot = redis.crc.key_slot(tag.encode())
@@ -207,9 +226,9 @@ def test_the_batcher_follows_ask_then_moved_during_a_slot_migration(redis_db: re
             assert batcher.stats["ask"] == 1 and batcher.stats["moved"] == 0
             await asyncio.to_thread(nodes.move_keys, slot, src, dst)
             await asyncio.to_thread(nodes.finish, slot, dst)
-            # the batcher's map still says src: MOVED, refresh, resend
+            # the batcher's map still says src: MOVED, the slot's entry patched, resend
             assert await batcher.submit([resp.pack("EVALSHA", INCR.sha, 1, old, 1)]) == [3]
-            assert batcher.stats["moved"] == 1 and batcher.stats["refreshes"] >= 1
+            assert batcher.stats["moved"] == 1
             assert await batcher.submit([resp.pack("EVALSHA", INCR.sha, 1, new, 1)]) == [6]
             assert batcher.stats["moved"] == 1  # the map is right again
             return batcher.stats
@@ -217,7 +236,7 @@ def test_the_batcher_follows_ask_then_moved_during_a_slot_migration(redis_db: re
             await client.aclose()
 
     try:
-        asyncio.run(go())
+        await go()
         assert nodes.owner(slot) == dst
         assert redis.Redis(port=dst).get(old) == b"3" and redis.Redis(port=dst).get(new) == b"6"
     finally:
@@ -227,8 +246,8 @@ def test_the_batcher_follows_ask_then_moved_during_a_slot_migration(redis_db: re
 
 
 @cluster_only
-def test_nothing_is_lost_or_doubled_while_a_slot_migrates_under_traffic(redis_db: redis.Redis,
-                                                                       settings: Settings, nodes: Nodes) -> None:
+async def test_nothing_is_lost_or_doubled_while_a_slot_migrates_under_traffic(redis_db: redis.Redis,
+                                                                              settings: Settings, nodes: Nodes) -> None:
     keys = _keys(settings)
     slot = redis.crc.key_slot(keys.shard_tag(0).encode())
     src = nodes.owner(slot)
@@ -257,7 +276,7 @@ def test_nothing_is_lost_or_doubled_while_a_slot_migrates_under_traffic(redis_db
             await client.aclose()
 
     try:
-        stats = asyncio.run(go())
+        stats = await go()
         assert _totals(redis_db, keys) == 4800
         assert nodes.owner(slot) == dst
         assert stats["moved"] + stats["ask"] >= 1, stats
@@ -266,12 +285,12 @@ def test_nothing_is_lost_or_doubled_while_a_slot_migrates_under_traffic(redis_db
             nodes.migrate(slot, dst, src)
 
 
-def test_one_redis_keeps_the_one_connection_batcher(settings: Settings) -> None:
+async def test_one_redis_keeps_the_one_connection_batcher(settings: Settings) -> None:
     if CLUSTER:
         pytest.skip("one Redis only")
     client = async_redis(settings)
     assert type(batcher_for(client, [INCR])) is Batcher
-    asyncio.run(client.aclose())
+    await client.aclose()
 
 
 def _key(keys: Keys, name: str) -> str:
@@ -279,63 +298,141 @@ def _key(keys: Keys, name: str) -> str:
     return f"{keys.prefix}:{tag}:{name}" if tag else f"{keys.prefix}:{name}"
 
 
-def test_pipelines_get_their_scripts_loaded_on_either_backend(redis_db: redis.Redis, settings: Settings) -> None:
+async def test_pipelines_get_their_scripts_loaded_on_either_backend(redis_db: redis.Redis, settings: Settings,
+                                                                    aredis: redis.asyncio.Redis) -> None:
     keys = _keys(settings)
     script_flush(redis_db)
 
-    async def go() -> list[object]:
-        client = async_redis(settings)
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                await pipeline_scripts(client, pipe, INCR)
-                queue_call(pipe, INCR, 1, _key(keys, "a"), 2)
-                return list(await pipe.execute())
-        finally:
-            await client.aclose()
-
-    assert asyncio.run(go()) == [2]
+    async with aredis.pipeline(transaction=False) as pipe:
+        await pipeline_scripts(aredis, pipe, INCR)
+        queue_call(pipe, INCR.call(key=_key(keys, "a"), by=2))
+        result = list(await pipe.execute())
+    assert result == [2]
     script_flush(redis_db)
-    client = sync_redis(settings)
+    aredis = sync_redis(settings)
     try:
-        with client.pipeline(transaction=False) as pipe:
-            pipeline_scripts_sync(client, pipe, INCR)
-            queue_call(pipe, INCR, 1, _key(keys, "a"), 3)
+        with aredis.pipeline(transaction=False) as pipe:
+            pipeline_scripts_sync(aredis, pipe, INCR)
+            queue_call(pipe, INCR.call(key=_key(keys, "a"), by=3))
             assert pipe.execute() == [5]
     finally:
-        client.close()
+        aredis.close()
 
 
 @cluster_only
-def test_a_node_that_fails_fails_the_flush_and_the_map_is_reloaded(redis_db: redis.Redis, settings: Settings,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_node_that_fails_fails_only_its_commands_and_the_map_is_reloaded(
+        redis_db: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One node's batch fails (planted: its connection refuses once): that node's command answers the failure in its
+    place, the other node's command of the same submission is answered, and the slot map is loaded again."""
+    keys = _keys(settings)
+    on = [_node_key(redis_db, keys, port, "f") for port in CLUSTER_PORTS[:2]]
+
+    client = async_redis(settings, decode=False)
+    batcher = ClusterBatcher(client, [INCR])
+    await batcher.load_scripts()
+    bad = client.nodes_manager.get_node_from_slot(redis.crc.key_slot(on[0].encode()))
+    real = cluster_lane._round
+    failed = 0
+
+    async def refusing(conn: Any, batch: list[cluster_lane.Item], deadline: float) -> list[Any]:
+        nonlocal failed
+        if failed == 0 and int(conn.port) == int(bad.port):
+            failed += 1
+            raise redis.exceptions.ConnectionError("planted: node gone")
+        return await real(conn, batch, deadline)
+
+    monkeypatch.setattr(cluster_lane, "_round", refusing)
+    try:
+        first = await batcher.submit([resp.pack("EVALSHA", INCR.sha, 1, k, 1) for k in on])
+        assert isinstance(first[0], redis.exceptions.ConnectionError) and first[1] == 1, first
+        await _until(lambda: batcher.stats["refreshes"] >= 1 and batcher._refresh is None)
+        assert await batcher.submit([resp.pack("EVALSHA", INCR.sha, 1, k, 1) for k in on]) == [1, 2]
+        assert batcher.stats["node_failures"] == 1
+    finally:
+        await client.aclose()
+
+
+def _node_key(client: redis.Redis, keys: Keys, port: int, name: str) -> str:
+    """A key of a partition whose slot is served by the primary on `port`."""
+    nodes = Nodes()
+    try:
+        for p in keys.shards():
+            key = f"{keys.prefix}:{keys.shard_tag(p)}:{name}"
+            if nodes.owner(redis.crc.key_slot(key.encode())) == port:
+                return key
+    finally:
+        nodes.close()
+    raise AssertionError(f"no partition on {port}")
+
+
+async def _until(ok: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, "not within the deadline"
+        await asyncio.sleep(0.01)
+
+
+@cluster_only
+async def test_idle_connections_a_node_closed_are_sent_on_again_once(redis_db: redis.Redis, settings: Settings) -> None:
+    """A pooled connection the node closed while it sat idle (here CLIENT KILL of exactly the batcher's own
+    connections; a restart does the same) fails on its next use: the batcher connects again and sends the round once
+    more. No submission fails, and none runs twice (INCR would show it)."""
     keys = _keys(settings)
 
-    async def go() -> dict[str, int]:
-        client = async_redis(settings, decode=False)
-        batcher = ClusterBatcher(client, [INCR])
-        real = batcher._send
-        calls = 0
+    client = async_redis(settings, decode=False)
+    batcher = ClusterBatcher(client, [INCR])
+    try:
+        await batcher.load_scripts()
+        await asyncio.gather(*(batcher.submit(s) for s in _submissions(keys, 96)))
+        killed = 0
+        for node in client.get_primaries():
+            for conn in node._free:
+                if conn.is_connected:
+                    host, port = conn._writer.get_extra_info("sockname")[:2]
+                    killed += _kill(int(node.port), host, port)
+        assert killed >= 3  # one idle connection per primary at least
+        replies = await asyncio.gather(*(batcher.submit(s) for s in _submissions(keys, 96)))
+        assert all(r[0] == r[1] for r in replies)
+    finally:
+        await client.aclose()
+    assert _totals(redis_db, keys) == 192
 
-        async def flaky(node: object, commands: list[tuple[bytes, bool]]) -> list[object]:
-            nonlocal calls
-            calls += 1
-            if calls == 1:
-                raise redis.exceptions.ConnectionError("planted: node gone")
-            return await real(node, commands)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(batcher, "_send", flaky)
-        try:
-            await batcher.load_scripts()
-            with pytest.raises(redis.exceptions.ConnectionError, match="planted"):
-                await batcher.submit([resp.pack("EVALSHA", INCR.sha, 1, _key(keys, "f"), 1)])
-            refreshes = batcher.stats["refreshes"]
-            assert await batcher.submit([resp.pack("EVALSHA", INCR.sha, 1, _key(keys, "f"), 1)]) == [1]
-            assert batcher.stats["refreshes"] == refreshes + 1
-            return batcher.stats
-        finally:
-            await client.aclose()
+def _kill(node_port: int, host: str, port: int) -> int:
+    """CLIENT KILL of one client address on one node (not the shared cluster's other clients)."""
+    with redis.Redis(port=node_port) as r:
+        return int(r.client_kill_filter(_id=None, addr=f"{host}:{port}"))
 
-    asyncio.run(go())
+
+@cluster_only
+async def test_start_up_works_while_any_seed_answers(redis_db: redis.Redis, settings: Settings) -> None:
+    """A seed list whose first seeds do not answer (nothing listens on ports 1 and 2): the client learns the cluster
+    from the seed that does, on either client."""
+    seeds = settings.with_overrides(
+        redis_url=f"redis+cluster://127.0.0.1:1,127.0.0.1:2,127.0.0.1:{CLUSTER_PORTS[0]}/0")
+    check_redis(seeds)  # the sync client, the layout check
+
+    client = async_redis(seeds)
+    try:
+        await client.initialize()
+        result = len(client.get_primaries())
+    finally:
+        await client.aclose()
+    assert result == len(CLUSTER_PORTS)
+
+
+@cluster_only
+def test_rq_on_a_node_of_the_cluster_is_refused_in_one_line(redis_db: redis.Redis, settings: Settings) -> None:
+    on_node = settings.with_overrides(rq_redis_url=f"redis://127.0.0.1:{CLUSTER_PORTS[1]}/0")
+    with pytest.raises(ConfigError, match=r"ADAPTER_RQ_REDIS_URL .* is a node of a Redis Cluster"):
+        check_redis(on_node)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTER_")}
+    done = subprocess.run([sys.executable, "-m", "adapter", "user", "list"], capture_output=True, text=True,
+                          timeout=60, env={**env, "ADAPTER_REDIS_URL": settings.redis_url,
+                                           "ADAPTER_KEY_PREFIX": settings.key_prefix,
+                                           "ADAPTER_RQ_REDIS_URL": on_node.rq_redis_url})
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "is a node of a Redis Cluster" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_cluster_that_does_not_answer_is_one_line() -> None:

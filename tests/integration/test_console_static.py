@@ -7,8 +7,11 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 
 from adapter import console
+
+pytestmark = pytest.mark.layout_free  # static files: run once, on one Redis
 
 
 def test_console_redirects_to_its_folder_and_serves_the_page(client: httpx.Client) -> None:
@@ -32,6 +35,14 @@ def test_every_module_the_page_imports_is_served_as_javascript(client: httpx.Cli
             assert (static / imported).is_file(), f"{module.name} imports a missing {imported}"
         assert "https://" not in r.text.replace("https://example.com", ""), f"{module.name} loads from elsewhere"
     assert client.get("/console/console.css").headers["content-type"].startswith("text/css")
+
+
+def test_the_icon_is_served_at_the_root_and_in_the_folder(client: httpx.Client) -> None:
+    page = client.get("/console/").text
+    assert '<link rel="icon" href="favicon.svg" type="image/svg+xml">' in page
+    icon = client.get("/favicon.ico", follow_redirects=True)
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    assert icon.url.path == "/console/favicon.svg" and icon.text.startswith("<svg")
 
 
 def test_only_the_static_folder_is_served(client: httpx.Client) -> None:

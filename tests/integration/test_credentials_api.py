@@ -11,7 +11,7 @@ import redis
 
 from adapter.settings import Settings
 from adapter.store.keys import Keys
-from tests.conftest import login
+from tests.conftest import login, ok
 from tests.integration.test_api_envelope import assert_err
 from tests.integration.test_auth import add_user
 from tests.integration.test_emqx_hooks import app_with_hooks
@@ -28,9 +28,7 @@ def http(settings: Settings) -> Iterator[httpx.Client]:
 
 
 def create(http: httpx.Client, sn: str) -> dict[str, object]:
-    r = http.post(CREDS, json={"sn": sn})
-    assert r.status_code == 200, r.text
-    data: dict[str, object] = r.json()["data"]
+    data: dict[str, object] = ok(http.post(CREDS, json={"sn": sn}))
     return data
 
 

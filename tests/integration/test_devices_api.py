@@ -6,7 +6,6 @@ routes in front of the others, as app.py will register them.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,10 +31,8 @@ from adapter.store.keys import Keys
 from tests.conftest import (
     ADMIN_PASSWORD,
     INGEST_TOKEN,
-    async_store_client,
     flush_store,
     login,
-    new_prefix,
     store_client,
     store_env,
 )
@@ -88,9 +85,10 @@ def put_fleet(r: redis.Redis, keys: Keys) -> None:
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[tuple[httpx.Client, redis.Redis, Keys]]:
+def served(module_prefix: str) -> Iterator[tuple[httpx.Client, redis.Redis, Keys]]:
     """One server and one login for the module (argon2 and startup cost ~0.4 s each); DB 15 flushed around."""
-    prefix = new_prefix()
+    prefix = module_prefix
+
     store = store_client(decode_responses=True)
     flush_store(store, prefix)
     settings = Settings.from_env({**store_env(prefix), "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
@@ -281,7 +279,9 @@ def test_a_token_is_required(api: httpx.Client) -> None:
         assert httpx.get(f"{api.base_url}{path}").status_code == 401
 
 
-def test_hashes_reads_many_hashes_in_one_round(redis_db: redis.Redis, key_prefix: str) -> None:
+async def test_hashes_reads_many_hashes_in_one_round(redis_db: redis.Redis, key_prefix: str,
+                                                     aredis: redis.asyncio.Redis) -> None:
+
     """The page's HMGETs from one template: every field of every key in its place, None where missing, on one
     Redis and across a cluster's slots; a key of the wrong type is the client's error, not a wrong row."""
     names = [f"{key_prefix}:{{t{i % 7}}}:h{i}" for i in range(40)]
@@ -289,18 +289,10 @@ def test_hashes_reads_many_hashes_in_one_round(redis_db: redis.Redis, key_prefix
         redis_db.hset(name, mapping={"a": str(i), "b": "x" * (i * 50)})  # rows long enough to span reads
     redis_db.set(f"{key_prefix}:{{t0}}:plain", "v")
 
-    async def run() -> list[Any]:
-        r = async_store_client(decode_responses=True)
-        try:
-            found = await devices.hashes(r, names, ["a", "c", "b"])
-            empty = await devices.hashes(r, [], ["a"])
-            with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
-                await devices.hashes(r, [f"{key_prefix}:{{t0}}:plain"], ["a"])
-            return [found, empty]
-        finally:
-            await r.aclose()
-
-    found, empty = asyncio.run(run())
+    found = await devices.hashes(aredis, names, ["a", "c", "b"])
+    empty = await devices.hashes(aredis, [], ["a"])
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        await devices.hashes(aredis, [f"{key_prefix}:{{t0}}:plain"], ["a"])
     assert found == [[str(i), None, "x" * (i * 50)] for i in range(30)] + [[None, None, None]] * 10
     assert empty == []
 

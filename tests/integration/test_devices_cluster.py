@@ -58,11 +58,11 @@ def load(client: redis.RedisCluster, keys: Keys, n: int) -> tuple[list[str], set
     return sns, online, {gw: sorted(m) for gw, m in peris.items()}
 
 
-def run(coro: Any) -> Any:
-    return on_cluster(coro, decode_responses=True)
+async def run(coro: Any) -> Any:
+    return await on_cluster(coro, decode_responses=True)
 
 
-def test_device_pages_counts_and_one_device_match_the_reference(cluster: tuple[redis.RedisCluster, Keys]) -> None:
+async def test_device_pages_counts_and_one_device_match_the_reference(cluster: tuple[redis.RedisCluster, Keys]) -> None:
     client, keys = cluster
     sns, online, _ = load(client, keys, DEVICES)
     on = [s for s in sns if s in online]
@@ -89,10 +89,10 @@ def test_device_pages_counts_and_one_device_match_the_reference(cluster: tuple[r
         assert one is not None and one["sn"] == sns[5] and one["version"] == 2
         assert await reads.device(r, keys, "NOPE") is None
 
-    run(check)
+    await run(check)
 
 
-def test_deep_pages_stay_exact_with_anchors_and_changes(cluster: tuple[redis.RedisCluster, Keys]) -> None:
+async def test_deep_pages_stay_exact_with_anchors_and_changes(cluster: tuple[redis.RedisCluster, Keys]) -> None:
     client, keys = cluster
     sns, _, _ = load(client, keys, 6000)
     limit = 20
@@ -112,10 +112,10 @@ def test_deep_pages_stay_exact_with_anchors_and_changes(cluster: tuple[redis.Red
             assert got.total == len(now)
             assert [d["sn"] for d in got.items] == now[(page - 1) * limit:page * limit], page
 
-    run(check)
+    await run(check)
 
 
-def test_anchors_left_by_another_process_are_read_back(cluster: tuple[redis.RedisCluster, Keys]) -> None:
+async def test_anchors_left_by_another_process_are_read_back(cluster: tuple[redis.RedisCluster, Keys]) -> None:
     """A process whose copy of the anchor set is empty (just started, or its copy expired) loads the set that
     others left in Redis: ZRANGE WITHSCORES answered in RESP3 (redis-py 8's default) as pairs, not flat."""
     client, keys = cluster
@@ -133,10 +133,10 @@ def test_anchors_left_by_another_process_are_read_back(cluster: tuple[redis.Redi
         copy = sharded._anchor_copies[keys.page_anchors("devices")]
         assert copy.members and all(isinstance(m, str) for m in copy.members)
 
-    run(check)
+    await run(check)
 
 
-def test_prefix_pages_after_a_remembered_one_stay_exact_as_devices_come_and_go(
+async def test_prefix_pages_after_a_remembered_one_stay_exact_as_devices_come_and_go(
         cluster: tuple[redis.RedisCluster, Keys]) -> None:
     client, keys = cluster
     sns, _, _ = load(client, keys, 6000)
@@ -154,10 +154,10 @@ def test_prefix_pages_after_a_remembered_one_stay_exact_as_devices_come_and_go(
                 client.unlink(keys.client(s))
         assert (keys.page_anchors("devices"), prefix) in sharded._prefix_copies  # the pages were remembered
 
-    run(check)
+    await run(check)
 
 
-def test_peripheral_pages_match_the_reference(cluster: tuple[redis.RedisCluster, Keys]) -> None:
+async def test_peripheral_pages_match_the_reference(cluster: tuple[redis.RedisCluster, Keys]) -> None:
     client, keys = cluster
     _, online, by_gw = load(client, keys, DEVICES)
     every = sorted(m for members in by_gw.values() for m in members)
@@ -187,4 +187,4 @@ def test_peripheral_pages_match_the_reference(cluster: tuple[redis.RedisCluster,
         one = await reads.device(r, keys, sn)
         assert one is not None and one["peripherals"] == sum(m.startswith(sn + "/") for m in every)
 
-    run(check)
+    await run(check)

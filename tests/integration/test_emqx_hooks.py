@@ -85,13 +85,13 @@ def live(settings: Settings) -> Iterator[Live]:
 def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Counts the argon2id checks the credential store makes."""
     calls: list[str] = []
-    real: Callable[[str, str], Any] = credentials_mod._verify
+    real: Callable[[str, str], Any] = credentials_mod.verify_secret
 
     async def counting(stored: str, password: str) -> bool:
         calls.append(password)
         return bool(await real(stored, password))
 
-    monkeypatch.setattr(credentials_mod, "_verify", counting)
+    monkeypatch.setattr(credentials_mod, "verify_secret", counting)
     return calls
 
 
@@ -151,7 +151,7 @@ def test_too_many_checks_at_once_is_a_quick_ignore(live: Live, monkeypatch: pyte
     async def full(stored: str, password: str) -> bool:
         raise credentials_mod.Busy
 
-    monkeypatch.setattr(credentials_mod, "_verify", full)
+    monkeypatch.setattr(credentials_mod, "verify_secret", full)
     assert result(live.authn("GW0009", secret)) == {"result": "ignore"}
 
 
@@ -220,7 +220,7 @@ def test_device_checks_have_their_own_bound_sized_by_the_settings(settings: Sett
             await asyncio.sleep(0.005)
         return False
 
-    monkeypatch.setattr(credentials_mod, "_verify", held)
+    monkeypatch.setattr(credentials_mod, "verify_secret", held)
     bounded = settings.with_overrides(authn_verify_concurrency=1, authn_verify_queue=0,
                                       login_verify_concurrency=1, login_verify_queue=0)
     with running(bounded) as live, ThreadPoolExecutor(1) as pool:
@@ -247,35 +247,32 @@ def test_revoking_takes_effect_at_once(live: Live, redis_db: redis.Redis) -> Non
     assert result(live.authn("GW0003", secret)) == {"result": "ignore"}
 
 
-def test_a_verification_racing_a_revocation_leaves_no_cache(settings: Settings,
-                                                            redis_db: redis.Redis) -> None:
+async def test_a_verification_racing_a_revocation_leaves_no_cache(settings: Settings,
+                                                                  redis_db: redis.Redis) -> None:
     keys = Keys.of(settings)
     one = VerifyLimiter(1, 1)
 
-    async def scenario() -> None:
-        client = async_redis(settings)
-        store = CredentialStore(client, keys)
+    client = async_redis(settings)
+    store = CredentialStore(client, keys)
+    try:
+        _, secret = await store.create("GW0004")
+        real = credentials_mod.verify_secret
+
+        async def revoked_meanwhile(stored: str, password: str) -> bool:
+            good = bool(await real(stored, password))
+            await store.revoke("GW0004")
+            await store.create("GW0004")
+            return good
+
+        credentials_mod.verify_secret = revoked_meanwhile  # type: ignore[assignment]
         try:
-            _, secret = await store.create("GW0004")
-            real = credentials_mod._verify
-
-            async def revoked_meanwhile(stored: str, password: str) -> bool:
-                good = bool(await real(stored, password))
-                await store.revoke("GW0004")
-                await store.create("GW0004")
-                return good
-
-            credentials_mod._verify = revoked_meanwhile  # type: ignore[assignment]
-            try:
-                assert await store.verify("GW0004", secret, cache_ttl=60, limiter=one) is True
-            finally:
-                credentials_mod._verify = real  # type: ignore[assignment]
-            assert await client.exists(keys.authn_cache("GW0004")) == 0
-            assert await store.verify("GW0004", secret, cache_ttl=60, limiter=one) is False
+            assert await store.verify("GW0004", secret, cache_ttl=60, limiter=one) is True
         finally:
-            await client.aclose()
-
-    asyncio.run(scenario())
+            credentials_mod.verify_secret = real  # type: ignore[assignment]
+        assert await client.exists(keys.authn_cache("GW0004")) == 0
+        assert await store.verify("GW0004", secret, cache_ttl=60, limiter=one) is False
+    finally:
+        await client.aclose()
 
 
 @pytest.mark.parametrize(("topic", "action", "expected"), [

@@ -10,8 +10,10 @@ from rq import Queue, SimpleWorker
 
 from adapter.commands import bulk as command_bulk
 from adapter.commands.ids import id_str
+from adapter.commands.records import CREATE_CHUNK
 from adapter.commands.rules import Limits, parse_request
 from adapter.jobs import entry as jobs
+from adapter.jobs import shutdown
 from adapter.settings import Settings
 from adapter.store.connections import rq_redis, sync_redis
 from adapter.store.keys import Keys
@@ -85,6 +87,29 @@ def test_a_retried_job_goes_on_from_the_first_chunk_not_written(settings: Settin
     assert command_bulk.write(conn, K, jid, req, ids, 3600) == 1100
     assert not redis_db.exists(K.command(id_str(ids[999]), 0))  # written by the first try: not rewritten
     assert redis_db.hget(K.command(id_str(ids[1000]), 0), "sn") == "R1000"
+    assert redis_db.hmget(K.job_progress(jid), "state", "done") == ["finished", "2100"]
+
+
+@pytest.mark.single_redis  # ids of partition 0
+def test_a_job_stops_between_two_chunks_and_its_retry_goes_on(settings: Settings, redis_db: redis.Redis) -> None:
+    """The worker stops after the first chunk: the job raises Stopped there (RQ retries it), and the retry writes
+    the rest, not the first chunk again."""
+    req = parse_request({"to": [{"sn": f"S{i}"} for i in range(2100)], "command": "sh"}, Limits.of(settings))
+    ids = [202601010000000001 + i for i in range(2100)]
+    jid = command_bulk.job_id(K, ids[0])
+    conn = sync_redis(settings)
+    asked = []
+
+    def stopping() -> bool:
+        asked.append(1)
+        return len(asked) > 1
+
+    with pytest.raises(shutdown.Stopped):
+        command_bulk.write(conn, K, jid, req, ids, 3600, stopping=stopping)
+    assert redis_db.hget(K.job_progress(jid), "done") == str(CREATE_CHUNK)
+    assert redis_db.hget(K.command(id_str(ids[CREATE_CHUNK - 1]), 0), "sn") == f"S{CREATE_CHUNK - 1}"
+    assert not redis_db.exists(K.command(id_str(ids[CREATE_CHUNK]), 0))
+    assert command_bulk.write(conn, K, jid, req, ids, 3600) == 2100 - CREATE_CHUNK
     assert redis_db.hmget(K.job_progress(jid), "state", "done") == ["finished", "2100"]
 
 

@@ -12,17 +12,7 @@ from rq import Queue, SimpleWorker
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
 from adapter.store.connections import rq_redis
-from tests.conftest import keys_for, new_prefix
-
-PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
-K = keys_for(PREFIX)
-
-
-@pytest.fixture
-def key_prefix() -> str:
-    """redis_db cleans the prefix these tests write under."""
-    return PREFIX
-
+from adapter.store.keys import Keys
 
 BASE = "/iot/api/v1/monitor/devices/callbacks"
 TARGET = "callback:1"
@@ -33,16 +23,16 @@ def settings(settings: Settings) -> Settings:
     return settings.with_overrides(replay_job_threshold=3)
 
 
-def dead_letters(r: redis.Redis, n: int) -> None:
+def dead_letters(keys: Keys, r: redis.Redis, n: int) -> None:
     for i in range(n):
         delivery_id = f"d:R{i}:1:{TARGET}"
-        r.hset(K.dead(TARGET), delivery_id, orjson.dumps(
+        r.hset(keys.dead(TARGET), delivery_id, orjson.dumps(
             {"deliveryId": delivery_id, "key": f"R{i}", "body": "{}", "attempts": 3, "time": 100 + i}))
-        r.zadd(K.dead_index(TARGET), {delivery_id: (100 + i) * 1000})
+        r.zadd(keys.dead_index(TARGET), {delivery_id: (100 + i) * 1000})
 
 
-def streamed(r: redis.Redis, settings: Settings) -> int:
-    return sum(int(r.xlen(K.delivery_stream(p))) for p in range(K.stream_partitions))
+def streamed(keys: Keys, r: redis.Redis, settings: Settings) -> int:
+    return sum(int(r.xlen(keys.delivery_stream(p))) for p in range(keys.stream_partitions))
 
 
 def replay(admin: httpx.Client) -> dict:
@@ -53,27 +43,27 @@ def replay(admin: httpx.Client) -> dict:
 
 
 def test_replaying_many_dead_letters_is_a_job_with_progress(admin: httpx.Client, settings: Settings,
-                                                             redis_db: redis.Redis) -> None:
+                                                            redis_db: redis.Redis, keys: Keys) -> None:
     assert admin.post(BASE, json={"type": "device", "url": "https://example.com/hook"}).status_code == 200
-    dead_letters(redis_db, 7)
+    dead_letters(keys, redis_db, 7)
     data = replay(admin)
     assert data["replayed"] == 0 and data["job"]
     queued = admin.get("/iot/api/v1/jobs", params={"id": data["job"]}).json()["data"]
     assert (queued["state"], queued["done"], queued["total"], queued["kind"]) == ("queued", 0, 7, "replay")
-    assert redis_db.hlen(K.dead(TARGET)) == 7 and streamed(redis_db, settings) == 0  # nothing moved yet
+    assert redis_db.hlen(keys.dead(TARGET)) == 7 and streamed(keys, redis_db, settings) == 0  # nothing moved yet
 
     jobs.configure(settings)
     conn = rq_redis(settings)
-    SimpleWorker([Queue(K.queue("default"), connection=conn)], connection=conn).work(burst=True)
+    SimpleWorker([Queue(keys.queue("default"), connection=conn)], connection=conn).work(burst=True)
 
     after = admin.get("/iot/api/v1/jobs", params={"id": data["job"]}).json()["data"]
     assert (after["state"], after["done"], after["total"]) == ("finished", 7, 7)
-    assert redis_db.hlen(K.dead(TARGET)) == 0 and streamed(redis_db, settings) == 7
+    assert redis_db.hlen(keys.dead(TARGET)) == 0 and streamed(keys, redis_db, settings) == 7
 
 
-def test_a_few_dead_letters_are_replayed_at_once(admin: httpx.Client, settings: Settings,
-                                                 redis_db: redis.Redis) -> None:
+def test_a_few_dead_letters_are_replayed_at_once(admin: httpx.Client, settings: Settings, redis_db: redis.Redis,
+                                                 keys: Keys) -> None:
     assert admin.post(BASE, json={"type": "device", "url": "https://example.com/hook"}).status_code == 200
-    dead_letters(redis_db, 3)
+    dead_letters(keys, redis_db, 3)
     assert replay(admin) == {"replayed": 3}
-    assert redis_db.hlen(K.dead(TARGET)) == 0 and streamed(redis_db, settings) == 3
+    assert redis_db.hlen(keys.dead(TARGET)) == 0 and streamed(keys, redis_db, settings) == 3

@@ -7,8 +7,8 @@ import json
 import httpx
 
 from adapter.app import create_app
-from adapter.http.metrics import MetricsBuffer, render
 from adapter.settings import Settings
+from adapter.store.metrics import MetricsBuffer, render
 from tests.conftest import INGEST_TOKEN
 from tests.support.emqx import connected, sample
 from tests.support.servers import serve, wait_for
@@ -57,3 +57,36 @@ def test_histogram_buckets_are_cumulative() -> None:
     assert metric(text, 'http_request_duration_seconds_bucket{method="GET",route="/x",le="0.5"}') == 2
     assert metric(text, 'http_request_duration_seconds_count{method="GET",route="/x"}') == 2
     assert rec.take() == {}
+
+
+def test_metrics_show_the_redis_nodes_and_the_delivery_gauges(settings: Settings, keys: object) -> None:
+    """Every node that serves a slot (or the one Redis) with its PING; the delivery backlog (an entry the pumps have
+    not read: lag) and the held deliveries (a target's `held`, summed over its partitions)."""
+    import redis as sync
+
+    from adapter.store.connections import sync_redis
+    from adapter.store.keys import Keys
+
+    k = Keys.of(settings)
+    r = sync_redis(settings)
+    try:
+        r.xgroup_create(k.delivery_stream(0), "pumps", id="$", mkstream=True)
+        r.xadd(k.delivery_stream(0), {"d": "1"})
+        r.xadd(k.delivery_stream(0), {"d": "2"})
+        r.zadd(k.targets("route"), {"7": 7})
+        for p in list(k.shards())[:2]:
+            r.hset(k.delivery_state("route:7", p), "held", 3)
+    finally:
+        r.close()
+    with serve(create_app(settings)) as url, httpx.Client(base_url=url, headers=AUTH) as c:
+        c.post("/emqx/events", content=json.dumps(connected("M1", 1000)))
+        text = c.get("/metrics").text
+    ups = [line for line in text.splitlines() if line.startswith("redis_node_up{")]
+    assert len(ups) == (3 if settings.redis_cluster else 1) and all(line.endswith(" 1") for line in ups), ups
+    assert metric(text, "delivery_backlog") == 2
+    assert metric(text, "delivery_held") == (6 if settings.redis_cluster else 3)
+    assert metric(text, "metrics_unreadable_total") == 0 and metric(text, "redis_slots_uncovered") == 0
+    assert "# TYPE redis_node_up gauge" in text and "redis_node_ping_seconds{" in text
+    if settings.redis_cluster:
+        assert any(line.startswith("redis_node_errors_total{") for line in text.splitlines())
+    del sync

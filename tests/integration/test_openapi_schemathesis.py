@@ -100,10 +100,29 @@ def test_swagger_ui_is_served_from_here(live_api: tuple[str, str]) -> None:
         assert got.status_code == 200, asset
         assert kinds[asset.rsplit(".", 1)[-1]] in got.headers["content-type"], asset
         assert len(got.content) > 100, asset
-    spec_url = re.search(r'url: "([^"]+)"', page)
+    init = httpx.get(urljoin(f"{url}/iot/api/v1/docs", "docs/init.js")).text
+    spec_url = re.search(r'url: "([^"]+)"', init)
     assert spec_url is not None
     assert httpx.get(urljoin(f"{url}/iot/api/v1/docs", spec_url.group(1))).json()["openapi"] == "3.1.0"
     assert httpx.get(f"{url}/iot/api/v1/docs/static/nothing.js").status_code == 404
+
+
+def test_swagger_ui_runs_no_inline_script_and_keeps_no_token(live_api: tuple[str, str]) -> None:
+    """The page and its files answer with a CSP that allows only this origin's scripts, the page has no inline
+    script (its start-up is docs/init.js), and the token given to Authorize is not persisted (localStorage)."""
+    url, _ = live_api
+    r = httpx.get(f"{url}/iot/api/v1/docs")
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", r.text, re.S)
+    assert scripts and all('src="' in attrs and not body.strip() for attrs, body in scripts)
+    assert "onload=" not in r.text.lower() and "javascript:" not in r.text.lower()
+    for answer in (r, httpx.get(f"{url}/iot/api/v1/docs/init.js"),
+                   httpx.get(f"{url}/iot/api/v1/docs/static/swagger-ui-bundle.js")):
+        assert answer.status_code == 200
+        policy = dict(p.strip().split(" ", 1) for p in answer.headers["content-security-policy"].split(";"))
+        assert policy["script-src"] == "'self'" and policy["default-src"] == "'none'"
+        assert policy["frame-ancestors"] == "'none'" and answer.headers["x-content-type-options"] == "nosniff"
+    init = httpx.get(f"{url}/iot/api/v1/docs/init.js").text
+    assert "persistAuthorization: false" in init and "localStorage" not in init
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])

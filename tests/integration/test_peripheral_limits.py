@@ -13,19 +13,10 @@ import redis
 
 from adapter.app import create_app
 from adapter.settings import Settings
-from tests.conftest import INGEST_TOKEN, keys_for, login, metric_fields, new_prefix, zall
+from adapter.store.keys import Keys
+from tests.conftest import INGEST_TOKEN, login, metric_fields, zall
 from tests.support.emqx import connected, post, published
 from tests.support.servers import serve
-
-PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
-K = keys_for(PREFIX)
-
-
-@pytest.fixture
-def key_prefix() -> str:
-    """redis_db cleans the prefix these tests write under."""
-    return PREFIX
-
 
 DAY_MS = 86_400_000
 T0 = 1_700_000_000_000  # ms
@@ -65,23 +56,23 @@ def listed(c: httpx.Client, **params: str) -> list[str]:
     return [f"{p['sn']}/{p['nId']}" for p in r.json()["data"]["list"]]
 
 
-def metric(r: redis.Redis, name: str) -> int:
-    return int(metric_fields(r, K).get(name, 0))
+def metric(keys: Keys, r: redis.Redis, name: str) -> int:
+    return int(metric_fields(r, keys).get(name, 0))
 
 
-def test_new_peripherals_past_the_cap_are_not_stored(api: tuple[httpx.Client, httpx.Client],
-                                                     redis_db: redis.Redis) -> None:
+def test_new_peripherals_past_the_cap_are_not_stored(api: tuple[httpx.Client, httpx.Client], redis_db: redis.Redis,
+                                                     keys: Keys) -> None:
     admin, emqx = api
     post(emqx, connected("GW1", T0))
     report(emqx, "GW1", T0 + 1000, "P1", "P2", "P3", "P4", "P5")
     assert listed(admin, sn="GW1") == ["GW1/P1", "GW1/P2", "GW1/P3"]
-    assert redis_db.exists(K.peripheral("GW1", "P4"), K.peripheral("GW1", "P5")) == 0
-    assert metric(redis_db, "peripherals_dropped_total") == 2
+    assert redis_db.exists(keys.peripheral("GW1", "P4"), keys.peripheral("GW1", "P5")) == 0
+    assert metric(keys, redis_db, "peripherals_dropped_total") == 2
     # the ones it keeps are still updated; a new one is still refused
     report(emqx, "GW1", T0 + 2000, "P1", "P6", online=False)
-    assert redis_db.hget(K.peripheral("GW1", "P1"), "online") == "0"
-    assert redis_db.exists(K.peripheral("GW1", "P6")) == 0
-    assert metric(redis_db, "peripherals_dropped_total") == 3
+    assert redis_db.hget(keys.peripheral("GW1", "P1"), "online") == "0"
+    assert redis_db.exists(keys.peripheral("GW1", "P6")) == 0
+    assert metric(keys, redis_db, "peripherals_dropped_total") == 3
     # the cap is per gateway
     post(emqx, connected("GW2", T0))
     report(emqx, "GW2", T0 + 1000, "Q1", "Q2", "Q3")
@@ -90,8 +81,8 @@ def test_new_peripherals_past_the_cap_are_not_stored(api: tuple[httpx.Client, ht
     assert admin.get("/iot/api/v1/monitor/devices/GW1").json()["data"]["peripherals"] == 3
 
 
-def test_peripherals_not_reported_for_the_ttl_are_pruned(api: tuple[httpx.Client, httpx.Client],
-                                                         redis_db: redis.Redis) -> None:
+def test_peripherals_not_reported_for_the_ttl_are_pruned(api: tuple[httpx.Client, httpx.Client], redis_db: redis.Redis,
+                                                         keys: Keys) -> None:
     admin, emqx = api
     post(emqx, connected("GW3", T0))
     report(emqx, "GW3", T0, "P1", "P2", "P3")
@@ -99,29 +90,29 @@ def test_peripherals_not_reported_for_the_ttl_are_pruned(api: tuple[httpx.Client
     assert counts(admin)["total"] == 3
     report(emqx, "GW3", T0 + DAY_MS + 1000, "P4")  # a day after P1 and P2 were last reported
     assert listed(admin, sn="GW3") == ["GW3/P3", "GW3/P4"]
-    assert redis_db.exists(K.peripheral("GW3", "P1"), K.peripheral("GW3", "P2")) == 0
-    assert zall(redis_db, K, lambda p: K.peripherals_of_gw("G", p)) == ["GW3/P3", "GW3/P4"]
-    assert zall(redis_db, K, K.peripherals_online) == ["GW3/P3", "GW3/P4"]
-    assert len(zall(redis_db, K, K.peripherals_offline)) == 0
-    assert redis_db.zrange(K.peripherals_seen("GW3"), 0, -1) == ["P3", "P4"]
+    assert redis_db.exists(keys.peripheral("GW3", "P1"), keys.peripheral("GW3", "P2")) == 0
+    assert zall(redis_db, keys, lambda p: keys.peripherals_of_gw("G", p)) == ["GW3/P3", "GW3/P4"]
+    assert zall(redis_db, keys, keys.peripherals_online) == ["GW3/P3", "GW3/P4"]
+    assert len(zall(redis_db, keys, keys.peripherals_offline)) == 0
+    assert redis_db.zrange(keys.peripherals_seen("GW3"), 0, -1) == ["P3", "P4"]
     c = counts(admin)
     assert (c["total"], c["online"], c["offline"]) == (2, 2, 0)
     assert admin.get("/iot/api/v1/monitor/devices/GW3").json()["data"]["peripherals"] == 2
-    assert metric(redis_db, "peripherals_pruned_total") == 2
+    assert metric(keys, redis_db, "peripherals_pruned_total") == 2
     # pruning made room under the cap
     report(emqx, "GW3", T0 + DAY_MS + 2000, "P5")
     assert listed(admin, sn="GW3") == ["GW3/P3", "GW3/P4", "GW3/P5"]
 
 
-def test_pruning_is_bounded_per_report(settings: Settings, redis_db: redis.Redis) -> None:
+def test_pruning_is_bounded_per_report(settings: Settings, redis_db: redis.Redis, keys: Keys) -> None:
     """At most 100 stale peripherals go per report, so one report's work stays bounded; the next ones take the
     rest."""
     with app(settings, cap=1000) as (_, emqx):
         post(emqx, connected("GW4", T0))
         report(emqx, "GW4", T0, *[f"P{i:03d}" for i in range(150)])
-        assert len(zall(redis_db, K, K.peripherals)) == 150
+        assert len(zall(redis_db, keys, keys.peripherals)) == 150
         report(emqx, "GW4", T0 + 2 * DAY_MS, "NEW")
-        assert len(zall(redis_db, K, K.peripherals)) == 51
+        assert len(zall(redis_db, keys, keys.peripherals)) == 51
         report(emqx, "GW4", T0 + 2 * DAY_MS + 1000, "NEW")
-        assert zall(redis_db, K, K.peripherals) == ["GW4/NEW"]
-        assert metric(redis_db, "peripherals_pruned_total") == 150
+        assert zall(redis_db, keys, keys.peripherals) == ["GW4/NEW"]
+        assert metric(keys, redis_db, "peripherals_pruned_total") == 150

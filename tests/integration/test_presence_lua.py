@@ -1,8 +1,7 @@
-"""presence.lua in the real Redis (DB 13) against the pure presence rules, event for event."""
+"""presence.lua in the real Redis (the pass's test database) against the pure presence rules, event for event."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -12,20 +11,19 @@ import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapter.devices import presence_store
+from adapter.devices import presence_calls
 from adapter.devices.presence import INITIAL, PresenceEvent, PresenceState, Transition, apply
-from adapter.devices.presence_store import (
+from adapter.devices.presence_calls import (
     apply_now,
     apply_now_async,
     parse_reply,
     queue_apply,
     state_from_hash,
 )
-from adapter.ingest.events import Connected, Disconnected
-from adapter.store.scripts import LuaScript
+from adapter.protocol.events import Connected, Disconnected
+from adapter.store.scripts import Script
 from tests.conftest import async_store_client, flush_store, store_client
 
-DB = 13
 KEY = "test:presence:device-001"
 CID = "device-001"
 T0 = 1_717_000_000_000
@@ -34,7 +32,7 @@ REASONS = ("normal", "tcp_closed", "keepalive_timeout", "kicked", "takenover", "
 
 @pytest.fixture
 def r() -> Iterator[redis.Redis]:
-    client = store_client(DB)
+    client = store_client()
     flush_store(client, "test:presence")
     yield client
     flush_store(client, "test:presence")
@@ -70,8 +68,8 @@ def test_takeover_changes_nothing_in_redis(r: redis.Redis) -> None:
 @pytest.mark.single_redis  # a one-Redis pipeline loads a missing script; a cluster pipeline cannot (docs/cluster.md)
 def test_many_events_in_one_transaction_and_a_missing_script_is_loaded(
         r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    fresh = LuaScript(presence_store.PRESENCE_SCRIPT.script + f"\n-- {uuid.uuid4()}\n")
-    monkeypatch.setattr(presence_store, "PRESENCE_SCRIPT", fresh)
+    fresh = Script(presence_calls.PRESENCE_SCRIPT.script + f"\n-- {uuid.uuid4()}\n")
+    monkeypatch.setattr(presence_calls, "PRESENCE_SCRIPT", fresh)
     assert r.script_exists(fresh.sha) == [False]
     events: list[PresenceEvent] = [conn(T0), disc(T0 + 2, connected_at=T0), conn(T0 + 3), disc(T0 + 1)]
     with r.pipeline(transaction=True) as pipe:
@@ -83,20 +81,17 @@ def test_many_events_in_one_transaction_and_a_missing_script_is_loaded(
         Transition(CID, True, T0 + 3, "connected", 3, T0 + 3), None]
 
 
-def test_asyncio_client_and_pipeline(r: redis.Redis) -> None:
-    async def scenario() -> tuple[Transition | None, list[Transition | None]]:
-        client = async_store_client(DB, decode_responses=True)
-        try:
-            first = await apply_now_async(client, KEY, conn(T0))
-            async with client.pipeline(transaction=True) as pipe:
-                queue_apply(pipe, KEY, disc(T0 + 4, "normal", T0))
-                queue_apply(pipe, KEY, conn(T0))  # a late redelivery
-                replies = await pipe.execute()
-            return first, [parse_reply(reply, CID) for reply in replies]
-        finally:
-            await client.aclose()
-
-    first, rest = asyncio.run(scenario())
+async def test_asyncio_client_and_pipeline(r: redis.Redis) -> None:
+    client = async_store_client(decode_responses=True)
+    try:
+        first = await apply_now_async(client, KEY, conn(T0))
+        async with client.pipeline(transaction=True) as pipe:
+            queue_apply(pipe, KEY, disc(T0 + 4, "normal", T0))
+            queue_apply(pipe, KEY, conn(T0))  # a late redelivery
+            replies = await pipe.execute()
+        rest = [parse_reply(reply, CID) for reply in replies]
+    finally:
+        await client.aclose()
     assert first == Transition(CID, True, T0, "connected", 1, T0)
     assert rest == [Transition(CID, False, T0 + 4, "normal", 2, T0), None]
 

@@ -7,29 +7,21 @@ import asyncio
 import json
 
 import httpx
-import pytest
 import redis
 from standardwebhooks import Webhook
 
 from adapter.app import create_app
 from adapter.delivery.pump import run_pump
 from adapter.settings import Settings
-from tests.conftest import INGEST_TOKEN, keys_for, login, new_prefix
+from adapter.store.keys import Keys
+from tests.conftest import INGEST_TOKEN, login
 from tests.support.emqx import published
 from tests.support.receiver import Receiver
 from tests.support.servers import serve, wait_for
 
-PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
-K = keys_for(PREFIX)
 
-
-@pytest.fixture
-def key_prefix() -> str:
-    """redis_db cleans the prefix these tests write under."""
-    return PREFIX
-
-
-def test_route_receives_matching_messages_once_in_order(settings: Settings, redis_db: redis.Redis) -> None:
+async def test_route_receives_matching_messages_once_in_order(settings: Settings, redis_db: redis.Redis,
+                                                              keys: Keys) -> None:
     s = settings.with_overrides(allow_private_urls=True, delivery_schedule="0.2s")
     rec = Receiver()
     with serve(rec.app()) as hook, serve(create_app(s)) as api, httpx.Client(base_url=api) as c:
@@ -46,7 +38,7 @@ def test_route_receives_matching_messages_once_in_order(settings: Settings, redi
             return c.post("/emqx/events", headers=ingest, content=json.dumps(body))
 
         # the table follows the change within a second: poll until a message is routed
-        wait_for(lambda: send(0).status_code == 200 and redis_db.exists(K.seen(f"msg:{0:032X}", "SNR")),
+        wait_for(lambda: send(0).status_code == 200 and redis_db.exists(keys.seen(f"msg:{0:032X}", "SNR")),
                  timeout=2, what="the route table")
         for n in range(1, 6):
             assert send(n).status_code == 200
@@ -55,7 +47,7 @@ def test_route_receives_matching_messages_once_in_order(settings: Settings, redi
         body = published("http_api", "dma/resp/cmd", {"x": 1}, msg_id="F" * 32)
         body.update(username="undefined", peerhost="undefined")
         c.post("/emqx/events", headers=ingest, content=json.dumps(body))  # the service's own: never routed
-        asyncio.run(run_pump(s, asyncio.Event(), burst=True))
+        await run_pump(s, asyncio.Event(), burst=True)
     got = [Webhook(route["secret"]).verify(r.body, r.headers) for r in rec.received]
     assert [g["id"] for g in got] == [f"{n:032X}" for n in range(6)]
     first = got[1]
@@ -65,5 +57,5 @@ def test_route_receives_matching_messages_once_in_order(settings: Settings, redi
         "dma/resp/cmd", "SNR", "plain", route["id"])
     assert json.loads(first["payload"]) == {"id": 1, "sn": "SNR", "status": "ok"}
     assert rec.received[1].headers["webhook-id"] == f"m:{1:032X}:route:{route['id']}"
-    assert sum(int(redis_db.hget(K.delivery_counts(f"route:{route['id']}", p), "succCount") or 0)
-               for p in K.shards()) == 6  # the route's hash on one Redis; per partition on the cluster
+    assert sum(int(redis_db.hget(keys.delivery_counts(f"route:{route['id']}", p), "succCount") or 0)
+               for p in keys.shards()) == 6  # the route's hash on one Redis; per partition on the cluster

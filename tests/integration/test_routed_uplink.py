@@ -4,7 +4,6 @@ it matches in the routes' order, and one whose uplink is rejected is still forwa
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -14,25 +13,16 @@ import redis
 
 from adapter.commands import rules as commands
 from adapter.delivery.model import Delivery
-from adapter.devices import store as device_store
-from adapter.http.metrics import MetricsBuffer
-from adapter.ingest.events import MessagePublished, parse_event
+from adapter.devices import calls as device_calls
 from adapter.ingest.plan import Ingest
-from adapter.store.batcher import batcher_for
+from adapter.protocol.events import MessagePublished, parse_event
+from adapter.store.connections import batcher_for
+from adapter.store.keys import Keys
+from adapter.store.metrics import MetricsBuffer
 from adapter.targets.forwarding import FORWARD, body
 from adapter.targets.route_table import RouteTable
-from tests.conftest import async_store_client, flush_store, keys_for, new_prefix, primaries, store_client, zall
+from tests.conftest import async_store_client, flush_store, primaries, store_client, zall
 from tests.support.emqx import connected, disconnected, published, subscribed
-
-PREFIX = new_prefix()  # this module's keys: "iot" on one Redis, its own prefix on the cluster
-K = keys_for(PREFIX)
-
-
-@pytest.fixture
-def key_prefix() -> str:
-    """redis_db cleans the prefix these tests write under."""
-    return K.prefix
-
 
 ROUTES = {"3": "#", "5": "dma/report/+/+", "9": "other/topic"}
 
@@ -69,33 +59,30 @@ def raw(redis_db: redis.Redis) -> Iterator[redis.Redis]:
     client.close()
 
 
-def apply_all(bodies: list[dict[str, Any]], routes: dict[str, str], times: int = 1) -> None:
-    async def run() -> None:
-        client = async_store_client()
-        try:
-            batcher = batcher_for(client, [*device_store.SCRIPTS, FORWARD, *commands.SCRIPTS])
-            await batcher.load_scripts()
-            table = RouteTable(K)
-            table.load(routes, 1)
-            ingest = Ingest(batcher, K, MetricsBuffer(), table)
-            for _ in range(times):  # EMQX redelivers
-                for b in bodies:
-                    await ingest.apply(parse_event(b))
-        finally:
-            await client.aclose()
-
-    asyncio.run(run())
+async def apply_all(keys: Keys, bodies: list[dict[str, Any]], routes: dict[str, str], times: int = 1) -> None:
+    client = async_store_client()
+    try:
+        batcher = batcher_for(client, [*device_calls.SCRIPTS, FORWARD, *commands.SCRIPTS])
+        await batcher.load_scripts()
+        table = RouteTable(keys)
+        table.load(routes, 1)
+        ingest = Ingest(batcher, keys, MetricsBuffer(), table)
+        for _ in range(times):  # EMQX redelivers
+            for b in bodies:
+                await ingest.apply(parse_event(b))
+    finally:
+        await client.aclose()
 
 
-def stored_keys(r: redis.Redis, **scan: Any) -> list[bytes]:
+def stored_keys(r: redis.Redis, keys: Keys, **scan: Any) -> list[bytes]:
     """The test's keys, from every primary on the cluster."""
-    return sorted(k for node in primaries(r) for k in node.scan_iter(match=f"{K.prefix}:*", **scan))
+    return sorted(k for node in primaries(r) for k in node.scan_iter(match=f"{keys.prefix}:*", **scan))
 
 
-def state(r: redis.Redis) -> dict[bytes, Any]:
+def state(r: redis.Redis, keys: Keys) -> dict[bytes, Any]:
     """Everything stored except the delivery streams and the messages' seen keys (what forwarding adds)."""
     out: dict[bytes, Any] = {}
-    for key in stored_keys(r):
+    for key in stored_keys(r, keys):
         kind = r.type(key)
         if kind == b"stream" or b":seen:msg:" in key:
             continue
@@ -112,26 +99,26 @@ def state(r: redis.Redis) -> dict[bytes, Any]:
     return out
 
 
-def deliveries(r: redis.Redis) -> list[Delivery]:
-    return [Delivery.from_fields(f) for k in stored_keys(r, _type="stream") for _, f in r.xrange(k)]
+def deliveries(r: redis.Redis, keys: Keys) -> list[Delivery]:
+    return [Delivery.from_fields(f) for k in stored_keys(r, keys, _type="stream") for _, f in r.xrange(k)]
 
 
-def test_routed_messages_change_the_device_exactly_as_unrouted_ones(raw: redis.Redis) -> None:
+async def test_routed_messages_change_the_device_exactly_as_unrouted_ones(raw: redis.Redis, keys: Keys) -> None:
     bodies = events()
-    apply_all(bodies, {})
-    without = state(raw)
-    assert json.loads(raw.hget(K.client("GW1"), "procs") or b"{}")["d"] == [{"n": "monitor", "mem": 1088}]
-    assert zall(raw, K, K.peripherals) == [b"GW1/P1", b"GW1/P2"]
-    assert deliveries(raw) == []
-    flush_store(raw, K.prefix)
-    apply_all(bodies, ROUTES, times=2)
-    assert state(raw) == without
+    await apply_all(keys, bodies, {})
+    without = state(raw, keys)
+    assert json.loads(raw.hget(keys.client("GW1"), "procs") or b"{}")["d"] == [{"n": "monitor", "mem": 1088}]
+    assert zall(raw, keys, keys.peripherals) == [b"GW1/P1", b"GW1/P2"]
+    assert deliveries(raw, keys) == []
+    flush_store(raw, keys.prefix)
+    await apply_all(keys, bodies, ROUTES, times=2)
+    assert state(raw, keys) == without
 
 
-def test_each_message_is_forwarded_once_per_matching_route_in_route_order(raw: redis.Redis) -> None:
+async def test_each_message_is_forwarded_once_per_matching_route_in_route_order(raw: redis.Redis, keys: Keys) -> None:
     bodies = events()
-    apply_all(bodies, ROUTES, times=2)
-    got = deliveries(raw)
+    await apply_all(keys, bodies, ROUTES, times=2)
+    got = deliveries(raw, keys)
     msgs = [ev for ev in map(parse_event, bodies) if isinstance(ev, MessagePublished)]
     want = []
     for m in msgs:
@@ -143,7 +130,7 @@ def test_each_message_is_forwarded_once_per_matching_route_in_route_order(raw: r
     assert len(got) == len(want) == 10 + 7 + 2  # '#': every message; '+/+': GW1's 7 reports; other/topic: 2
     # one client's messages stay in order per route, on the client's partition
     for clientid in ("GW1", "TOOL"):
-        stream = K.delivery_stream(K.stream_partition(clientid)).encode()
+        stream = keys.delivery_stream(keys.stream_partition(clientid)).encode()
         mine = [Delivery.from_fields(f) for _, f in raw.xrange(stream) if f[b"k"] == clientid.encode()]
         for rid in ROUTES:
             ids = [d.id for d in mine if d.target == f"route:{rid}"]

@@ -133,8 +133,8 @@ def test_update_refuses_bad_fields_and_unknown_ids(api: httpx.Client, redis_db: 
     assert enabled_hash(redis_db, keys) == {str(route["id"]): "dma/resp/cmd"}
 
 
-def test_update_time_and_version_move_only_on_a_change(server: Server, redis_db: redis.Redis,
-                                                       keys: Keys) -> None:
+async def test_update_time_and_version_move_only_on_a_change(server: Server, redis_db: redis.Redis,
+                                                             keys: Keys) -> None:
     async def run(store: RouteStore, client: aioredis.Redis) -> None:
         route, _ = await store.create("r", "a/b", HOOK, now=1000)
         at = version(redis_db, keys)
@@ -147,7 +147,7 @@ def test_update_time_and_version_move_only_on_a_change(server: Server, redis_db:
         await store.rotate_secret(route.id, now=4000)
         assert (await store.get(route.id)).update_time == 4000
 
-    shared.on_store(server, RouteStore, run)
+    await shared.on_store(server, RouteStore, run)
 
 
 def test_delete_removes_everything_of_the_route(api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
@@ -252,8 +252,8 @@ def test_enabled_hash_follows_every_change(api: httpx.Client, redis_db: redis.Re
         assert_enabled_hash_matches(api, redis_db, keys)
 
 
-def test_concurrent_changes_and_deletes_keep_the_enabled_hash(server: Server, redis_db: redis.Redis,
-                                                              keys: Keys) -> None:
+async def test_concurrent_changes_and_deletes_keep_the_enabled_hash(server: Server, redis_db: redis.Redis,
+                                                                    keys: Keys) -> None:
     async def run(store: RouteStore, client: aioredis.Redis) -> None:
         made = [await store.create(f"r{n}", f"t/{n}", HOOK) for n in range(10)]
         rng = random.Random(3)
@@ -271,4 +271,4 @@ def test_concurrent_changes_and_deletes_keep_the_enabled_hash(server: Server, re
         indexed = await client.zrange(keys.targets("route"), 0, -1)
         assert {int(m) for m in indexed} == {r.id for r in alive}
 
-    shared.on_store(server, RouteStore, run)
+    await shared.on_store(server, RouteStore, run)

@@ -95,11 +95,13 @@ class FakeEmqx:
         rows = [c for c in self.clients
                 if q.get("conn_state") in (None, "connected" if c["connected"] else "disconnected")
                 and (not q.getlist("clientid") or c["clientid"] in q.getlist("clientid"))
-                and (not q.getlist("username") or c["username"] in q.getlist("username"))]
+                and (not q.getlist("username") or c["username"] in q.getlist("username"))
+                and q.get("like_clientid", "") in c["clientid"]]
         start = (page - 1) * limit
-        return JSONResponse({"data": rows[start:start + limit],
-                             "meta": {"page": page, "limit": limit, "count": len(rows),
-                                      "hasnext": len(rows) > start + limit}})
+        meta = {"page": page, "limit": limit, "hasnext": len(rows) > start + limit}
+        if "like_clientid" not in q:  # EMQX does not count rows a fuzzy filter matched
+            meta["count"] = len(rows)
+        return JSONResponse({"data": rows[start:start + limit], "meta": meta})
 
     async def one_client(self, request: Request) -> Response:
         for c in self.clients:

@@ -7,7 +7,6 @@ The fixtures come from `fixtures(kind)`, bound by each test module:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -25,7 +24,7 @@ from adapter.http.endpoint import Endpoint
 from adapter.settings import Settings
 from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
-from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, flush_store, login, new_prefix, store_client, store_env
+from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, flush_store, login, store_client, store_env
 from tests.integration.test_api_envelope import assert_err
 from tests.integration.test_auth import add_user
 from tests.support.servers import serve
@@ -74,9 +73,10 @@ def fixtures(kind: Kind) -> tuple[Any, Any, Any, Any]:
     """The fixtures `server` (module scope), `api`, `keys` and `key_prefix` (the server's: `redis_db` cleans it
     around each test, on the cluster too) for `kind`'s test module to bind."""
     @pytest.fixture(scope="module", name="server")
-    def server_fixture() -> Iterator[Server]:
+    def server_fixture(module_prefix: str) -> Iterator[Server]:
         """One app for the module (logins cost an argon2 hash each); each test starts from a flushed DB."""
-        prefix = new_prefix()
+        prefix = module_prefix
+
         settings = Settings.from_env({**store_env(prefix),
                                       "ADAPTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
                                       "ADAPTER_INGEST_TOKEN": INGEST_TOKEN}, dotenv=None)
@@ -116,17 +116,14 @@ def fixtures(kind: Kind) -> tuple[Any, Any, Any, Any]:
     return server_fixture, api_fixture, keys_fixture, key_prefix_fixture
 
 
-def on_store(server: Server, opens: Callable[[aioredis.Redis, Keys], S],
-             work: Callable[[S, aioredis.Redis], Awaitable[T]]) -> T:
-    """Runs `work` with a store (`opens`: its class) on the server's Redis and that client, then closes it."""
-    async def run() -> T:
-        client = async_redis(server.settings)
-        try:
-            return await work(opens(client, Keys.of(server.settings)), client)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(run())
+async def on_store(server: Server, opens: Callable[[aioredis.Redis, Keys], S],
+                   work: Callable[[S, aioredis.Redis], Awaitable[T]]) -> T:
+    """Awaits `work` with a store (`opens`: its class) on the server's Redis and that client, then closes it."""
+    client = async_redis(server.settings)
+    try:
+        return await work(opens(client, Keys.of(server.settings)), client)
+    finally:
+        await client.aclose()
 
 
 def data(r: httpx.Response) -> dict:
@@ -185,14 +182,18 @@ def check_queries_name_the_wrong_field(api: httpx.Client, kind: Kind) -> None:
 
 def check_delete_removes_attempts_and_dead_letters(api: httpx.Client, redis_db: redis.Redis, keys: Keys,
                                                    kind: Kind, gone: int) -> None:
-    """Deletes `gone` (which has an attempt and a dead letter planted here): its keys all go, once."""
+    """Deletes `gone` (which has an attempt, a dead letter and its series planted here): its keys all go, once."""
     name = kind.target(gone)
     redis_db.lpush(keys.attempts(name), orjson.dumps({"deliveryId": "d1"}))
     redis_db.hset(keys.dead(name), "d1", orjson.dumps({"deliveryId": "d1"}))
+    series = [keys.target_series(kind.name, gone, field) for field in ("delivered", "failed")]
+    for key in series:
+        redis_db.setrange(key, 0, "sample")
     assert data(api.delete(kind.base, params={"id": gone})) == {"rows": 1}
     assert data(api.delete(kind.base, params={"id": gone})) == {"rows": 0}
     assert data(api.delete(kind.base, params={"id": 12345})) == {"rows": 0}
     assert not redis_db.exists(keys.target(kind.name, gone), keys.attempts(name), keys.dead(name))
+    assert not any(redis_db.exists(key) for key in series)  # one at a time: another slot than attempts' on a cluster
 
 
 def check_secret_rotation(api: httpx.Client, redis_db: redis.Redis, keys: Keys, kind: Kind) -> None:
@@ -261,6 +262,43 @@ def check_dead_letters_and_replay(api: httpx.Client, redis_db: redis.Redis, keys
     assert_err(api.post(replay, json={"id": 999}), 404, "not_found")
 
 
+def check_health(api: httpx.Client, redis_db: redis.Redis, keys: Keys, kind: Kind) -> None:
+    """The health of one target and of all: enabled, the breaker, held and dead counts from the engine's state (of
+    any partition: the last one on the cluster), the last attempt and error and the retrying deliveries from the
+    kept attempts, and why it needs attention. A quiet target needs none."""
+    made, quiet = kind.create(api), kind.create(api, enabled=False)
+    target, p = kind.target(made["id"]), keys.shards()[-1]
+    # m:0 delivered, m:1 retried and then delivered, m:2 still retrying (the engine pushes each attempt on top)
+    for raw in (attempt(0, "success", target), attempt(1, "retry", target), attempt(1, "success", target),
+                attempt(2, "retry", target)):
+        redis_db.lpush(keys.attempts(target, p), raw)
+    redis_db.hset(keys.delivery_state(target, p), mapping={"held": 3, "failures": 2, "deadDropped": 1})
+    redis_db.hset(keys.dead(target, p), "m:9", dead_letter("m:9", "SN9", 1, kind.body))
+    one = data(api.get(f"{kind.base}/health", params={"id": made["id"]}))
+    assert one["enabled"] is True and one["breaker"] == {"state": "closed", "since": None, "failures": 2,
+                                                         "probeAt": None}
+    assert (one["held"], one["dead"], one["dropped"], one["retrying"]) == (3, 1, {"held": 0, "dead": 1}, 1)
+    assert one["lastAttempt"] == {"time": 1700000002, "deliveryId": f"m:2:{target}", "outcome": "retry",
+                                  "status": 503, "error": "http 503"}
+    assert one["lastError"] == one["lastAttempt"]
+    assert one["attention"] == ["failing", "retrying", "held", "dead_letters"]
+    redis_db.hset(keys.delivery_state(target, p), mapping={"breaker": "open", "openedAt": 1700000000,
+                                                           "probeAt": 1700000030000})
+    redis_db.lpush(keys.attempts(target, p), attempt(2, "success", target))
+    listed = data(api.get(f"{kind.base}/health"))
+    assert listed["count"] == 2 and [h["id"] for h in listed["list"]] == [made["id"], quiet["id"]]
+    now, calm = listed["list"]
+    assert now["breaker"] == {"state": "open", "since": 1700000000, "failures": 2, "probeAt": 1700000030}
+    assert (now["retrying"], now["lastAttempt"]["outcome"], now["lastError"]["deliveryId"]) == (0, "success",
+                                                                                                 f"m:2:{target}")
+    assert now["attention"] == ["breaker_open", "held", "dead_letters"]
+    assert calm == {"id": quiet["id"], "enabled": False, "breaker": {"state": "closed", "since": None, "failures": 0,
+                                                                      "probeAt": None},
+                    "held": 0, "dead": 0, "dropped": {"held": 0, "dead": 0}, "retrying": 0, "lastAttempt": None,
+                    "lastError": None, "attention": []}
+    assert_err(api.get(f"{kind.base}/health", params={"id": 999}), 404, "not_found")
+
+
 def check_viewers_read_but_do_not_change(server: Server, api: httpx.Client, kind: Kind) -> None:
     """The viewer reads the list, the deliveries, the dead letters and `kind.reads`, and gets a 403 from each
     admin endpoint: nothing changes."""
@@ -308,6 +346,9 @@ class SharedEndpoints:
     def test_dead_letters_list_and_replay(self, api: httpx.Client, redis_db: redis.Redis, keys: Keys,
                                           server: Server) -> None:
         check_dead_letters_and_replay(api, redis_db, keys, self.KIND, keys.stream_partitions)
+
+    def test_health_tells_what_needs_attention(self, api: httpx.Client, redis_db: redis.Redis, keys: Keys) -> None:
+        check_health(api, redis_db, keys, self.KIND)
 
     def test_viewers_read_but_do_not_change(self, server: Server, api: httpx.Client) -> None:
         check_viewers_read_but_do_not_change(server, api, self.KIND)

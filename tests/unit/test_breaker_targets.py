@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
+from adapter.delivery import breaker
 from adapter.delivery.breaker import FRESH_S, Targets
 from adapter.delivery.signing import new_secret
 from adapter.store.keys import Keys
@@ -20,77 +23,60 @@ SECRET = new_secret()
 
 
 class FakeRedis:
-    """A target record and its engine state; each pipeline read takes the state when it begins, then answers
-    when its gate (in `gates`, in order; None: at once) is set."""
+    """A target record and its engine state; each read (one round of two HMGETs, breaker.cluster_round) takes the
+    state when it begins, then answers when its gate (in `gates`, in order; None: at once) is set."""
 
     def __init__(self) -> None:
         self.state: dict[str, bytes] = {}
         self.gates: list[asyncio.Event | None] = []
 
-    def pipeline(self, transaction: bool = True) -> FakePipeline:
-        return FakePipeline(self)
+
+async def fake_round(client: FakeRedis, commands: Any) -> list[list[bytes | None]]:
+    state = dict(client.state)  # what Redis holds when the read begins
+    gate = client.gates.pop(0) if client.gates else None
+    if gate is not None:
+        await gate.wait()
+    return [[b"http://127.0.0.1:9/x", b"1", SECRET.encode(), b"device"],
+            [state.get("breaker"), state.get("probeAt"), state.get("failures")]]
 
 
-class FakePipeline:
-    def __init__(self, client: FakeRedis) -> None:
-        self.client = client
-
-    async def __aenter__(self) -> FakePipeline:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        return None
-
-    def hmget(self, key: str, *fields: str) -> None:
-        return None
-
-    async def execute(self) -> list[list[bytes | None]]:
-        state = dict(self.client.state)  # what Redis holds when the read begins
-        gate = self.client.gates.pop(0) if self.client.gates else None
-        if gate is not None:
-            await gate.wait()
-        return [[b"http://127.0.0.1:9/x", b"1", SECRET.encode(), b"device"],
-                [state.get("breaker"), state.get("probeAt"), state.get("failures")]]
+@pytest.fixture(autouse=True)
+def reads_from_the_fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(breaker, "cluster_round", fake_round)
 
 
-def test_a_read_begun_before_the_pumps_own_verdicts_does_not_undo_them() -> None:
-    async def go() -> None:
-        client = FakeRedis()  # closed, no failures
-        targets = Targets(client, Keys("iot"), 30_000)
-        slow = asyncio.Event()
-        client.gates = [slow, None]
-        late = asyncio.create_task(targets.get("callback:1", 0))  # its read begins now, answers later
-        await asyncio.sleep(0)
-        target = await targets.get("callback:1", 0)  # the other delivery's read answers at once
-        assert target is not None and not target.open
-        for _ in range(3):  # this pump's three attempts fail: open here at once
-            target.failed(3, 30_000)
-        assert target.open and target.failures == 3
-        slow.set()
-        assert await late is target
-        assert target.open and target.failures == 3 and target.probe_at > 0  # not closed by the older read
-
-    asyncio.run(go())
-
-
-def test_a_read_begun_after_them_applies_what_redis_holds() -> None:
-    async def go() -> None:
-        client = FakeRedis()
-        targets = Targets(client, Keys("iot"), 30_000)
-        target = await targets.get("callback:1", 0)
-        assert target is not None
-        for _ in range(3):
-            target.failed(3, 30_000)
-        client.state = {"breaker": b"open", "probeAt": b"123", "failures": b"3"}  # what the outcomes wrote
-        target.fetched -= FRESH_S  # stale: read again
-        assert await targets.get("callback:1", 0) is target
-        assert target.open and target.probe_at == 123 and target.failures == 3
-        client.state = {}  # another pump's probe closed it
-        target.fetched -= FRESH_S
-        assert await targets.get("callback:1", 0) is target
-        assert not target.open and target.failures == 0
+async def test_a_read_begun_before_the_pumps_own_verdicts_does_not_undo_them() -> None:
+    client = FakeRedis()  # closed, no failures
+    targets = Targets(client, Keys("iot"), 30_000)
+    slow = asyncio.Event()
+    client.gates = [slow, None]
+    late = asyncio.create_task(targets.get("callback:1", 0))  # its read begins now, answers later
+    await asyncio.sleep(0)
+    target = await targets.get("callback:1", 0)  # the other delivery's read answers at once
+    assert target is not None and not target.open
+    for _ in range(3):  # this pump's three attempts fail: open here at once
         target.failed(3, 30_000)
-        target.succeeded()
-        assert not target.open and target.failures == 0 and target.observed == 5
+    assert target.open and target.failures == 3
+    slow.set()
+    assert await late is target
+    assert target.open and target.failures == 3 and target.probe_at > 0  # not closed by the older read
 
-    asyncio.run(go())
+
+async def test_a_read_begun_after_them_applies_what_redis_holds() -> None:
+    client = FakeRedis()
+    targets = Targets(client, Keys("iot"), 30_000)
+    target = await targets.get("callback:1", 0)
+    assert target is not None
+    for _ in range(3):
+        target.failed(3, 30_000)
+    client.state = {"breaker": b"open", "probeAt": b"123", "failures": b"3"}  # what the outcomes wrote
+    target.fetched -= FRESH_S  # stale: read again
+    assert await targets.get("callback:1", 0) is target
+    assert target.open and target.probe_at == 123 and target.failures == 3
+    client.state = {}  # another pump's probe closed it
+    target.fetched -= FRESH_S
+    assert await targets.get("callback:1", 0) is target
+    assert not target.open and target.failures == 0
+    target.failed(3, 30_000)
+    target.succeeded()
+    assert not target.open and target.failures == 0 and target.observed == 5

@@ -22,11 +22,11 @@ from adapter.commands.rules import (
     parse_response,
     view,
 )
-from adapter.devices.store import DeviceCommands
-from adapter.devices.uplink import Rejected
+from adapter.devices.calls import DeviceCommands
 from adapter.errors import AppError
-from adapter.ingest.events import MessageAcked, MessagePublished, Subscribed
 from adapter.ingest.plan import plan
+from adapter.protocol.events import MessageAcked, MessagePublished, Subscribed
+from adapter.protocol.uplink import Rejected
 from adapter.store.keys import Keys
 
 LIMITS = Limits(max_targets=5, body_max_bytes=64, default_expires=600, max_expires=3600)
@@ -70,11 +70,17 @@ def test_defaults() -> None:
     ({"maxRetries": "3"}, "maxRetries: must be an integer"),
     ({"body": {"shcmd": "x" * 80}}, "body: must be at most 64 bytes"),
     ({"body": "ls"}, "body: must be a JSON"),
-    ({"command": ""}, "command"), ({"from": "a:b"}, "from"), ({"publishNow": "yes"}, "publishNow"),
+    ({"command": ""}, "command"), ({"from": "a:b"}, "from"), ({"from": "a\x00b"}, "from: must not hold"),
+    ({"publishNow": "yes"}, "publishNow"),
     ({"detached": 2}, "detached"),
 ])
 def test_clear_400s(change: dict[str, Any], field: str) -> None:
     assert field in bad({**SEED, **change})
+
+
+def test_a_device_listed_twice_is_named_by_position_not_printed_back() -> None:
+    msg = bad({**SEED, "to": [{"sn": "SECRET-SN"}, {"sn": "B"}, {"sn": "SECRET-SN"}]})
+    assert msg == "to[2].sn: the device is listed twice (to[0] too)"
 
 
 def test_command_is_required() -> None:

@@ -146,6 +146,13 @@ def test_health_checks_ask_the_right_endpoints(compose: dict[str, Any]) -> None:
     assert "ping" in healthcheck_text(svcs["redis"])
 
 
+def test_emqx_is_healthy_only_when_its_status_answers_2xx(compose: dict[str, Any]) -> None:
+    """The emqx/emqx:5.8.9 image ships curl; `-f` makes the 503 of a node that is not running a failure."""
+    test = services(compose)["emqx"]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "curl"] and "-fsS" in test
+    assert test[-1] == "http://127.0.0.1:18083/api/v5/status"
+
+
 def test_dependencies_exist_and_wait_only_for_health_checks_that_exist(compose: dict[str, Any]) -> None:
     svcs = services(compose)
     for name, svc in svcs.items():

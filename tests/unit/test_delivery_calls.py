@@ -1,5 +1,6 @@
-"""The delivery engine's script calls, pinned: the stream entry schema against every Lua script that writes or reads
-entries, each call's KEYS/ARGV builder against its script's header, and the cluster layout (one slot a call)."""
+"""The delivery engine's script calls, pinned: the stream entry schema against the one Lua helper that writes entries
+(entries.lua `add_entry`, included by every script that writes them) and the scripts that read them, each call's
+KEYS/ARGV builder against its script's header, and the cluster layout (one slot a call)."""
 
 from __future__ import annotations
 
@@ -22,17 +23,19 @@ from adapter.delivery.model import (
     hold_call,
     move_due_call,
     outcome_call,
+    outcomes,
 )
 from adapter.store import scripts
 from adapter.store.keys import Keys
-from adapter.targets.store import merged_state
+from adapter.targets.health import merged_state
 
 ONE, CLUSTER = Keys("iot"), Keys("iot", 48)
 D = Delivery("callback:3", "SN1", "d:SN1:7:callback:3", b'{"x":1}', 2, 0)
-LUA = {"delivery/fanout.lua": scripts.source("delivery/fanout.lua"),
-       "targets/forward.lua": scripts.source("targets/forward.lua"),
-       "delivery/outcome.lua": OUTCOME.script, "delivery/hold.lua": HOLD.script,
-       "MOVE_DUE": MOVE_DUE.script, "REPLAY": dead_letters.REPLAY.script}
+LUA = {"delivery/outcome.lua": OUTCOME.script, "delivery/hold.lua": HOLD.script, "MOVE_DUE": MOVE_DUE.script}
+ENTRIES = scripts.source("delivery/entries.lua")
+WRITERS = {"delivery/fanout.lua": scripts.source("delivery/fanout.lua"),
+           "targets/forward.lua": scripts.source("targets/forward.lua"), "delivery/outcome.lua": OUTCOME.script,
+           "MOVE_DUE": MOVE_DUE.script, "REPLAY": dead_letters.REPLAY.script}
 
 
 def _xadd_fields(source: str) -> list[list[str]]:
@@ -45,13 +48,20 @@ def _xadd_fields(source: str) -> list[list[str]]:
     return out
 
 
-@pytest.mark.parametrize("name", ["delivery/fanout.lua", "targets/forward.lua", "delivery/outcome.lua", "MOVE_DUE",
-                                  "REPLAY"])
-def test_every_script_writes_the_entry_schema(name: str) -> None:
-    found = _xadd_fields(LUA[name])
-    assert found, name
+def test_entries_are_written_in_one_place_in_the_schema() -> None:
+    found = _xadd_fields(ENTRIES)
+    assert len(found) == 3
     for fields in found:
-        assert tuple(fields[:5]) == ENTRY_FIELDS and fields[5:] in ([], [RELEASED_FIELD]), (name, fields)
+        assert tuple(fields[:5]) == ENTRY_FIELDS and fields[5:] in ([], [RELEASED_FIELD]), fields
+    assert "local function add_entry(stream, maxlen, t, k, id, b, n, r)" in ENTRIES
+
+
+@pytest.mark.parametrize("name", list(WRITERS))
+def test_every_script_writes_entries_through_add_entry(name: str) -> None:
+    source = WRITERS[name]
+    assert "-- include: delivery/entries.lua" in source, name
+    own = source.split("local function partition_of", 1)[-1]  # assembled: what comes after entries.lua
+    assert "add_entry(" in own and "'XADD'" not in own, name
 
 
 @pytest.mark.parametrize("name", ["delivery/outcome.lua", "MOVE_DUE"])
@@ -72,10 +82,10 @@ def test_the_schema_round_trips() -> None:
     assert Delivery.from_json(D.to_json()) == D
 
 
-def _header(source: str, what: str) -> list[int]:
-    """The numbers a Lua header lists after `-- KEYS` / `-- ARGV` (up to the next section)."""
+def _human(source: str, what: str) -> list[int]:
+    """The numbers the human comment lists after `-- KEYS  ` / `-- ARGV  ` (up to the next section)."""
     lines = source.split("\n")
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"-- {what}"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"-- {what}  "))
     text = [lines[start][len(f"-- {what}"):]]
     for line in lines[start + 1:]:
         if not line.startswith("--       "):
@@ -84,18 +94,26 @@ def _header(source: str, what: str) -> list[int]:
     return [int(n) for n in re.findall(r"(?:^|\s{2})(\d+) ", " ".join(text))]
 
 
+@pytest.mark.parametrize("script", [OUTCOME, HOLD])
+def test_the_human_comments_number_what_the_header_names(script: scripts.Script) -> None:
+    assert _human(script.script, "KEYS") == list(range(1, len(script.keys) + 1))
+    assert _human(script.script, "ARGV") == list(range(1, len(script.args) + 1))
+
+
 @pytest.mark.parametrize("keys", [ONE, CLUSTER])
 def test_outcome_call_matches_its_header(keys: Keys) -> None:
     call = outcome_call(keys, 5, "pumps", "1-0", D, Outcome(OutcomeName.RETRY, due_ms=9), "device", Limits(), 1000)
-    assert _header(OUTCOME.script, "KEYS") == list(range(1, len(call.keys) + 1))
-    assert _header(OUTCOME.script, "ARGV") == list(range(1, len(call.args) + 1))
-    k = call.keys
-    assert k[0] == keys.delivery_stream(5) and k[2] == keys.attempts(D.target, 5) and k[3] == keys.delivery_retry(5)
-    assert k[4] == keys.delivery_hold(D.target, D.key) and k[9] == keys.delivery_state(D.target, 5)
-    assert k[6] == keys.callback_stats_in("device", 5) and k[11] == keys.metrics_in(5)
-    a = call.args
-    assert a[:3] == ("pumps", "1-0", "retry") and a[7] == 9 and a[15] == D.target and a[18] == "1"
+    assert len(call.keys) == len(OUTCOME.keys) == 12 and len(call.args) == len(OUTCOME.args) == 19
+    k = call.named()
+    assert k["stream"] == keys.delivery_stream(5) and k["attempts"] == keys.attempts(D.target, 5)
+    assert k["retry"] == keys.delivery_retry(5) and k["hold"] == keys.delivery_hold(D.target, D.key)
+    assert k["state"] == keys.delivery_state(D.target, 5) and k["stats"] == keys.callback_stats_in("device", 5)
+    assert k["metrics"] == keys.metrics_in(5) and k["dead_index"] == keys.dead_index(D.target, 5)
+    assert (k["group"], k["entry_id"], k["outcome"], k["due"], k["target"], k["count_stats"]) == (
+        "pumps", "1-0", "retry", 9, D.target, "1")
     assert call.packed().startswith(b"*") and OUTCOME.sha.encode() in call.packed()
+    merged = outcomes([call, call])
+    assert merged.keys == call.keys * 2 and merged.args == call.args * 2
 
 
 def test_outcome_on_one_redis_keeps_the_old_keys() -> None:
@@ -110,10 +128,10 @@ def test_outcome_on_one_redis_keeps_the_old_keys() -> None:
 @pytest.mark.parametrize("keys", [ONE, CLUSTER])
 def test_hold_call_matches_its_header(keys: Keys) -> None:
     call = hold_call(keys, 5, "pumps", "1-0", D, Limits(max_held=7), 1000)
-    assert _header(HOLD.script, "KEYS") == list(range(1, len(call.keys) + 1))
-    assert _header(HOLD.script, "ARGV") == list(range(1, len(call.args) + 1))
-    assert call.keys[0] == keys.delivery_hold(D.target, D.key) and call.keys[3] == keys.delivery_stream(5)
-    assert call.args[4] == 7 and call.args[7] == D.target
+    assert len(call.keys) == len(HOLD.keys) and len(call.args) == len(HOLD.args)
+    n = call.named()
+    assert n["hold"] == keys.delivery_hold(D.target, D.key) and n["stream"] == keys.delivery_stream(5)
+    assert n["max_held"] == 7 and n["target"] == D.target and n["delivery_id"] == D.id
 
 
 def test_move_due_and_replay_calls() -> None:

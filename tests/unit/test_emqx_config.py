@@ -1,10 +1,13 @@
-"""emqx-config/ and rules/ against what the adapter expects (issue 8, item 2): every HOCON file parses, the
-rules reach an existing action and connector, the events they send are exactly those the ingest handles,
-every rule that sends messages leaves out the REST API's own publishes, the generated files are current,
-and render.sh fills in every placeholder (EMQX's HOCON reads no environment variables)."""
+"""emqx-config/ and rules/ against what the adapter expects (issue 8, item 2; issue 25): every HOCON file
+parses, the rules reach an existing action and connector, the events they send are exactly those the ingest
+handles, the message rules leave out the REST API's own publishes and the ack rule keeps only the adapter's
+own deliveries, the action's timeout and buffer fit the adapter's deadlines, the generated files are current,
+render.sh fills in every placeholder (EMQX's HOCON reads no environment variables) and renders the TLS that
+`adapter emqx apply` installs, and docs/emqx.md's production table and device examples say the same."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,15 +18,20 @@ from typing import Any
 import pytest
 from pyhocon import ConfigFactory, ConfigTree
 
-from adapter.broker import emqx_apply
-from adapter.ingest.events import V5_PARSERS
+from adapter.broker import emqx_config
+from adapter.protocol import topics
+from adapter.protocol.events import V5_PARSERS
+from adapter.settings import Settings
+from adapter.store.batcher import READ_TIMEOUT
 from scripts import gen_emqx_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "emqx-config"
 HOCON_FILES = ("node.hocon", "bridge.hocon", "rules.hocon", "auth.hocon")
-RENDERED = {"ADAPTER_BASE_URL", "ADAPTER_INGEST_TOKEN", "ADAPTER_EMQX_API_KEY", "ADAPTER_EMQX_API_SECRET"}
-MESSAGE_EVENTS = {"message.publish", "message.acked"}
+RENDERED = {"ADAPTER_BASE_URL", "ADAPTER_INGEST_TOKEN", "ADAPTER_EMQX_API_KEY", "ADAPTER_EMQX_API_SECRET",
+            "ADAPTER_SSL"}
+DOCS = ROOT / "docs" / "emqx.md"
+EMQX_EVENTS = ROOT.parent / "shared" / "emqx" / "events"
 ENV = {"ADAPTER_BASE_URL": "http://adapter.internal:8000", "ADAPTER_INGEST_TOKEN": "tok-123_ABC.~+/=",
        "ADAPTER_EMQX_API_KEY": "adapter-key", "ADAPTER_EMQX_API_SECRET": "s3cret-VALUE"}
 
@@ -72,7 +80,7 @@ def test_the_generated_files_are_the_committed_ones() -> None:
 
 
 def test_every_rule_file_is_a_rule_in_the_config() -> None:
-    from_files = {r.id: r for r in emqx_apply.load_rules(ROOT / "rules")}
+    from_files = {r.id: r for r in emqx_config.load_rules(ROOT / "rules")}
     assert set(rules()) == set(from_files)
     for rule_id, rule in rules().items():
         assert rule["sql"] == from_files[rule_id].sql
@@ -94,12 +102,67 @@ def test_the_events_the_rules_send_are_the_events_the_ingest_handles() -> None:
     assert sent == set(V5_PARSERS)
 
 
-def test_every_rule_that_sends_messages_leaves_out_rest_api_publishes() -> None:
-    """EMQX runs rules on messages published through its REST API too (clientid "http_api")."""
-    for rule_id, rule in rules().items():
-        if events_of(rule["sql"]) & MESSAGE_EVENTS:
-            where = rule["sql"].partition(" WHERE ")[2]
-            assert "clientid != 'http_api'" in where, rule_id
+_TERM = re.compile(r"^(NOT )?(\w+) (=~|!=|=) '([^']*)'$")
+
+
+def where_holds(sql: str, event: dict[str, Any]) -> bool:
+    """Whether a rule's WHERE (a conjunction of `[NOT] field =|!=|=~ 'literal'`, as every rule here is) holds
+    for `event`, with `=~` as EMQX's topic match."""
+    where = sql.partition(" WHERE ")[2]
+    if not where:
+        return True
+    for term in where.split(" AND "):
+        m = _TERM.match(term.strip())
+        assert m, f"a term this test cannot read: {term!r}"
+        negate, name, op, literal = m.groups()
+        value = str(event.get(name, "undefined"))
+        held = {"=": value == literal, "!=": value != literal, "=~": topics.matches(literal, value)}[op]
+        if held == bool(negate):
+            return False
+    return True
+
+
+def publish(clientid: str, topic: str) -> dict[str, Any]:
+    return {"event": "message.publish", "clientid": clientid, "topic": topic}
+
+
+def acked(acker: str, publisher: str, topic: str) -> dict[str, Any]:
+    """message.acked: `clientid` is the client that acknowledged, `from_clientid` the one that published."""
+    return {"event": "message.acked", "clientid": acker, "from_clientid": publisher, "topic": topic}
+
+
+def sends(event: dict[str, Any]) -> list[str]:
+    """The rules that send `event` to the adapter."""
+    return [rid for rid, r in rules().items() if event["event"] in events_of(r["sql"])
+            and (event["event"] != "message.publish" or any(topics.matches(t, event["topic"])
+                                                           for t in from_topics(r["sql"])))
+            and where_holds(r["sql"], event)]
+
+
+def test_message_rules_leave_out_the_rest_apis_own_publishes() -> None:
+    """EMQX runs rules on messages published through its REST API too (clientid "http_api"): the adapter's
+    commands must not come back as uplink."""
+    assert sends(publish("http_api", "dma/cmd/GW0001")) == []
+    assert sends(publish("http_api", "dma/report/GW0001/heartbeat")) == []
+    assert sends(publish("GW0001", "dma/report/GW0001/heartbeat")) == ["adapter_device_messages"]
+    assert sends(publish("GW0001", "dma/resp/cmd")) == ["adapter_device_messages"]
+    assert sends(publish("console", "plant/7/temp")) == ["adapter_other_messages"]
+
+
+def test_the_ack_rule_sends_acks_of_the_adapters_own_commands_only() -> None:
+    """In message.acked the device that acknowledged is `clientid`; the publisher is `from_clientid`."""
+    assert sends(acked("GW0001", "http_api", "dma/cmd/GW0001")) == ["adapter_command_acks"]
+    assert sends(acked("GW0001", "console", "dma/cmd/GW0001")) == [], "a command the adapter did not send"
+    assert sends(acked("watcher", "http_api", "plant/7/temp")) == [], "not a command topic"
+
+
+def test_the_shared_ack_sample_is_read_the_same_way() -> None:
+    sample = EMQX_EVENTS / "message_acked.json"
+    if not sample.exists():
+        pytest.skip(f"no {sample}")
+    body = json.loads(sample.read_text())
+    assert (body["from_clientid"], body["clientid"]) == ("http_api", body["username"]), "publisher vs acker"
+    assert sends({**body, "topic": f"dma/cmd/{body['clientid']}"}) == ["adapter_command_acks"]
 
 
 def test_message_rules_cover_every_topic_once() -> None:
@@ -117,7 +180,7 @@ def test_message_rules_cover_every_topic_once() -> None:
 
 
 def test_the_action_posts_the_whole_event_to_the_ingest_at_least_once() -> None:
-    action = parse("bridge.hocon")["actions"]["http"][emqx_apply.ACTION]
+    action = parse("bridge.hocon")["actions"]["http"][emqx_config.ACTION]
     params, opts = action["parameters"], action["resource_opts"]
     assert (params["method"], params["path"], params["body"]) == ("post", "/emqx/events", "${.}")
     assert "max_retries" not in params, "EMQX 5.8 accepts parameters.max_retries and ignores it"
@@ -125,10 +188,37 @@ def test_the_action_posts_the_whole_event_to_the_ingest_at_least_once() -> None:
     assert not {"batch_size", "batch_time"} & set(opts), "the HTTP action rejects batching"
 
 
+def seconds(duration: str) -> float:
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)", duration)
+    assert m, duration
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def mib(size: str) -> float:
+    m = re.fullmatch(r"(\d+)(KB|MB|GB)", size)
+    assert m, size
+    return int(m.group(1)) * {"KB": 1 / 1024, "MB": 1, "GB": 1024}[m.group(2)]
+
+
+def test_the_action_waits_within_the_adapters_deadlines() -> None:
+    """In EMQX 5.8.9 `request_ttl` is also each HTTP request's timeout (emqx/emqx#15911): longer than the
+    adapter needs to answer or say 503 (its Redis deadline), no longer than the adapter waits for a command's
+    answer, so a hung adapter does not hold EMQX's in-flight slots for minutes."""
+    opts = parse("bridge.hocon")["actions"]["http"][emqx_config.ACTION]["resource_opts"]
+    assert READ_TIMEOUT < seconds(opts["request_ttl"]) <= Settings().command_ack_timeout
+    assert "also the timeout of each HTTP request" in (CONFIG / "bridge.hocon").read_text()
+
+
+def test_the_action_buffer_is_bounded_per_node() -> None:
+    """`max_buffer_bytes` is per buffer worker: the node's worst case is workers x bytes, held to 256 MB."""
+    opts = parse("bridge.hocon")["actions"]["http"][emqx_config.ACTION]["resource_opts"]
+    assert opts["worker_pool_size"] * mib(opts["max_buffer_bytes"]) <= 256
+
+
 def test_no_rule_puts_not_over_a_parenthesised_and_or() -> None:
     """EMQX 5.8's rule runtime cannot evaluate `NOT (a OR b)` (function_clause on every message)."""
     for rule_id, rule in rules().items():
-        assert not emqx_apply.negated_groups(rule["sql"]), rule_id
+        assert not emqx_config.negated_groups(rule["sql"]), rule_id
         assert not re.search(r"\bNOT\s*\(", rule["sql"], re.IGNORECASE), rule_id
 
 
@@ -140,7 +230,7 @@ def test_no_rule_puts_not_over_a_parenthesised_and_or() -> None:
     ("SELECT 'NOT (a OR b)' AS s FROM \"#\"", []),
 ])
 def test_negated_groups_finds_not_over_and_or_only(sql: str, found: list[str]) -> None:
-    assert emqx_apply.negated_groups(sql) == found
+    assert emqx_config.negated_groups(sql) == found
 
 
 def test_loading_and_generating_refuse_a_rule_with_not_over_or(tmp_path: Path,
@@ -148,7 +238,7 @@ def test_loading_and_generating_refuse_a_rule_with_not_over_or(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "bad.sql").write_text("-- x\nSELECT * FROM \"#\" WHERE NOT (topic = 'a' OR topic = 'b')\n")
     with pytest.raises(ValueError, match="rule bad: NOT over a parenthesised AND/OR"):
-        emqx_apply.load_rules(tmp_path)
+        emqx_config.load_rules(tmp_path)
     monkeypatch.setattr(gen_emqx_config, "RULES_DIR", tmp_path)
     assert gen_emqx_config.main(["--check"]) == 2
     assert "rule bad: NOT over" in capsys.readouterr().err
@@ -187,8 +277,9 @@ def test_render_substitutes_exactly_the_placeholders_in_the_files() -> None:
         used |= set(re.findall(r"\$\{(ADAPTER_[A-Z_]+)\}", (CONFIG / name).read_text()))
     assert used == RENDERED
     script = (CONFIG / "render.sh").read_text()
-    for name in RENDERED:
+    for name in RENDERED - {"ADAPTER_SSL"}:
         assert f"s|\\${{{name}}}|" in script
+    assert 's|\\"\\${ADAPTER_SSL}\\"|' in script, "the ssl placeholder is a quoted string, replaced whole"
 
 
 def _render(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -217,18 +308,31 @@ def test_render_writes_one_emqx_conf_with_the_values(tmp_path: Path) -> None:
     assert (tmp_path / "emqx.conf").stat().st_mode & 0o077 == 0, "it holds the token"
 
 
-@pytest.mark.parametrize(("url", "tls"), [("http://adapter.internal:8000", False),
-                                         ("https://adapter.internal:8443", True)])
+def ssl_blocks(conf: ConfigTree) -> list[dict[str, Any]]:
+    """The `ssl` of the connector, the authenticator and the authorization source."""
+    return [dict(conf["connectors"]["http"]["adapter"]["ssl"]), dict(conf["authentication"][0]["ssl"]),
+            dict(conf["authorization"]["sources"][0]["ssl"])]
+
+
+@pytest.mark.parametrize(("url", "extra", "ca", "verify"), [
+    ("http://adapter.internal:8000", {}, "", True),
+    ("http://adapter.internal:8000", {"ADAPTER_CA_FILE": "/etc/certs/ca.pem"}, "/etc/certs/ca.pem", True),
+    ("https://adapter.internal:8443", {"ADAPTER_CA_FILE": "/opt/emqx/etc/certs/adapter-ca.pem"},
+     "/opt/emqx/etc/certs/adapter-ca.pem", True),
+    ("https://adapter.internal:8443", {"ADAPTER_TLS_VERIFY": "false"}, "", False),
+])
 @pytest.mark.skipif(shutil.which("sed") is None, reason="needs sed")
-def test_render_turns_tls_on_for_authn_and_authz_exactly_when_the_url_is_https(tmp_path: Path, url: str,
-                                                                              tls: bool) -> None:
-    assert (CONFIG / "auth.hocon").read_text().count("ssl { enable = false }") == 2, "render.sh edits these"
-    done = _render(tmp_path, **{**ENV, "ADAPTER_BASE_URL": url})
+def test_render_writes_the_tls_that_apply_installs(tmp_path: Path, url: str, extra: dict[str, str], ca: str,
+                                                   verify: bool) -> None:
+    """EMQX's default is verify_none: an https adapter is verified against ADAPTER_CA_FILE unless turned off,
+    in the connector, the authenticator and the authorization source alike, as `adapter emqx apply` does."""
+    done = _render(tmp_path, **{**ENV, "ADAPTER_BASE_URL": url, **extra})
     assert done.returncode == 0, done.stderr
     conf = ConfigFactory.parse_string((tmp_path / "emqx.conf").read_text())
     assert conf["authentication"][0]["url"] == f"{url}/emqx/authn"
-    assert conf["authentication"][0]["ssl"]["enable"] is tls
-    assert conf["authorization"]["sources"][0]["ssl"]["enable"] is tls
+    assert ssl_blocks(conf) == [emqx_config.ssl_config(url, ca, verify)] * 3
+    if url.startswith("https://") and verify:
+        assert ssl_blocks(conf)[0]["verify"] == "verify_peer"
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -237,6 +341,10 @@ def test_render_turns_tls_on_for_authn_and_authz_exactly_when_the_url_is_https(t
     ({"ADAPTER_EMQX_API_SECRET": 'x"y'}, "ADAPTER_EMQX_API_SECRET may contain only"),
     ({"ADAPTER_EMQX_API_KEY": "a:b"}, "ADAPTER_EMQX_API_KEY may contain only"),
     ({"ADAPTER_BASE_URL": "api:8000"}, "ADAPTER_BASE_URL must be an http(s) URL"),
+    ({"ADAPTER_BASE_URL": "https://a:8443"}, "ADAPTER_BASE_URL is https: set ADAPTER_CA_FILE"),
+    ({"ADAPTER_BASE_URL": "https://a:8443", "ADAPTER_CA_FILE": "ca.pem"}, "ADAPTER_CA_FILE must be an absolute"),
+    ({"ADAPTER_BASE_URL": "https://a:8443", "ADAPTER_CA_FILE": "/c/a b.pem"}, "ADAPTER_CA_FILE may contain only"),
+    ({"ADAPTER_BASE_URL": "https://a:8443", "ADAPTER_TLS_VERIFY": "no"}, "ADAPTER_TLS_VERIFY must be true or false"),
 ])
 @pytest.mark.skipif(shutil.which("sed") is None, reason="needs sed")
 def test_render_refuses_values_it_cannot_write_safely(tmp_path: Path, change: dict[str, str],
@@ -252,3 +360,48 @@ def test_render_runs_the_given_command(tmp_path: Path) -> None:
     done = subprocess.run(["sh", str(CONFIG / "render.sh"), "echo", "started"], env=full, capture_output=True,
                           text=True, timeout=10, check=False)
     assert (done.returncode, done.stdout) == (0, "started\n")
+
+
+# --- docs/emqx.md says the same (issue 25) -------------------------------------------------------------
+
+
+def production_table() -> dict[str, list[str]]:
+    text = DOCS.read_text()
+    section = text[text.index("## What to set in production"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| setting")]
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows)}
+
+
+def test_the_production_table_gives_a_reason_for_every_value_and_the_shipped_values() -> None:
+    table = production_table()
+    assert all(len(cells) == 2 and cells[0] and len(cells[1]) > 20 for cells in table.values()), table
+    opts = emqx_config.action_config()["resource_opts"]
+    assert table["action `request_ttl`"][0] == f"`{opts['request_ttl']}`"
+    assert table["action `max_buffer_bytes`"][0] == f"`{opts['max_buffer_bytes']}`"
+    assert table["action `worker_pool_size`, `inflight_window`"][0] == \
+        f"`{opts['worker_pool_size']}`, `{opts['inflight_window']}`"
+    assert table["connector `pool_type`"][0] == f"`{emqx_config.connector_config('', '', {})['pool_type']}`"
+    tls = next(cells for name, cells in table.items() if name.startswith("`ssl.verify`"))
+    assert emqx_config.ssl_config("https://a", "/ca.pem")["verify"] in tls[0]
+    authn = emqx_config.authn_config("", "", {})
+    assert table["authentication and authorization `request_timeout`"][0] == f"`{authn['request_timeout']}`"
+    assert "QoS 1" in table["devices' subscription to `dma/cmd/{sn}`"][0]
+
+
+def test_the_docs_say_request_ttl_is_what_the_config_sets() -> None:
+    text = DOCS.read_text()
+    ttl = emqx_config.REQUEST_TTL.removesuffix("s")
+    assert f"`request_ttl` = {ttl} s" in text and "120 s" not in text
+
+
+def test_every_device_example_subscribes_to_its_commands_with_qos_1() -> None:
+    """`message.acked` fires only for QoS 1 deliveries: a device that subscribes with QoS 0 never acks."""
+    commands = []
+    for path in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        text = path.read_text().replace("\\\n", " ")
+        commands += [(path.name, line) for line in text.splitlines() if "mosquitto_sub" in line
+                     and "dma/cmd/" in line and not line.lstrip().startswith("|")]
+    assert commands, "docs/emqx.md shows a device subscribing to its commands"
+    for name, line in commands:
+        assert re.search(r"\s-q 1\b", line), (name, line)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from adapter.errors import AppError
-from adapter.ingest.events import (
+from adapter.protocol.events import (
+    BadClientId,
     Connected,
     Disconnected,
     MessageAcked,
@@ -314,3 +315,34 @@ def test_body_needs_a_discriminator() -> None:
 ])
 def test_malformed_fields_name_the_field(body: dict[str, Any], msg: str) -> None:
     assert invalid_msg(body) == msg
+
+
+# --- client ids: at most 65535 bytes of UTF-8 (MQTT's and EMQX's longest), never NUL ---------------------------
+
+LONGEST = "é" * 32767 + "a"  # 65535 bytes
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (v5("client_connected", clientid="a\x00b"), "clientid"),
+    (v5("client_connected", clientid="x" * 900_000), "clientid"),
+    (v5("client_connected", clientid=LONGEST + "a"), "clientid"),
+    (v5("client_disconnected", clientid="\x00"), "clientid"),
+    (v5("session_subscribed", clientid="a\x00"), "clientid"),
+    (v5("session_unsubscribed", clientid="a\x00"), "clientid"),
+    (v5("message_publish", clientid="a\x00"), "clientid"),
+    (v5("message_acked", clientid="a\x00"), "clientid"),
+    (v5("message_acked", from_clientid="a\x00"), "from_clientid"),
+    (v4("client_connected", clientid="a\x00"), "clientid"),
+    (v4("message_publish", from_client_id="é" * 40_000), "from_client_id"),
+])
+def test_a_clientid_with_nul_or_over_65535_bytes_is_refused_by_name(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(BadClientId) as info:
+        parse_event(body)
+    assert (info.value.code, info.value.status, info.value.reason) == ("invalid_params", 400, "bad_clientid")
+    assert info.value.msg.startswith(f"{field}: ") and "\x00" not in info.value.msg and len(info.value.msg) < 80
+
+
+def test_the_longest_clientid_is_taken() -> None:
+    assert len(LONGEST.encode()) == 65535
+    ev = parse_event(v5("client_connected", clientid=LONGEST))
+    assert isinstance(ev, Connected) and ev.clientid == LONGEST

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from adapter.commands.rules import CommandCalls
 from adapter.delivery.model import Delivery, partition_of
-from adapter.devices.store import UPLINK, DeviceCommands, packed
-from adapter.ingest.events import REST_API_CLIENT, MessagePublished, parse_event, payload_bytes
+from adapter.devices.calls import UPLINK, DeviceCommands, packed
 from adapter.ingest.plan import plan
+from adapter.protocol.events import REST_API_CLIENT, MessagePublished, parse_event, payload_bytes
 from adapter.store.keys import Keys
 from adapter.targets import forwarding
 from adapter.targets.forwarding import body, forward_call, forward_of
@@ -34,7 +34,7 @@ def message(**changes: object) -> MessagePublished:
 
 def forward_command(msg: MessagePublished, routes: list[RouteInfo], keys: Keys, partitions: int) -> bytes | None:
     fwd = forward_of(msg, routes, Keys(keys.prefix, 0, partitions))
-    return packed(forwarding.FORWARD, forward_call(fwd)) if fwd else None
+    return packed(forward_call(fwd)) if fwd else None
 
 
 def unpack(packed: bytes) -> list[bytes]:
@@ -168,9 +168,10 @@ def test_a_routed_uplink_is_one_script_call_and_a_rejected_one_forwards_alone() 
         assert fwd is not None and fwd.routes == 2
         (call,) = plan(msg, device, 1000, calls, fwd).commands
         args = unpack(call)
-        assert args[1] == UPLINK.sha.encode() and args[2] == b"11"
-        # KEYS 9..11: the client hash, its stream (the forward's too), the message's seen key
-        assert args[11:14] == [k.encode() for k in (KEYS.client("SN1"), fwd.stream, KEYS.seen(f"msg:{msg.id}"))]
+        assert args[1] == UPLINK.sha.encode() and args[2] == b"12"
+        # KEYS 9..12: the client hash, its stream (the forward's too), its presence log, the message's seen key
+        assert args[11:15] == [k.encode() for k in (KEYS.client("SN1"), fwd.stream, KEYS.presence_log("SN1"),
+                                                    KEYS.seen(f"msg:{msg.id}"))]
         # then the message id, the body head, the route ids and their number, before the seen TTL
         assert args[-6:-2] == [msg.id.encode(), body(msg, 1)[:-2], b"1", b"2"]
         assert args[-2] == b"2"
@@ -179,5 +180,5 @@ def test_a_routed_uplink_is_one_script_call_and_a_rejected_one_forwards_alone() 
     fwd = forward_of(rejected, routes, KEYS)
     assert fwd is not None
     p = plan(rejected, device, 1000, calls, fwd)
-    assert p.rejected and p.commands == (packed(forwarding.FORWARD, forward_call(fwd)),)
+    assert p.rejected and p.commands == (packed(forward_call(fwd)),)
     assert plan(rejected, device, 1000, calls, None).commands == ()

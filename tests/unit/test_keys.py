@@ -20,6 +20,7 @@ def test_every_key_is_pinned() -> None:
     assert k.metrics() == "iot:metrics"
     assert k.queue("default") == "iot-default"
     assert k.client("SN1") == "iot:client:SN1"
+    assert k.presence_log("SN1") == "iot:presence-log:SN1"
     assert k.devices(0) == k.devices() == "iot:devices"
     assert k.devices_online(0) == "iot:devices:online"
     assert k.devices_offline(0) == "iot:devices:offline"
@@ -38,6 +39,17 @@ def test_every_key_is_pinned() -> None:
     assert k.targets("callback") == "iot:callbacks"
     assert k.targets("route") == "iot:routes"
     assert k.routes_enabled() == "iot:routes:enabled"
+    assert k.device_tags("SN1") == "iot:tags:sn:SN1"
+    assert k.tagged("blue", 0) == "iot:tagged:blue"
+    assert k.rollout_seq() == "iot:ro-seq"
+    assert k.rollouts() == "iot:rollouts"
+    assert k.rollouts_active() == "iot:rollouts:active"
+    assert k.rollout(7) == "iot:ro:7"
+    assert k.rollout_sns(7) == "iot:ro:7:sns"
+    assert k.rollout_execs(7) == "iot:ro:7:execs"
+    assert k.rollout_results(7) == "iot:ro:7:results"
+    assert k.rollout_inflight(7) == "iot:ro:7:inflight"
+    assert k.rollout_driver(7) == "iot:ro:7:driver"
     assert k.routes_version() == "iot:routes:version"
     assert k.routes_channel() == "iot:routes:changed"
     assert k.callbacks_enabled_of("device") == "iot:callbacks:enabled:device"
@@ -84,6 +96,14 @@ def test_every_key_is_pinned() -> None:
     assert k.commands_due(0) == "iot:cmds:due"
     assert k.metrics_in(0) == k.metrics() == "iot:metrics"
     assert k.seen("cmd-resp:M1", "SN1") == "iot:seen:cmd-resp:M1"
+    # per-minute series
+    assert k.stats_series("devices.online") == "iot:stats:devices.online"
+    assert k.target_series("route", 3, "delivered") == "iot:stats:route:3:delivered"
+    assert k.stats_lease() == "iot:stats:lease"
+    # adapter store migrate
+    assert k.migration() == "iot:migrate"
+    assert k.migration_ids() == "iot:migrate:ids"
+    assert Keys("iot", 48).migration() == "iot:{meta}:migrate"
 
 
 def test_prefix_applies_everywhere() -> None:
@@ -145,3 +165,24 @@ def test_cluster_commands_live_in_their_devices_slot() -> None:
     assert k.commands_of_sn_prefix(p) + "SN1" == k.commands_of_sn("SN1")
     assert k.commands_from_sn_prefix(p) + "web:SN1" == k.commands_from_sn("web", "SN1")
     assert k.commands(p) == f"iot:{k.tag('SN1')}:cmds" and k.metrics_in(p) != k.metrics()
+
+
+def test_cluster_series_live_with_what_they_describe() -> None:
+    """A target's series share its slot (`{tgt}`: the delete's MULTI removes them); fleet series and the sampler's
+    lease are in `{meta}`."""
+    k = Keys("iot", 48)
+    assert key_slot(k.target_series("route", 3, "failed").encode()) == key_slot(k.target("route", 3).encode())
+    assert k.target_series("route", 3, "failed") == "iot:{tgt}:stats:route:3:failed"
+    assert k.stats_series("ingest.events") == "iot:{meta}:stats:ingest.events"
+    assert key_slot(k.stats_lease().encode()) == key_slot(k.meta().encode())
+
+
+def test_cluster_tags_share_the_device_slot_and_rollouts_one_slot() -> None:
+    k = Keys("iot", 48)
+    p = k.shard("SN1")
+    assert key_slot(k.device_tags("SN1").encode()) == key_slot(k.tagged("blue", p).encode()) \
+        == key_slot(k.client("SN1").encode())
+    slots = {key_slot(key.encode()) for key in (k.rollout_seq(), k.rollouts(), k.rollouts_active(), k.rollout(3),
+                                                k.rollout_sns(3), k.rollout_execs(3), k.rollout_results(3),
+                                                k.rollout_inflight(3), k.rollout_driver(3))}
+    assert len(slots) == 1 and k.rollout(3) == "iot:{ro}:ro:3"

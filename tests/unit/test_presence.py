@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapter.devices.presence import INITIAL, PresenceEvent, PresenceState, Transition, apply
-from adapter.ingest.events import Connected, Disconnected
+from adapter.protocol.events import Connected, Disconnected
 
 CID = "device-001"
 T0 = 1_717_000_000_000

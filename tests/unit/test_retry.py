@@ -16,10 +16,9 @@ from adapter.delivery.retry import (
     classify,
     max_attempts,
     next_delay,
-    parse_schedule,
     retry_after,
 )
-from adapter.settings import Settings
+from adapter.settings import Settings, parse_schedule
 
 NOW = 1_764_000_000.0
 

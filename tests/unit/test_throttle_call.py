@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from adapter.auth.throttle import Bucket, Mode, throttle_call
+from adapter.auth.throttle import SCRIPT, Bucket, Mode, throttle_call
 from adapter.store import scripts
 
 LUA = scripts.source("auth/throttle.lua")
@@ -16,17 +16,18 @@ SHARED = Bucket("iot:login-fail:ip:10.0.0.1", limit=50, first=900.0, longest=900
 
 
 def test_take_sends_each_bucket_in_order_with_its_limits_in_ms() -> None:
-    keys, args = throttle_call(Mode.TAKE, [OWN, SHARED])
-    assert keys == [OWN.key, SHARED.key]  # the identity's own bucket first: `clear` forgets KEYS[1]
-    assert args == ["take", 5, 2000, 300000, 900500, 50, 900000, 900000, 900000]
+    keys, args = throttle_call(Mode.TAKE, [OWN, SHARED])[1:]
+    assert keys == (OWN.key, SHARED.key)  # the identity's own bucket first: `clear` forgets KEYS[1]
+    assert args == ("take", 5, 2000, 300000, 900500, 50, 900000, 900000, 900000)
 
 
 @pytest.mark.parametrize("mode", [Mode.CLEAR, Mode.REFUND])
 def test_clear_and_refund_send_only_the_mode(mode: Mode) -> None:
-    assert throttle_call(mode, [OWN, SHARED]) == ([OWN.key, SHARED.key], [mode.value])
+    assert throttle_call(mode, [OWN, SHARED])[1:] == ((OWN.key, SHARED.key), (mode.value,))
 
 
 def test_layout_matches_the_lua_header() -> None:
+    assert [f.name for f in SCRIPT.keys] == ["buckets"] and [f.name for f in SCRIPT.args] == ["mode", "limits"]
     header = "\n".join(line for line in LUA.splitlines() if line.startswith("--"))
     modes = re.search(r"ARGV\s+1 (\w+) \| (\w+) \| (\w+)", header)
     assert modes and set(modes.groups()) == {m.value for m in Mode}

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapter.errors import AppError
-from adapter.targets import topics
-from adapter.targets.topics import TopicIndex, matches, validate_filter, validate_name
+from adapter.protocol import topics
+from adapter.protocol.topics import TopicIndex, matches, validate_filter, validate_name
 
 # --- reference matcher: examples from MQTT 3.1.1 §4.7 / MQTT 5 §4.7 ---
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 
@@ -147,42 +146,39 @@ class FixedResolver(AbstractResolver):
         self.closed = True
 
 
-def resolve(hosts: list[str], allow_private: bool) -> list[str]:
-    async def go() -> list[str]:
-        inner = FixedResolver(hosts)
-        guard = GuardedResolver(allow_private, inner)
-        try:
-            return [r["host"] for r in await guard.resolve("name.test", 80)]
-        finally:
-            await guard.close()
-            assert inner.closed
-    return asyncio.run(go())
+async def resolve(hosts: list[str], allow_private: bool) -> list[str]:
+    inner = FixedResolver(hosts)
+    guard = GuardedResolver(allow_private, inner)
+    try:
+        return [r["host"] for r in await guard.resolve("name.test", 80)]
+    finally:
+        await guard.close()
+        assert inner.closed
 
 
-def test_resolver_drops_refused_addresses() -> None:
-    got = resolve(["10.0.0.5", "93.184.216.34", "::1", "2606:4700::1"], False)
+async def test_resolver_drops_refused_addresses() -> None:
+    got = await resolve(["10.0.0.5", "93.184.216.34", "::1", "2606:4700::1"], False)
     assert got == ["93.184.216.34", "2606:4700::1"]
 
 
-def test_resolver_raises_when_nothing_is_left() -> None:
+async def test_resolver_raises_when_nothing_is_left() -> None:
     with pytest.raises(SsrfBlocked) as info:
-        resolve(["127.0.0.1", "::1", "169.254.169.254"], False)
+        await resolve(["127.0.0.1", "::1", "169.254.169.254"], False)
     assert isinstance(info.value, OSError) and info.value.host == "name.test"
 
 
-def test_resolver_allows_everything_when_allowed() -> None:
-    assert resolve(["127.0.0.1", "::1"], True) == ["127.0.0.1", "::1"]
+async def test_resolver_allows_everything_when_allowed() -> None:
+    assert await resolve(
+["127.0.0.1", "::1"], True) == ["127.0.0.1", "::1"]
 
 
-def test_resolver_default_inner_resolves_localhost() -> None:
-    async def go() -> None:
-        guard = GuardedResolver(allow_private=False)
-        try:
-            with pytest.raises(SsrfBlocked):
-                await guard.resolve("localhost", 80)
-            allowed = GuardedResolver(allow_private=True)
-            assert "127.0.0.1" in [r["host"] for r in await allowed.resolve("localhost", 80)]
-            await allowed.close()
-        finally:
-            await guard.close()
-    asyncio.run(go())
+async def test_resolver_default_inner_resolves_localhost() -> None:
+    guard = GuardedResolver(allow_private=False)
+    try:
+        with pytest.raises(SsrfBlocked):
+            await guard.resolve("localhost", 80)
+        allowed = GuardedResolver(allow_private=True)
+        assert "127.0.0.1" in [r["host"] for r in await allowed.resolve("localhost", 80)]
+        await allowed.close()
+    finally:
+        await guard.close()

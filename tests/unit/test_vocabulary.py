@@ -10,7 +10,7 @@ from adapter.commands.rules import REASONS, STATES, CommandState, FailReason
 from adapter.delivery.model import DEAD_LETTERED, RECORDED, OutcomeName
 from adapter.jobs.progress import STATES as JOB_STATES
 from adapter.store import scripts
-from adapter.targets.store import OUTCOMES
+from adapter.targets.records import OUTCOMES
 
 
 def lua_words(path: str, pattern: str) -> set[str]:
@@ -23,7 +23,7 @@ def test_command_states_are_the_seeds() -> None:
 
 
 def test_every_fail_reason_is_one_commands_lua_writes() -> None:
-    source = scripts.source("commands/commands.lua")
+    source = scripts.source("commands/lifecycle.lua")
     assert tuple(r.value for r in FailReason) == REASONS
     for reason in FailReason:
         assert f"'{reason.value}'" in source, reason

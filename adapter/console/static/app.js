@@ -1,10 +1,13 @@
-// The console's shell: login, the role, the hash router (#/page/arg?query) and live refresh timers.
+// The console's shell: login, the role, the hash router (#/page/arg?query), live refresh timers and the header's
+// "Loading…" (while a call is slow).
 
 import { ApiError, get, post, session } from "./api.js";
 import { errorBox, field, h, noteBox, replace } from "./dom.js";
+import * as clients from "./clients.js";
 import * as dashboard from "./dashboard.js";
 import * as devices from "./devices.js";
 import * as commands from "./commands.js";
+import * as rollouts from "./rollouts.js";
 import * as targets from "./targets.js";
 
 const PAGES = {
@@ -12,13 +15,17 @@ const PAGES = {
   devices: devices.render,
   device: devices.renderDevice,
   commands: commands.render,
+  rollouts: rollouts.render,
+  rollout: rollouts.renderRollout,
+  clients: clients.render,
   routes: (ctx) => targets.render(ctx, targets.ROUTES),
   callbacks: (ctx) => targets.render(ctx, targets.CALLBACKS),
 };
-const NAV_OF = { device: "devices" };
+const NAV_OF = { device: "devices", rollout: "rollouts" };
 
 const main = document.getElementById("main");
 const header = document.querySelector("header.top");
+const busy = document.getElementById("busy");
 let user = null;
 let leave = [];
 
@@ -138,6 +145,7 @@ document.getElementById("logout").addEventListener("click", async () => {
   showLogin("", "Logged out.");
 });
 
+window.addEventListener("console:busy", (e) => { busy.hidden = e.detail <= 0; });
 window.addEventListener("console:unauthorized", () => showLogin("Your login has ended: log in again."));
 window.addEventListener("hashchange", () => { show(); main.focus({ preventScroll: true }); });
 

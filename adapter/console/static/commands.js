@@ -1,16 +1,16 @@
 // Commands: send one command to one or many devices (`sh` with a shell command, or any command with a JSON
-// body), follow them, read the answers (an `sh` result is base64: shown decoded, as text) and cancel.
-// Ids pass 2^53, so the page only ever uses `idStr`.
+// body), follow them, read the answers (an `sh` result is base64: shown decoded, as text) and cancel. The
+// history says what ran (the shell command, or the method and body), who sent it (`from`: the console sends the
+// logged-in user's name), how it ended and what the device answered. Ids pass 2^53: the page only uses `idStr`.
 
 import { ApiError, del, get, post } from "./api.js";
-import { badge, errorBox, field, h, noteBox, replace, table, time } from "./dom.js";
+import { add, badge, errorBox, field, h, loading, noteBox, pager, replace, table, time, update } from "./dom.js";
 
 const BASE = "/remotectl/commands";
-const FROM = "iot_web_console";
 export const STATES = ["ready", "in progress", "success", "failed"];
 const STATE_CLASS = ["ready", "progress", "success", "failed"];
 const LIMIT = 20;
-const REFRESH_MS = 2000;
+const REFRESH_MS = 5000;
 
 export function stateBadge(state) {
   return badge(STATES[state] ?? String(state), STATE_CLASS[state] ?? "");
@@ -42,19 +42,51 @@ export function answerView(command, answer) {
       : h("pre", { class: "output", "aria-label": "answer" }, JSON.stringify(answer.d ?? answer, null, 2)));
 }
 
+// What ran: `sh: whoami`, or the command with its method and body.
+export function commandText(c) {
+  const d = c.d && typeof c.d === "object" ? c.d : {};
+  if (c.command === "sh" && typeof d.shcmd === "string") return h("span", { class: "mono" }, `sh: ${d.shcmd}`);
+  const body = Object.keys(d).length ? ` ${JSON.stringify(d)}` : "";
+  return h("span", { class: "mono" }, `${c.command}${c.method ? ` ${c.method}` : ""}${body}`);
+}
+
+// The answer in a line: an `sh` output decoded (its first line and more), else the device's status and message.
+function resultText(command, answer) {
+  if (!answer) return "—";
+  const d = answer.d && typeof answer.d === "object" ? answer.d : {};
+  if (command === "sh" && typeof d.result === "string") {
+    let out;
+    try {
+      out = decodeBase64(d.result);
+    } catch {
+      out = d.result;
+    }
+    return h("span", { class: "mono", title: out }, out.length > 80 ? `${out.slice(0, 80)}…` : out);
+  }
+  return `${answer.status ?? d.status ?? "?"}${d.msg ? ` — ${d.msg}` : ""}`;
+}
+
+function expiryHint(limits) {
+  const days = (s) => (s % 86400 === 0 ? ` (${s / 86400} day${s === 86400 ? "" : "s"})` : "");
+  return `seconds; then the command and its answer are deleted. Default ${limits.defaultExpires}` +
+    `${days(limits.defaultExpires)}, at most ${limits.maxExpires}${days(limits.maxExpires)}; there is no "never".`;
+}
+
 function splitSns(text) {
   return [...new Set(text.split(/[\s,;]+/).map((s) => s.trim()).filter(Boolean))];
 }
 
-function sendForm(ctx, onSent) {
+function sendForm(ctx, limits, onSent) {
   const to = h("textarea", { name: "to", rows: 2, required: true, value: (ctx.params.get("to") || "").split(",").join("\n") });
   const command = h("input", { type: "text", name: "command", value: "sh", required: true, list: "known-commands" });
   const shcmd = h("input", { type: "text", name: "shcmd", value: "whoami" });
   const method = h("select", { name: "method" }, ["", "get", "set"].map((m) => h("option", { value: m }, m || "(none)")));
   const body = h("textarea", { name: "body", rows: 3, value: "{}" });
   const publishNow = h("input", { type: "checkbox", name: "publishNow", checked: true });
-  const maxRetries = h("input", { type: "number", name: "maxRetries", min: 0, max: 100, value: 3 });
-  const expires = h("input", { type: "number", name: "expires", min: 1, placeholder: "never" });
+  const maxRetries = h("input", { type: "number", name: "maxRetries", min: 0, max: limits.maxRetries,
+    value: limits.defaultRetries });
+  const expires = h("input", { type: "number", name: "expires", min: 1, max: limits.maxExpires, required: true,
+    value: limits.defaultExpires });
   const shOnly = field("Shell command (shcmd)", shcmd);
   const otherOnly = h("div", { class: "stack" }, field("Method", method), field("Body (JSON object)", body));
   const error = errorBox();
@@ -72,7 +104,7 @@ function sendForm(ctx, onSent) {
     shOnly, otherOnly,
     h("label", { class: "check" }, publishNow, "Publish now (else wait for the device's next connect)"),
     field("Max retries", maxRetries, "the most sends; 0 counts as 1"),
-    field("Expires after (s)", expires, "empty: never"),
+    field("Expires after (s)", expires, expiryHint(limits)),
     error, h("div", {}, submit));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -90,10 +122,9 @@ function sendForm(ctx, onSent) {
         return;
       }
     }
-    const request = { from: FROM, to: splitSns(to.value).map((sn) => ({ sn })), command: name, body: d,
-      publishNow: publishNow.checked, maxRetries: Number(maxRetries.value) };
+    const request = { from: ctx.user.user, to: splitSns(to.value).map((sn) => ({ sn })), command: name, body: d,
+      publishNow: publishNow.checked, maxRetries: Number(maxRetries.value), expires: Number(expires.value) };
     if (name !== "sh" && method.value) request.method = method.value;
-    if (expires.value !== "") request.expires = Number(expires.value);
     submit.disabled = true;
     try {
       const data = await post(BASE, request);
@@ -120,21 +151,23 @@ async function answerOf(cmd) {
 export async function render(ctx) {
   const sentBox = h("section", { class: "card", "aria-labelledby": "sent-title", hidden: true });
   const resultBox = h("section", { class: "card", "aria-labelledby": "result-title", hidden: true, tabindex: -1 });
-  const listBox = h("div", { "aria-live": "polite" });
+  const listBox = h("div", {}, loading("commands"));
   const listError = errorBox();
   const note = noteBox();
   listError.tabIndex = -1;
   note.tabIndex = -1;
-  const pager = h("nav", { class: "pager", "aria-label": "Command pages" });
+  const pagerBox = h("div");
   let page = Math.max(1, Number(ctx.params.get("page")) || 1);
   const snFilter = h("input", { type: "search", name: "sn", value: ctx.params.get("sn") || "", autocomplete: "off" });
   const filter = h("form", { class: "inline", role: "search", "aria-label": "Filter commands" },
-    field("Device sn (exact)", snFilter), h("button", { type: "submit" }, "Filter"));
+    field("Device sn (exact)", snFilter), h("button", { type: "submit" }, "Filter"),
+    h("button", { type: "button", onclick: () => refresh(true) }, "Refresh"));
   filter.addEventListener("submit", (e) => {
     e.preventDefault();
     page = 1;
     refresh();
   });
+  const answers = new Map(); // idStr -> the answer of a finished command (it does not change any more)
 
   let stopSent = null;
   function showSent(name, targets) {
@@ -147,7 +180,8 @@ export async function render(ctx) {
         const cmd = await get(BASE, { id: t.idStr });
         return { cmd, answer: cmd.state >= 2 ? await answerOf(cmd) : null };
       }));
-      replace(rows, found.map(({ cmd, answer }) => h("article", { class: "sent", "aria-label": `${cmd.sn} ${cmd.idStr}` },
+      update(rows, found.map(({ cmd, answer }) => h("article", { class: "sent", "aria-label": `${cmd.sn} ${cmd.idStr}`,
+        "data-key": cmd.idStr },
         h("h3", {}, h("span", { class: "mono" }, cmd.sn), " · ", h("span", { class: "mono" }, cmd.idStr), " ",
           stateBadge(cmd.state), cmd.reason ? ` ${cmd.reason}` : ""),
         answer ? answerView(cmd.command, answer) : cmd.state >= 2 ? h("p", { class: "muted" }, "no answer kept") : null)));
@@ -181,10 +215,11 @@ export async function render(ctx) {
   const columns = [
     { title: "id", cell: (c) => c.idStr, class: "mono" },
     { title: "Device", cell: (c) => h("a", { href: `#/device/${encodeURIComponent(c.sn)}` }, c.sn), class: "mono" },
-    { title: "Command", cell: (c) => c.command },
+    { title: "Command", cell: (c) => commandText(c), class: "wrap" },
     { title: "From", cell: (c) => c.from },
     { title: "State", cell: (c) => stateBadge(c.state) },
     { title: "Reason", cell: (c) => c.reason },
+    { title: "Result", cell: (c) => (c.state >= 2 ? resultText(c.command, answers.get(c.idStr)) : "—"), class: "wrap" },
     { title: "Sends", cell: (c) => `${c.tryTimes} / ${Math.max(1, c.maxRetries)}` },
     { title: "Created", cell: (c) => time(c.createTime) },
     { title: "Finished", cell: (c) => time(c.finishTime || c.failedTime) },
@@ -195,20 +230,25 @@ export async function render(ctx) {
         : null) },
   ];
 
+  // the answers of the page's finished commands that are not known yet (each asked once)
+  async function learnAnswers(list) {
+    const missing = list.filter((c) => c.state >= 2 && !answers.has(c.idStr));
+    await Promise.all(missing.map(async (c) => answers.set(c.idStr, await answerOf(c))));
+  }
+
   let busy = false;
-  // `force`: redraw even when the keyboard is in the table (else a timer's refresh waits for it to leave)
+  let asked = 0; // a later call's answer wins, whichever comes back first
   async function refresh(force = false) {
     if (busy && !force) return;
     busy = true;
+    const mine = ++asked;
     try {
       const data = await get(BASE, { sn: snFilter.value.trim(), page, limit: LIMIT });
-      if (force || !listBox.contains(document.activeElement)) replace(listBox, table("Commands", columns, data.list, "no command."));
-      const pages = Math.max(1, Math.ceil(data.total / data.limit));
-      replace(pager,
-        h("button", { type: "button", disabled: page <= 1, onclick: () => { page -= 1; refresh(); } }, "Previous page"),
-        h("span", {}, `Page ${page} of ${pages} · ${data.total} command${data.total === 1 ? "" : "s"}`),
-        h("button", { type: "button", disabled: page >= pages, onclick: () => { page += 1; refresh(); } }, "Next page"),
-        h("button", { type: "button", onclick: () => refresh(true) }, "Refresh"));
+      await learnAnswers(data.list);
+      if (mine !== asked) return;
+      listError.textContent = "";
+      update(listBox, table("Commands", columns, data.list, "no command.", (c) => c.idStr));
+      update(pagerBox, pager("Command pages", page, data.limit, data.total, "command", (n) => { page = n; refresh(true); }));
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
       listError.textContent = e.message;
@@ -217,12 +257,13 @@ export async function render(ctx) {
     }
   }
 
-  ctx.main.append(h("h1", {}, "Commands"),
+  const limits = ctx.admin ? await get("/remotectl/limits") : null;
+  add(ctx.main, h("h1", {}, "Commands"),
     ctx.admin ? h("section", { class: "card", "aria-labelledby": "send-title" }, h("h2", { id: "send-title" }, "Send a command"),
-      sendForm(ctx, showSent)) : null,
+      sendForm(ctx, limits, showSent)) : null,
     sentBox,
     h("section", { class: "card", "aria-labelledby": "list-title" }, h("h2", { id: "list-title" }, "Commands, newest first"),
-      filter, note, listError, listBox, pager),
+      filter, note, listError, listBox, pagerBox),
     resultBox);
-  ctx.live(refresh, 10000);
+  ctx.live(refresh, REFRESH_MS);
 }

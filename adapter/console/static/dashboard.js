@@ -1,9 +1,22 @@
-// Dashboard: the broker's counters and nodes, device and peripheral counts, refreshed every few seconds.
+// Dashboard: the broker's counters and nodes, device and peripheral counts (refreshed every few seconds), and
+// charts of the service's per-minute series over the last hour or day.
 
 import { ApiError, get } from "./api.js";
-import { h, replace, table } from "./dom.js";
+import { chartCard } from "./chart.js";
+import { add, h, loading, table, update } from "./dom.js";
 
 const REFRESH_MS = 5000;
+const CHARTS_MS = 15000;
+
+const CHARTS = [
+  { title: "Devices online", lines: [{ name: "online", metric: "devices.online" }] },
+  { title: "Messages received", bars: true, lines: [{ name: "messages", metric: "ingest.messages" },
+    { name: "all EMQX events", metric: "ingest.events" }] },
+  { title: "Deliveries", bars: true, lines: [{ name: "delivered", metric: "deliveries.delivered" },
+    { name: "failed", metric: "deliveries.failed" }] },
+  { title: "Commands", bars: true, lines: [{ name: "succeeded", metric: "commands.succeeded" },
+    { name: "failed", metric: "commands.failed" }] },
+];
 
 function stats(label, pairs) {
   return h("dl", { class: "stats", "aria-label": label },
@@ -13,20 +26,21 @@ function stats(label, pairs) {
 // Fills `box` with `draw(data)`, or with the API's message when the call fails.
 async function fill(box, load, draw) {
   try {
-    replace(box, draw(await load()));
+    update(box, draw(await load()));
   } catch (e) {
     if (!(e instanceof ApiError)) throw e;
-    replace(box, h("p", { class: "error", role: "alert" }, e.message));
+    update(box, h("p", { class: "error", role: "alert" }, e.message));
   }
 }
 
 export async function render(ctx) {
-  const devicesBox = h("div", { "aria-live": "polite" });
-  const peripheralsBox = h("div", { "aria-live": "polite" });
-  const brokerBox = h("div");
-  const nodesBox = h("div");
+  const devicesBox = h("div", { "aria-live": "polite" }, loading());
+  const peripheralsBox = h("div", { "aria-live": "polite" }, loading());
+  const brokerBox = h("div", {}, loading());
+  const nodesBox = h("div", {}, loading());
   const updated = h("p", { class: "muted" });
-  ctx.main.append(
+  const charts = chartCard("dash-charts", "Activity", CHARTS);
+  add(ctx.main,
     h("h1", {}, "Dashboard"),
     h("div", { class: "grid" },
       h("section", { class: "card", "aria-labelledby": "dash-devices" },
@@ -34,7 +48,8 @@ export async function render(ctx) {
       h("section", { class: "card", "aria-labelledby": "dash-peripherals" },
         h("h2", { id: "dash-peripherals" }, "Peripherals"), peripheralsBox),
       h("section", { class: "card", "aria-labelledby": "dash-broker" },
-        h("h2", { id: "dash-broker" }, "Broker"), brokerBox)),
+        h("h2", { id: "dash-broker" }, "Broker"), brokerBox, h("a", { href: "#/clients" }, "Connections and sessions"))),
+    charts.card,
     h("section", { class: "card", "aria-labelledby": "dash-nodes" },
       h("h2", { id: "dash-nodes" }, "Broker nodes"), nodesBox),
     updated);
@@ -56,8 +71,9 @@ export async function render(ctx) {
         { title: "Uptime", cell: (r) => r.uptime ?? "" },
         { title: "Connections", cell: (r) => r.connections ?? "" },
         { title: "System", cell: (r) => r.sysdescr },
-      ], n.list)),
+      ], n.list, "none.", (r) => r.node)),
     ]);
     updated.textContent = `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`;
   }, REFRESH_MS);
+  ctx.live(charts.refresh, CHARTS_MS);
 }

@@ -1,11 +1,14 @@
 // Devices: the server's pages (never the whole fleet in the page), an online filter and an sn prefix search;
-// one device with its reports (procs, sys, versions: JSON strings shown as tables) and its peripherals.
+// one device with its reports (procs, sys, versions: JSON strings shown as tables), its peripherals and a chart of
+// its time online (from its presence log). Both refresh live: the new content is morphed into the old (dom.update), so focus, scroll and ticks stay.
 
 import { ApiError, get } from "./api.js";
-import { stateBadge } from "./commands.js";
-import { field, h, jsonTable, keyValues, onlineBadge, replace, table, time } from "./dom.js";
+import { chartCard } from "./chart.js";
+import { commandText, stateBadge } from "./commands.js";
+import { add, field, h, jsonTable, keyValues, loading, onlineBadge, pager as pages, table, time, update } from "./dom.js";
 
 const REFRESH_MS = 5000;
+const CHARTS_MS = 15000;
 const LIMITS = [20, 50, 100, 500];
 const selected = new Set();
 
@@ -35,8 +38,8 @@ export async function render(ctx) {
     ctx.go(hashOf({ ...q, page: 1, sn: sn.value.trim(), online: online.value, limit: limit.value }));
   });
 
-  const list = h("div", { "aria-live": "polite" });
-  const pager = h("nav", { class: "pager", "aria-label": "Device pages" });
+  const list = h("div", {}, loading("devices"));
+  const pager = h("div");
   const error = h("p", { class: "error", role: "alert" });
   const send = ctx.admin ? h("button", { type: "button", class: "primary", disabled: !selected.size }, "") : null;
   const label = () => {
@@ -64,20 +67,15 @@ export async function render(ctx) {
   ];
   function draw(page) {
     if (!page) return;
-    replace(list, table("Devices", columns, page.list, "no device matches."));
-    const pages = Math.max(1, Math.ceil(page.total / page.limit));
-    const to = (n) => () => ctx.go(hashOf({ ...q, page: n }));
-    replace(pager,
-      h("button", { type: "button", disabled: q.page <= 1, onclick: to(q.page - 1) }, "Previous page"),
-      h("span", {}, `Page ${q.page} of ${pages} · ${page.total} device${page.total === 1 ? "" : "s"}`),
-      h("button", { type: "button", disabled: q.page >= pages, onclick: to(q.page + 1) }, "Next page"));
+    update(list, table("Devices", columns, page.list, "no device matches.", (d) => d.sn));
+    update(pager, pages("Device pages", q.page, page.limit, page.total, "device",
+      (n) => ctx.go(hashOf({ ...q, page: n }))));
   }
 
-  ctx.main.append(h("h1", {}, "Devices"),
+  add(ctx.main, h("h1", {}, "Devices"),
     h("section", { class: "card" }, filter, ctx.admin ? h("div", { class: "actions" }, send, clear) : null,
       error, list, pager));
   ctx.live(async () => {
-    if (list.contains(document.activeElement) && last) return true; // don't redraw under the keyboard
     try {
       last = await get("/monitor/devices", q);
       error.textContent = "";
@@ -105,24 +103,27 @@ function report(caption, text) {
 
 export async function renderDevice(ctx) {
   const sn = ctx.args[0] || "";
-  const body = h("div", { "aria-live": "polite" });
-  ctx.main.append(h("p", {}, h("a", { href: "#/devices" }, "← Devices")), h("h1", {}, "Device ", h("span", { class: "mono" }, sn)),
+  const body = h("div", {}, loading("the device"));
+  // its share of each step online, from its presence log (GET /stats/series?metric=device.online&sn=)
+  const charts = chartCard("device-charts", "Presence over time", [{ title: `Time online of ${sn}`,
+    lines: [{ name: "online (share)", metric: "device.online", sn }] }]);
+  add(ctx.main, h("p", {}, h("a", { href: "#/devices" }, "← Devices")), h("h1", {}, "Device ", h("span", { class: "mono" }, sn)),
     ctx.admin ? h("p", {}, h("a", { href: `#/commands?to=${encodeURIComponent(sn)}` }, "Send a command to this device")) : null,
-    body);
+    charts.card, body);
   ctx.live(async () => {
     let device;
     try {
       device = await get(`/monitor/devices/${encodeURIComponent(sn)}`);
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
-      replace(body, h("p", { class: "error", role: "alert" }, e.message));
+      update(body, h("p", { class: "error", role: "alert" }, e.message));
       return e.status !== 404;
     }
     const [peripherals, recent] = await Promise.all([
       get("/monitor/devices/peripherals", { sn, limit: 100 }),
       get("/remotectl/commands", { sn, limit: 10 }),
     ]);
-    replace(body,
+    update(body,
       h("section", { class: "card" }, h("h2", {}, "Presence"), keyValues("Presence", [
         ["Status", onlineBadge(device.online)], ["Online since", time(device.onlineTime)],
         ["Offline since", time(device.offlineTime)], ["Last active", time(device.activeTime)],
@@ -134,13 +135,14 @@ export async function renderDevice(ctx) {
         { title: "nId", cell: (p) => p.nId, class: "mono" }, { title: "Gateway", cell: (p) => p.gwId, class: "mono" },
         { title: "Status", cell: (p) => onlineBadge(p.online) }, { title: "Last active", cell: (p) => time(p.activeTime) },
         { title: "Received", cell: (p) => time(p.revTime) }, { title: "Message", cell: (p) => p.msg, class: "mono wrap" },
-      ], peripherals.list, "none reported."), peripherals.total > peripherals.count
+      ], peripherals.list, "none reported.", (p) => `${p.sn}/${p.nId}`), peripherals.total > peripherals.count
         ? h("p", { class: "muted" }, `first ${peripherals.count} of ${peripherals.total}`) : null),
       h("section", { class: "card" }, h("h2", {}, "Recent commands"), table("Recent commands", [
-        { title: "id", cell: (c) => c.idStr, class: "mono" }, { title: "Command", cell: (c) => c.command },
-        { title: "State", cell: (c) => stateBadge(c.state) }, { title: "Reason", cell: (c) => c.reason },
-        { title: "Created", cell: (c) => time(c.createTime) },
-      ], recent.list, "none."), h("a", { href: `#/commands?sn=${encodeURIComponent(sn)}` }, "All commands of this device")));
+        { title: "id", cell: (c) => c.idStr, class: "mono" }, { title: "Command", cell: (c) => commandText(c) },
+        { title: "From", cell: (c) => c.from }, { title: "State", cell: (c) => stateBadge(c.state) },
+        { title: "Reason", cell: (c) => c.reason }, { title: "Created", cell: (c) => time(c.createTime) },
+      ], recent.list, "none.", (c) => c.idStr), h("a", { href: `#/commands?sn=${encodeURIComponent(sn)}` }, "All commands of this device")));
     return true;
   }, REFRESH_MS);
+  ctx.live(charts.refresh, CHARTS_MS);
 }

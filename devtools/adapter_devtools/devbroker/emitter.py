@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from adapter.targets.topics import matches
+from adapter.protocol.topics import matches
 from adapter_devtools.devbroker import events
 from adapter_devtools.devbroker.delivery import EventPoster
 from adapter_devtools.devbroker.model import ConnInfo, Origin

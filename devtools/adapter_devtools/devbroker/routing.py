@@ -25,7 +25,7 @@ from amqtt.broker import Broker, RetainedApplicationMessage
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, OutgoingApplicationMessage, Session
 
-from adapter.targets.topics import matches
+from adapter.protocol.topics import matches
 from adapter_devtools.devbroker.channels import Channels, Conn
 from adapter_devtools.devbroker.counters import Counters
 from adapter_devtools.devbroker.emitter import Emitter, now_ms

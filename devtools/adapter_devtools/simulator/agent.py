@@ -32,6 +32,7 @@ class AgentOptions:
     fail_first: int = 0
     answer: bool = True
     toggle_chance: float = 0.2
+    failing: bool = False  # answers err to every command (`--failure-rate`)
 
 
 class CommandDesk:
@@ -41,9 +42,10 @@ class CommandDesk:
     a reception after the run finished runs the command again, as a platform retry expects.
     """
 
-    def __init__(self, policy: ShPolicy, fail_first: int = 0, run: Executor = execute) -> None:
+    def __init__(self, policy: ShPolicy, fail_first: int = 0, run: Executor = execute, failing: bool = False) -> None:
         self.policy = policy
         self.fail_first = fail_first
+        self.failing = failing
         self._run = run
         self._receptions: OrderedDict[str, int] = OrderedDict()
         self._running: dict[str, asyncio.Future[Outcome]] = {}
@@ -57,6 +59,8 @@ class CommandDesk:
 
     async def handle(self, cmd: Command) -> Outcome:
         n = self._count(cmd.key)
+        if self.failing:
+            return Outcome.err("simulated device failure")
         if n <= self.fail_first:
             return Outcome.err(f"simulated failure {n}/{self.fail_first}")
         running = self._running.get(cmd.key)
@@ -79,7 +83,7 @@ class Agent:
         self.rng = rng or random.Random()
         self.clock = clock
         self.boot_time = int(clock())
-        self.desk = CommandDesk(options.policy, options.fail_first, run)
+        self.desk = CommandDesk(options.policy, options.fail_first, run, options.failing)
         self.peripherals = reports.new_peripherals(sn) if options.gateway else []
 
     def uptime(self) -> int:

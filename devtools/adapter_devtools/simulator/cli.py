@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to run (default: forever)")
     p.add_argument("--fail-first", type=_bounded(int, 0), default=0,
                    help="answer err to the first K receptions of each command id")
+    p.add_argument("--failure-rate", type=_bounded(float, 0, 1), default=0.0,
+                   help="share of devices that answer err to every command (exactly floor(count x rate), spread "
+                        "evenly: 0.2 makes every 5th device fail)")
     p.add_argument("--no-answer", action="store_true", help="never answer commands")
     p.add_argument("--keepalive", type=_bounded(int, 5), default=60)
     p.add_argument("--persistent-session", action="store_true", help="connect with clean_session=false")
@@ -67,7 +70,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[SimConfig, str]:
         host=ns.host, port=ns.port, count=int(ns.count), prefix=ns.prefix, interval=ns.interval,
         gateways=ns.gateways, drop_rate=ns.drop_rate, reconnect_delay=ns.reconnect_delay, allow=ns.allow,
         sh_timeout=ns.sh_timeout, username=ns.username, password=ns.password, duration=ns.duration,
-        fail_first=int(ns.fail_first), answer=not ns.no_answer, keepalive=int(ns.keepalive),
+        fail_first=int(ns.fail_first), failure_rate=ns.failure_rate, answer=not ns.no_answer,
+        keepalive=int(ns.keepalive),
         clean_session=not ns.persistent_session, seed=ns.seed,
     )
     return config, ns.log_level

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ class SimConfig:
     password: str | None = None
     duration: float | None = None
     fail_first: int = 0
+    failure_rate: float = 0.0
     answer: bool = True
     keepalive: int = 60
     clean_session: bool = True
@@ -116,13 +118,20 @@ class Device:
         self._reporter = None
 
 
+def failing_device(i: int, rate: float) -> bool:
+    """Whether device `i` (from 0) is one of the `rate` share that fail every command: exactly
+    floor(count * rate) of the first `count` devices, spread evenly (rate 0.2: the 5th, 10th, 15th…)."""
+    return math.floor((i + 1) * rate + 1e-9) > math.floor(i * rate + 1e-9)
+
+
 def build_agents(config: SimConfig) -> list[Agent]:
     policy = ShPolicy(allow=frozenset(config.allow), timeout=config.sh_timeout)
     gateways = gateway_count(config.count, config.gateways)
     agents = []
     for i, sn in enumerate(device_sns(config.prefix, config.count)):
         options = AgentOptions(interval=config.interval, gateway=i < gateways, policy=policy,
-                               fail_first=config.fail_first, answer=config.answer)
+                               fail_first=config.fail_first, answer=config.answer,
+                               failing=failing_device(i, config.failure_rate))
         rng = random.Random(f"{config.seed}:{sn}") if config.seed is not None else random.Random()
         agents.append(Agent(sn, options, rng))
     return agents

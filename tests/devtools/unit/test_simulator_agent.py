@@ -198,20 +198,18 @@ def test_response_shape() -> None:
 # -- the agent's desk: fail-first, duplicates, no-answer --
 
 
-def test_fail_first_answers_err_to_the_first_k_receptions_of_each_id() -> None:
-    async def scenario() -> list[str]:
-        desk = CommandDesk(ShPolicy(), fail_first=2, run=lambda c, p: Outcome.ok())
-        return [(await desk.handle(sh("whoami", cid=cid))).status for cid in (1, 1, 2, 1, 2, 2)]
-
-    assert asyncio.run(scenario()) == ["err", "err", "err", "ok", "err", "ok"]
+async def test_fail_first_answers_err_to_the_first_k_receptions_of_each_id() -> None:
+    desk = CommandDesk(ShPolicy(), fail_first=2, run=lambda c, p: Outcome.ok())
+    statuses = [(await desk.handle(sh("whoami", cid=cid))).status for cid in (1, 1, 2, 1, 2, 2)]
+    assert statuses == ["err", "err", "err", "ok", "err", "ok"]
 
 
-def test_fail_first_message_says_it_is_simulated() -> None:
+async def test_fail_first_message_says_it_is_simulated() -> None:
     desk = CommandDesk(ShPolicy(), fail_first=1, run=lambda c, p: Outcome.ok())
-    assert asyncio.run(desk.handle(sh("whoami"))) == Outcome.err("simulated failure 1/1")
+    assert await desk.handle(sh("whoami")) == Outcome.err("simulated failure 1/1")
 
 
-def test_a_duplicate_while_running_shares_the_run_and_a_later_one_runs_again() -> None:
+async def test_a_duplicate_while_running_shares_the_run_and_a_later_one_runs_again() -> None:
     calls: list[int] = []
     release = threading.Event()
 
@@ -220,25 +218,22 @@ def test_a_duplicate_while_running_shares_the_run_and_a_later_one_runs_again() -
         release.wait(5)
         return Outcome.ok(str(len(calls)))
 
-    async def scenario() -> tuple[Outcome, Outcome, Outcome]:
-        desk = CommandDesk(ShPolicy(), run=slow_run)
-        first = asyncio.ensure_future(desk.handle(sh("whoami")))
-        second = asyncio.ensure_future(desk.handle(sh("whoami")))
-        await asyncio.sleep(0)
-        release.set()
-        a, b = await asyncio.gather(first, second)
-        return a, b, await desk.handle(sh("whoami"))
-
-    a, b, c = asyncio.run(scenario())
+    desk = CommandDesk(ShPolicy(), run=slow_run)
+    first = asyncio.ensure_future(desk.handle(sh("whoami")))
+    second = asyncio.ensure_future(desk.handle(sh("whoami")))
+    await asyncio.sleep(0)
+    release.set()
+    a, b = await asyncio.gather(first, second)
+    c = await desk.handle(sh("whoami"))
     assert a == b == Outcome.ok("1")
     assert c == Outcome.ok("2")
     assert len(calls) == 2
 
 
-def test_agent_answers_on_resp_topic() -> None:
+async def test_agent_answers_on_resp_topic() -> None:
     agent = make_agent()
-    answer = asyncio.run(agent.on_command(orjson.dumps({"id": 7, "from": "w", "command": "sh",
-                                                         "d": {"shcmd": "whoami"}})))
+    answer = await agent.on_command(orjson.dumps({"id": 7, "from": "w", "command": "sh",
+                                                   "d": {"shcmd": "whoami"}}))
     assert answer is not None
     topic, payload = answer
     body = orjson.loads(payload)
@@ -247,10 +242,10 @@ def test_agent_answers_on_resp_topic() -> None:
     assert base64.b64decode(body["d"]["result"]).decode().strip() == current_user()
 
 
-def test_agent_ignores_garbage_and_can_stay_silent() -> None:
-    assert asyncio.run(make_agent().on_command(b"garbage")) is None
+async def test_agent_ignores_garbage_and_can_stay_silent() -> None:
+    assert await make_agent().on_command(b"garbage") is None
     silent = make_agent(answer=False)
-    assert asyncio.run(silent.on_command(orjson.dumps({"id": 7, "command": "sh"}))) is None
+    assert await silent.on_command(orjson.dumps({"id": 7, "command": "sh"})) is None
 
 
 # -- fleet layout and options --
@@ -276,3 +271,14 @@ def test_out_of_range_options_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         parse_config(argv)
     assert exc.value.code == 2
+
+
+def test_a_failure_rate_fails_exactly_that_share_of_devices_spread_evenly() -> None:
+    from adapter_devtools.simulator.cli import parse_config
+    from adapter_devtools.simulator.runner import build_agents, failing_device
+
+    assert [i for i in range(20) if failing_device(i, 0.2)] == [4, 9, 14, 19]
+    assert sum(failing_device(i, 0.2) for i in range(2000)) == 400
+    assert not any(failing_device(i, 0.0) for i in range(100)) and all(failing_device(i, 1.0) for i in range(100))
+    config, _ = parse_config(["--count", "10", "--failure-rate", "0.3"])
+    assert [a.sn for a in build_agents(config) if a.desk.failing] == ["SIM0004", "SIM0007", "SIM0010"]

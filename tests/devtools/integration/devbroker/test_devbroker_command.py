@@ -63,18 +63,16 @@ def test_the_adapter_command_reaches_it(tmp_path: Path) -> None:
         assert proc.wait(timeout=10) == 0
 
 
-def test_serve_runs_until_cancelled_and_leaves_nothing_behind() -> None:
-    async def main() -> None:
-        ready = asyncio.Event()
-        config = DevBrokerConfig(mqtt_port=0, api_port=0, api_key="k", api_secret="s")
-        task = asyncio.create_task(serve(config, ready))
-        await asyncio.wait_for(ready.wait(), 10)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert asyncio.all_tasks() == {asyncio.current_task()}
-
-    asyncio.run(main())
+async def test_serve_runs_until_cancelled_and_leaves_nothing_behind() -> None:
+    before = asyncio.all_tasks()  # this test's own and the plugin's runner task
+    ready = asyncio.Event()
+    config = DevBrokerConfig(mqtt_port=0, api_port=0, api_key="k", api_secret="s")
+    task = asyncio.create_task(serve(config, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert asyncio.all_tasks() == before
 
 
 def test_a_taken_port_is_a_one_line_error(tmp_path: Path) -> None:

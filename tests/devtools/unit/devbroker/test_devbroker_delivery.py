@@ -61,17 +61,14 @@ class Ingest:
         return httpx.Response(result)
 
 
-def run(ingest: Ingest, scenario: Callable[[EventPoster], Coroutine[Any, Any, None]], **kwargs: Any) -> Counters:
+async def run(ingest: Ingest, scenario: Callable[[EventPoster], Coroutine[Any, Any, None]],
+              **kwargs: Any) -> Counters:
     counters = Counters()
-
-    async def main() -> None:
-        poster = EventPoster(URL, "tok", counters, transport=httpx.MockTransport(ingest.handle), **kwargs)
-        try:
-            await scenario(poster)
-        finally:
-            await poster.close(1.0)
-
-    asyncio.run(main())
+    poster = EventPoster(URL, "tok", counters, transport=httpx.MockTransport(ingest.handle), **kwargs)
+    try:
+        await scenario(poster)
+    finally:
+        await poster.close(1.0)
     return counters
 
 
@@ -81,10 +78,10 @@ async def submit_and_wait(poster: EventPoster, bodies: list[tuple[str, dict[str,
     assert await poster.wait_idle(5.0)
 
 
-def test_each_clients_events_keep_their_order_while_clients_interleave() -> None:
+async def test_each_clients_events_keep_their_order_while_clients_interleave() -> None:
     ingest = Ingest(delay=0.001)
     bodies = [(f"c{i % 3}", {"clientid": f"c{i % 3}", "n": i}) for i in range(60)]
-    counters = run(ingest, lambda p: submit_and_wait(p, bodies))
+    counters = await run(ingest, lambda p: submit_and_wait(p, bodies))
     assert counters.dev["events.posted"] == 60
     for client in ("c0", "c1", "c2"):
         seen = [b["n"] for b in ingest.accepted if b["clientid"] == client]
@@ -92,15 +89,15 @@ def test_each_clients_events_keep_their_order_while_clients_interleave() -> None
     assert ingest.headers[0]["authorization"] == "Bearer tok"
 
 
-def test_503_429_and_connection_errors_are_retried_then_delivered() -> None:
+async def test_503_429_and_connection_errors_are_retried_then_delivered() -> None:
     script: list[int | Exception] = [503, 429, httpx.ConnectError("refused"), 200]
     ingest = Ingest(lambda _b, n: script[n - 1])
-    counters = run(ingest, lambda p: submit_and_wait(p, [("c", {"clientid": "c"})]))
+    counters = await run(ingest, lambda p: submit_and_wait(p, [("c", {"clientid": "c"})]))
     assert ingest.calls == 4 and len(ingest.accepted) == 1
     assert counters.dev["events.retried"] == 3 and counters.dev["events.posted"] == 1
 
 
-def test_a_retrying_event_holds_back_only_its_own_client() -> None:
+async def test_a_retrying_event_holds_back_only_its_own_client() -> None:
     ingest = Ingest(lambda b, _n: 503 if b["clientid"] == "slow" and not b.get("ok") else 200)
 
     async def scenario(poster: EventPoster) -> None:
@@ -110,20 +107,20 @@ def test_a_retrying_event_holds_back_only_its_own_client() -> None:
         await asyncio.sleep(0.2)
         assert [b["clientid"] for b in ingest.accepted] == ["fast"]
 
-    counters = run(ingest, scenario, retry_ttl=0.4)
+    counters = await run(ingest, scenario, retry_ttl=0.4)
     # the TTL runs from submission (EMQX request_ttl): the event queued behind expires with it
     assert counters.dev["events.expired"] == 2
     assert [b["clientid"] for b in ingest.accepted] == ["fast"]
 
 
-def test_other_statuses_drop_the_event_at_once() -> None:
+async def test_other_statuses_drop_the_event_at_once() -> None:
     ingest = Ingest(lambda b, _n: 400 if b["n"] == 0 else 200)
-    counters = run(ingest, lambda p: submit_and_wait(p, [("c", {"n": 0}), ("c", {"n": 1})]))
+    counters = await run(ingest, lambda p: submit_and_wait(p, [("c", {"n": 0}), ("c", {"n": 1})]))
     assert ingest.calls == 2 and [b["n"] for b in ingest.accepted] == [1]
     assert counters.dev["events.dropped"] == 1 and counters.dev["events.retried"] == 0
 
 
-def test_submit_never_blocks_and_is_bounded() -> None:
+async def test_submit_never_blocks_and_is_bounded() -> None:
     ingest = Ingest(delay=0.05)
 
     async def scenario(poster: EventPoster) -> None:
@@ -135,34 +132,28 @@ def test_submit_never_blocks_and_is_bounded() -> None:
         assert poster.pending == 3
         assert await poster.wait_idle(5.0)
 
-    counters = run(ingest, scenario, max_pending=3)
+    counters = await run(ingest, scenario, max_pending=3)
     assert counters.dev["events.queue_full"] == 7 and counters.dev["events.posted"] == 3
 
 
-def test_without_a_url_nothing_is_sent() -> None:
+async def test_without_a_url_nothing_is_sent() -> None:
     counters = Counters()
 
-    async def main() -> None:
-        poster = EventPoster(None, None, counters)
-        poster.submit("c", {"n": 1})
-        assert poster.pending == 0
-        await poster.close(0.1)
-
-    asyncio.run(main())
+    poster = EventPoster(None, None, counters)
+    poster.submit("c", {"n": 1})
+    assert poster.pending == 0
+    await poster.close(0.1)
     assert counters.dev["events.unsent"] == 1
 
 
-def test_close_abandons_what_cannot_be_delivered_in_the_grace_time() -> None:
+async def test_close_abandons_what_cannot_be_delivered_in_the_grace_time() -> None:
     ingest = Ingest(lambda _b, _n: 503)
     counters = Counters()
 
-    async def main() -> None:
-        poster = EventPoster(URL, None, counters, transport=httpx.MockTransport(ingest.handle))
-        poster.submit("c", {"n": 1})
-        poster.submit("c", {"n": 2})
-        await asyncio.sleep(0.05)
-        await poster.close(0.1)
-        assert poster.pending == 0
-
-    asyncio.run(main())
+    poster = EventPoster(URL, None, counters, transport=httpx.MockTransport(ingest.handle))
+    poster.submit("c", {"n": 1})
+    poster.submit("c", {"n": 2})
+    await asyncio.sleep(0.05)
+    await poster.close(0.1)
+    assert poster.pending == 0
     assert counters.dev["events.abandoned"] == 2 and ingest.calls >= 1

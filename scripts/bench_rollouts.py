@@ -1,0 +1,157 @@
+"""Benchmark a rollout at full speed: 100,000 devices (by default), one API process and one worker process.
+
+Plants N online devices in the Redis database given (it is FLUSHED first and last), starts `adapter api` and
+`adapter worker` as processes, POSTs a rollout over every device at a rate it cannot reach (`publishNow: false`:
+the commands wait for their devices, so this measures the rollout, not EMQX), and while it runs reads its progress
+(`GET /remotectl/rollouts?id=`) in a loop from one client. Prints:
+  - the dispatch rate (devices/s, from the first to the last dispatch time the rollout recorded);
+  - Redis memory per execution: the rollout's own keys (MEMORY USAGE of its execs, results, in-flight sets) and
+    the whole `used_memory` growth (which includes each execution's command record) divided by N;
+  - the progress read's latency while the rollout runs: p50, p99, max (goal: p99 <= 10 ms), and the same read
+    once the worker is stopped (the baseline of the session).
+Information only: prints numbers, asserts nothing.
+
+    .venv/bin/python scripts/bench_rollouts.py [--devices 100000] [--redis-url redis://127.0.0.1:6379/4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "bench-admin-secret"
+BASE = "/iot/api/v1/remotectl/rollouts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def plant(r: redis.Redis, n: int) -> None:
+    """N online devices as the ingest leaves them (one Redis layout, prefix `iot`)."""
+    for start in range(0, n, 5000):
+        with r.pipeline(transaction=False) as pipe:
+            for i in range(start, min(n, start + 5000)):
+                sn = f"BR{i:07}"
+                pipe.hset(f"iot:client:{sn}", mapping={"device": "1", "online": "1", "version": "1",
+                                                       "connected_at": "1542188264000"})
+                pipe.zadd("iot:devices", {sn: 0})
+                pipe.zadd("iot:devices:online", {sn: 0})
+            pipe.execute()
+
+
+def reader(api: httpx.Client, rid: int, stop: threading.Event, out: list[float]) -> None:
+    while not stop.is_set():
+        started = time.perf_counter()
+        r = api.get(BASE, params={"id": rid})
+        out.append((time.perf_counter() - started) * 1000)
+        if r.status_code != 200:
+            raise SystemExit(f"progress read failed: {r.text}")
+        time.sleep(0.01)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--devices", type=int, default=100_000)
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/4")
+    ap.add_argument("--worker-nice", type=int, default=0, help="start the worker under `nice -n N` (an experiment)")
+    args = ap.parse_args()
+    r = redis.Redis.from_url(args.redis_url, decode_responses=True)
+    r.flushdb()
+    plant(r, args.devices)
+    port = free_port()
+    env = {**os.environ, "ADAPTER_REDIS_URL": args.redis_url, "ADAPTER_ADMIN_PASSWORD": PASSWORD,
+           "ADAPTER_INGEST_TOKEN": "bench", "ADAPTER_EMQX_API_URL": "http://127.0.0.1:9/api/v5"}
+    procs = [subprocess.Popen([sys.executable, "-m", "adapter", "api", "--port", str(port)], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+             subprocess.Popen([*(["nice", "-n", str(args.worker_nice)] if args.worker_nice else []),
+                               sys.executable, "-m", "adapter", "worker"], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
+            wait(lambda: _answers(api), 30, "the API")
+            token = api.post("/iot/api/v1/auth/login", json={"user": "admin", "password": PASSWORD})
+            api.headers["Authorization"] = f"Bearer {token.json()['data']['token']}"
+            before = int(r.info("memory")["used_memory"])
+            started = time.perf_counter()
+            created = api.post(BASE, json={
+                "command": {"command": "sh", "body": {"shcmd": "uptime"}, "publishNow": False, "expires": 86400},
+                "selector": {"all": True}, "rate": {"perMinute": 1_000_000}, "maxInFlight": 100_000,
+                "timeout": 86400})
+            if created.status_code != 200:
+                raise SystemExit(created.text)
+            rid = created.json()["data"]["id"]
+            answered = time.perf_counter() - started
+            latencies: list[float] = []
+            stop = threading.Event()
+            thread = threading.Thread(target=reader, args=(api, rid, stop, latencies), daemon=True)
+            thread.start()
+            wait(lambda: int(r.hget(f"iot:ro:{rid}", "dispatched") or 0) >= args.devices, 900, "every dispatch")
+            wait(lambda: not r.hget(f"iot:ro:{rid}", "pending"), 60, "the last batch written")
+            stop.set()
+            thread.join()
+            record = r.hgetall(f"iot:ro:{rid}")
+            span = (int(record["lastDispatch"]) - int(record["firstDispatch"])) / 1000
+            own = sum(int(r.memory_usage(k, samples=0) or 0)
+                      for k in (f"iot:ro:{rid}:execs", f"iot:ro:{rid}:results", f"iot:ro:{rid}:inflight"))
+            grown = int(r.info("memory")["used_memory"]) - before
+            procs[1].terminate()  # the worker: the baseline reads run with nothing else going on
+            procs[1].wait(30)
+            idle: list[float] = []
+            for _ in range(300):
+                t0 = time.perf_counter()
+                api.get(BASE, params={"id": rid})
+                idle.append((time.perf_counter() - t0) * 1000)
+            latencies.sort()
+            idle.sort()
+            print(f"devices {args.devices}; POST answered in {answered:.2f} s")
+            print(f"dispatch: {args.devices} in {span:.1f} s = {args.devices / span:,.0f} devices/s "
+                  f"({args.devices / span * 60:,.0f}/min)")
+            print(f"memory per execution: rollout keys {own / args.devices:.0f} B; used_memory growth "
+                  f"{grown / args.devices:.0f} B (with the command records and their indexes)")
+            print(f"progress read while running: {len(latencies)} reads, p50 {statistics.median(latencies):.2f} ms, "
+                  f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.2f} ms, max {latencies[-1]:.2f} ms")
+            print(f"the same read, worker stopped (baseline): p50 {statistics.median(idle):.2f} ms, "
+                  f"p99 {idle[int(len(idle) * 0.99) - 1]:.2f} ms; load average {os.getloadavg()[0]:.1f} "
+                  f"on {os.cpu_count()} cores")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        r.flushdb()
+
+
+def _answers(api: httpx.Client) -> bool:
+    try:
+        return api.get("/healthz").status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+if __name__ == "__main__":
+    main()
