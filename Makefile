@@ -6,11 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test install redis redis-cluster browser lint typecheck pytest test-cluster clean
 
-# the service with its test tools, and the dev tools (devtools/: dev broker, simulator, `adapter dev`)
-$(STAMP): pyproject.toml devtools/pyproject.toml
+# the service with its test tools, and the dev tools (devtools/: dev broker, simulator, `adapter dev`), at the
+# versions of constraints.txt (scripts/lock renews it)
+$(STAMP): pyproject.toml devtools/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' -e ./devtools
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' -e ./devtools
 	touch $(STAMP)
 
 install: $(STAMP)

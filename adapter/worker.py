@@ -15,6 +15,7 @@ keeps its own leases and claims a dead pump's deliveries within one lease (docs/
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -154,10 +155,12 @@ class StopBound:
             timer.start()
 
     def _expire(self) -> None:
-        log.error("worker: the warm shutdown did not end within %.0f s: exiting now with status 1", self.seconds)
+        log.error("worker: the warm shutdown did not end within %.0f s: exiting now with status 1; where each "
+                  "thread was:", self.seconds)
         for handler in logging.getLogger().handlers:
             handler.flush()
         sys.stdout.flush()
+        faulthandler.dump_traceback(all_threads=True)  # what held the stop up, for whoever reads the log
         sys.stderr.flush()
         os._exit(1)
 

@@ -29,6 +29,7 @@ from adapter.store import faults, outage
 
 T = TypeVar("T")
 log = logging.getLogger("adapter.jobs.rq_worker")
+PUBSUB_WAIT = 1.0  # s a round of the pubsub thread (rq's commands to a worker: stop, kill the job in progress)
 
 
 class RidingWorker(SimpleWorker):
@@ -56,7 +57,18 @@ class RidingWorker(SimpleWorker):
         self._ride(once, "registering")
 
     def subscribe(self) -> None:
-        self._ride(super().subscribe, "subscribing")
+        """rq's, but its pubsub thread waits PUBSUB_WAIT s a round, not 60: redis-py 8.2's `PubSubWorkerThread.stop()`
+        (which rq's `unsubscribe` calls at the worker's end) waits for the thread, and a thread that handled the
+        UNSUBSCRIBE reply first sits in `get_message`'s wait for a subscription for a whole round: every stop, a
+        SIGTERM too, then ran into the StopBound and exited 1."""
+        def once() -> None:
+            self.pubsub = self.connection.pubsub()
+            self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+            self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=PUBSUB_WAIT, daemon=True,
+                                                           exception_handler=self._pubsub_exception_handler)
+
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self._ride(once, "subscribing")
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         if pipeline is not None:

@@ -7,8 +7,8 @@ RQ worker's guard, the batchers) asks here instead of catching `RedisError` by i
                           BUSY, LOADING, CLUSTERDOWN, TRYAGAIN, MOVED/ASK, UNBLOCKED, NOSCRIPT, MASTERDOWN,
                           NOREPLICAS), a transaction that came back short of its replies; and the errors redis-py
                           itself raises from inside its connection code when a connection is reset under it (an
-                          AttributeError or TypeError, redis/redis-py #3546, #4287, unfixed in 8.1.0: `'NoneType'
-                          object has no attribute 'writelines'`).
+                          AttributeError or TypeError, redis/redis-py #3546, #4287: `'NoneType' object has no
+                          attribute 'writelines'` up to 8.1; 8.2 raises a ConnectionError for that one).
     connection_lost(exc)  trouble in which whether the call ran is unknown and what Redis holds may now be older
                           than what this process saw (a restart, a failover, a demotion): state kept in memory must
                           be rebuilt from Redis.

@@ -1,5 +1,5 @@
 """adapter/store/faults.py against the errors a real redis-server gives in each fault (docs/reliability.md), and the
-redis-py connection-reset race (an AttributeError raised inside redis-py, not a RedisError)."""
+redis-py connection-reset races (up to 8.1 an AttributeError raised inside redis-py, not a RedisError)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -68,9 +69,11 @@ def test_refusals_of_a_real_redis_are_trouble_and_bugs_are_not() -> None:
 
 
 async def reset_race() -> BaseException:
-    """What redis-py raises when it writes to a connection a concurrent disconnect has just let go."""
+    """What redis-py raises when it writes to a connection a concurrent disconnect has just let go: up to 8.1 an
+    AttributeError (`'NoneType' object has no attribute 'writelines'`, redis/redis-py #3546, #4287), from 8.2 a
+    ConnectionError."""
     conn = redis.asyncio.Connection(port=1)
-    conn._writer = None  # what a concurrent disconnect leaves (redis/redis-py #3546, #4287)
+    conn._writer = None  # what a concurrent disconnect leaves
     try:
         await conn._send_packed_command([b"PING"])
     except BaseException as exc:
@@ -78,10 +81,17 @@ async def reset_race() -> BaseException:
     raise AssertionError("no error")
 
 
+def attribute_error_in_redis_py() -> BaseException:
+    """An AttributeError raised in redis-py's own connection code (the shape of the reset races it still has)."""
+    return raised(lambda: redis.asyncio.Connection.is_connected.fget(SimpleNamespace()))  # type: ignore[attr-defined]
+
+
 async def test_a_connection_reset_under_redis_py_is_trouble_but_our_own_attribute_error_is_not() -> None:
     race = await reset_race()
-    assert isinstance(race, AttributeError) and "writelines" in str(race)
+    assert isinstance(race, AttributeError | redis.exceptions.ConnectionError), race
     assert faults.trouble(race) and faults.connection_lost(race)
+    inside = attribute_error_in_redis_py()
+    assert isinstance(inside, AttributeError) and faults.trouble(inside) and faults.connection_lost(inside)
     ours = raised(lambda: None.writelines)  # type: ignore[attr-defined]
     assert isinstance(ours, AttributeError) and not faults.trouble(ours)
     assert not faults.trouble(ValueError("x")) and not faults.trouble(RuntimeError("x"))
@@ -111,8 +121,7 @@ async def test_a_broken_connection_is_told_from_answers_and_timeouts() -> None:
     closed = await closed_by_server()
     assert isinstance(closed, redis.exceptions.ConnectionError) and faults.connection_broken(closed), closed
 
-    assert faults.connection_broken(
-await reset_race())
+    assert faults.connection_broken(await reset_race()) and faults.connection_broken(attribute_error_in_redis_py())
     assert faults.connection_broken(ConnectionResetError()) and faults.connection_broken(BrokenPipeError())
     for not_broken in (redis.exceptions.BusyLoadingError("LOADING"), redis.exceptions.TimeoutError("read"),
                        TimeoutError(), redis.exceptions.ReadOnlyError("READONLY"),

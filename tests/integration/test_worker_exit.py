@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +28,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from starlette.responses import JSONResponse
 
+from adapter.jobs.rq_worker import PUBSUB_WAIT, RidingWorker
 from adapter.settings import Settings
 from adapter.store.keys import Keys
 from adapter.worker import STOP_BOUND
@@ -184,3 +186,33 @@ def test_a_sigterm_ends_a_long_reconciliation_between_two_pages(own_prefix: str,
             assert "reconcile: the worker is stopping: this run ended early" in output, output
         finally:
             stop(proc)
+
+
+def _waiting_for_a_subscription(thread: threading.Thread) -> bool:
+    """The pubsub thread sits in `get_message`'s wait for a subscription (it has handled its UNSUBSCRIBE reply)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    names = set()
+    while frame is not None:
+        names.add(frame.f_code.co_name)
+        frame = frame.f_back
+    return {"get_message", "wait"} <= names
+
+
+def test_the_end_of_the_workers_pubsub_thread_is_bounded() -> None:
+    """rq's `unsubscribe` (the end of every worker, a SIGTERM's too) stops its pubsub thread and, on redis-py 8.2,
+    waits for it; a thread that already handled the UNSUBSCRIBE reply waits a whole round for a subscription (rq's:
+    60 s), so the worker ran into STOP_BOUND and exited 1. Its round is PUBSUB_WAIT s here."""
+    conn = redis.Redis.from_url(rq_url())
+    worker = RidingWorker([Queue(f"t{uuid.uuid4().hex[:8]}", connection=conn)], connection=conn)
+    worker.subscribe()
+    assert worker.pubsub is not None and worker.pubsub_thread is not None
+    worker.pubsub.unsubscribe()
+    wait_for(lambda: _waiting_for_a_subscription(worker.pubsub_thread), timeout=10,
+             what="the pubsub thread to handle its UNSUBSCRIBE")
+    ending = threading.Thread(target=worker.unsubscribe, daemon=True)
+    started = time.monotonic()
+    ending.start()
+    ending.join(STOP_BOUND / 2)
+    assert not ending.is_alive(), "the worker's unsubscribe still waits for its pubsub thread"
+    assert time.monotonic() - started < PUBSUB_WAIT + 1.5
+    conn.close()
