@@ -64,7 +64,7 @@ class RidingWorker(SimpleWorker):
         def once() -> None:
             self.pubsub = self.connection.pubsub()
             self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-            self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=PUBSUB_WAIT, daemon=True,
+            self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=PUBSUB_WAIT, daemon=True,  # type: ignore[assignment]
                                                            exception_handler=self._pubsub_exception_handler)
 
         self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
