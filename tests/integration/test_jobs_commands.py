@@ -6,17 +6,17 @@ from __future__ import annotations
 import httpx
 import pytest
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 from adapter.commands import bulk as command_bulk
 from adapter.commands.ids import id_str
 from adapter.commands.records import CREATE_CHUNK
 from adapter.commands.rules import Limits, parse_request
-from adapter.jobs import entry as jobs
 from adapter.jobs import shutdown
 from adapter.settings import Settings
 from adapter.store.connections import rq_redis, sync_redis
 from adapter.store.keys import Keys
+from tests.support.jobs import work
 
 K = Keys("iot")
 BASE = "/iot/api/v1/remotectl/commands"
@@ -25,12 +25,6 @@ BASE = "/iot/api/v1/remotectl/commands"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.with_overrides(command_job_threshold=5)
-
-
-def work(settings: Settings) -> None:
-    jobs.configure(settings)
-    conn = rq_redis(settings)
-    SimpleWorker([Queue(Keys.of(settings).queue("default"), connection=conn)], connection=conn).work(burst=True)
 
 
 def create(admin: httpx.Client, n: int) -> dict:

@@ -8,13 +8,14 @@ import time
 
 import pytest
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 
 from adapter.jobs import entry as jobs
 from adapter.settings import Settings
 from adapter.store.connections import rq_redis
 from adapter.store.keys import Keys
+from tests.support.jobs import burst
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_each_run_schedules_exactly_the_next(cfg: Settings, redis_db: redis.Redi
     queue = queue_of(cfg)
     # two workers, one after the other: the due runs go once, each schedules one successor
     for _ in range(2):
-        SimpleWorker([queue], connection=queue.connection).work(burst=True, with_scheduler=True)
+        burst(queue, with_scheduler=True)
     assert sorted(FinishedJobRegistry(queue=queue).get_job_ids()) == sorted(first[-1:])  # retention finished
     nexts = scheduled(cfg)
     assert len(nexts) == 2 and not set(nexts) & set(first)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Job
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,6 +26,7 @@ from adapter.store.keys import Keys
 from tests.conftest import enable_callbacks, metric_fields, zall
 from tests.support.emqx import connected, disconnected, post, subscribed
 from tests.support.fake_emqx import FakeEmqx, emqx_client
+from tests.support.jobs import burst
 
 T0 = 1_700_000_000_000
 
@@ -70,7 +71,7 @@ def run_reconcile(cfg: Settings) -> Job:
     conn = rq_redis(cfg)
     queue = Queue(Keys.of(cfg).queue("default"), connection=conn)
     job = queue.enqueue("adapter.jobs.entry.reconcile")
-    SimpleWorker([queue], connection=conn).work(burst=True)
+    burst(queue)
     job.refresh()
     assert job.get_status() == "finished", job.latest_result()
     return job
@@ -159,7 +160,7 @@ def test_emqx_unreachable_fails_the_run_and_changes_nothing(ingest: httpx.Client
     conn = rq_redis(settings)
     queue = Queue(keys.queue("default"), connection=conn)
     job = queue.enqueue("adapter.jobs.entry.reconcile")
-    SimpleWorker([queue], connection=conn).work(burst=True)
+    burst(queue)
     assert job.get_status(refresh=True) == "failed"
     assert redis_db.hget(keys.client("KEEP"), "online") == "1"
     assert redis_db.hget(keys.metrics(), 'jobs_runs_total{job="reconcile",result="failed"}') == "1"

@@ -7,12 +7,10 @@ import httpx
 import orjson
 import pytest
 import redis
-from rq import Queue, SimpleWorker
 
-from adapter.jobs import entry as jobs
 from adapter.settings import Settings
-from adapter.store.connections import rq_redis
 from adapter.store.keys import Keys
+from tests.support.jobs import work
 
 BASE = "/iot/api/v1/monitor/devices/callbacks"
 TARGET = "callback:1"
@@ -52,9 +50,7 @@ def test_replaying_many_dead_letters_is_a_job_with_progress(admin: httpx.Client,
     assert (queued["state"], queued["done"], queued["total"], queued["kind"]) == ("queued", 0, 7, "replay")
     assert redis_db.hlen(keys.dead(TARGET)) == 7 and streamed(keys, redis_db, settings) == 0  # nothing moved yet
 
-    jobs.configure(settings)
-    conn = rq_redis(settings)
-    SimpleWorker([Queue(keys.queue("default"), connection=conn)], connection=conn).work(burst=True)
+    work(settings)
 
     after = admin.get("/iot/api/v1/jobs", params={"id": data["job"]}).json()["data"]
     assert (after["state"], after["done"], after["total"]) == ("finished", 7, 7)

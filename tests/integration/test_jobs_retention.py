@@ -7,7 +7,7 @@ import time
 
 import httpx
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 from adapter.devices import retention
 from adapter.jobs import entry as jobs
@@ -16,6 +16,7 @@ from adapter.store.connections import rq_redis
 from adapter.store.keys import Keys
 from tests.conftest import zall
 from tests.support.emqx import connected, disconnected, post, published, subscribed
+from tests.support.jobs import burst
 
 DAY = 86_400_000
 
@@ -37,7 +38,7 @@ def run_job(keys: Keys, cfg: Settings) -> dict[str, int]:
     conn = rq_redis(cfg)
     queue = Queue(keys.queue("default"), connection=conn)
     job = queue.enqueue("adapter.jobs.entry.retention")
-    SimpleWorker([queue], connection=conn).work(burst=True)
+    burst(queue)
     assert job.get_status(refresh=True) == "finished"
     result: dict[str, int] = job.return_value()
     return result

@@ -16,26 +16,17 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from rq import Queue, SimpleWorker
 
 from adapter.commands.ids import parse_id
 from adapter.commands.records import partition
-from adapter.jobs import entry as jobs
 from adapter.settings import Settings
-from adapter.store.connections import rq_redis
 from adapter.store.keys import Keys
 from tests.conftest import ok
 from tests.integration.test_devices_api import put_device
+from tests.support.jobs import work  # a burst worker: it returns once the rollout's driver chain has ended
 
 BASE = "/iot/api/v1/remotectl/rollouts"
 COMMAND = {"command": "sh", "body": {"shcmd": "uptime"}, "publishNow": False, "maxRetries": 1}
-
-
-def work(settings: Settings) -> None:
-    """A burst worker: it returns once the rollout's driver chain has ended (the rollout settled)."""
-    jobs.configure(settings)
-    conn = rq_redis(settings)
-    SimpleWorker([Queue(Keys.of(settings).queue("default"), connection=conn)], connection=conn).work(burst=True)
 
 
 def devices(r: redis.Redis, keys: Keys, n: int, prefix: str = "RD") -> list[str]:
