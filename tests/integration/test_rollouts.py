@@ -137,20 +137,22 @@ def test_a_dry_run_creates_nothing(admin: httpx.Client, redis_db: redis.Redis, k
 
 def test_the_dispatch_rate_holds_within_ten_percent(admin: httpx.Client, settings: Settings,
                                                    redis_db: redis.Redis, keys: Keys) -> None:
-    """2,000 devices at 600/min: the first 60 dispatches (6 s) keep the rate within ±10 %; then it is cancelled."""
+    """2,000 devices at 600/min: the first 120 dispatches (12 s) keep the rate within ±10 %; then it is cancelled.
+    (12 s, not 6: the driver saves up at most BURST_S of allowance, so a worker stalled by a loaded machine for
+    longer loses dispatch time; over 12 s a stall of up to ~2 s still keeps within the bound.)"""
     devices(redis_db, keys, 2000)
     ro = create(admin, selector={"snPrefix": "RD"}, rate={"perMinute": 600}, maxInFlight=2000)
     assert ro["state"] == "queued" and ro["counts"]["matched"] == 2000
 
-    def cancel_at_60(record: dict[str, str]) -> None:
-        if int(record.get("dispatched") or 0) >= 61 and record.get("state") == "running":
+    def cancel_at_120(record: dict[str, str]) -> None:
+        if int(record.get("dispatched") or 0) >= 121 and record.get("state") == "running":
             admin.delete(BASE, params={"id": ro["id"]})
 
-    with fleet(redis_db, keys, ro["id"], on_round=cancel_at_60):
+    with fleet(redis_db, keys, ro["id"], on_round=cancel_at_120):
         work(settings)
     done = progress(admin, ro["id"])
     assert done["state"] == "cancelled" and done["counts"]["inFlight"] == 0
-    times = sorted(e["dispatchTime"] for e in executions(admin, ro["id"]))[:60]
+    times = sorted(e["dispatchTime"] for e in executions(admin, ro["id"]))[:120]
     assert 540 <= per_minute(times) <= 660, per_minute(times)
     assert done["counts"]["dispatched"] < 2000 and done["counts"]["succeeded"] + done["counts"]["cancelled"] \
         == done["counts"]["dispatched"]
