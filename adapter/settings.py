@@ -26,13 +26,15 @@ def _bool(name: str, raw: str) -> bool:
     raise ConfigError(f"{name} must be true or false, not {raw!r}")
 
 
-def _int(name: str, raw: str, minimum: int = 0) -> int:
+def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, not {value}")
     return value
 
 
@@ -162,6 +164,8 @@ class Settings:
     # EMQX HTTP authentication and authorization (docs/emqx.md)
     mqtt_clients: str = ""
     authn_cache_ttl: int = 86_400
+    # how much lower than the API `adapter worker` runs on a shared host (nice(2); docs/capacity.md)
+    worker_nice: int = 0
     # RQ jobs of `adapter worker` (docs/delivery.md "What RQ runs")
     reconcile_interval: int = 300
     reconcile_page_size: int = 1000
@@ -253,6 +257,7 @@ class Settings:
 
 
 _DEV_GENERATED = ("ingest_token", "admin_password")
+_INT_RANGES: dict[str, tuple[int, int | None]] = {"worker_nice": (0, 19)}  # other integers: at least 1
 _SECRETS = ("ingest_token", "admin_password", "emqx_api_secret", "mqtt_clients")
 
 
@@ -261,7 +266,7 @@ def _convert(name: str, kind: object, raw: str) -> object:
     if kind in ("bool", bool):
         return _bool(env_name, raw)
     if kind in ("int", int):
-        return _int(env_name, raw, minimum=1)
+        return _int(env_name, raw, *_INT_RANGES.get(name, (1, None)))
     if kind in ("float", float):
         return _float(env_name, raw)
     return raw

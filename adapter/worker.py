@@ -165,9 +165,17 @@ class StopBound:
         os._exit(1)
 
 
+def lower_priority(settings: Settings) -> int:
+    """ADAPTER_WORKER_NICE: the worker gives the CPU to the API first (ingest, reads) where they share cores; its
+    work waits in Redis meanwhile. Answers the process's niceness."""
+    return os.nice(settings.worker_nice)
+
+
 def run(settings: Settings, *, burst: bool = False) -> int:
     check_redis(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if settings.worker_nice:
+        log.info("worker: running at niceness %d (ADAPTER_WORKER_NICE)", lower_priority(settings))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per publish of the command runner
     qs = queues(settings)
     working = threading.Event()  # while the RQ worker runs: a thread's death stops it

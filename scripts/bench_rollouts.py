@@ -75,7 +75,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=100_000)
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/4")
-    ap.add_argument("--worker-nice", type=int, default=0, help="start the worker under `nice -n N` (an experiment)")
+    ap.add_argument("--worker-nice", type=int, default=0, help="the worker's ADAPTER_WORKER_NICE (docker-compose: 10)")
     args = ap.parse_args()
     r = redis.Redis.from_url(args.redis_url, decode_responses=True)
     r.flushdb()
@@ -85,8 +85,8 @@ def main() -> None:
            "ADAPTER_INGEST_TOKEN": "bench", "ADAPTER_EMQX_API_URL": "http://127.0.0.1:9/api/v5"}
     procs = [subprocess.Popen([sys.executable, "-m", "adapter", "api", "--port", str(port)], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-             subprocess.Popen([*(["nice", "-n", str(args.worker_nice)] if args.worker_nice else []),
-                               sys.executable, "-m", "adapter", "worker"], env=env, cwd=ROOT,
+             subprocess.Popen([sys.executable, "-m", "adapter", "worker"],
+                              env={**env, "ADAPTER_WORKER_NICE": str(args.worker_nice)}, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:

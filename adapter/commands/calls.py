@@ -129,6 +129,16 @@ async def run_many(client: Any, calls: Sequence[ScriptCall]) -> list[Any]:
     return _raised(out)
 
 
+async def run_in_rounds(client: Any, calls: Sequence[ScriptCall], width: int) -> list[Any]:
+    """`calls` `width` at a time (`run_many` each round): on one Redis (width 1) each call its own round trip, so
+    other clients' commands (an API read) wait for one short call, never for a pipeline of them; on a cluster a round
+    of one call per partition goes to every node at once."""
+    out: list[Any] = []
+    for start in range(0, len(calls), max(1, width)):
+        out += await run_many(client, calls[start:start + max(1, width)])
+    return out
+
+
 def run_many_sync(client: Any, calls: Sequence[ScriptCall]) -> list[Any]:
     """`run_many` for a synchronous client (the RQ job)."""
     out: list[Any] = [None] * len(calls)

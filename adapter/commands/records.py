@@ -26,7 +26,7 @@ from adapter.store.resp import Arg
 from adapter.store.scripts import ScriptCall
 from adapter.store.types import AsyncRedis
 
-CREATE_CHUNK = 100
+CREATE_CHUNK = 50
 PRUNE_BATCH = 1000
 PRUNE_ROUNDS = 10
 SEQ_TTL = 2 * 86_400

@@ -14,10 +14,11 @@ import pytest
 import redis
 
 from adapter.broker.client import EmqxClient
+from adapter.commands import calls
 from adapter.commands.ids import partition_of
 from adapter.commands.records import CommandStore
 from adapter.commands.rules import Limits, parse_request
-from adapter.commands.runner import CommandRunner
+from adapter.commands.runner import SCRIPT_ROWS, CommandRunner
 from adapter.settings import Settings
 from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
@@ -125,6 +126,21 @@ async def test_many_commands_go_out_in_bulk_chunks(cfg: Settings, emqx: Fake, re
         assert sorted(fake.bulk_sizes, reverse=True) == [250, 250, 100]
     assert {m["topic"] for m in fake.published} == {f"dma/cmd/{sn}" for sn in sns}
     assert set(states(redis_db, ids, keys)) == {("1", "1")}
+
+
+async def test_claims_and_records_go_script_rows_at_a_time(cfg: Settings, emqx: Fake, redis_db: redis.Redis,
+                                                             keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another client's call (an API read) waits behind one short script call, never a long one: a 250-command
+    publish batch is claimed and recorded SCRIPT_ROWS commands a call, all of them once."""
+    asked: list[int] = []
+    recorded: list[int] = []
+    claim, record = calls.claim_call, calls.record_call
+    monkeypatch.setattr(calls, "claim_call", lambda k, p, n, lease: asked.append(n) or claim(k, p, n, lease))
+    monkeypatch.setattr(calls, "record_call", lambda k, p, ack, send, group: recorded.append(len(group))
+                        or record(k, p, ack, send, group))
+    ids, _ = await run(cfg, [f"SN{i:04d}" for i in range(600)], all_sent(600, keys), redis_db)
+    assert 0 < max(asked) <= SCRIPT_ROWS and 0 < max(recorded) <= SCRIPT_ROWS, (asked, recorded)
+    assert sum(recorded) == 600 and set(states(redis_db, ids, keys)) == {("1", "1")}
 
 
 async def test_no_subscriber_waits_for_online(cfg: Settings, emqx: Fake, redis_db: redis.Redis, keys: Keys) -> None:

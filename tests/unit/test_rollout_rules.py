@@ -9,7 +9,7 @@ import pytest
 
 from adapter.commands.rules import Limits
 from adapter.errors import AppError
-from adapter.rollouts.driver import outcome_of
+from adapter.rollouts.driver import TICK_S, outcome_of, pause
 from adapter.rollouts.spec import (
     AbortRule,
     Outcome,
@@ -87,3 +87,11 @@ def test_rollout_lua_spells_the_states_and_outcomes_of_the_enums() -> None:
     assert "ACTIVE = {" + ", ".join(f"{s} = true" for s in ("queued", "running", "paused")) + "}" in lua
     assert {s.value for s in ACTIVE} == {"queued", "running", "paused"}
     assert f"' {Outcome.IN_FLIGHT.value}'" in lua  # a dispatched execution's outcome
+
+
+def test_a_driver_behind_waits_as_long_as_its_tick_took() -> None:
+    """At full speed the driver leaves Redis and the CPU to others half the time (the API's reads)."""
+    assert pause(True, 0.03) == pytest.approx(0.03)
+    assert pause(True, 5.0) == TICK_S  # never longer than an ordinary tick's wait
+    assert pause(True, -1.0) == 0.0
+    assert pause(False, 0.03) == TICK_S

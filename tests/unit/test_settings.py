@@ -1,5 +1,8 @@
 """Settings from the environment: defaults, conversions and one-line errors."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +101,16 @@ def test_forwarded_for_is_believed_only_from_the_trusted_proxies() -> None:
     assert trusted_proxies(Settings()) == "127.0.0.1"
     assert trusted_proxies(Settings(trusted_proxies=" ")) is None
     assert trusted_proxies(Settings(trusted_proxies="10.1.0.0/16")) == "10.1.0.0/16"
+
+
+def test_the_workers_niceness_is_0_to_19_and_the_worker_takes_it() -> None:
+    assert Settings.from_env({}, dotenv=None).worker_nice == 0
+    assert Settings.from_env({"ADAPTER_WORKER_NICE": "0"}, dotenv=None).worker_nice == 0  # other integers: >= 1
+    assert Settings.from_env({"ADAPTER_WORKER_NICE": "19"}, dotenv=None).worker_nice == 19
+    for bad, says in (("20", "at most 19"), ("-5", "at least 0"), ("x", "an integer")):
+        with pytest.raises(ConfigError, match=f"ADAPTER_WORKER_NICE must be {says}"):
+            Settings.from_env({"ADAPTER_WORKER_NICE": bad}, dotenv=None)
+    code = ("import os; from adapter.settings import Settings; from adapter.worker import lower_priority; "
+            "before = os.nice(0); after = lower_priority(Settings(worker_nice=7)); print(after - before)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(out) == min(7, 19 - os.nice(0))  # a process already at 19 cannot go lower
