@@ -71,23 +71,49 @@ def reader(api: httpx.Client, rid: int, stop: threading.Event, out: list[float])
         time.sleep(0.01)
 
 
+# EMQX's bulk publish, accepting everything (200, one id per message), as a process of its own: a broker that takes
+# the rollout's commands, like a real one (`--emqx down` points the worker at a closed port instead: every publish
+# fails and is retried on the command retry schedule, a fault rather than a rollout)
+FAKE_EMQX = """
+import sys, orjson, uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+async def bulk(request):
+    n = len(orjson.loads(await request.body()))
+    return Response(orjson.dumps([{"id": "00061A4C2B1E5F3AF4420000030F0003"}] * n), media_type="application/json")
+
+app = Starlette(routes=[Route("/api/v5/publish/bulk", bulk, methods=["POST"])])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=100_000)
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/4")
     ap.add_argument("--worker-nice", type=int, default=0, help="the worker's ADAPTER_WORKER_NICE (docker-compose: 10)")
+    ap.add_argument("--emqx", choices=("up", "down"), default="up",
+                    help="up: a loopback EMQX that takes every publish; down: a closed port (publishes retried)")
     args = ap.parse_args()
     r = redis.Redis.from_url(args.redis_url, decode_responses=True)
     r.flushdb()
     plant(r, args.devices)
     port = free_port()
     env = {**os.environ, "ADAPTER_REDIS_URL": args.redis_url, "ADAPTER_ADMIN_PASSWORD": PASSWORD,
-           "ADAPTER_INGEST_TOKEN": "bench", "ADAPTER_EMQX_API_URL": "http://127.0.0.1:9/api/v5"}
-    procs = [subprocess.Popen([sys.executable, "-m", "adapter", "api", "--port", str(port)], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-             subprocess.Popen([sys.executable, "-m", "adapter", "worker"],
+           "ADAPTER_INGEST_TOKEN": "bench", "ADAPTER_EMQX_API_URL": "http://127.0.0.1:9/api/v5",
+           "ADAPTER_EMQX_API_KEY": "bench", "ADAPTER_EMQX_API_SECRET": "bench"}
+    procs = []
+    if args.emqx == "up":
+        emqx_port = free_port()
+        procs.append(subprocess.Popen([sys.executable, "-c", FAKE_EMQX, str(emqx_port)]))
+        env["ADAPTER_EMQX_API_URL"] = f"http://127.0.0.1:{emqx_port}/api/v5"
+    worker = subprocess.Popen([sys.executable, "-m", "adapter", "worker"],
                               env={**env, "ADAPTER_WORKER_NICE": str(args.worker_nice)}, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs += [subprocess.Popen([sys.executable, "-m", "adapter", "api", "--port", str(port)], env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), worker]
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
             wait(lambda: _answers(api), 30, "the API")
@@ -116,8 +142,8 @@ def main() -> None:
             own = sum(int(r.memory_usage(k, samples=0) or 0)
                       for k in (f"iot:ro:{rid}:execs", f"iot:ro:{rid}:results", f"iot:ro:{rid}:inflight"))
             grown = int(r.info("memory")["used_memory"]) - before
-            procs[1].terminate()  # the worker: the baseline reads run with nothing else going on
-            procs[1].wait(30)
+            worker.terminate()  # the baseline reads run with nothing else going on
+            worker.wait(30)
             idle: list[float] = []
             for _ in range(300):
                 t0 = time.perf_counter()
@@ -125,7 +151,8 @@ def main() -> None:
                 idle.append((time.perf_counter() - t0) * 1000)
             latencies.sort()
             idle.sort()
-            print(f"devices {args.devices}; POST answered in {answered:.2f} s")
+            print(f"devices {args.devices}, EMQX {args.emqx}, worker niceness {args.worker_nice}; POST answered in "
+                  f"{answered:.2f} s; commands published {published(r)}")
             print(f"dispatch: {args.devices} in {span:.1f} s = {args.devices / span:,.0f} devices/s "
                   f"({args.devices / span * 60:,.0f}/min)")
             print(f"memory per execution: rollout keys {own / args.devices:.0f} B; used_memory growth "
@@ -144,6 +171,12 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         r.flushdb()
+
+
+def published(r: redis.Redis) -> int:
+    """Commands the runner published (EMQX took them), from the service's counters."""
+    return sum(int(v) for key in r.scan_iter("iot:*metric*", count=1000) if r.type(key) == "hash"
+               for k, v in r.hgetall(key).items() if k == 'commands_sends_total{outcome="sent"}')
 
 
 def _answers(api: httpx.Client) -> bool:
