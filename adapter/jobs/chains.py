@@ -17,7 +17,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import redis
 from rq import Queue
@@ -77,8 +77,13 @@ def is_alive(conn: redis.Redis, job_id: str, now_ms: int) -> bool:
 
 
 def _schedule(queue: Queue, p: Periodic, job_id: str, delay: float) -> None:
-    queue.enqueue_in(timedelta(seconds=delay), p.func, job_id=job_id, job_timeout=p.timeout,
-                     result_ttl=p.interval + 3600, failure_ttl=86_400, description=f"periodic {p.name}")
+    """The run `job_id`, due in `delay` s. Not `enqueue_in`: rq 2.12's ScheduledJobRegistry.schedule ignores the
+    pipeline it is given and adds the id to the registry before the job's hash is written; another worker's
+    scheduler that read the registry in between found no job, dropped the id, and the chain stood still until its
+    guard (GRACE_MS, GUARD_EVERY) started it again. `unique=True` schedules in one Lua script."""
+    job = queue.create_job(p.func, job_id=job_id, status=JobStatus.SCHEDULED, timeout=p.timeout,
+                           result_ttl=p.interval + 3600, failure_ttl=86_400, description=f"periodic {p.name}")
+    queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=delay), unique=True)
 
 
 def ensure(queue: Queue, keys: Keys, p: Periodic, delay: float = 0) -> str | None:

@@ -7,10 +7,10 @@ redis-py) does not end it either. A worker SIGKILLed mid-publish: what was in fl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +32,7 @@ from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
 from adapter.worker import LoopThread
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
-from tests.support.processes import stop
+from tests.support.processes import worker_process
 from tests.support.redis_cluster import own_cluster
 from tests.support.redis_faults import FAULTS, FaultyRedis, fault, fault_server
 from tests.support.servers import serve, wait_for
@@ -166,19 +166,10 @@ class _Replay:
         return self.body
 
 
-@contextmanager
-def worker_process(server: FaultyRedis, emqx_url: str, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTER_")}
-    env |= {"ADAPTER_REDIS_URL": server.url, "ADAPTER_EMQX_API_URL": f"{emqx_url}/api/v5",
-            "ADAPTER_EMQX_API_KEY": KEY, "ADAPTER_EMQX_API_SECRET": SECRET, "ADAPTER_EMQX_TIMEOUT": "1",
-            "ADAPTER_COMMAND_ACK_TIMEOUT": "600", "ADAPTER_COMMAND_PUBLISH_BATCH": "5"}
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "adapter", "worker"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        stop(proc)
+def worker(server: FaultyRedis, emqx_url: str, log_path: Path) -> contextlib.AbstractContextManager[
+        subprocess.Popen[bytes]]:
+    """A worker publishing 5 commands a bulk call; workers one after the other share the log."""
+    return worker_process(server.url, emqx_url, log_path, {"ADAPTER_COMMAND_PUBLISH_BATCH": "5"}, append=True)
 
 
 def test_a_worker_killed_mid_publish_republishes_only_what_was_in_flight(tmp_path: Path) -> None:
@@ -187,7 +178,7 @@ def test_a_worker_killed_mid_publish_republishes_only_what_was_in_flight(tmp_pat
     emqx = SplitEmqx()
     log_path = tmp_path / "worker.log"
     with fault_server("restart") as server, serve(emqx.app()) as url:
-        with worker_process(server, url, log_path) as first:
+        with worker(server, url, log_path) as first:
             done = create(server, *[f"A{i}" for i in range(5)])
             wait_for(lambda: recorded(server, done), timeout=30, what="the first five to be recorded")
             in_flight = create(server, *[f"B{i}" for i in range(5)])
@@ -196,7 +187,7 @@ def test_a_worker_killed_mid_publish_republishes_only_what_was_in_flight(tmp_pat
             first.wait(10)
         emqx.holding = False
         emqx.release.set()
-        with worker_process(server, url, log_path):
+        with worker(server, url, log_path):
             wait_for(lambda: recorded(server, in_flight), timeout=30, what="the lease to end and a resend")
     counts = {t: emqx.received.count(t) for t in set(emqx.received)}
     assert counts == {**{f"dma/cmd/A{i}": 1 for i in range(5)}, **{f"dma/cmd/B{i}": 2 for i in range(5)}}, counts

@@ -9,6 +9,7 @@ import time
 import pytest
 import redis
 from rq import Queue
+from rq.job import Job
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 
 from adapter.jobs import entry as jobs
@@ -92,3 +93,22 @@ def test_a_lost_chain_is_restarted_once(cfg: Settings, redis_db: redis.Redis) ->
     started = start_workers_at_once(cfg, 3)
     assert sorted(i for ids in started for i in ids) == scheduled(cfg)
     assert len(scheduled(cfg)) == 2
+
+
+def test_a_run_is_scheduled_in_one_call(cfg: Settings, redis_db: redis.Redis) -> None:
+    """Another worker's scheduler may read the registry at any moment, and a job id it finds there without its job
+    it drops for good (rq's RQScheduler.enqueue_scheduled_jobs): the job and its registry entry are written in one
+    call (rq 2.12's `enqueue_in` added the entry first, alone; a chain stood still until its guard)."""
+    sent: list[str] = []
+    with rq_redis(cfg) as conn:
+        send = conn.execute_command
+
+        def spy(*args: object, **options: object) -> object:
+            sent.append(str(args[0]).upper())
+            return send(*args, **options)
+
+        conn.execute_command = spy  # type: ignore[method-assign]
+        started = jobs.ensure_chains(cfg, conn)
+        assert len(started) == 2 and all(Job.exists(job_id, connection=conn) for job_id in started)
+    assert "ZADD" not in sent and "HSET" not in sent, sent  # no step of its own: inside one script call
+    assert sorted(started) == scheduled(cfg)

@@ -8,15 +8,13 @@ died)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,8 +30,8 @@ from adapter.jobs import entry as jobs
 from adapter.settings import Settings
 from adapter.store.connections import rq_redis
 from adapter.store.keys import Keys
-from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
-from tests.support.processes import stop
+from tests.support.fake_emqx import FakeEmqx
+from tests.support.processes import worker_process
 from tests.support.redis_faults import FAULTS, FaultyRedis, fault, fault_server, faulty_redis
 from tests.support.servers import serve, wait_for
 
@@ -42,23 +40,9 @@ RESUME_S = 10.0  # the worker resumes within about outage.PAUSE; generous for a 
 KEYS = Keys("iot")
 
 
-@contextmanager
 def worker(redis_url: str, emqx_url: str, log_path: Path,
-           more: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTER_")} | (more or {})
-    env |= {"ADAPTER_REDIS_URL": redis_url, "ADAPTER_EMQX_API_URL": f"{emqx_url}/api/v5",
-            "ADAPTER_EMQX_API_KEY": KEY, "ADAPTER_EMQX_API_SECRET": SECRET, "ADAPTER_EMQX_TIMEOUT": "1",
-            "ADAPTER_COMMAND_ACK_TIMEOUT": "600", "ADAPTER_COMMAND_RETRY_SCHEDULE": "0.2s"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "adapter", "worker"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for(lambda: "Listening on" in log_path.read_text() or proc.poll() is not None, timeout=30,
-                 what="the RQ worker to listen")
-        assert proc.poll() is None, log_path.read_text()
-        yield proc
-    finally:
-        stop(proc)
+           more: dict[str, str] | None = None) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    return worker_process(redis_url, emqx_url, log_path, {"ADAPTER_COMMAND_RETRY_SCHEDULE": "0.2s"} | (more or {}))
 
 
 def command_to(server: FaultyRedis, sn: str) -> None:

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support.fake_emqx import KEY, SECRET
+from tests.support.servers import wait_for
 
 
 @contextmanager
@@ -34,3 +38,26 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+@contextmanager
+def worker_process(redis_url: str, emqx_url: str, log_path: Path, env: dict[str, str] | None = None, *,
+                   append: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+    """`adapter worker` on `redis_url`, publishing to the fake EMQX at `emqx_url` (1 s timeout, no ack timeout to
+    speak of), with `env` on top; yielded once its RQ worker listens (with `append`, once it says so again in the
+    log it shares with an earlier worker); always stopped."""
+    listening = log_path.read_text().count("Listening on") if append and log_path.exists() else 0
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTER_")}
+    full |= {"ADAPTER_REDIS_URL": redis_url, "ADAPTER_EMQX_API_URL": f"{emqx_url}/api/v5",
+             "ADAPTER_EMQX_API_KEY": KEY, "ADAPTER_EMQX_API_SECRET": SECRET, "ADAPTER_EMQX_TIMEOUT": "1",
+             "ADAPTER_COMMAND_ACK_TIMEOUT": "600"} | (env or {})
+    with open(log_path, "ab" if append else "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "adapter", "worker"], env=full, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: log_path.read_text().count("Listening on") > listening or proc.poll() is not None,
+                 timeout=30, what="the RQ worker to listen")
+        assert proc.poll() is None, log_path.read_text()
+        yield proc
+    finally:
+        stop(proc)
