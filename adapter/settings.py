@@ -171,6 +171,7 @@ class Settings:
     reconcile_page_size: int = 1000
     retention_interval: int = 3600
     device_retention_days: int = 30
+    rollout_retention_days: int = 30
     retention_batch: int = 1000
     command_job_threshold: int = 1000
     replay_job_threshold: int = 1000

@@ -39,6 +39,7 @@ from adapter.jobs import progress as job_progress
 from adapter.jobs import shutdown
 from adapter.jobs.chains import Periodic
 from adapter.rollouts import chain as rollout_chain
+from adapter.rollouts import retention as rollout_retention
 from adapter.settings import Settings
 from adapter.store import outage
 from adapter.store.connections import async_redis, rq_redis, sync_redis
@@ -162,9 +163,11 @@ def retention() -> dict[str, int]:
     with chained("retention") as settings, sync_redis(settings) as conn:
         removed = client_retention.run(conn, Keys.of(settings), settings.device_retention_days,
                                        settings.retention_batch, stopping=shutdown.requested)
-        count(conn, settings, removed.metrics())
+        rollouts = rollout_retention.run(conn, Keys.of(settings),
+                                         client_retention.cutoff_ms(settings.rollout_retention_days))
+        count(conn, settings, {**removed.metrics(), 'retention_removed_total{what="rollout"}': rollouts})
         return {"devices": removed.devices, "clients": removed.clients, "examined": removed.examined,
-                **_stopped("retention", removed.stopped)}
+                "rollouts": rollouts, **_stopped("retention", removed.stopped)}
 
 
 def create_commands(req: CommandRequest, ids: list[int]) -> int:

@@ -10,12 +10,21 @@ from adapter.store.keys import Keys
 from adapter.store.types import AsyncRedis
 
 ROLLOUT = scripts.Script.load("rollouts/rollout.lua")
+RETENTION = scripts.Script.load("rollouts/retention.lua")
 
 
 def rollout_call(keys: Keys, rid: int | str, mode: str, *args: Any) -> scripts.ScriptCall:
     return ROLLOUT.call(ro=keys.rollout(rid), execs=keys.rollout_execs(rid), results=keys.rollout_results(rid),
                         inflight=keys.rollout_inflight(rid), driver=keys.rollout_driver(rid),
                         active=keys.rollouts_active(), mode=mode, rid=str(rid), mode_args=args)
+
+
+def retention_call(keys: Keys, rid: int | str, cutoff_ms: int) -> scripts.ScriptCall:
+    """RETENTION (retention.lua) of rollout `rid`: gone if it ended at or before `cutoff_ms`."""
+    return RETENTION.call(rollouts=keys.rollouts(), active=keys.rollouts_active(), ro=keys.rollout(rid),
+                          sns=keys.rollout_sns(rid), execs=keys.rollout_execs(rid), results=keys.rollout_results(rid),
+                          inflight=keys.rollout_inflight(rid), driver=keys.rollout_driver(rid), rid=str(rid),
+                          cutoff=cutoff_ms)
 
 
 async def _run(client: AsyncRedis, keys: Keys, rid: int | str, mode: str, *args: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,14 +17,17 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from rq import Queue
 
 from adapter.commands.ids import parse_id
 from adapter.commands.records import partition
+from adapter.jobs import entry as jobs
 from adapter.settings import Settings
+from adapter.store.connections import rq_redis
 from adapter.store.keys import Keys
 from tests.conftest import ok
 from tests.integration.test_devices_api import put_device
-from tests.support.jobs import work  # a burst worker: it returns once the rollout's driver chain has ended
+from tests.support.jobs import burst, work  # a burst worker: it returns once the rollout's driver chain has ended
 
 BASE = "/iot/api/v1/remotectl/rollouts"
 COMMAND = {"command": "sh", "body": {"shcmd": "uptime"}, "publishNow": False, "maxRetries": 1}
@@ -303,3 +307,39 @@ def test_a_paused_rollout_with_nothing_in_flight_frees_its_worker_until_resumed(
         work(settings)
     done = progress(admin, rid)
     assert done["state"] == "succeeded" and done["counts"]["succeeded"] == 40
+
+
+def test_the_retention_job_deletes_rollouts_that_ended_long_ago(admin: httpx.Client, settings: Settings,
+                                                               redis_db: redis.Redis, keys: Keys) -> None:
+    """An ended rollout goes with all of its keys ADAPTER_ROLLOUT_RETENTION_DAYS after it ended; a recent one stays,
+    and so does an active one whatever its hash says."""
+    ended = []
+    for prefix in ("RA", "RB"):  # devices of their own: one rollout at a time
+        devices(redis_db, keys, 10, prefix)
+        ro = create(admin, selector={"snPrefix": prefix}, rate={"perMinute": 6000})
+        with fleet(redis_db, keys, ro["id"]):
+            work(settings)
+        assert progress(admin, ro["id"])["state"] == "succeeded"
+        ended.append(ro)
+    old, recent = ended
+    devices(redis_db, keys, 10, "RC")
+    paused = create(admin, selector={"snPrefix": "RC"}, rate={"perMinute": 60})
+    assert admin.post(f"{BASE}/pause", params={"id": paused["id"]}).json()["data"]["state"] == "paused"
+    work(settings)
+    long_ago = int(time.time() * 1000) - (settings.rollout_retention_days + 1) * 86_400_000
+    for rid in (old["id"], paused["id"]):  # the paused one only as a test would: its state decides
+        redis_db.hset(keys.rollout(rid), "finished", long_ago)
+    own = [keys.rollout(old["id"]), keys.rollout_execs(old["id"]), keys.rollout_results(old["id"]),
+           keys.rollout_inflight(old["id"]), keys.rollout_sns(old["id"]), keys.rollout_driver(old["id"])]
+    assert redis_db.exists(*own) >= 3
+
+    jobs.configure(settings)
+    queue = Queue(keys.queue("default"), connection=rq_redis(settings))
+    job = queue.enqueue("adapter.jobs.entry.retention")
+    burst(queue)
+    assert job.get_status(refresh=True) == "finished" and job.return_value()["rollouts"] == 1
+    assert admin.get(BASE, params={"id": old["id"]}).status_code == 404
+    assert sum(redis_db.exists(k) for k in own) == 0  # one at a time: on a cluster they share a slot anyway
+    assert progress(admin, recent["id"])["state"] == "succeeded" and progress(admin, paused["id"])["state"] == "paused"
+    listed = ok(admin.get(BASE, params={"page": 1, "limit": 10}))
+    assert sorted(r["id"] for r in listed["list"]) == sorted([recent["id"], paused["id"]]) and listed["total"] == 2

@@ -62,7 +62,7 @@ def test_every_script_is_found() -> None:
     defined = {p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*.py")
                if re.search(r"\bScript(\.load)?\(", p.read_text()) and p.name != "scripts.py"}
     assert defined == {m.replace(".", "/").removeprefix("adapter/") + ".py" for m in MODULES}
-    assert len(SCRIPTS) == 20
+    assert len(SCRIPTS) == 21
 
 
 def test_every_lua_file_is_a_script_or_included() -> None:
