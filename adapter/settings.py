@@ -164,7 +164,7 @@ class Settings:
     # EMQX HTTP authentication and authorization (docs/emqx.md)
     mqtt_clients: str = ""
     authn_cache_ttl: int = 86_400
-    # how much lower than the API `adapter worker` runs on a shared host (nice(2); docs/capacity.md)
+    # how much lower than the API `adapter worker` runs on a shared host (nice(2); docs/rollouts.md "Speed")
     worker_nice: int = 0
     # RQ jobs of `adapter worker` (docs/delivery.md "What RQ runs")
     reconcile_interval: int = 300

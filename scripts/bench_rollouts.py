@@ -29,9 +29,12 @@ from pathlib import Path
 import httpx
 import redis
 
+from adapter.store.keys import Keys
+
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-admin-secret"
 BASE = "/iot/api/v1/remotectl/rollouts"
+K = Keys("iot")  # the service's keys on one Redis, default prefix
 
 
 def free_port() -> int:
@@ -133,14 +136,14 @@ def main() -> None:
             stop = threading.Event()
             thread = threading.Thread(target=reader, args=(api, rid, stop, latencies), daemon=True)
             thread.start()
-            wait(lambda: int(r.hget(f"iot:ro:{rid}", "dispatched") or 0) >= args.devices, 900, "every dispatch")
-            wait(lambda: not r.hget(f"iot:ro:{rid}", "pending"), 60, "the last batch written")
+            wait(lambda: int(r.hget(K.rollout(rid), "dispatched") or 0) >= args.devices, 900, "every dispatch")
+            wait(lambda: not r.hget(K.rollout(rid), "pending"), 60, "the last batch written")
             stop.set()
             thread.join()
-            record = r.hgetall(f"iot:ro:{rid}")
+            record = r.hgetall(K.rollout(rid))
             span = (int(record["lastDispatch"]) - int(record["firstDispatch"])) / 1000
             own = sum(int(r.memory_usage(k, samples=0) or 0)
-                      for k in (f"iot:ro:{rid}:execs", f"iot:ro:{rid}:results", f"iot:ro:{rid}:inflight"))
+                      for k in (K.rollout_execs(rid), K.rollout_results(rid), K.rollout_inflight(rid)))
             grown = int(r.info("memory")["used_memory"]) - before
             worker.terminate()  # the baseline reads run with nothing else going on
             worker.wait(30)
@@ -175,8 +178,8 @@ def main() -> None:
 
 def published(r: redis.Redis) -> int:
     """Commands the runner published (EMQX took them), from the service's counters."""
-    return sum(int(v) for key in r.scan_iter("iot:*metric*", count=1000) if r.type(key) == "hash"
-               for k, v in r.hgetall(key).items() if k == 'commands_sends_total{outcome="sent"}')
+    return sum(int(r.hget(key, 'commands_sends_total{outcome="sent"}') or 0)  # the counters as /metrics sums them
+               for key in dict.fromkeys([K.metrics(), *(K.metrics_in(p) for p in K.shards())]))
 
 
 def _answers(api: httpx.Client) -> bool:

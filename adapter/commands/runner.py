@@ -156,7 +156,7 @@ class CommandRunner:
         self._turn += 1
         lease = lease_ms(self.settings)
         asked = [(p, n) for p, n in enumerate(shares) if n > 0]
-        if len(asked) == 1:  # one Redis: its share in calls of SCRIPT_ROWS, one at a time, while each comes back full
+        if len(asked) == 1:  # one partition (one Redis): SCRIPT_ROWS a call, one at a time, while each comes back full
             p, n = asked[0]
             rows, full = [], True
             while n > 0 and full:
@@ -208,11 +208,8 @@ class CommandRunner:
         give_up, waiting = math.inf, False
         try:
             while True:
-                try:
-                    while todo:  # a round at a time (one Redis: one call), and what Redis took is not sent again
-                        width = len(self.keys.shards())
-                        await calls.run_many(self.redis, todo[:width])
-                        todo = todo[width:]
+                try:  # on one Redis one call at a time; sent again whole, each call applies once (its token)
+                    await calls.run_in_rounds(self.redis, todo, len(self.keys.shards()))
                     trouble.ok()
                     return
                 except Exception as exc:

@@ -162,14 +162,21 @@ class Pump(Partitions, Deliveries):
             pumps=self.keys.delivery_pumps(), pump=self.id, now=now, forget_ms=3 * self.lease_ms,
             live_ms=self.lease_ms)))
 
-    async def _renew(self, p: int, s: Serving) -> bool:
-        """Renew one lease; answers whether Redis answered (a lease found lost stops its partition at once)."""
+    async def _lease(self, script: scripts.Script, p: int) -> tuple[bool | None, float]:
+        """`script` (leases.ACQUIRE or RENEW) on partition `p`'s lease: whether the lease is ours (None: Redis did
+        not answer, logged) and when it was asked."""
         asked = time.monotonic()
         try:
-            ours = await self._bounded(scripts.call(self.redis, leases.RENEW.call(
-                lease=self.keys.delivery_lease(p), pump=self.id, lease_ms=self.lease_ms)))
+            return bool(await self._bounded(scripts.call(self.redis, script.call(
+                lease=self.keys.delivery_lease(p), pump=self.id, lease_ms=self.lease_ms)))), asked
         except Exception as exc:
             self._trouble(f"lease of partition {p}", exc)
+            return None, asked
+
+    async def _renew(self, p: int, s: Serving) -> bool:
+        """Renew one lease; answers whether Redis answered (a lease found lost stops its partition at once)."""
+        ours, asked = await self._lease(leases.RENEW, p)
+        if ours is None:
             return False
         if ours:
             s.lease.renewed(asked)
@@ -191,13 +198,7 @@ class Pump(Partitions, Deliveries):
             await asyncio.gather(*(self._acquire(p) for p in batch))
 
     async def _acquire(self, p: int) -> None:
-        asked = time.monotonic()
-        try:
-            ours = await self._bounded(scripts.call(self.redis, leases.ACQUIRE.call(
-                lease=self.keys.delivery_lease(p), pump=self.id, lease_ms=self.lease_ms)))
-        except Exception as exc:
-            self._trouble(f"lease of partition {p}", exc)
-            return
+        ours, asked = await self._lease(leases.ACQUIRE, p)
         if ours:
             s = Serving(leases.Lease(self.lease_ms / 1000))
             s.lease.renewed(asked)

@@ -36,7 +36,8 @@ HELP = {
     "emqx_authn_busy_total": ("counter", "authentications answered ignore: too many secret checks waiting"),
     "reconcile_corrections_total": ("counter", "device presence corrected by reconciliation with EMQX, by new state"),
     "reconcile_skipped_total": ("counter", "reconciliation corrections dropped: a real event came first"),
-    "retention_removed_total": ("counter", "clients forgotten after ADAPTER_DEVICE_RETENTION_DAYS, by kind"),
+    "retention_removed_total": ("counter", "clients (ADAPTER_DEVICE_RETENTION_DAYS) and ended rollouts "
+                                            "(ADAPTER_ROLLOUT_RETENTION_DAYS) deleted by retention, by kind"),
     "jobs_runs_total": ("counter", "periodic RQ job runs, by job and result"),
 }
 
