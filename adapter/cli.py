@@ -38,12 +38,13 @@ def devtools(command: str) -> Iterator[None]:
 
 
 def _api(args: argparse.Namespace) -> int:
+    from adapter.api.protocol import IngestProtocol
     from adapter.broker import emqx_auth
     from adapter.http import runner
 
     settings = Settings.from_env()
     emqx_auth.parse_clients(settings.mqtt_clients)  # a domain setting, checked where it is used: before serving
-    return runner.run_api(settings, host=args.host, port=args.port, workers=args.workers)
+    return runner.run_api(settings, host=args.host, port=args.port, workers=args.workers, protocol=IngestProtocol)
 
 
 def _worker(args: argparse.Namespace) -> int:

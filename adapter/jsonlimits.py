@@ -13,9 +13,14 @@ from typing import Any
 MAX_DEPTH = 64  # levels of arrays and objects; device reports nest 2 to 4, the seed's command bodies 1 to 3
 
 
-def nests_deeper(value: Any, limit: int = MAX_DEPTH) -> bool:
+def nests_deeper(value: Any, limit: int = MAX_DEPTH, raw: bytes | str | None = None) -> bool:
     """True when `value` (parsed JSON) has more than `limit` levels of arrays and objects (`{}` and `[]` are one
-    level, a scalar none). Iterative: a value nested 1,000 deep costs no Python recursion."""
+    level, a scalar none). Iterative: a value nested 1,000 deep costs no Python recursion. With `raw`, the text
+    `value` was parsed from, a text with no more than `limit` brackets that open is answered without the walk
+    (each level opens one; brackets inside strings only make that count larger)."""
+    if raw is not None and (raw.count("{") + raw.count("[") if isinstance(raw, str)
+                            else raw.count(b"{") + raw.count(b"[")) <= limit:
+        return False
     todo: list[tuple[Any, int]] = [(value, 0)]
     while todo:
         item, level = todo.pop()

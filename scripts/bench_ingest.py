@@ -3,7 +3,10 @@ endpoint (reads the body, answers 200) on the same uvicorn settings, in the same
 
     .venv/bin/python scripts/bench_ingest.py [--connections 32] [--seconds 10] [--devices 2000]
 
-Goal (ingest issue): ratio ≥ 0.6, with 200 only after the effects are in Redis.
+Three servers, one after the other: the bare endpoint (uvicorn, uvloop, httptools, with `adapter api`'s settings:
+no server header, no proxy headers, no access log), the app on the same uvicorn (the ingest's ASGI path), and
+`adapter api` itself (the same uvicorn with the API's protocol, adapter/api/protocol.py: what operators run).
+Goals (issue 21): `adapter api` ≥ 0.7× the bare endpoint, with 200 only after the effects are in Redis.
 """
 
 from __future__ import annotations
@@ -77,8 +80,13 @@ def event_mix(devices: int, round_: int = 0) -> list[bytes]:
 
 
 def start_server(app: str, port: int, env: dict[str, str], cwd: str | None = None) -> subprocess.Popen[bytes]:
+    """`app` on uvicorn with the settings `adapter api` gives it (adapter/http/runner.py); "adapter api": that."""
+    if app == "adapter api":
+        return subprocess.Popen([sys.executable, "-m", "adapter", "api", "--host", "127.0.0.1", "--port", str(port)],
+                                env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     argv = [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(port),
-            "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
+            "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools",
+            "--no-server-header", "--no-proxy-headers"]
     return subprocess.Popen(argv, env=env, cwd=cwd)
 
 
@@ -93,8 +101,8 @@ def wait_up(port: int, path: str) -> None:
     raise SystemExit(f"server on {port} did not start")
 
 
-def measure(port: int, requests: list[bytes], args: argparse.Namespace):
-    return asyncio.run(run_load("127.0.0.1", port, requests, args.connections, args.seconds))
+def measure(port: int, requests: list[bytes], args: argparse.Namespace, seconds: float | None = None):
+    return asyncio.run(run_load("127.0.0.1", port, requests, args.connections, seconds or args.seconds, warmup=0))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -110,6 +118,7 @@ def serve_and_measure(app: str, port: int, env: dict[str, str], requests: list[b
     proc = start_server(app, port, env, cwd)
     try:
         wait_up(port, "/")
+        measure(port, requests, args, 1.0)  # warm-up, not counted
         before = cpu_seconds(proc.pid)
         result = measure(port, requests, args)
         used = cpu_seconds(proc.pid) - before
@@ -143,14 +152,17 @@ def main() -> int:
 
     results = {}
     for name, app, cwd in (("bare starlette", "bare_app:create_app", str(tmp)),
-                           ("adapter ingest", "adapter.app:create_app", None)):
+                           ("adapter, ASGI path", "adapter.app:create_app", None),
+                           ("adapter api", "adapter api", None)):
+        r.flushdb()
         results[name] = serve_and_measure(app, args.port, env, requests, args, cwd)
     print(f"{len(bodies)} distinct events ({args.devices} devices), {args.connections} connections, "
           f"{args.seconds:.0f} s each, one uvicorn process (uvloop, httptools)")
     for name, res in results.items():
         print(res.line(name))
-    ratio = results["adapter ingest"].rate / results["bare starlette"].rate
-    print(f"ratio adapter/bare: {ratio:.2f}   (goal ≥ 0.6)")
+    bare = results["bare starlette"].rate
+    print(f"ratio adapter api/bare: {results['adapter api'].rate / bare:.2f}   (goal ≥ 0.7); "
+          f"ASGI path/bare: {results['adapter, ASGI path'].rate / bare:.2f}")
     info = r.info("commandstats")
     print(f"redis evalsha calls: {info.get('cmdstat_evalsha', {}).get('calls', 0)}")
     r.flushdb()

@@ -28,12 +28,11 @@ from anyio import open_file  # noqa: F401  (imported here, not lazily in a serve
 from argon2 import PasswordHasher
 from hypothesis import settings as hypothesis_settings
 
-from adapter.app import create_app
 from adapter.auth import users
 from adapter.settings import Settings
 from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
-from tests.support.servers import serve
+from tests.support.servers import serve_api
 
 REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
@@ -269,8 +268,8 @@ def keys(settings: Settings) -> Keys:
 
 @pytest.fixture
 def live(settings: Settings) -> Iterator[str]:
-    """Base URL of the app under a real uvicorn server."""
-    with serve(create_app(settings)) as url:
+    """Base URL of the app under a real uvicorn server, with the protocol `adapter api` runs it with."""
+    with serve_api(settings) as url:
         yield url
 
 

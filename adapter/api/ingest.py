@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 
 import orjson
@@ -97,7 +98,9 @@ async def serve(svc: Services, scope: Scope, receive: Receive, send: Send) -> No
     """`POST /emqx/events` on raw ASGI, straight to `answer_bytes` (adapter.app.App calls it before its
     middleware stack and router)."""
     started = time.perf_counter()
-    answered = await answer(svc, scope, receive)
+    headers = dict(scope["headers"])
+    answered = await answer(svc, headers.get(b"authorization"),
+                            lambda limit: read_asgi_body(receive, headers.get(b"content-length"), limit))
     if isinstance(answered, bytes):  # success: sent as is, without a Response object
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"),
@@ -108,13 +111,12 @@ async def serve(svc: Services, scope: Scope, receive: Receive, send: Send) -> No
     svc.metrics.observe("POST", PATH, time.perf_counter() - started)
 
 
-async def answer(svc: Services, scope: Scope, receive: Receive) -> bytes | Response:
-    """The success envelope's bytes, or the error's Response."""
+async def answer(svc: Services, auth: bytes | None, body: Callable[[int], Awaitable[bytes]]) -> bytes | Response:
+    """The success envelope's bytes, or the error's Response: `auth` is the Authorization header, `body` reads the
+    body refusing it past the limit it is given (checked after the token, so a caller without one reads nothing)."""
     try:
-        headers = dict(scope["headers"])
-        auth = headers.get(b"authorization")
         require_token(svc.settings.ingest_token, auth.decode("latin-1") if auth is not None else None)
-        raw = await read_asgi_body(receive, headers.get(b"content-length"), svc.settings.max_body_bytes)
+        raw = await body(svc.settings.max_body_bytes)
         return await answer_bytes(svc.extras["ingest"], raw)
     except Exception as exc:
         return error_response(exc, f"POST {PATH}")

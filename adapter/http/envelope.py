@@ -93,6 +93,6 @@ def decode_json(raw: bytes, *, max_depth: int | None = None) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise AppError("invalid_params", "body: not valid JSON") from None
-    if max_depth is not None and nests_deeper(value, max_depth):
+    if max_depth is not None and nests_deeper(value, max_depth, raw):
         raise AppError("invalid_params", f"body: nested deeper than {max_depth} levels")
     return value

@@ -31,14 +31,17 @@ def preflight(settings: Settings) -> None:
                           "(it creates user admin; or add one with `adapter user add`)")
 
 
-def run_api(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
+def run_api(settings: Settings, *, host: str, port: int, workers: int = 1,
+            protocol: type[asyncio.Protocol] | None = None) -> int:
+    """Serve the API; `protocol`: the HTTP protocol class (the caller's: adapter.api.protocol), uvicorn's own by
+    default."""
     preflight(settings)
     if workers > 1:
         os.environ.setdefault("ADAPTER_REDIS_URL", settings.redis_url)
         if settings.rq_redis_url:
             os.environ.setdefault("ADAPTER_RQ_REDIS_URL", settings.rq_redis_url)
     uvicorn.run("adapter.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False, server_header=False,
+                log_level="info", access_log=False, server_header=False, http=protocol or "auto",
                 proxy_headers=trusted_proxies(settings) is not None, forwarded_allow_ips=trusted_proxies(settings))
     return 0
 

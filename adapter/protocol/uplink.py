@@ -74,7 +74,7 @@ def parse_report(msg: MessagePublished, kind: str) -> Report | Rejected:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return Rejected("not_json")
-    if nests_deeper(body):
+    if nests_deeper(body, raw=raw):
         return Rejected("too_deep")
     if not isinstance(body, dict):
         return Rejected("bad_shape")

@@ -8,7 +8,7 @@ import pytest
 from adapter.app import create_app
 from adapter.settings import Settings
 from tests.conftest import CLUSTER, CLUSTER_PORTS
-from tests.support.servers import serve
+from tests.support.servers import serve, serve_api
 
 
 def assert_err(r: httpx.Response, status: int, code: str) -> dict:
@@ -78,7 +78,7 @@ def test_a_400_names_the_field_and_does_not_print_the_value_back(client: httpx.C
 
 def test_body_over_limit_is_413(settings: Settings) -> None:
     small = settings.with_overrides(max_body_bytes=1000)
-    with serve(create_app(small)) as url, httpx.Client(base_url=url) as c:
+    with serve_api(small) as url, httpx.Client(base_url=url) as c:
         body = {"user": "admin", "password": "x" * 1000}
         assert_err(c.post("/iot/api/v1/auth/login", json=body), 413, "too_large")
 
@@ -116,7 +116,7 @@ def test_handler_bug_inside_endpoint_wrapper_is_500(settings: Settings, caplog: 
         raise KeyError("secret-key-name")
 
     monkeypatch.setattr(Sessions, "resolve", broken)
-    with serve(create_app(settings)) as url, httpx.Client(base_url=url) as c:
+    with serve_api(settings) as url, httpx.Client(base_url=url) as c:
         r = c.get("/iot/api/v1/auth/me", headers={"Authorization": "Bearer " + "a" * 64})
     assert_err(r, 500, "internal")
     assert "secret-key-name" not in r.text
@@ -126,7 +126,7 @@ def test_handler_bug_inside_endpoint_wrapper_is_500(settings: Settings, caplog: 
 
 def test_readyz_answers_503_when_redis_is_gone(settings: Settings) -> None:
     gone = settings.with_overrides(redis_url="redis://127.0.0.1:1/0")
-    with serve(create_app(gone)) as url, httpx.Client(base_url=url) as c:
+    with serve_api(gone) as url, httpx.Client(base_url=url) as c:
         assert_err(c.get("/readyz"), 503, "unavailable")
         assert c.get("/healthz").status_code == 200
         # a request that needs Redis answers 503 with the envelope, not 500

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import httpx
 
-from adapter.app import create_app
 from adapter.settings import Settings
 from tests.conftest import login
 from tests.integration.test_api_envelope import assert_err
 from tests.support.redis_faults import redis_server
-from tests.support.servers import serve, wait_for
+from tests.support.servers import serve_api, wait_for
 
 BASE = "/iot/api/v1/monitor/devices/callbacks"
 CALLBACK = {"type": "device", "url": "https://example.com/hook"}
@@ -18,7 +17,7 @@ CALLBACK = {"type": "device", "url": "https://example.com/hook"}
 
 def test_writes_on_a_readonly_or_full_redis_are_503(settings: Settings) -> None:
     with redis_server("--maxmemory-policy", "noeviction") as old, redis_server() as new, \
-            serve(create_app(settings.with_overrides(redis_url=old.url))) as url, \
+            serve_api(settings.with_overrides(redis_url=old.url)) as url, \
             httpx.Client(base_url=url, timeout=10) as c:
         c.headers["Authorization"] = f"Bearer {login(c)}"
         first = c.post(BASE, json=CALLBACK)

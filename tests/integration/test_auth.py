@@ -19,7 +19,7 @@ from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
 from tests.conftest import ADMIN_PASSWORD, login
 from tests.integration.test_api_envelope import assert_err
-from tests.support.servers import serve, wait_for
+from tests.support.servers import serve, serve_api, wait_for
 
 LOGIN = "/iot/api/v1/auth/login"
 # the API's own description is public too: Swagger UI, code generators and schemathesis read it without a login
@@ -138,7 +138,7 @@ def test_failed_logins_are_rate_limited_per_user_at_an_address(client: httpx.Cli
 
 def test_failed_logins_are_rate_limited_per_address(settings: Settings) -> None:
     strict = settings.with_overrides(login_max_failures_per_ip=3, login_max_failures=100)
-    with serve(create_app(strict)) as url, httpx.Client(base_url=url) as c:
+    with serve_api(strict) as url, httpx.Client(base_url=url) as c:
         for i in range(3):
             assert_err(c.post(LOGIN, json={"user": f"guess{i}", "password": "x"}), 401, "unauthorized")
         assert_err(c.post(LOGIN, json={"user": "admin", "password": ADMIN_PASSWORD}), 429, "rate_limited")
@@ -168,7 +168,7 @@ def test_concurrent_wrong_passwords_are_checked_at_most_the_limit(settings: Sett
     """Each attempt is counted before its password is checked, so a burst cannot race past the limit."""
     limit, attempts = 3, 20
     strict = settings.with_overrides(login_max_failures=limit, login_verify_queue=attempts)
-    with serve(create_app(strict)) as url, httpx.Client(base_url=url, timeout=30) as c, \
+    with serve_api(strict) as url, httpx.Client(base_url=url, timeout=30) as c, \
             ThreadPoolExecutor(attempts) as pool:
         codes = list(pool.map(lambda n: c.post(LOGIN, json={"user": "admin", "password": f"bad-{n}"})
                               .status_code, range(attempts)))
@@ -179,7 +179,7 @@ def test_concurrent_wrong_passwords_are_checked_at_most_the_limit(settings: Sett
 
 
 def test_a_stranger_cannot_lock_admin_out_from_another_address(settings: Settings) -> None:
-    with serve(create_app(settings)) as url, from_address(url, "127.0.0.2") as stranger, \
+    with serve_api(settings) as url, from_address(url, "127.0.0.2") as stranger, \
             from_address(url, "127.0.0.1") as operator:
         for _ in range(settings.login_max_failures):
             assert_err(stranger.post(LOGIN, json={"user": "admin", "password": "guess"}), 401, "unauthorized")
@@ -192,7 +192,7 @@ def test_each_lock_of_a_user_at_an_address_lasts_twice_the_last(settings: Settin
     backoff = settings.with_overrides(login_max_failures=2, login_lock_first=60, login_lock_longest=150)
     pair = Keys.of(settings).login_failures_pair("admin", "127.0.0.1")
     waits = []
-    with serve(create_app(backoff)) as url, httpx.Client(base_url=url, timeout=10) as c:
+    with serve_api(backoff) as url, httpx.Client(base_url=url, timeout=10) as c:
         for _ in range(4):
             for _ in range(2):
                 assert_err(c.post(LOGIN, json={"user": "admin", "password": "guess"}), 401, "unauthorized")
@@ -222,7 +222,7 @@ def test_login_checks_at_most_the_bound_at_once_and_answers_503_past_its_queue(
 
     monkeypatch.setattr(auth_mod, "verify_secret", held)
     bounded = settings.with_overrides(login_verify_concurrency=2, login_verify_queue=1)
-    with serve(create_app(bounded)) as url, httpx.Client(base_url=url, timeout=30) as c, \
+    with serve_api(bounded) as url, httpx.Client(base_url=url, timeout=30) as c, \
             ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(c.post, LOGIN, json={"user": f"user{n}", "password": "guess"}) for n in range(6)]
         try:
@@ -255,12 +255,12 @@ async def test_password_change_and_delete_end_logins(client: httpx.Client, setti
 def test_first_admin_comes_from_the_configured_password(redis_db: redis.Redis, settings: Settings) -> None:
     keys = Keys.of(settings)
     assert redis_db.smembers(keys.users()) == set()
-    with serve(create_app(settings)):
+    with serve_api(settings):
         pass
     assert redis_db.smembers(keys.users()) == {"admin"}
     stored = redis_db.hget(keys.user("admin"), "hash")
     assert stored is not None and stored.startswith("$argon2id$")
     # a second start with another password does not overwrite an existing user outside dev
-    with serve(create_app(settings.with_overrides(admin_password="another-one"))) as url, \
+    with serve_api(settings.with_overrides(admin_password="another-one")) as url, \
             httpx.Client(base_url=url) as c:
         login(c)

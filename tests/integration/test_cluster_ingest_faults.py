@@ -15,14 +15,13 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from adapter.app import create_app
 from adapter.settings import Settings
 from adapter.store.keys import Keys
 from adapter.store.slots import slot
 from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN
 from tests.support.emqx import connected
 from tests.support.redis_cluster import OwnCluster, own_cluster
-from tests.support.servers import serve, wait_for
+from tests.support.servers import serve_api, wait_for
 
 pytestmark = pytest.mark.single_redis  # each test builds and breaks a cluster of its own
 FAILOVER_S = 30.0  # a generous bound for the replica's promotion (2-4 s at node timeout 2000 ms)
@@ -63,7 +62,7 @@ def _slots(cluster: OwnCluster) -> list[list[object]]:
 @contextmanager
 def running(cluster: OwnCluster) -> Iterator[tuple[str, dict[int, list[str]]]]:
     cfg = settings_for(cluster)
-    with serve(create_app(cfg)) as url:
+    with serve_api(cfg) as url:
         yield url, devices_by_port(cluster, Keys.of(cfg))
 
 

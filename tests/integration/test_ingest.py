@@ -19,7 +19,7 @@ from tests.conftest import INGEST_TOKEN, flush_store, zall
 from tests.integration.test_api_envelope import assert_err
 from tests.support.emqx import SHARED, connected, disconnected, post, published, sample, subscribed
 from tests.support.redis_faults import faulty_redis
-from tests.support.servers import serve, wait_for
+from tests.support.servers import serve, serve_api, wait_for
 
 AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 
@@ -219,7 +219,7 @@ def test_redis_unavailable_is_503(settings: Settings, keys: Keys) -> None:
     """EMQX retries 503 (and drops 500): a stopped Redis must answer 503, and state written before stays."""
     with faulty_redis() as own:
         s = settings.with_overrides(redis_url=own.url)
-        with serve(create_app(s)) as url, httpx.Client(base_url=url, headers=AUTH) as c:
+        with serve_api(s) as url, httpx.Client(base_url=url, headers=AUTH) as c:
             assert post(c, connected("SN8", 1000)).status_code == 200
             with own.down():
                 assert_err(post(c, connected("SN9", 2000)), 503, "unavailable")

@@ -17,7 +17,6 @@ import redis
 import redis.asyncio
 
 from adapter.api import ingest as ingest_api
-from adapter.app import create_app
 from adapter.devices import calls as device_calls
 from adapter.ingest.plan import Ingest
 from adapter.protocol.events import Connected
@@ -31,7 +30,7 @@ from tests.conftest import INGEST_TOKEN
 from tests.integration.test_api_envelope import assert_err
 from tests.support.emqx import connected, post, published
 from tests.support.redis_faults import FaultyRedis, faulty_redis, redis_server
-from tests.support.servers import serve, wait_for
+from tests.support.servers import serve_api, wait_for
 
 pytestmark = pytest.mark.single_redis  # each test starts its own redis-server to break it
 
@@ -47,7 +46,7 @@ def every_failure_logged(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCapt
 
 @contextmanager
 def app_on(settings: Settings, server: FaultyRedis) -> Iterator[httpx.Client]:
-    with serve(create_app(settings.with_overrides(redis_url=server.url))) as url, \
+    with serve_api(settings.with_overrides(redis_url=server.url)) as url, \
             httpx.Client(base_url=url, headers=AUTH, timeout=10) as c:
         yield c
 
@@ -235,7 +234,7 @@ def test_messages_wait_for_the_route_table(settings: Settings, redis_db: redis.R
     """Until the route table has loaded once a message answers 503 (stored without its routes it would never be
     forwarded); presence events go on. Here the load fails (the routes hash is of the wrong type) until fixed."""
     redis_db.set(keys.routes_enabled(), "not a hash")
-    with serve(create_app(settings)) as url, httpx.Client(base_url=url, headers=AUTH, timeout=10) as c:
+    with serve_api(settings) as url, httpx.Client(base_url=url, headers=AUTH, timeout=10) as c:
         assert post(c, connected("GATE1", 1000)).status_code == 200
         r = post(c, heartbeat("GATE1", 1))
         assert_err(r, 503, "unavailable")

@@ -6,12 +6,11 @@ import json
 
 import httpx
 
-from adapter.app import create_app
 from adapter.settings import Settings
 from adapter.store.metrics import MetricsBuffer, render
 from tests.conftest import INGEST_TOKEN
 from tests.support.emqx import connected, sample
-from tests.support.servers import serve, wait_for
+from tests.support.servers import serve_api, wait_for
 
 AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 
@@ -24,7 +23,7 @@ def metric(text: str, line_start: str) -> float:
 
 
 def test_two_processes_share_their_counters(settings: Settings) -> None:
-    with serve(create_app(settings)) as a, serve(create_app(settings)) as b, \
+    with serve_api(settings) as a, serve_api(settings) as b, \
             httpx.Client(headers=AUTH) as c:
         c.post(f"{a}/emqx/events", content=json.dumps(connected("M1", 1000)))
         c.post(f"{b}/emqx/events", content=json.dumps(connected("M2", 1000)))
@@ -78,7 +77,7 @@ def test_metrics_show_the_redis_nodes_and_the_delivery_gauges(settings: Settings
             r.hset(k.delivery_state("route:7", p), "held", 3)
     finally:
         r.close()
-    with serve(create_app(settings)) as url, httpx.Client(base_url=url, headers=AUTH) as c:
+    with serve_api(settings) as url, httpx.Client(base_url=url, headers=AUTH) as c:
         c.post("/emqx/events", content=json.dumps(connected("M1", 1000)))
         text = c.get("/metrics").text
     ups = [line for line in text.splitlines() if line.startswith("redis_node_up{")]

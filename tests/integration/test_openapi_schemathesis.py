@@ -26,11 +26,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from adapter.app import create_app, endpoints
+from adapter.app import endpoints
 from adapter.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, INGEST_TOKEN, flush_store, new_prefix, store_client, store_env
 from tests.support.fake_emqx import KEY, SECRET, FakeEmqx
-from tests.support.servers import serve
+from tests.support.servers import serve, serve_api
 
 DB = int(os.environ.get("TEST_SCHEMA_DB", "12"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -55,7 +55,7 @@ def _app(emqx: str, prefix: str) -> Iterator[tuple[str, str]]:
                            "ADAPTER_EMQX_API_KEY": KEY, "ADAPTER_EMQX_API_SECRET": SECRET,
                            "ADAPTER_LOGIN_MAX_FAILURES": "1000000",
                            "ADAPTER_LOGIN_MAX_FAILURES_PER_IP": "1000000"}, dotenv=None)
-    with serve(create_app(s)) as url:
+    with serve_api(s) as url:
         r = httpx.post(f"{url}/iot/api/v1/auth/login", json={"user": "admin", "password": ADMIN_PASSWORD})
         yield url, r.json()["data"]["token"]
 

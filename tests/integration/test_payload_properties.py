@@ -21,14 +21,13 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapter.app import create_app
 from adapter.delivery.pump import run_pump
 from adapter.settings import Settings
 from adapter.store.keys import Keys
 from tests.conftest import INGEST_TOKEN, login
 from tests.support.emqx import published
 from tests.support.receiver import Receiver
-from tests.support.servers import serve, wait_for
+from tests.support.servers import serve, serve_api, wait_for
 
 SN = "PROP1"
 COMMANDS = "/iot/api/v1/remotectl/commands"
@@ -100,7 +99,7 @@ payloads = st.one_of(
 def live(settings: Settings) -> Iterator[tuple[httpx.Client, Settings, Receiver, dict[str, Any]]]:
     s = settings.with_overrides(allow_private_urls=True, delivery_schedule="0.2s")
     rec = Receiver()
-    with serve(rec.app()) as hook, serve(create_app(s)) as api, httpx.Client(base_url=api, timeout=30) as c:
+    with serve(rec.app()) as hook, serve_api(s) as api, httpx.Client(base_url=api, timeout=30) as c:
         c.headers["Authorization"] = f"Bearer {login(c)}"
         r = c.post("/iot/api/v1/msgroute/configs", json={"topic": "#", "name": "all", "url": f"{hook}/all"})
         assert r.status_code == 200, r.text

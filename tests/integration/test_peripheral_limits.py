@@ -11,12 +11,11 @@ import httpx
 import pytest
 import redis
 
-from adapter.app import create_app
 from adapter.settings import Settings
 from adapter.store.keys import Keys
 from tests.conftest import INGEST_TOKEN, login, metric_fields, zall
 from tests.support.emqx import connected, post, published
-from tests.support.servers import serve
+from tests.support.servers import serve_api
 
 DAY_MS = 86_400_000
 T0 = 1_700_000_000_000  # ms
@@ -26,7 +25,7 @@ T0 = 1_700_000_000_000  # ms
 def app(settings: Settings, cap: int) -> Iterator[tuple[httpx.Client, httpx.Client]]:
     """(the admin's client, EMQX's client) of an app with this cap and a TTL of one day."""
     s = settings.with_overrides(max_peripherals_per_gateway=cap, peripheral_ttl_days=1)
-    with serve(create_app(s)) as url, httpx.Client(base_url=url, timeout=10) as admin, \
+    with serve_api(s) as url, httpx.Client(base_url=url, timeout=10) as admin, \
             httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {INGEST_TOKEN}"}) as emqx:
         admin.headers["Authorization"] = f"Bearer {login(admin)}"
         yield admin, emqx

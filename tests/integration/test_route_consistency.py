@@ -13,14 +13,13 @@ import httpx
 import pytest
 import redis
 
-from adapter.app import create_app
 from adapter.settings import Settings
 from adapter.store.connections import async_redis
 from adapter.store.keys import Keys
 from adapter.targets.route_table import RouteTable
 from tests.conftest import INGEST_TOKEN, login
 from tests.support.emqx import published
-from tests.support.servers import serve
+from tests.support.servers import serve_api
 
 
 async def _idle(self: RouteTable, redis: object, stop: asyncio.Event) -> None:
@@ -36,7 +35,7 @@ def test_a_change_is_in_force_in_the_answering_process_when_it_answers(
     monkeypatch.setattr(RouteTable, "follow", _idle)  # no notification, no poll
     monkeypatch.setattr(RouteTable, "fresh", _never)  # no check on the ingest's path either: only the answer's reload
     s = settings.with_overrides(allow_private_urls=True)
-    with serve(create_app(s)) as api, httpx.Client(base_url=api) as c:
+    with serve_api(s) as api, httpx.Client(base_url=api) as c:
         admin = {"Authorization": f"Bearer {login(c)}"}
         send = _sender(c)
         assert send(1) == 200 and not redis_db.exists(keys.seen(f"msg:{1:032X}", "SNC"))  # no route yet

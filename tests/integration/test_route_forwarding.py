@@ -10,21 +10,20 @@ import httpx
 import redis
 from standardwebhooks import Webhook
 
-from adapter.app import create_app
 from adapter.delivery.pump import run_pump
 from adapter.settings import Settings
 from adapter.store.keys import Keys
 from tests.conftest import INGEST_TOKEN, login
 from tests.support.emqx import published
 from tests.support.receiver import Receiver
-from tests.support.servers import serve, wait_for
+from tests.support.servers import serve, serve_api, wait_for
 
 
 async def test_route_receives_matching_messages_once_in_order(settings: Settings, redis_db: redis.Redis,
                                                               keys: Keys) -> None:
     s = settings.with_overrides(allow_private_urls=True, delivery_schedule="0.2s")
     rec = Receiver()
-    with serve(rec.app()) as hook, serve(create_app(s)) as api, httpx.Client(base_url=api) as c:
+    with serve(rec.app()) as hook, serve_api(s) as api, httpx.Client(base_url=api) as c:
         admin = {"Authorization": f"Bearer {login(c)}"}
         r = c.post("/iot/api/v1/msgroute/configs", headers=admin,
                    json={"topic": "dma/resp/cmd", "name": "responses", "url": f"{hook}/resp"})

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import redis
 
-from adapter.app import create_app
 from adapter.devices.presence_log import LOG_MAX
 from adapter.settings import Settings
 from adapter.stats import sampler
@@ -20,7 +19,7 @@ from adapter.store.types import AsyncRedis
 from tests.conftest import login
 from tests.integration.test_api_envelope import assert_err
 from tests.support.emqx import connected, disconnected, post, subscribed
-from tests.support.servers import serve, wait_for
+from tests.support.servers import serve_api, wait_for
 
 SERIES = "/iot/api/v1/stats/series"
 
@@ -109,7 +108,7 @@ def test_bad_queries_get_the_error_envelope(admin: httpx.Client) -> None:
 async def test_the_api_process_samples_on_its_own_and_one_at_a_time(settings: Settings, redis_db: redis.Redis,
                                                                     keys: Keys, aredis: redis.asyncio.Redis) -> None:
     fast = settings.with_overrides(stats_interval=0.2)
-    with serve(create_app(fast)) as url, serve(create_app(fast)), httpx.Client(base_url=url, timeout=10) as c:
+    with serve_api(fast) as url, serve_api(fast), httpx.Client(base_url=url, timeout=10) as c:
         c.headers["Authorization"] = f"Bearer {login(c)}"
         wait_for(lambda: redis_db.exists(keys.stats_series("devices.online")), timeout=10,
                  what="the first sample")

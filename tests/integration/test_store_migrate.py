@@ -24,7 +24,6 @@ import pytest
 import redis
 
 from adapter import cli
-from adapter.app import create_app
 from adapter.settings import ConfigError, Settings
 from adapter.store.connections import check_layout, sync_redis
 from adapter.store.keys import Keys
@@ -33,7 +32,7 @@ from tests.integration.test_auth import add_user
 from tests.support.emqx import connected, disconnected, post, published
 from tests.support.redis_cluster import OwnCluster, own_cluster
 from tests.support.redis_faults import FaultyRedis
-from tests.support.servers import free_port, serve, wait_for
+from tests.support.servers import free_port, serve_api, wait_for
 
 # Open, not explained: a redis-py cluster client of this process (the migration's or the test's) is sometimes
 # collected with a socket to the seed node still open although it was closed (`close()`), reported as an unclosed
@@ -148,7 +147,7 @@ def views(api: httpx.Client) -> dict[str, Any]:
 
 @contextmanager
 def service(settings: Settings) -> Iterator[httpx.Client]:
-    with serve(create_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as api:
+    with serve_api(settings) as url, httpx.Client(base_url=url, timeout=30) as api:
         yield api
 
 

@@ -19,12 +19,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any, *, lifespan: str = "on") -> Iterator[str]:
+def serve(app: Any, *, lifespan: str = "on", http: Any = "auto") -> Iterator[str]:
+    """`http`: uvicorn's protocol ("auto": its own) or a protocol class (the API's: adapter.api.protocol)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False, http=http)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -45,6 +46,16 @@ def serve(app: Any, *, lifespan: str = "on") -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@contextmanager
+def serve_api(settings: Any) -> Iterator[str]:
+    """The API app of `settings` as `adapter api` serves it: under uvicorn, with the API's protocol."""
+    from adapter.api.protocol import IngestProtocol
+    from adapter.app import create_app
+
+    with serve(create_app(settings), http=IngestProtocol) as url:
+        yield url
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition", *, interval: float = 0.02) -> Any:

@@ -30,3 +30,13 @@ def test_the_limit_leaves_room_for_what_wraps_a_stored_value() -> None:
         value = {"a": value}
     assert not nests_deeper(value)
     orjson.dumps({"status": "ok", "data": {"list": [{"d": value}]}})
+
+
+@pytest.mark.parametrize("text", ["[]", '{"a": [1, {"b": []}]}', '{"s": "[[[[{{{{"}', "[" * 70 + "]" * 70,
+                                  '{"a": "' + "[" * 80 + '", "b": [[1]]}', "7"])
+@pytest.mark.parametrize("limit", [0, 1, 2, 3, 64, 69, 70])
+def test_the_text_gives_the_same_answer(text: str, limit: int) -> None:
+    """With the text it was parsed from (str or bytes), the answer is the walk's: the count of opening brackets only
+    spares the walk when it cannot be deeper."""
+    value = orjson.loads(text)
+    assert nests_deeper(value, limit, text) == nests_deeper(value, limit) == nests_deeper(value, limit, text.encode())

@@ -15,7 +15,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapter.app import create_app
 from adapter.settings import Settings
 from adapter_devtools.devbroker import DevBrokerConfig
 from adapter_devtools.devbroker.auth import PLUGIN_PATH, plugins
@@ -24,7 +23,7 @@ from adapter_devtools.devbroker.http_auth import HTTP_PLUGIN_PATH, AuthzCache
 from tests.conftest import INGEST_TOKEN as SERVICE_TOKEN
 from tests.conftest import login
 from tests.devtools.integration.devbroker.harness import INGEST_TOKEN, Device, Receiver, RunningBroker, wait_for
-from tests.support.servers import free_port, serve
+from tests.support.servers import free_port, serve, serve_api
 
 NOT_AUTHORIZED = 0x87  # paho's reason code for an MQTT 3.1.1 CONNACK 5
 
@@ -191,7 +190,7 @@ def test_the_authz_cache_expires_and_is_bounded() -> None:
 
 def test_against_the_real_service(settings: Settings, make_broker: Callable[..., RunningBroker],
                                   clients: Callable[..., Device], receiver: Receiver) -> None:
-    with serve(create_app(settings)) as url, httpx.Client(base_url=url, timeout=10) as http:
+    with serve_api(settings) as url, httpx.Client(base_url=url, timeout=10) as http:
         token = login(http)
         r = http.post("/iot/api/v1/devices/credentials", json={"sn": "GW0001"},
                       headers={"Authorization": f"Bearer {token}"})

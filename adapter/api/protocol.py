@@ -1,0 +1,152 @@
+"""The API's HTTP/1.1 protocol: uvicorn's httptools protocol, with `POST /emqx/events` answered without ASGI.
+
+Every EMQX event is one such request, so its cost per request is the API's capacity. uvicorn serves a request as
+an ASGI cycle: a scope, receive and send callables, message dicts, the head and the body written in two send
+calls. `IngestProtocol` keeps uvicorn's parsing, connection handling, keep-alive and pipelining (requests on one
+connection are answered in order: an `IngestCycle` takes the place of uvicorn's RequestResponseCycle in its
+pipeline) and answers an ingest request itself: `ingest.answer` on the headers and the body, the whole response
+in one write. Every other request, and an ingest request uvicorn would treat specially (an upgrade, a query
+string, a concurrency limit), goes the ASGI way unchanged; the ASGI path (`ingest.serve`) answers the ingest
+alike under any other server.
+
+`adapter api` runs uvicorn with this class (adapter/cli.py). It uses what uvicorn's protocol and cycle share
+(`cycle`, `pipeline`, `flow`, `_start_asgi_task`, `on_response_complete`); the tests in
+tests/integration/test_ingest_protocol.py hold it to uvicorn's behaviour on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from starlette.responses import Response
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from adapter.api import ingest
+from adapter.errors import AppError
+from adapter.http.envelope import check_declared, check_streamed
+from adapter.store.connections import Services
+
+log = logging.getLogger("adapter.api.protocol")
+
+PATH = ingest.PATH.encode()
+JSON_HEAD = b"content-type: application/json\r\ncontent-length: "
+
+
+class IngestProtocol(HttpToolsProtocol):
+    _services: Services | None = None
+
+    def on_headers_complete(self) -> None:
+        svc = self._services or self._find_services()
+        if (svc is None or self.url != PATH or self.parser.get_method() != b"POST" or self.parser.should_upgrade()
+                or self.limit_concurrency is not None):
+            super().on_headers_complete()
+            return
+        version = self.parser.get_http_version()
+        cycle = IngestCycle(self, svc, keep_alive=version != "1.0" and self.parser.should_keep_alive())
+        existing, self.cycle = self.cycle, cycle  # type: ignore[assignment]
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
+        else:  # pipelined behind a request still being answered: uvicorn starts it when that one is done
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, self.app))  # type: ignore[arg-type]
+
+    def _find_services(self) -> Services | None:
+        """The app's Services (adapter.app sets them in its lifespan), through uvicorn's middleware wrappers."""
+        app: Any = self.app
+        while app is not None:
+            svc = getattr(getattr(app, "state", None), "services", None)
+            if svc is not None:
+                self._services = svc
+                return svc
+            app = getattr(app, "app", None)
+        return None
+
+
+class IngestCycle:
+    """One ingest request, with the attributes uvicorn's protocol reads and sets on its RequestResponseCycle
+    (`body`, `more_body`, `message_event`, `response_complete`, `disconnected`, `keep_alive`, `on_response`) and
+    its `run_asgi`, which answers the request instead of calling the app."""
+
+    def __init__(self, protocol: IngestProtocol, svc: Services, *, keep_alive: bool) -> None:
+        self.svc = svc
+        self.headers = protocol.headers
+        self.transport = protocol.transport
+        self.flow: FlowControl = protocol.flow
+        self.default_headers = protocol.server_state.default_headers
+        self.waiting_for_100_continue = protocol.expect_100_continue
+        self.keep_alive = keep_alive
+        self.on_response = protocol.on_response_complete
+        self.message_event = asyncio.Event()
+        self.body = bytearray()
+        self.more_body = True
+        self.disconnected = False
+        self.response_complete = False
+
+    async def run_asgi(self, app: object) -> None:
+        started = time.perf_counter()
+        try:
+            auth = declared = None
+            for name, value in self.headers:
+                if name == b"authorization":
+                    auth = value
+                elif name == b"content-length":
+                    declared = value
+            answered = await ingest.answer(self.svc, auth, lambda limit: self._read(declared, limit))
+            if isinstance(answered, bytes):
+                await self._write(200, JSON_HEAD + b"%d\r\n" % len(answered), answered)
+            else:
+                await self._write_response(answered)
+            self.svc.metrics.observe("POST", ingest.PATH, time.perf_counter() - started)
+        except BaseException:
+            if not self.response_complete:
+                self.transport.close()
+            raise
+        finally:
+            self.on_response = _nothing  # as uvicorn's cycle: the protocol's callback is not kept alive
+
+    async def _read(self, declared: bytes | None, limit: int) -> bytes:
+        """The body (mostly in already: the parser fed it before this task ran), 413 past `limit`."""
+        check_declared(declared, limit)
+        while self.more_body and not self.disconnected:
+            check_streamed(len(self.body), limit)
+            if self.waiting_for_100_continue and not self.transport.is_closing():
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.waiting_for_100_continue = False
+            self.flow.resume_reading()  # uvicorn's protocol pauses reading once a body passes 64 KiB
+            await self.message_event.wait()
+            self.message_event.clear()
+        if self.more_body:
+            raise AppError("invalid_params", "body: the client went away")
+        check_streamed(len(self.body), limit)
+        return bytes(self.body)
+
+    async def _write_response(self, response: Response) -> None:
+        head = b"".join(b"%s: %s\r\n" % (name, value) for name, value in response.raw_headers)
+        await self._write(response.status_code, head, bytes(response.body))
+
+    async def _write(self, status: int, head: bytes, body: bytes) -> None:
+        """The response in one write (`head`: its own header lines), then what uvicorn's cycle does at the end."""
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        parts = [STATUS_LINE[status]]
+        parts += [b"%s: %s\r\n" % (name, value) for name, value in self.default_headers]
+        parts.append(head)
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += [b"\r\n", body]
+        self.transport.write(b"".join(parts))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+
+
+def _nothing() -> None:
+    pass
