@@ -101,7 +101,10 @@ class IngestCycle:
             else:
                 await self._write_response(answered)
             self.svc.metrics.observe("POST", ingest.PATH, time.perf_counter() - started)
-        except BaseException:
+        except Exception:  # not an answer's error (those are answered): the connection's, or a bug here
+            log.exception("ingest: answering on the connection failed")
+            self.transport.close()
+        except BaseException:  # cancelled (the server going down): the connection goes with it
             if not self.response_complete:
                 self.transport.close()
             raise

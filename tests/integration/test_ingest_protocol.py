@@ -19,7 +19,7 @@ from adapter.settings import Settings
 from adapter.store.keys import Keys
 from adapter.store.metrics import LATENCY
 from tests.conftest import INGEST_TOKEN, metric_fields
-from tests.support.emqx import connected, disconnected
+from tests.support.emqx import connected, disconnected, published
 from tests.support.servers import serve, wait_for
 
 PROTOCOLS = {"api-protocol": IngestProtocol, "uvicorn-asgi": "auto"}
@@ -172,3 +172,19 @@ def test_answers_are_counted(wire: Wire, redis_db: redis.Redis, keys: Keys) -> N
         assert wire.response()[0] == 200
     field = f'{LATENCY}_count{{method="POST",route="/emqx/events"}}'
     assert wait_for(lambda: metric_fields(redis_db, keys).get(field, 0) >= 3, what="the ingest's latency count")
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_a_body_past_the_flow_control_mark(protocol: str, settings: Settings) -> None:
+    """uvicorn stops reading past 64 KiB of body until the app asks for more: a 300 KB event still goes through."""
+    payload = "x" * 300_000
+    body = event(published("F1", "dma/other/F1", payload))
+    assert len(body) > 300_000
+    with serve(create_app(settings), http=PROTOCOLS[protocol]) as url:
+        host, port = url.removeprefix("http://").split(":")
+        w = Wire((host, int(port)))
+        w.send(request(body))
+        status, _, answer = w.response()
+        w.close()
+    assert status == 200, answer
+    assert json.loads(answer) == {"status": "ok", "data": {"event": "message.publish"}}  # read whole, parsed
