@@ -40,6 +40,7 @@ from adapter.http.openapi import document
 from adapter.ingest.plan import Ingest
 from adapter.settings import Settings
 from adapter.stats import sampler
+from adapter.store.batcher import confirm_of
 from adapter.store.connections import batcher_for, build_services
 from adapter.targets.forwarding import FORWARD
 from adapter.targets.route_table import RouteTable
@@ -80,7 +81,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
-        batcher = batcher_for(services.redis, [*device_calls.SCRIPTS, FORWARD, *commands.SCRIPTS])
+        batcher = batcher_for(services.redis, [*device_calls.SCRIPTS, FORWARD, *commands.SCRIPTS],
+                              confirm_of(settings.ingest_wait_replicas, settings.ingest_wait_ms))
         routes = services.extras["routes"] = RouteTable(services.keys)
         services.extras["ingest"] = Ingest(batcher, services.keys, services.metrics, routes,
                                            max_peripherals=settings.max_peripherals_per_gateway,

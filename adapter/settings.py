@@ -127,6 +127,9 @@ class Settings:
     token_ttl: int = 86400
     allow_private_urls: bool = False
     max_body_bytes: int = 1024 * 1024
+    # the ingest's 200 only once this many replicas have its writes (WAIT; 0: the primary's memory, docs/reliability.md)
+    ingest_wait_replicas: int = 0
+    ingest_wait_ms: int = 100
     login_max_failures: int = 5
     login_window: int = 900
     login_max_failures_per_ip: int = 50
@@ -258,7 +261,8 @@ class Settings:
 
 
 _DEV_GENERATED = ("ingest_token", "admin_password")
-_INT_RANGES: dict[str, tuple[int, int | None]] = {"worker_nice": (0, 19)}  # other integers: at least 1
+# other integers: at least 1
+_INT_RANGES: dict[str, tuple[int, int | None]] = {"worker_nice": (0, 19), "ingest_wait_replicas": (0, 16)}
 _SECRETS = ("ingest_token", "admin_password", "emqx_api_secret", "mqtt_clients")
 
 

@@ -25,13 +25,40 @@ from typing import Any, Generic, Protocol, TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from adapter.store import faults
+from adapter.store import faults, resp
 from adapter.store.scripts import Script
 
 Commands = Sequence[bytes]
 C = TypeVar("C")  # what a Coalescer's submissions are made of
 READ_TIMEOUT = 10.0  # s for all the replies of one batch
 NOSCRIPT_TRIES = 3  # loads and resends after NOSCRIPT replies, at most
+
+
+class ReplicasBehind(redis.exceptions.RedisError):
+    """The primary took a round's writes but fewer replicas than asked confirmed them in time (`Confirm`): the
+    writes may not survive a failover, so the round's commands answer this (the ingest: 503, EMQX sends again)."""
+
+
+class Confirm:
+    """`WAIT replicas ms` after each round (ADAPTER_INGEST_WAIT_REPLICAS, ADAPTER_INGEST_WAIT_MS): a round is answered
+    only once that many replicas have its writes. It closes the window in which a primary frozen past the failover
+    answers the commands queued on its sockets and is then demoted, dropping them (docs/reliability.md)."""
+
+    def __init__(self, replicas: int, ms: int) -> None:
+        self.replicas = replicas
+        self.packed = resp.pack("WAIT", replicas, ms)
+
+    def check(self, replies: list[Any]) -> list[Any]:
+        """The round's replies without the WAIT's; each one a ReplicasBehind when too few replicas confirmed."""
+        acked, replies = replies[-1], replies[:-1]
+        if isinstance(acked, int) and acked >= self.replicas:
+            return replies
+        behind = ReplicasBehind(f"{acked} of {self.replicas} replicas confirmed the writes in time")
+        return [r if isinstance(r, Exception) else behind for r in replies]
+
+
+def confirm_of(replicas: int, ms: int) -> Confirm | None:
+    return Confirm(replicas, ms) if replicas > 0 else None
 
 
 class Batching(Protocol):
@@ -129,10 +156,11 @@ class Coalescer(Generic[C]):
 
 
 class Batcher(Coalescer[bytes]):
-    def __init__(self, client: aioredis.Redis, scripts: Iterable[Script] = ()) -> None:
+    def __init__(self, client: aioredis.Redis, scripts: Iterable[Script] = (), confirm: Confirm | None = None) -> None:
         super().__init__()
         self.client = client
         self.scripts = tuple(scripts)
+        self.confirm = confirm
 
     async def _execute(self, groups: list[Commands]) -> list[list[Any]]:
         results = await self._send(groups)
@@ -151,7 +179,11 @@ class Batcher(Coalescer[bytes]):
         pool = self.client.connection_pool
         conn = await pool.get_connection()
         try:
-            replies = await exchange(conn, b"".join(packed), len(packed))
+            if self.confirm is None:
+                replies = await exchange(conn, b"".join(packed), len(packed))
+            else:
+                replies = self.confirm.check(await exchange(conn, b"".join((*packed, self.confirm.packed)),
+                                                            len(packed) + 1))
         finally:
             await pool.release(conn)
         out, i = [], 0

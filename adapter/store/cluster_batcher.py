@@ -31,7 +31,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from adapter.store import resp
-from adapter.store.batcher import READ_TIMEOUT, Commands
+from adapter.store.batcher import READ_TIMEOUT, Commands, Confirm
 from adapter.store.cluster_lane import Item, Lane
 from adapter.store.scripts import Script
 
@@ -58,9 +58,10 @@ def slot_of(command: bytes) -> int | None:
 
 
 class ClusterBatcher:
-    def __init__(self, cluster: RedisCluster, scripts: Iterable[Script] = ()) -> None:
+    def __init__(self, cluster: RedisCluster, scripts: Iterable[Script] = (), confirm: Confirm | None = None) -> None:
         self.cluster = cluster
         self.scripts = tuple(scripts)
+        self.confirm = confirm
         self.deadline = float(cluster.connection_kwargs.get("socket_timeout") or READ_TIMEOUT)  # per node batch
         self._lanes: dict[str, Lane] = {}
         self._refresh: asyncio.Task[None] | None = None
@@ -149,7 +150,8 @@ class ClusterBatcher:
     def _lane(self, node: ClusterNode) -> Lane:
         lane = self._lanes.get(node.name)
         if lane is None:
-            lane = self._lanes[node.name] = Lane(node, self.scripts, self.deadline, lambda _: self.trouble())
+            lane = self._lanes[node.name] = Lane(node, self.scripts, self.deadline, lambda _: self.trouble(),
+                                                 self.confirm)
         elif lane.node is not node:  # the map was loaded again with a new object for that address
             lane.node = node
         return lane

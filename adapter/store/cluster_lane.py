@@ -21,7 +21,7 @@ import redis.exceptions
 from redis.asyncio.cluster import ClusterNode
 
 from adapter.store import faults, resp
-from adapter.store.batcher import exchange, noscript
+from adapter.store.batcher import Confirm, exchange, noscript
 from adapter.store.scripts import Script
 
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
@@ -39,8 +39,9 @@ class Item:
 
 class Lane:
     def __init__(self, node: ClusterNode, scripts: Sequence[Script], deadline: float,
-                 on_trouble: Callable[[Lane], None]) -> None:
+                 on_trouble: Callable[[Lane], None], confirm: Confirm | None = None) -> None:
         self.node = node
+        self.confirm = confirm
         self.scripts = scripts
         self.deadline = deadline
         self.on_trouble = on_trouble
@@ -117,13 +118,17 @@ class Lane:
     async def _send(self, batch: list[Item]) -> list[Any]:
         conn = self.node.acquire_connection()
         try:
-            replies = await _round(conn, batch, self.deadline)
+            replies = await _round(conn, batch, self.deadline, self.confirm)
             again = [i for i, reply in enumerate(replies) if noscript(reply)]
             if again:
                 self.noscript += len(again)
                 loads = b"".join(resp.pack("SCRIPT", "LOAD", script.script) for script in self.scripts)
                 packed = loads + b"".join(batch[i].command for i in again)
-                got = await exchange(conn, packed, len(self.scripts) + len(again), self.deadline)
+                n = len(self.scripts) + len(again)
+                if self.confirm is None:
+                    got = await exchange(conn, packed, n, self.deadline)
+                else:
+                    got = self.confirm.check(await exchange(conn, packed + self.confirm.packed, n + 1, self.deadline))
                 for i, reply in zip(again, got[len(self.scripts):], strict=True):
                     replies[i] = reply
             return replies
@@ -131,10 +136,15 @@ class Lane:
             self.node.release(conn)
 
 
-async def _round(conn: Any, batch: list[Item], deadline: float) -> list[Any]:
-    """One batch on `conn`: its replies in order, the +OK of each ASKING dropped."""
+async def _round(conn: Any, batch: list[Item], deadline: float, confirm: Confirm | None = None) -> list[Any]:
+    """One batch on `conn`: its replies in order, the +OK of each ASKING dropped; with `confirm`, its WAIT after
+    them (batcher.Confirm)."""
     packed = b"".join((ASKING + item.command) if item.asking else item.command for item in batch)
-    replies = await exchange(conn, packed, len(batch) + sum(item.asking for item in batch), deadline)
+    n = len(batch) + sum(item.asking for item in batch)
+    if confirm is None:
+        replies = await exchange(conn, packed, n, deadline)
+    else:
+        replies = confirm.check(await exchange(conn, packed + confirm.packed, n + 1, deadline))
     if len(replies) == len(batch):
         return replies
     out, j = [], 0

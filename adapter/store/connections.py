@@ -37,7 +37,7 @@ from redis.backoff import NoBackoff
 from redis.maint_notifications import MaintNotificationsConfig
 
 from adapter.settings import ConfigError, Settings, cluster_seeds, redact_url
-from adapter.store.batcher import Batcher, Batching
+from adapter.store.batcher import Batcher, Batching, Confirm
 from adapter.store.cluster_batcher import ClusterBatcher
 from adapter.store.keys import Keys
 from adapter.store.metrics import MetricsBuffer
@@ -72,11 +72,12 @@ class Services:
         await self.redis.aclose()
 
 
-def batcher_for(client: AsyncRedis, scripts: Iterable[Script] = ()) -> Batching:
-    """The batcher of `client`: one connection of its pool on one Redis, routed by slot on a cluster."""
+def batcher_for(client: AsyncRedis, scripts: Iterable[Script] = (), confirm: Confirm | None = None) -> Batching:
+    """The batcher of `client`: one connection of its pool on one Redis, routed by slot on a cluster; with `confirm`,
+    a round is answered once replicas have it (batcher.Confirm)."""
     if isinstance(client, redis.asyncio.Redis):
-        return Batcher(client, scripts)
-    return ClusterBatcher(client, scripts)
+        return Batcher(client, scripts, confirm)
+    return ClusterBatcher(client, scripts, confirm)
 
 
 def texts(record: Mapping[Any, Any]) -> dict[str, str]:

@@ -334,12 +334,12 @@ async def test_a_node_that_fails_fails_only_its_commands_and_the_map_is_reloaded
     real = cluster_lane._round
     failed = 0
 
-    async def refusing(conn: Any, batch: list[cluster_lane.Item], deadline: float) -> list[Any]:
+    async def refusing(conn: Any, batch: list[cluster_lane.Item], deadline: float, confirm: Any = None) -> list[Any]:
         nonlocal failed
         if failed == 0 and int(conn.port) == int(bad.port):
             failed += 1
             raise redis.exceptions.ConnectionError("planted: node gone")
-        return await real(conn, batch, deadline)
+        return await real(conn, batch, deadline, confirm)
 
     monkeypatch.setattr(cluster_lane, "_round", refusing)
     try:

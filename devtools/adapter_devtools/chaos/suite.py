@@ -20,7 +20,7 @@ import adapter
 from adapter.settings import Settings
 from adapter_devtools.chaos import counting, faults, report
 from adapter_devtools.chaos.cluster import Cluster, running_cluster
-from adapter_devtools.chaos.faults import SINGLE, Scene
+from adapter_devtools.chaos.faults import CLUSTER, SINGLE, Scene
 from adapter_devtools.chaos.load import Load, LoadConfig
 from adapter_devtools.chaos.loop import LoopThread
 from adapter_devtools.chaos.model import Window
@@ -63,6 +63,8 @@ class Config:
                "ADAPTER_DELIVERY_TIMEOUT": f"{self.delivery_timeout:g}"}
         if self.target_concurrency:
             env["ADAPTER_DELIVERY_TARGET_CONCURRENCY"] = str(self.target_concurrency)
+        if self.layout == CLUSTER:  # each primary has a replica: the 200 once it has the event (docs/reliability.md)
+            env["ADAPTER_INGEST_WAIT_REPLICAS"] = "1"
         return env | self.extra_env
 
     def summary(self) -> dict[str, object]:

@@ -10,8 +10,10 @@ import orjson
 from adapter_devtools.chaos import report
 from adapter_devtools.chaos.cluster import parse_nodes
 from adapter_devtools.chaos.counting import Figures, Goals, Stuck
+from adapter_devtools.chaos.faults import CLUSTER, SINGLE
 from adapter_devtools.chaos.load import FIRST_VERSION, Device
 from adapter_devtools.chaos.receiver import CALLBACK_PATH, ROUTE_PATH, parse
+from adapter_devtools.chaos.suite import Config
 
 
 def test_the_receiver_reads_device_and_seq_of_routes_and_callbacks() -> None:
@@ -69,3 +71,13 @@ def test_the_text_report_says_which_goals_were_missed() -> None:
     out = report.text(result)
     assert "pause" in out and "25.0" in out and "MISSED pause: 1 lost" in out and out.endswith("goals NOT met")
     assert not result.passed and result.to_json()["misses"] == {"pause": ["1 lost"], "all": ["1 lost"]}
+
+
+def test_the_cluster_runs_wait_for_a_replica() -> None:
+    """The cluster layout has a replica per primary and runs the ingest with ADAPTER_INGEST_WAIT_REPLICAS=1 (without,
+    primary-freeze loses what the waking primary answers before its demotion: docs/reliability.md); one Redis has
+    no replica and must not ask for one; --env still decides."""
+    assert Config(layout=CLUSTER).adapter_overrides()["ADAPTER_INGEST_WAIT_REPLICAS"] == "1"
+    assert "ADAPTER_INGEST_WAIT_REPLICAS" not in Config(layout=SINGLE).adapter_overrides()
+    off = Config(layout=CLUSTER, extra_env={"ADAPTER_INGEST_WAIT_REPLICAS": "0"})
+    assert off.adapter_overrides()["ADAPTER_INGEST_WAIT_REPLICAS"] == "0"
