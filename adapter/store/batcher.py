@@ -61,6 +61,14 @@ def confirm_of(replicas: int, ms: int) -> Confirm | None:
     return Confirm(replicas, ms) if replicas > 0 else None
 
 
+async def exchange_confirmed(conn: Any, packed: bytes, n: int, confirm: Confirm | None,
+                             timeout: float | None = None) -> list[Any]:
+    """`exchange`; with `confirm`, its WAIT after the `n` commands, checked (`Confirm.check`) and dropped."""
+    if confirm is None:
+        return await exchange(conn, packed, n, timeout)
+    return confirm.check(await exchange(conn, packed + confirm.packed, n + 1, timeout))
+
+
 class Batching(Protocol):
     """What callers use of a batcher (this module's Batcher, or the ClusterBatcher)."""
 
@@ -179,11 +187,7 @@ class Batcher(Coalescer[bytes]):
         pool = self.client.connection_pool
         conn = await pool.get_connection()
         try:
-            if self.confirm is None:
-                replies = await exchange(conn, b"".join(packed), len(packed))
-            else:
-                replies = self.confirm.check(await exchange(conn, b"".join((*packed, self.confirm.packed)),
-                                                            len(packed) + 1))
+            replies = await exchange_confirmed(conn, b"".join(packed), len(packed), self.confirm)
         finally:
             await pool.release(conn)
         out, i = [], 0

@@ -21,7 +21,7 @@ import redis.exceptions
 from redis.asyncio.cluster import ClusterNode
 
 from adapter.store import faults, resp
-from adapter.store.batcher import Confirm, exchange, noscript
+from adapter.store.batcher import Confirm, exchange_confirmed, noscript
 from adapter.store.scripts import Script
 
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
@@ -125,10 +125,7 @@ class Lane:
                 loads = b"".join(resp.pack("SCRIPT", "LOAD", script.script) for script in self.scripts)
                 packed = loads + b"".join(batch[i].command for i in again)
                 n = len(self.scripts) + len(again)
-                if self.confirm is None:
-                    got = await exchange(conn, packed, n, self.deadline)
-                else:
-                    got = self.confirm.check(await exchange(conn, packed + self.confirm.packed, n + 1, self.deadline))
+                got = await exchange_confirmed(conn, packed, n, self.confirm, self.deadline)
                 for i, reply in zip(again, got[len(self.scripts):], strict=True):
                     replies[i] = reply
             return replies
@@ -140,11 +137,7 @@ async def _round(conn: Any, batch: list[Item], deadline: float, confirm: Confirm
     """One batch on `conn`: its replies in order, the +OK of each ASKING dropped; with `confirm`, its WAIT after
     them (batcher.Confirm)."""
     packed = b"".join((ASKING + item.command) if item.asking else item.command for item in batch)
-    n = len(batch) + sum(item.asking for item in batch)
-    if confirm is None:
-        replies = await exchange(conn, packed, n, deadline)
-    else:
-        replies = confirm.check(await exchange(conn, packed + confirm.packed, n + 1, deadline))
+    replies = await exchange_confirmed(conn, packed, len(batch) + sum(item.asking for item in batch), confirm, deadline)
     if len(replies) == len(batch):
         return replies
     out, j = [], 0

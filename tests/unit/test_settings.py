@@ -114,3 +114,14 @@ def test_the_workers_niceness_is_0_to_19_and_the_worker_takes_it() -> None:
             "before = os.nice(0); after = lower_priority(Settings(worker_nice=7)); print(after - before)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert int(out) == min(7, 19 - os.nice(0))  # a process already at 19 cannot go lower
+
+
+def test_replicas_the_ingest_waits_for_are_0_to_16() -> None:
+    assert Settings.from_env({}, dotenv=None).ingest_wait_replicas == 0
+    assert Settings.from_env({"ADAPTER_INGEST_WAIT_REPLICAS": "1", "ADAPTER_INGEST_WAIT_MS": "250"},
+                             dotenv=None).ingest_wait_ms == 250
+    for bad, says in (("17", "at most 16"), ("-1", "at least 0")):
+        with pytest.raises(ConfigError, match=f"ADAPTER_INGEST_WAIT_REPLICAS must be {says}"):
+            Settings.from_env({"ADAPTER_INGEST_WAIT_REPLICAS": bad}, dotenv=None)
+    with pytest.raises(ConfigError, match="ADAPTER_INGEST_WAIT_MS must be at least 1"):
+        Settings.from_env({"ADAPTER_INGEST_WAIT_MS": "0"}, dotenv=None)
