@@ -93,6 +93,16 @@ class ServiceThread:
         raise NotImplementedError
 
 
+def new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (uvicorn[standard] brings it, and the API runs on it), else
+    asyncio's: the pump and the runner spend much of their CPU in the loop's own machinery (docs/benchmarks.md)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop does not build on every platform
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class LoopThread(ServiceThread):
     """An asyncio service on its own event loop (the delivery pump, the command runner)."""
 
@@ -100,7 +110,7 @@ class LoopThread(ServiceThread):
                  on_death: Callable[[], None] | None = None, may_finish: bool = False) -> None:
         super().__init__(name, on_death=on_death, may_finish=may_finish)
         self.service = service
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_loop()
         self.stopping: asyncio.Event | None = None
 
     def serve(self) -> None:
