@@ -155,20 +155,19 @@ class CommandRunner:
         shares = shares_of(limit, len(self.keys.shards()), self._turn)
         self._turn += 1
         lease = lease_ms(self.settings)
-        asked = [(p, n) for p, n in enumerate(shares) if n > 0]
-        if len(asked) == 1:  # one partition (one Redis): SCRIPT_ROWS a call, one at a time, while each comes back full
-            p, n = asked[0]
-            rows, full = [], True
-            while n > 0 and full:
-                reply = await calls.run(self.redis, calls.claim_call(self.keys, p, min(n, SCRIPT_ROWS), lease))
-                rows.append(reply)
-                full = len(reply) >= min(n, SCRIPT_ROWS) * CLAIM_WIDTH
-                n -= SCRIPT_ROWS
-            self.full = len(shares) > 1 and full
-            return [c for reply in rows for c in claimed_of(reply)]
-        replies = await calls.run_many(self.redis, [calls.claim_call(self.keys, p, n, lease) for p, n in asked])
-        self.full = any(len(r) >= n * CLAIM_WIDTH for (_, n), r in zip(asked, replies, strict=True))
-        return [c for reply in replies for c in claimed_of(reply)]
+        left = {p: n for p, n in enumerate(shares) if n > 0}
+        rows: list[Any] = []
+        full = False  # a partition gave its whole share: more may be due there
+        while left:  # rounds of one call per partition (SCRIPT_ROWS at most), on while a partition's come back full
+            round_ = [(p, min(n, SCRIPT_ROWS)) for p, n in left.items()]
+            replies = await calls.run_many(self.redis, [calls.claim_call(self.keys, p, k, lease) for p, k in round_])
+            rows += replies
+            more = {p: left[p] - k for (p, k), reply in zip(round_, replies, strict=True)
+                    if len(reply) >= k * CLAIM_WIDTH}
+            full = full or 0 in more.values()
+            left = {p: n for p, n in more.items() if n > 0}
+        self.full = len(shares) > 1 and full
+        return [c for reply in rows for c in claimed_of(reply)]
 
     async def publish(self, chunk: list[Claimed]) -> None:
         """Publish one chunk and record every outcome (through Redis trouble: `record`); a bug leaves the chunk to
