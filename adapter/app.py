@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from adapter import console
+from adapter import collector, console
 from adapter.api import auth as auth_api
 from adapter.api import brokers as brokers_api
 from adapter.api import callbacks as callbacks_api
@@ -73,7 +73,13 @@ class App(Starlette):
             await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_server_app() -> Starlette:
+    """The app of an `adapter api` process (uvicorn's factory, in each of its processes): the collector settles
+    once the app has started (adapter/collector.py)."""
+    return create_app(settle=True)
+
+
+def create_app(settings: Settings | None = None, *, settle: bool = False) -> Starlette:
     settings = settings or Settings.from_env()
     eps = endpoints()
 
@@ -104,6 +110,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         flusher = asyncio.get_running_loop().create_task(
             services.metrics.run(services.redis, services.keys.metrics()))
         sampling = asyncio.get_running_loop().create_task(sampler.run(services, stop))
+        if settle:
+            collector.settle()
         try:
             yield
         finally:

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 
 from rq import Queue
 
+from adapter import collector
 from adapter.commands.runner import run_commands
 from adapter.delivery.pump import run_pump
 from adapter.jobs import entry as jobs
@@ -213,6 +214,7 @@ def run(settings: Settings, *, burst: bool = False) -> int:
                                  on_death=on_death),
                      LoopThread("rollout-guard", lambda stop: run_guard(settings, stop), on_death=on_death)]
     jobs.configure(settings)
+    collector.settle()  # what the process set up stays; the collector's schedule for serving (adapter/collector.py)
     working.set()
     for service in services:
         service.start()

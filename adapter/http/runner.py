@@ -40,7 +40,7 @@ def run_api(settings: Settings, *, host: str, port: int, workers: int = 1,
         os.environ.setdefault("ADAPTER_REDIS_URL", settings.redis_url)
         if settings.rq_redis_url:
             os.environ.setdefault("ADAPTER_RQ_REDIS_URL", settings.rq_redis_url)
-    uvicorn.run("adapter.app:create_app", factory=True, host=host, port=port, workers=workers,
+    uvicorn.run("adapter.app:create_server_app", factory=True, host=host, port=port, workers=workers,
                 log_level="info", access_log=False, server_header=False, http=protocol or "auto",
                 proxy_headers=trusted_proxies(settings) is not None, forwarded_allow_ips=trusted_proxies(settings))
     return 0

@@ -57,7 +57,8 @@ def test_the_three_questions() -> None:
 # bottom to top; a module may import from its own layer and the layers below it, never above. The domain packages
 # are layers of their own, in the order they use each other.
 LAYERS: list[set[str]] = [
-    {"adapter", "errors", "jsonlimits", "settings"},  # primitives: the version, the one error type, the settings
+    {"adapter", "collector", "errors", "jsonlimits", "settings"},  # primitives: the version, the one error type, the
+    # settings, the garbage collector's schedule
     {"protocol"},  # what EMQX and the devices say: events, the agent's topics and payloads, topic filters
     {"store"},  # Redis: keys, connections, scripts, batchers, faults, counters
     {"auth"},  # users, tokens, throttles
