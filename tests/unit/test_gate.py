@@ -80,7 +80,11 @@ def test_a_target_that_answers_is_waited_for(monkeypatch: pytest.MonkeyPatch) ->
     run(main)
 
 
-def test_a_cancelled_waiter_holds_no_slot() -> None:
+@pytest.mark.parametrize("given_first", [False, True], ids=["cancelled-in-line", "cancelled-once-given-its-slot"])
+def test_a_cancelled_waiter_neither_holds_nor_loses_a_slot(given_first: bool) -> None:
+    """Cancelled while in line: skipped. Cancelled after a slot that ended was handed to it, before it ran: it
+    hands the slot on."""
+
     async def main() -> None:
         g = Gate(1)
         first = await g.turn()
@@ -88,31 +92,15 @@ def test_a_cancelled_waiter_holds_no_slot() -> None:
         waiter = asyncio.ensure_future(g.turn())
         behind = asyncio.ensure_future(g.turn())
         await asyncio.sleep(0)
+        if given_first:
+            g.done(first)  # the slot goes to `waiter`, which has not run yet
         waiter.cancel()
         await asyncio.gather(waiter, return_exceptions=True)
-        g.done(first)
-        token = await asyncio.wait_for(behind, 1)  # the cancelled one is skipped
-        assert token is not None
-        g.done(token)
-        assert g.free == 1 and not g.waiters
-
-    run(main)
-
-
-def test_a_waiter_cancelled_after_its_slot_was_given_hands_it_on() -> None:
-    async def main() -> None:
-        g = Gate(1)
-        first = await g.turn()
-        assert first is not None
-        waiter = asyncio.ensure_future(g.turn())
-        behind = asyncio.ensure_future(g.turn())
-        await asyncio.sleep(0)
-        g.done(first)  # the slot goes to `waiter`, which has not run yet
-        waiter.cancel()  # and is cancelled before it does
-        await asyncio.gather(waiter, return_exceptions=True)
+        if not given_first:
+            g.done(first)
         token = await asyncio.wait_for(behind, 1)
         assert token is not None
         g.done(token)
-        assert g.free == 1
+        assert g.free == 1 and not g.waiters
 
     run(main)
