@@ -15,9 +15,8 @@ class Gate:
     the target keeps answering; once all its slots are taken and one has been busy SLOW_S, the waiting ones give
     up (and are deferred to Redis), so that a black hole holds `limit` slots and no more of the pump's read credit.
 
-    In a storm most deliveries wait here (a pump reads more than one target takes at once), so a wait costs one
-    future: a slot that ends goes to the first waiter in line, and one timer per gate (not per waiter) looks at
-    the oldest request in flight when it may have become slow."""
+    A wait is one future in a line: a slot that ends goes to the first waiter, and one timer per gate (not one per
+    waiter) looks at the oldest request in flight when it may have become slow."""
 
     def __init__(self, limit: int) -> None:
         self.free = limit
