@@ -78,6 +78,12 @@ class Targets:
         """The lane of stream partition `p`: itself on the cluster, the one lane (0) on one Redis."""
         return p if self.keys.cluster else 0
 
+    def fresh(self, name: str, p: int) -> Target | None:
+        """The target as last read when that read is fresh (FRESH_S), else None (`get` reads it): what nearly
+        every delivery needs, without a coroutine or a Redis call."""
+        cached = self.cached.get((name, self.lane(p)))
+        return cached if cached and time.monotonic() - cached.fetched < FRESH_S else None
+
     async def get(self, name: str, p: int) -> Target | None:
         """The target `name` as its deliveries of partition `p` see it; None when it is gone. While Redis cannot
         be read, the last record read (if any) stands."""

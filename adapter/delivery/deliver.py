@@ -130,7 +130,7 @@ class Deliveries:
                 return
             # Redis holds nothing for the chain (memory was behind): it goes now
         head = run.holds.get(chain)
-        target = await self._redis(run, lambda: self.targets.get(d.target, p))
+        target = self.targets.fresh(d.target, p) or await self._redis(run, lambda: self.targets.get(d.target, p))
         outcome = await self._attempt(p, run, s, d, target)
         command = outcome_call(self.keys, p, GROUP, entry_id, d, outcome, target.cb_type if target else None,
                                self.limits, now_ms())

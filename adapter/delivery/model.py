@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -213,7 +214,8 @@ def outcomes(calls: Sequence[ScriptCall]) -> ScriptCall:
     """Outcome calls of one partition merged into one call of outcome.lua (it answers one mark per outcome)."""
     if len(calls) == 1:
         return calls[0]
-    return ScriptCall(OUTCOME, tuple(k for c in calls for k in c.keys), tuple(a for c in calls for a in c.args))
+    return ScriptCall(OUTCOME, tuple(chain.from_iterable(c.keys for c in calls)),
+                      tuple(chain.from_iterable(c.args for c in calls)))
 
 
 def outcome_command(keys: Keys, partition: int, group: str, entry_id: str, d: Delivery, o: Outcome,

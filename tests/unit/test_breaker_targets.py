@@ -80,3 +80,14 @@ async def test_a_read_begun_after_them_applies_what_redis_holds() -> None:
     target.failed(3, 30_000)
     target.succeeded()
     assert not target.open and target.failures == 0 and target.observed == 5
+
+
+async def test_fresh_answers_the_last_read_while_it_is_fresh_and_nothing_before_or_after() -> None:
+    client = FakeRedis()
+    targets = Targets(client, Keys("iot"), 30_000)
+    assert targets.fresh("callback:1", 0) is None  # never read: `get` reads it
+    target = await targets.get("callback:1", 0)
+    assert target is not None and targets.fresh("callback:1", 0) is target
+    target.fetched -= FRESH_S  # stale: `get` reads it again
+    assert targets.fresh("callback:1", 0) is None
+    assert await targets.get("callback:1", 0) is target and targets.fresh("callback:1", 0) is target
