@@ -102,7 +102,8 @@ def wait_up(port: int, path: str) -> None:
 
 
 def measure(port: int, requests: list[bytes], args: argparse.Namespace, seconds: float | None = None):
-    return asyncio.run(run_load("127.0.0.1", port, requests, args.connections, seconds or args.seconds, warmup=0))
+    return asyncio.run(run_load("127.0.0.1", port, requests, args.connections, seconds or args.seconds, warmup=0,
+                                depth=args.depth))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -132,6 +133,7 @@ def serve_and_measure(app: str, port: int, env: dict[str, str], requests: list[b
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--depth", type=int, default=1, help="requests pipelined on each connection (EMQX: up to 100)")
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--devices", type=int, default=2000)
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
@@ -156,7 +158,8 @@ def main() -> int:
                            ("adapter api", "adapter api", None)):
         r.flushdb()
         results[name] = serve_and_measure(app, args.port, env, requests, args, cwd)
-    print(f"{len(bodies)} distinct events ({args.devices} devices), {args.connections} connections, "
+    print(f"{len(bodies)} distinct events ({args.devices} devices), {args.connections} connections × {args.depth} "
+          f"pipelined, "
           f"{args.seconds:.0f} s each, one uvicorn process (uvloop, httptools)")
     for name, res in results.items():
         print(res.line(name))

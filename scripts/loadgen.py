@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,15 +43,23 @@ def build_request(host: str, path: str, body: bytes, headers: dict[str, str]) ->
 
 
 async def _connection(host: str, port: int, requests: Sequence[bytes], start: int, step: int,
-                      deadline: float, out: Result) -> None:
+                      deadline: float, out: Result, depth: int = 1) -> None:
+    """One keep-alive connection: `depth` requests in flight (pipelined, as EMQX's HTTP connector sends them with
+    `enable_pipelining`), each answered before a new one goes."""
     reader, writer = await asyncio.open_connection(host, port)
     i = start
+    sent: deque[float] = deque()
+
+    def send_one() -> None:
+        nonlocal i
+        sent.append(time.perf_counter())
+        writer.write(requests[i % len(requests)])
+        i += step
+
     try:
-        while time.perf_counter() < deadline:
-            req = requests[i % len(requests)]
-            i += step
-            t0 = time.perf_counter()
-            writer.write(req)
+        while len(sent) < depth:
+            send_one()
+        while sent:
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
             length = 0
@@ -59,22 +68,25 @@ async def _connection(host: str, port: int, requests: Sequence[bytes], start: in
                     length = int(line[15:])
             if length:
                 await reader.readexactly(length)
-            out.latencies.append(time.perf_counter() - t0)
+            out.latencies.append(time.perf_counter() - sent.popleft())
             out.statuses[status] = out.statuses.get(status, 0) + 1
             out.requests += 1
+            if time.perf_counter() < deadline:
+                send_one()
     finally:
         writer.close()
 
 
 async def run_load(host: str, port: int, requests: Sequence[bytes], connections: int, seconds: float,
-                   warmup: float = 1.0) -> Result:
-    """Send `requests` round-robin over `connections` keep-alive connections for `seconds`."""
+                   warmup: float = 1.0, depth: int = 1) -> Result:
+    """Send `requests` round-robin over `connections` keep-alive connections for `seconds`, `depth` in flight on
+    each."""
     if warmup:
-        await run_load(host, port, requests, connections, warmup, warmup=0)
+        await run_load(host, port, requests, connections, warmup, warmup=0, depth=depth)
     out = Result(0, 0.0, [], {})
     t0 = time.perf_counter()
     deadline = t0 + seconds
-    await asyncio.gather(*(_connection(host, port, requests, c, connections, deadline, out)
+    await asyncio.gather(*(_connection(host, port, requests, c, connections, deadline, out, depth)
                            for c in range(connections)))
     out.seconds = time.perf_counter() - t0
     return out

@@ -27,7 +27,7 @@ from adapter.auth.users import bearer
 from adapter.errors import AppError, storage_unavailable
 from adapter.http.endpoint import Call, Endpoint
 from adapter.http.envelope import check_declared, check_streamed, decode_json, error_response, read_body
-from adapter.ingest.plan import Ingest
+from adapter.ingest.plan import Ingest, Turn
 from adapter.protocol.events import BadClientId, parse_event
 from adapter.store.connections import Services
 
@@ -50,15 +50,15 @@ def check_token(call: Call) -> None:
     require_token(call.svc.settings.ingest_token, call.request.headers.get("authorization"))
 
 
-async def answer_bytes(ingest: Ingest, raw: bytes) -> bytes:
-    """The success envelope of one event, as bytes."""
+async def answer_bytes(ingest: Ingest, raw: bytes, turn: Turn | None = None) -> bytes:
+    """The success envelope of one event, as bytes (`turn`: Ingest.apply's)."""
     try:
         ev = parse_event(decode_json(raw))
     except AppError as exc:
         ingest.count_malformed(exc.reason if isinstance(exc, BadClientId) else "malformed")
         raise
     try:
-        p = await ingest.apply(ev)
+        p = await ingest.apply(ev, turn)
     except (redis.exceptions.RedisError, OSError) as exc:  # OSError: the batch's deadline (TimeoutError) too
         ingest.count_unavailable("redis")
         _log_storage_failure(exc)
@@ -111,13 +111,15 @@ async def serve(svc: Services, scope: Scope, receive: Receive, send: Send) -> No
     svc.metrics.observe("POST", PATH, time.perf_counter() - started)
 
 
-async def answer(svc: Services, auth: bytes | None, body: Callable[[int], Awaitable[bytes]]) -> bytes | Response:
+async def answer(svc: Services, auth: bytes | None, body: Callable[[int], Awaitable[bytes]],
+                 turn: Turn | None = None) -> bytes | Response:
     """The success envelope's bytes, or the error's Response: `auth` is the Authorization header, `body` reads the
-    body refusing it past the limit it is given (checked after the token, so a caller without one reads nothing)."""
+    body refusing it past the limit it is given (checked after the token, so a caller without one reads nothing);
+    `turn`: Ingest.apply's (the caller passes it on however the event ends)."""
     try:
         require_token(svc.settings.ingest_token, auth.decode("latin-1") if auth is not None else None)
         raw = await body(svc.settings.max_body_bytes)
-        return await answer_bytes(svc.extras["ingest"], raw)
+        return await answer_bytes(svc.extras["ingest"], raw, turn)
     except Exception as exc:
         return error_response(exc, f"POST {PATH}")
 

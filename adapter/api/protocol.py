@@ -28,16 +28,19 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from adapter.api import ingest
 from adapter.errors import AppError
 from adapter.http.envelope import check_declared, check_streamed
+from adapter.ingest.plan import Turn
 from adapter.store.connections import Services
 
 log = logging.getLogger("adapter.api.protocol")
 
 PATH = ingest.PATH.encode()
+MAX_AHEAD = 100  # ingest requests of one connection answered together at most (EMQX pipelines up to 100)
 JSON_HEAD = b"content-type: application/json\r\ncontent-length: "
 
 
 class IngestProtocol(HttpToolsProtocol):
     _services: Services | None = None
+    _train = 0  # ingest requests started on this connection and not yet answered
 
     def on_headers_complete(self) -> None:
         svc = self._services or self._find_services()
@@ -46,13 +49,38 @@ class IngestProtocol(HttpToolsProtocol):
             super().on_headers_complete()
             return
         version = self.parser.get_http_version()
-        cycle = IngestCycle(self, svc, keep_alive=version != "1.0" and self.parser.should_keep_alive())
-        existing, self.cycle = self.cycle, cycle  # type: ignore[assignment]
+        existing = self.cycle
+        ahead = existing if isinstance(existing, IngestCycle) and not existing.response_complete else None
+        cycle = IngestCycle(self, svc, keep_alive=version != "1.0" and self.parser.should_keep_alive(), ahead=ahead)
+        self.cycle = cycle  # type: ignore[assignment]
         if existing is None or existing.response_complete:
-            self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
-        else:  # pipelined behind a request still being answered: uvicorn starts it when that one is done
+            self._start_asgi_task(cycle, self.app)
+        elif ahead is not None and not self.pipeline and self._train < MAX_AHEAD:
+            # pipelined behind ingest requests still being answered: it goes now, in their train (its effects
+            # submitted after theirs, its answer written after theirs)
+            self._start_asgi_task(cycle, self.app)
+        else:  # behind another request, or too many ahead: uvicorn starts it when the one before is answered
+            cycle.ahead = None
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, self.app))  # type: ignore[arg-type]
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if isinstance(cycle, IngestCycle):
+            self._train += 1
+            ahead = cycle.ahead.turn if cycle.ahead is not None else None
+            cycle.turn = Turn(ahead.done if ahead is not None else None)
+        super()._start_asgi_task(cycle, app)
+
+    def on_response_complete(self) -> None:
+        """An answer went out. While more of a train of ingest requests are still to be answered, it is only
+        counted: the next request uvicorn holds back (and its keep-alive timer) wait for the train's last answer."""
+        if self._train > 1:
+            self.server_state.total_requests += 1
+            return
+        super().on_response_complete()
+
+    def ingest_ended(self) -> None:
+        self._train -= 1
 
     def _find_services(self) -> Services | None:
         """The app's Services (adapter.app sets them in its lifespan), through uvicorn's middleware wrappers."""
@@ -71,7 +99,12 @@ class IngestCycle:
     (`body`, `more_body`, `message_event`, `response_complete`, `disconnected`, `keep_alive`, `on_response`) and
     its `run_asgi`, which answers the request instead of calling the app."""
 
-    def __init__(self, protocol: IngestProtocol, svc: Services, *, keep_alive: bool) -> None:
+    def __init__(self, protocol: IngestProtocol, svc: Services, *, keep_alive: bool,
+                 ahead: IngestCycle | None = None) -> None:
+        self.protocol = protocol
+        self.ahead = ahead  # the request before this one in its train: answered first
+        self.turn: Turn | None = None  # set when it starts
+        self.answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.svc = svc
         self.headers = protocol.headers
         self.transport = protocol.transport
@@ -95,7 +128,7 @@ class IngestCycle:
                     auth = value
                 elif name == b"content-length":
                     declared = value
-            answered = await ingest.answer(self.svc, auth, lambda limit: self._read(declared, limit))
+            answered = await ingest.answer(self.svc, auth, lambda limit: self._read(declared, limit), self.turn)
             if isinstance(answered, bytes):
                 await self._write(200, JSON_HEAD + b"%d\r\n" % len(answered), answered)
             else:
@@ -110,6 +143,12 @@ class IngestCycle:
             raise
         finally:
             self.on_response = _nothing  # as uvicorn's cycle: the protocol's callback is not kept alive
+            if self.turn is not None:
+                self.turn.pass_on()  # an event refused before its submit lets the next one go
+            if not self.answered.done():
+                self.answered.set_result(None)
+            self.ahead = None
+            self.protocol.ingest_ended()
 
     async def _read(self, declared: bytes | None, limit: int) -> bytes:
         """The body (mostly in already: the parser fed it before this task ran), 413 past `limit`."""
@@ -132,7 +171,13 @@ class IngestCycle:
         await self._write(response.status_code, head, bytes(response.body))
 
     async def _write(self, status: int, head: bytes, body: bytes) -> None:
-        """The response in one write (`head`: its own header lines), then what uvicorn's cycle does at the end."""
+        """The response in one write (`head`: its own header lines), then what uvicorn's cycle does at the end;
+        after the answer of the request ahead of it in its train."""
+        if self.ahead is not None and not self.ahead.answered.done():
+            await asyncio.shield(self.ahead.answered)
+        if self.transport.is_closing():  # the client left, or an answer ahead closed the connection
+            self.disconnected = True
+            return
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
         if self.disconnected:

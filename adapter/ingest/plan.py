@@ -10,6 +10,7 @@ topic or sending a heartbeat wakes its waiting commands (inside the device scrip
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -136,6 +137,23 @@ def _rejected_field(reason: str) -> str:
     return f'ingest_rejected_total{{reason="{reason}"}}'
 
 
+class Turn:
+    """An event's place in an order of submission (the pipelined requests of one connection): `mine()` waits until
+    the one before has submitted (or given up), `pass_on()` lets the next one go. Passing on twice is harmless."""
+
+    def __init__(self, before: asyncio.Future[None] | None) -> None:
+        self.before = before
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def mine(self) -> None:
+        if self.before is not None and not self.before.done():
+            await asyncio.shield(self.before)
+
+    def pass_on(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 class Ingest:
     def __init__(self, batcher: Batching, keys: Keys, metrics: MetricsBuffer, routes: RouteTable, *,
                  max_peripherals: int = MAX_PERIPHERALS, peripheral_ttl: int = PERIPHERAL_TTL) -> None:
@@ -146,8 +164,10 @@ class Ingest:
         self.metrics = metrics
         self.routes = routes
 
-    async def apply(self, ev: Event) -> Plan:
-        """Write the event's effects; return once Redis has them. Counted once written."""
+    async def apply(self, ev: Event, turn: Turn | None = None) -> Plan:
+        """Write the event's effects; return once Redis has them. Counted once written. `turn`: this event's
+        place among others answered together (adapter/api/protocol.py): its effects are submitted after the
+        earlier ones', before the later ones'."""
         if isinstance(ev, MessagePublished):
             await self.routes.fresh()  # (a no-op unless the table's poll fell behind: route_table.py)
         try:
@@ -156,7 +176,14 @@ class Ingest:
             self.count_unavailable("routes_not_loaded")
             raise
         p = plan(ev, self.commands, int(time.time() * 1000), self.command_calls, fwd)
-        for result in await self.batcher.submit(p.commands):
+        if turn is None:
+            results = await self.batcher.submit(p.commands)
+        else:
+            await turn.mine()
+            submitted = self.batcher.submit(p.commands)  # its commands join the batch when it first runs: now
+            turn.pass_on()  # (the next one runs once this one waits on Redis)
+            results = await submitted
+        for result in results:
             if isinstance(result, Exception):
                 raise result
         self.metrics.inc(_events_field(p.label))

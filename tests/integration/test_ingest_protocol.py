@@ -6,6 +6,7 @@ halfway. Raw sockets, a real uvicorn server, the real Redis."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -188,3 +189,86 @@ def test_a_body_past_the_flow_control_mark(protocol: str, settings: Settings) ->
         w.close()
     assert status == 200, answer
     assert json.loads(answer) == {"status": "ok", "data": {"event": "message.publish"}}  # read whole, parsed
+
+
+# --- a train: the pipelined ingest requests of one connection answered together (adapter/api/protocol.py) -------
+
+
+def labels(answers: list[tuple[int, dict[str, str], bytes]]) -> list[object]:
+    return [json.loads(body)["data"]["event"] if status == 200 else status for status, _, body in answers]
+
+
+def test_a_long_pipeline_is_answered_whole_and_in_order(wire: Wire, redis_db: redis.Redis, keys: Keys) -> None:
+    """More than a train holds (MAX_AHEAD): the rest wait their turn; every answer in request order, an ASGI
+    request and refused ones among them."""
+    sent, expected = [], []
+    for i in range(130):
+        if i == 60:
+            sent.append(b"GET /iot/api/v1/nothing-here HTTP/1.1\r\nHost: adapter\r\n\r\n")
+            expected.append(404)
+        elif i % 17 == 5:
+            sent.append(request(b"{not json"))
+            expected.append(400)
+        elif i % 2:
+            sent.append(request(event(disconnected(f"L{i}", 1000, 2000))))
+            expected.append("client.disconnected")
+        else:
+            sent.append(request(event(connected(f"L{i}", 1000))))
+            expected.append("client.connected")
+    wire.send(b"".join(sent))
+    assert labels([wire.response() for _ in sent]) == expected
+    assert redis_db.hget(keys.client("L0"), "online") == "1" and redis_db.hget(keys.client("L128"), "online") == "1"
+    wire.send(request(event(connected("L-after", 1000))))  # the connection goes on
+    assert wire.response()[0] == 200
+
+
+@pytest.fixture
+def recorded(settings: Settings) -> Iterator[tuple[tuple[str, int], dict[str, Any]]]:
+    """`adapter api`'s protocol, its ingest's submissions recorded: the device of each command in submission
+    order, and the most submissions waiting on Redis at once."""
+    app = create_app(settings)
+    with serve(app, http=IngestProtocol) as url:
+        ingest = app.state.services.extras["ingest"]
+        seen: dict[str, Any] = {"order": [], "most": 0, "now": 0}
+        submit = ingest.batcher.submit
+
+        async def recording(commands: Any) -> Any:
+            seen["order"] += [re.search(rb"(T\d{3})", bytes(c)).group(1).decode() for c in commands]  # type: ignore[union-attr]
+            seen["now"] += 1
+            seen["most"] = max(seen["most"], seen["now"])
+            try:
+                return await submit(commands)
+            finally:
+                seen["now"] -= 1
+
+        ingest.batcher.submit = recording
+        host, port = url.removeprefix("http://").split(":")
+        yield (host, int(port)), seen
+
+
+def test_a_connections_pipelined_events_go_to_redis_together_in_request_order(
+        recorded: tuple[tuple[str, int], dict[str, Any]], redis_db: redis.Redis, keys: Keys) -> None:
+    addr, seen = recorded
+    ids = [f"T{i:03d}" for i in range(60)]
+    w = Wire(addr)
+    w.send(b"".join(request(event(connected(sn, 1000))) for sn in ids))
+    answers = [w.response() for _ in ids]
+    w.close()
+    assert labels(answers) == ["client.connected"] * len(ids)
+    assert seen["order"] == ids  # submitted in request order
+    assert seen["most"] > 1  # and not one at a time: later requests did not wait for the earlier answers
+    assert all(redis_db.hget(keys.client(sn), "online") == "1" for sn in ids)
+
+
+def test_a_client_gone_in_the_middle_of_a_train(recorded: tuple[tuple[str, int], dict[str, Any]],
+                                                redis_db: redis.Redis, keys: Keys) -> None:
+    addr, seen = recorded
+    gone = Wire(addr)
+    gone.send(b"".join(request(event(connected(f"T{i:03d}", 1000))) for i in range(100, 140)) + request(b"{")[:-1])
+    gone.close()
+    after = Wire(addr)
+    after.send(request(event(connected("T999", 1000))))
+    assert after.response()[0] == 200
+    after.close()
+    assert wait_for(lambda: seen["now"] == 0, what="the gone client's events to end")
+    assert seen["order"][-1] == "T999"
