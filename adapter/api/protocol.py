@@ -28,7 +28,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from adapter.api import ingest
 from adapter.errors import AppError
 from adapter.http.envelope import check_declared, check_streamed
-from adapter.ingest.plan import Turn
+from adapter.ingest.plan import Once, Turn
 from adapter.store.connections import Services
 
 log = logging.getLogger("adapter.api.protocol")
@@ -68,7 +68,7 @@ class IngestProtocol(HttpToolsProtocol):
         if isinstance(cycle, IngestCycle):
             self._train += 1
             ahead = cycle.ahead.turn if cycle.ahead is not None else None
-            cycle.turn = Turn(ahead.done if ahead is not None else None)
+            cycle.turn = Turn(ahead.done if ahead is not None and not ahead.done.set else None)
         super()._start_asgi_task(cycle, app)
 
     def on_response_complete(self) -> None:
@@ -104,7 +104,7 @@ class IngestCycle:
         self.protocol = protocol
         self.ahead = ahead  # the request before this one in its train: answered first
         self.turn: Turn | None = None  # set when it starts
-        self.answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.answered = Once()
         self.svc = svc
         self.headers = protocol.headers
         self.transport = protocol.transport
@@ -144,9 +144,8 @@ class IngestCycle:
         finally:
             self.on_response = _nothing  # as uvicorn's cycle: the protocol's callback is not kept alive
             if self.turn is not None:
-                self.turn.pass_on()  # an event refused before its submit lets the next one go
-            if not self.answered.done():
-                self.answered.set_result(None)
+                self.turn.done.fire()  # an event refused before its submit lets the next one go
+            self.answered.fire()
             self.ahead = None
             self.protocol.ingest_ended()
 
@@ -173,8 +172,8 @@ class IngestCycle:
     async def _write(self, status: int, head: bytes, body: bytes) -> None:
         """The response in one write (`head`: its own header lines), then what uvicorn's cycle does at the end;
         after the answer of the request ahead of it in its train."""
-        if self.ahead is not None and not self.ahead.answered.done():
-            await asyncio.shield(self.ahead.answered)
+        if self.ahead is not None and not self.ahead.answered.set:
+            await self.ahead.answered.wait()
         if self.transport.is_closing():  # the client left, or an answer ahead closed the connection
             self.disconnected = True
             return

@@ -137,21 +137,37 @@ def _rejected_field(reason: str) -> str:
     return f'ingest_rejected_total{{reason="{reason}"}}'
 
 
+class Once:
+    """A one-time signal, cheap when nobody waits for it: a future is made only for a waiter."""
+
+    __slots__ = ("_waiter", "set")
+
+    def __init__(self) -> None:
+        self.set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def fire(self) -> None:
+        if not self.set:
+            self.set = True
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        if not self.set:
+            if self._waiter is None:
+                self._waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._waiter)  # a waiter cancelled does not cancel the signal
+
+
 class Turn:
-    """An event's place in an order of submission (the pipelined requests of one connection): `mine()` waits until
-    the one before has submitted (or given up), `pass_on()` lets the next one go. Passing on twice is harmless."""
+    """An event's place in an order of submission (the pipelined requests of one connection): it is submitted once
+    the one before has been (`before` fired, or None), and `done` fires once it has (or was refused before)."""
 
-    def __init__(self, before: asyncio.Future[None] | None) -> None:
+    __slots__ = ("before", "done")
+
+    def __init__(self, before: Once | None) -> None:
         self.before = before
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def mine(self) -> None:
-        if self.before is not None and not self.before.done():
-            await asyncio.shield(self.before)
-
-    def pass_on(self) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
+        self.done = Once()
 
 
 class Ingest:
@@ -179,9 +195,10 @@ class Ingest:
         if turn is None:
             results = await self.batcher.submit(p.commands)
         else:
-            await turn.mine()
+            if turn.before is not None and not turn.before.set:
+                await turn.before.wait()
             submitted = self.batcher.submit(p.commands)  # its commands join the batch when it first runs: now
-            turn.pass_on()  # (the next one runs once this one waits on Redis)
+            turn.done.fire()  # (the next one runs once this one waits on Redis)
             results = await submitted
         for result in results:
             if isinstance(result, Exception):
