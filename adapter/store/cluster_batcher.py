@@ -209,5 +209,6 @@ class ClusterBatcher:
 
     async def load_scripts(self) -> None:
         await self.cluster.initialize()
+        self._ready = True  # (the ingest's first submits then enqueue without a wait: in the order they come)
         for script in self.scripts:
             await self.cluster.script_load(script.script)  # redis-py sends SCRIPT LOAD to every primary
