@@ -9,6 +9,13 @@ in one write. Every other request, and an ingest request uvicorn would treat spe
 string, a concurrency limit), goes the ASGI way unchanged; the ASGI path (`ingest.serve`) answers the ingest
 alike under any other server.
 
+A train: EMQX pipelines up to 100 requests on each of its connections. An ingest request behind ingest requests
+still being answered starts at once (uvicorn would hold it until the one before is answered): its effects are
+submitted after theirs (`Turn`, adapter/ingest/plan.py) and its answer written after theirs, so a connection's
+requests share the batcher's rounds and keep their order. Behind a request of another kind, or more than MAX_AHEAD
+ahead, it waits in uvicorn's pipeline; uvicorn's end-of-answer step (the next held request, the keep-alive timer)
+runs once the train's last answer is out.
+
 `adapter api` runs uvicorn with this class (adapter/cli.py). It uses what uvicorn's protocol and cycle share
 (`cycle`, `pipeline`, `flow`, `_start_asgi_task`, `on_response_complete`); the tests in
 tests/integration/test_ingest_protocol.py hold it to uvicorn's behaviour on the wire.
