@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import redis
-from bench_ingest import TOKEN, event_mix, wait_up
+from bench_ingest import TOKEN, event_mix, start_server, wait_up
 from loadgen import build_request, run_load
 
 
@@ -34,16 +33,15 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--seconds", type=float, default=8)
     p.add_argument("--devices", type=int, default=2000)
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     p.add_argument("--port", type=int, default=18980)
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     args = p.parse_args()
 
     r = redis.Redis.from_url(args.redis_url)
     r.flushdb()
     env = dict(os.environ, ADAPTER_REDIS_URL=args.redis_url, ADAPTER_INGEST_TOKEN=TOKEN,
                ADAPTER_ADMIN_PASSWORD="bench-password")
-    proc = subprocess.Popen([sys.executable, "-m", "adapter", "api", "--host", "127.0.0.1", "--port", str(args.port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_server("adapter api", args.port, env)
     try:
         wait_up(args.port, "/")
         headers = {"Authorization": f"Bearer {TOKEN}"}
