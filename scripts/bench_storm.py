@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import httpx
@@ -77,6 +78,39 @@ async def push(api: str, bodies: list[tuple[str, bytes]], concurrency: int) -> d
         await asyncio.gather(*(one() for _ in range(concurrency)))
     finally:
         await client.aclose()
+    return sent
+
+
+async def push_pipelined(api: str, bodies: list[tuple[str, bytes]], connections: int, depth: int) -> dict[str, float]:
+    """`push` in EMQX's shape: `connections` connections, `depth` requests pipelined on each (its connector's
+    `pool_size` and `enable_pipelining`), a refused event sent again later; raw sockets (scripts/loadgen.py's way)."""
+    sent: dict[str, float] = {}
+    queue = deque(bodies)
+    host, port = yarl.URL(api).host, yarl.URL(api).port
+    head = (f"POST /emqx/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: ").encode()
+
+    async def one() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        flying: deque[tuple[str, bytes]] = deque()
+        try:
+            while queue or flying:
+                while queue and len(flying) < depth:
+                    key, body = queue.popleft()
+                    sent.setdefault(key, time.time())
+                    writer.write(head + b"%d\r\n\r\n" % len(body) + body)
+                    flying.append((key, body))
+                answer = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line[15:]) for line in answer.split(b"\r\n")
+                               if line[:15].lower() == b"content-length:"), 0)
+                await reader.readexactly(length)
+                key, body = flying.popleft()
+                if answer[9:12] != b"200":
+                    queue.append((key, body))
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one() for _ in range(connections)))
     return sent
 
 
@@ -148,6 +182,8 @@ def main() -> int:
     p.add_argument("--routes", action="store_true", help="routed messages instead of reconnects")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=64, help="concurrent ingest POSTs")
+    p.add_argument("--pipeline", type=int, default=0, metavar="N",
+                   help="EMQX's shape: N requests pipelined on each of concurrency/N connections (0: one each)")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     p.add_argument("--port", type=int, default=18996)
     p.add_argument("--api-port", type=int, default=18997)
@@ -187,7 +223,10 @@ def main() -> int:
         if monitor is not None:
             monitor.on.set()
         t0 = time.time()
-        sent = asyncio.run(push(api, storm, args.concurrency))
+        if args.pipeline:
+            sent = asyncio.run(push_pipelined(api, storm, args.concurrency // args.pipeline, args.pipeline))
+        else:
+            sent = asyncio.run(push(api, storm, args.concurrency))
         pushed = time.time() - t0
         seen = wait_all(url, len(storm), timeout=300)
         took = max(seen.values()) - t0 if seen else float("nan")
@@ -206,7 +245,9 @@ def main() -> int:
         base = asyncio.run(baseline(f"{url}/base", len(storm), 20, b'{"type":"device","sn":"STORM000001"}'))
         base_cpu = {name: cpu_s([pid]) - base0[name] for name, pid in others.items() if name != "redis"}
         what = "routed messages" if args.routes else "reconnects"
-        print(f"storm: {len(storm)} {what} through the ingest (concurrency {args.concurrency}), "
+        shape = f"{args.concurrency // args.pipeline} connections × {args.pipeline} pipelined" if args.pipeline \
+            else f"concurrency {args.concurrency}"
+        print(f"storm: {len(storm)} {what} through the ingest ({shape}), "
               f"{args.workers} workers, 1 API process")
         print(f"  pushed in {pushed:.2f} s ({len(storm) / pushed:,.0f} events/s); {n} delivered in {took:.2f} s = "
               f"{rate:,.0f} deliveries/s")
