@@ -32,6 +32,7 @@ import redis
 import yarl
 from aiohttp.resolver import ThreadedResolver
 from bench_delivery import baseline, cpu_s, pct, start_receiver, wait_all, wait_up
+from loadgen import build_request, read_answer
 
 from adapter.delivery.http1 import Http1Client
 from adapter_devtools.chaos.load import Device
@@ -86,9 +87,8 @@ async def push_pipelined(api: str, bodies: list[tuple[str, bytes]], connections:
     `pool_size` and `enable_pipelining`), a refused event sent again later; raw sockets (scripts/loadgen.py's way)."""
     sent: dict[str, float] = {}
     queue = deque(bodies)
-    host, port = yarl.URL(api).host, yarl.URL(api).port
-    head = (f"POST /emqx/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: ").encode()
+    host, port = yarl.URL(api).host or "127.0.0.1", yarl.URL(api).port
+    headers = {"Authorization": f"Bearer {TOKEN}"}
 
     async def one() -> None:
         reader, writer = await asyncio.open_connection(host, port)
@@ -98,14 +98,11 @@ async def push_pipelined(api: str, bodies: list[tuple[str, bytes]], connections:
                 while queue and len(flying) < depth:
                     key, body = queue.popleft()
                     sent.setdefault(key, time.time())
-                    writer.write(head + b"%d\r\n\r\n" % len(body) + body)
+                    writer.write(build_request(host, "/emqx/events", body, headers))
                     flying.append((key, body))
-                answer = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line[15:]) for line in answer.split(b"\r\n")
-                               if line[:15].lower() == b"content-length:"), 0)
-                await reader.readexactly(length)
+                status = await read_answer(reader)
                 key, body = flying.popleft()
-                if answer[9:12] != b"200":
+                if status != 200:
                     queue.append((key, body))
         finally:
             writer.close()

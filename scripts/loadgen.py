@@ -42,6 +42,15 @@ def build_request(host: str, path: str, body: bytes, headers: dict[str, str]) ->
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+async def read_answer(reader: asyncio.StreamReader) -> int:
+    """One HTTP/1.1 answer off `reader` (its head, then its Content-Length body): its status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"), 0)
+    if length:
+        await reader.readexactly(length)
+    return int(head[9:12])
+
+
 async def _connection(host: str, port: int, requests: Sequence[bytes], start: int, step: int,
                       deadline: float, out: Result, depth: int = 1) -> None:
     """One keep-alive connection: `depth` requests in flight (pipelined, as EMQX's HTTP connector sends them with
@@ -60,14 +69,7 @@ async def _connection(host: str, port: int, requests: Sequence[bytes], start: in
         while len(sent) < depth:
             send_one()
         while sent:
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
+            status = await read_answer(reader)
             out.latencies.append(time.perf_counter() - sent.popleft())
             out.statuses[status] = out.statuses.get(status, 0) + 1
             out.requests += 1

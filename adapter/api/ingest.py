@@ -27,7 +27,8 @@ from adapter.auth.users import bearer
 from adapter.errors import AppError, storage_unavailable
 from adapter.http.endpoint import Call, Endpoint
 from adapter.http.envelope import check_declared, check_streamed, decode_json, error_response, read_body
-from adapter.ingest.plan import Ingest, Turn
+from adapter.ingest.plan import Ingest
+from adapter.ingest.turns import Turn
 from adapter.protocol.events import BadClientId, parse_event
 from adapter.store.connections import Services
 

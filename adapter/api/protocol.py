@@ -11,7 +11,7 @@ alike under any other server.
 
 A train: EMQX pipelines up to 100 requests on each of its connections. An ingest request behind ingest requests
 still being answered starts at once (uvicorn would hold it until the one before is answered): its effects are
-submitted after theirs (`Turn`, adapter/ingest/plan.py) and its answer written after theirs, so a connection's
+submitted after theirs (`Turn`, adapter/ingest/turns.py) and its answer written after theirs, so a connection's
 requests share the batcher's rounds and keep their order. Behind a request of another kind, or more than MAX_AHEAD
 ahead, it waits in uvicorn's pipeline; uvicorn's end-of-answer step (the next held request, the keep-alive timer)
 runs once the train's last answer is out.
@@ -35,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from adapter.api import ingest
 from adapter.errors import AppError
 from adapter.http.envelope import check_declared, check_streamed
-from adapter.ingest.plan import Once, Turn
+from adapter.ingest.turns import Once, Turn
 from adapter.store.connections import Services
 
 log = logging.getLogger("adapter.api.protocol")
@@ -74,8 +74,8 @@ class IngestProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         if isinstance(cycle, IngestCycle):
             self._train += 1
-            ahead = cycle.ahead.turn if cycle.ahead is not None else None
-            cycle.turn = Turn(ahead.done if ahead is not None and not ahead.done.set else None)
+            before = cycle.ahead.turn if cycle.ahead is not None else None
+            cycle.turn = Turn(before.done if before is not None and not before.done.set else None)
         super()._start_asgi_task(cycle, app)
 
     def on_response_complete(self) -> None:

@@ -87,10 +87,11 @@ class Targets:
     async def get(self, name: str, p: int) -> Target | None:
         """The target `name` as its deliveries of partition `p` see it; None when it is gone. While Redis cannot
         be read, the last record read (if any) stands."""
+        fresh = self.fresh(name, p)
+        if fresh is not None:
+            return fresh
         lane = self.lane(p)
         cached = self.cached.get((name, lane))
-        if cached and time.monotonic() - cached.fetched < FRESH_S:
-            return cached
         observed = cached.observed if cached else 0
         kind, target_id = kind_and_id(name)
         try:

@@ -10,7 +10,6 @@ topic or sending a heartbeat wakes its waiting commands (inside the device scrip
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,6 +17,7 @@ from functools import lru_cache
 from adapter.commands.rules import CommandCalls, acked_command, parse_response
 from adapter.devices.calls import MAX_PERIPHERALS, PERIPHERAL_TTL, DeviceCommands, packed
 from adapter.errors import AppError
+from adapter.ingest.turns import Turn
 from adapter.protocol import uplink
 from adapter.protocol.events import (
     REST_API_CLIENT,
@@ -135,39 +135,6 @@ def _events_field(label: str) -> str:
 @lru_cache(maxsize=64)
 def _rejected_field(reason: str) -> str:
     return f'ingest_rejected_total{{reason="{reason}"}}'
-
-
-class Once:
-    """A one-time signal, cheap when nobody waits for it: a future is made only for a waiter."""
-
-    __slots__ = ("_waiter", "set")
-
-    def __init__(self) -> None:
-        self.set = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    def fire(self) -> None:
-        if not self.set:
-            self.set = True
-            if self._waiter is not None and not self._waiter.done():
-                self._waiter.set_result(None)
-
-    async def wait(self) -> None:
-        if not self.set:
-            if self._waiter is None:
-                self._waiter = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._waiter)  # a waiter cancelled does not cancel the signal
-
-
-class Turn:
-    """An event's place in an order of submission (the pipelined requests of one connection): it is submitted once
-    the one before has been (`before` fired, or None), and `done` fires once it has (or was refused before)."""
-
-    __slots__ = ("before", "done")
-
-    def __init__(self, before: Once | None) -> None:
-        self.before = before
-        self.done = Once()
 
 
 class Ingest:
