@@ -4,7 +4,12 @@ worker` processes deliver one signed device callback each to a fast local receiv
 the last callback received, against a raw aiohttp loop (20 concurrent POSTs) to the same receiver in the same run.
 `--routes`: the same with N routed messages (`message.publish` on a topic one route matches).
 
-    .venv/bin/python scripts/bench_storm.py [--devices 10000] [--routes] [--redis-url redis://127.0.0.1:6379/10]
+The pusher stands in for EMQX and pushes as EMQX's HTTP connector does with this project's configuration
+(adapter/broker/emqx_config.py: 8 connections, requests pipelined on each): 64 in flight, 8 on each of 8
+connections (`--pipeline 8`); `--pipeline 0` sends them on 64 connections one at a time instead.
+
+    .venv/bin/python scripts/bench_storm.py [--devices 10000] [--routes] [--pipeline 8]
+                                            [--redis-url redis://127.0.0.1:6379/10]
 
 The Redis database is flushed at the start and the end: give it one of its own. Prints deliveries/s, the baseline,
 their ratio, the workers' CPU per delivery, the API's CPU per event, Redis calls per delivery (INFO commandstats,
@@ -179,8 +184,10 @@ def main() -> int:
     p.add_argument("--routes", action="store_true", help="routed messages instead of reconnects")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=64, help="concurrent ingest POSTs")
-    p.add_argument("--pipeline", type=int, default=0, metavar="N",
-                   help="EMQX's shape: N requests pipelined on each of concurrency/N connections (0: one each)")
+    p.add_argument("--pipeline", type=int, default=8, metavar="N",
+                   help="N requests pipelined on each of concurrency/N connections: EMQX's shape, as this project "
+                        "configures its HTTP connector (pool_size 8, enable_pipelining 100); 0: one request on each "
+                        "of `concurrency` connections")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     p.add_argument("--port", type=int, default=18996)
     p.add_argument("--api-port", type=int, default=18997)

@@ -127,20 +127,29 @@ def test_refused_outcome_writes_stop_the_pump_taking_work_and_nothing_is_sent_tw
             for sn in devices:
                 enqueue(server.client, sn, n)
         first = threading.Event()
+        succeeded = lambda: int(server.client.hget(K.target("callback", 1), "succCount") or 0)  # noqa: E731
+        when_full: list[int] = []  # what had succeeded when Redis took writes again
+
+        def take_writes() -> None:
+            when_full.append(succeeded())
+            server.client.config_set("maxmemory", 0)
+
+        full = threading.Timer(3.0, take_writes)
 
         def answer(r: Received) -> int:
             if not first.is_set():
                 first.set()
                 server.client.config_set("maxmemory-policy", "noeviction")
                 server.client.config_set("maxmemory", 1)
-                threading.Timer(3.0, lambda: server.client.config_set("maxmemory", 0)).start()
+                full.start()
             return 200
 
         rec.answer = answer
         with PumpThread(settings_for(server)) as pump:
-            wait_for(lambda: int(server.client.hget(K.target("callback", 1), "succCount") or 0) >= 400, timeout=60,
-                     what="every delivery")
+            wait_for(lambda: succeeded() >= 400, timeout=60, what="every delivery")
             assert pump.alive(), f"{type(pump.error).__name__}: {pump.error}"
+        full.join(10)
+        assert when_full and when_full[0] < 400, "Redis took the outcome writes while full"
         got = arrivals(rec)
         assert len(got) == 400, f"{len(got) - 400} sent twice"
         assert order_violations(got) == 0

@@ -46,8 +46,8 @@ def _used(body: str, table: str, layout: tuple[Field, ...]) -> list[str]:
     unused = []
     first_many = next((i for i, f in enumerate(layout) if f.many), len(layout))
     for i, f in enumerate(layout):
-        if i < first_many:
-            ok = f"{table}[{i + 1}]" in body
+        if i < first_many:  # TABLE[i], or TABLE[k + i] in a script of many groups to a call (outcome.lua)
+            ok = f"{table}[{i + 1}]" in body or re.search(rf"{table}\[[a-z]\w* \+ {i + 1}\]", body) is not None
         elif f.many:
             ok = f"#{table}" in body or re.search(rf"{table}\[({i + 1}|\w+ \+ \d+|i)\]", body) is not None
         else:
@@ -91,7 +91,8 @@ def _beyond(script: Script) -> list[str]:
     body, out = _body(script.script), []
     for table, layout in (("KEYS", script.keys), ("ARGV", script.args)):
         if not any(f.many for f in layout):
-            out += [f"{table}[{n}]" for n in sorted({int(n) for n in re.findall(rf"\b{table}\[(\d+)\]", body)})
+            read = re.findall(rf"\b{table}\[(\d+)\]", body) + re.findall(rf"\b{table}\[[a-z]\w* \+ (\d+)\]", body)
+            out += [f"{table}[{n}]" for n in sorted({int(n) for n in read})
                     if not 1 <= n <= len(layout)]
     return out
 
