@@ -123,6 +123,21 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
+def stop(procs: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """Stop the processes a bench started: SIGTERM, then SIGKILL for any still running `timeout` s later (a worker
+    left running would pump the next run's Redis with its own code, and its deliveries would count as the next
+    run's)."""
+    for proc in procs:
+        proc.terminate()
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def wait_all(url: str, expected: int, timeout: float) -> dict[str, float]:
     seen: dict[str, float] = {}
     deadline = time.monotonic() + timeout
@@ -205,12 +220,7 @@ def main() -> int:
         print(f"baseline: raw aiohttp loop, concurrency {args.concurrency * args.workers}: {base:,.0f} POSTs/s")
         print(f"ratio engine/baseline: {rate / base:.2f}   (goals: ≥ 3,000/s and ≥ 0.5)")
     finally:
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            w.wait(30)
-        receiver.terminate()
-        receiver.wait(10)
+        stop([*workers, receiver])
         r.flushdb()
     return 0
 

@@ -36,7 +36,7 @@ import orjson
 import redis
 import yarl
 from aiohttp.resolver import ThreadedResolver
-from bench_delivery import baseline, cpu_s, pct, start_receiver, wait_all, wait_up
+from bench_delivery import baseline, cpu_s, pct, start_receiver, stop, wait_all, wait_up
 from loadgen import build_request, read_answer
 
 from adapter.delivery.http1 import Http1Client
@@ -275,10 +275,7 @@ def main() -> int:
               f"ran, scripts' included: {sum(used.values()) / max(1, n):.1f} ({top})")
         print(f"  push-to-delivery latency: p50 {pct(lat, 0.5):.0f} ms, p99 {pct(lat, 0.99):.0f} ms")
     finally:
-        for proc in [*workers, *procs]:
-            proc.terminate()
-        for proc in [*workers, *procs]:
-            proc.wait(30)
+        stop([*workers, *procs])
         r.flushdb()
     return 0
 
