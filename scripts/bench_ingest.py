@@ -1,7 +1,12 @@
 """Ingest throughput: `POST /emqx/events` on one API process with the real Redis, against a bare Starlette
 endpoint (reads the body, answers 200) on the same uvicorn settings, in the same run.
 
-    .venv/bin/python scripts/bench_ingest.py [--connections 32] [--seconds 10] [--devices 2000]
+    .venv/bin/python scripts/bench_ingest.py [--connections 8] [--depth 8] [--seconds 10] [--devices 2000]
+
+The load comes as EMQX sends it: a few connections with requests pipelined on each (its HTTP connector's defaults,
+and this project's configuration: 8 connections, up to 100 requests in flight on each); `--connections 8 --depth
+8` by default. `--connections 32 --depth 1` sends them on 32 connections one at a time (a load generator's shape,
+not EMQX's; figures of both in docs/benchmarks.md).
 
 Three servers, one after the other: the bare endpoint (uvicorn, uvloop, httptools, with `adapter api`'s settings:
 no server header, no proxy headers, no access log), the app on the same uvicorn (the ingest's ASGI path), and
@@ -132,8 +137,8 @@ def serve_and_measure(app: str, port: int, env: dict[str, str], requests: list[b
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--connections", type=int, default=32)
-    p.add_argument("--depth", type=int, default=1, help="requests pipelined on each connection (EMQX: up to 100)")
+    p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--depth", type=int, default=8, help="requests pipelined on each connection (EMQX: up to 100)")
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--devices", type=int, default=2000)
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
