@@ -12,6 +12,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from adapter_devtools.httpwire import build_request, read_answer
+
+__all__ = ["Result", "build_request", "read_answer", "run_load", "summary"]
+
 
 @dataclass
 class Result:
@@ -33,22 +37,6 @@ class Result:
     def line(self, name: str) -> str:
         return (f"{name:<22} {self.rate:9.0f} req/s   p50 {self.pct(0.5):6.2f} ms   p99 {self.pct(0.99):6.2f} ms"
                 f"   ({self.requests} requests, statuses {dict(sorted(self.statuses.items()))})")
-
-
-def build_request(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-    head = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
-            f"Content-Length: {len(body)}", "Connection: keep-alive"]
-    head += [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
-
-
-async def read_answer(reader: asyncio.StreamReader) -> int:
-    """One HTTP/1.1 answer off `reader` (its head, then its Content-Length body): its status."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next((int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"), 0)
-    if length:
-        await reader.readexactly(length)
-    return int(head[9:12])
 
 
 async def _connection(host: str, port: int, requests: Sequence[bytes], start: int, step: int,

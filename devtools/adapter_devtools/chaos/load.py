@@ -1,6 +1,8 @@
 """The load: N devices, each sending its events to the ingest one at a time, as EMQX's HTTP action does with
-one request in flight per client: the next only after the previous got 200; on 503, 429, a connection error
-or a timeout the same event again (every `retry_every` s) until `retry_for` s have passed, then EMQX drops it.
+one request in flight per client: the next only after the previous got 200 (over aiohttp, a request per
+connection at a time; or, `connections` > 0, pipelined with other clients' requests on a few connections, as
+EMQX's connector sends them: pipelined.py); on 503, 429, a connection error or a timeout the same event again
+(every `retry_every` s) until `retry_for` s have passed, then EMQX drops it.
 Any other status is dropped at once (EMQX does not retry it).
 
 A device connects, subscribes to its command topic (it becomes a device and comes online: presence version 2)
@@ -20,6 +22,7 @@ import aiohttp
 import orjson
 
 from adapter_devtools.chaos.model import Answer, Item
+from adapter_devtools.chaos.pipelined import PipelinedPool
 from adapter_devtools.devbroker import events
 from adapter_devtools.devbroker.ids import format_guid, node_bits
 from adapter_devtools.devbroker.model import ConnInfo, Origin
@@ -42,6 +45,7 @@ class LoadConfig:
     request_timeout: float = 15.0
     prefix: str = "CHAOS"
     seed: int = 1
+    connections: int = 0  # > 0: EMQX's connector (pipelined.py), this many connections; 0: aiohttp, one each
 
 
 def now_ms() -> int:
@@ -104,6 +108,7 @@ class Load:
         self.stop_at = float("inf")  # monotonic: no event is produced from then on
         self.rng = random.Random(config.seed)
         self.session: aiohttp.ClientSession | None = None
+        self.pool: PipelinedPool | None = None
 
     def stop(self) -> None:
         self.stop_at = time.monotonic()
@@ -111,25 +116,38 @@ class Load:
     async def run(self) -> None:
         c = self.config
         headers = {"Authorization": f"Bearer {c.token}", "Content-Type": "application/json"}
+        if c.connections:
+            self.pool = PipelinedPool(c.ingest_url, headers, c.connections, c.request_timeout)
+            try:
+                await asyncio.gather(*(self._device(n) for n in range(c.devices)))
+            finally:
+                await self.pool.aclose()
+            return
         connector = aiohttp.TCPConnector(limit=c.devices + 4)
         timeout = aiohttp.ClientTimeout(total=c.request_timeout)
         async with aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout) as session:
             self.session = session
             await asyncio.gather(*(self._device(n) for n in range(c.devices)))
 
+    async def _status_of(self, key: str, raw: bytes) -> int:
+        """One POST of an event: its answer's status, 0 for a connection error or a timeout."""
+        if self.pool is not None:
+            return await self.pool.post(key, raw)
+        assert self.session is not None
+        try:
+            async with self.session.post(self.config.ingest_url, data=raw) as r:
+                await r.read()
+                return r.status
+        except (aiohttp.ClientError, TimeoutError):
+            return 0
+
     async def _post(self, body: dict) -> tuple[float, int]:
         """EMQX's HTTP action for one event: (when it was done with it, the last status; 0: gave up)."""
-        assert self.session is not None
         raw = orjson.dumps(body)
         deadline = time.monotonic() + self.config.retry_for
         while True:
             sent = time.monotonic()
-            try:
-                async with self.session.post(self.config.ingest_url, data=raw) as r:
-                    await r.read()
-                    status = r.status
-            except (aiohttp.ClientError, TimeoutError):
-                status = 0
+            status = await self._status_of(body["clientid"], raw)
             at = time.monotonic()
             self.answers.append(Answer(sent, at, status))
             if status not in RETRIED:

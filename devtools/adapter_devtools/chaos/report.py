@@ -72,8 +72,10 @@ def table(rows: Iterable[list[str]]) -> str:
 
 def text(result: Result) -> str:
     s = result.settings
-    out = [f"chaos: layout {result.layout}, {s['devices']} devices x {s['rate']:g}/s, adapter at {result.commit} "
-           f"(its last commit), {result.seconds:.0f} s"]
+    pipelined = (f", pipelined on {s['connections']} connections (at most {s.get('most_in_flight', 0)} requests in "
+                 f"flight on one)" if s.get("connections") else "")
+    out = [f"chaos: layout {result.layout}, {s['devices']} devices x {s['rate']:g}/s{pipelined}, adapter at "
+           f"{result.commit} (its last commit), {result.seconds:.0f} s"]
     out.append(table([list(COLUMNS), *(row_cells(r) for r in result.rows)]))
     notes = [f"  {r.name}: {r.note}" for r in result.rows if r.note]
     if notes:

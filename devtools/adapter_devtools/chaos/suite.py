@@ -53,6 +53,7 @@ class Config:
     records: Path | None = None  # write every item, arrival, answer, window and exit here (JSON)
     extra_env: dict[str, str] = field(default_factory=dict)
     full_coverage: bool = False  # the cluster's cluster-require-full-coverage (docs/cluster.md advises no)
+    connections: int = 0  # > 0: the load pipelines on this many connections, as EMQX's connector (chaos/pipelined.py)
 
     @property
     def cap(self) -> int:
@@ -71,7 +72,8 @@ class Config:
         return {"devices": self.devices, "rate": self.rate, "faults": list(self.faults), "warmup": self.warmup,
                 "settle": self.settle, "workers": self.workers, "lease": self.lease, "schedule": self.schedule,
                 "delivery_timeout": self.delivery_timeout, "target_concurrency": self.cap,
-                "kill_spacing": self.kill_spacing, **({"env": self.extra_env} if self.extra_env else {})}
+                "kill_spacing": self.kill_spacing, "connections": self.connections,
+                **({"env": self.extra_env} if self.extra_env else {})}
 
 
 @dataclass
@@ -144,7 +146,7 @@ def run(config: Config) -> report.Result:
         stack.callback(admin.close)
         route, callback = admin.add_route(ROUTE_TOPIC, url + ROUTE_PATH), admin.add_callback(url + CALLBACK_PATH)
         load = Load(LoadConfig(f"{app.base}/emqx/events", env["ADAPTER_INGEST_TOKEN"], config.devices, config.rate,
-                               route, callback))
+                               route, callback, connections=config.connections))
         running = asyncio.run_coroutine_threadsafe(load.run(), loop.loop)
         stack.callback(running.cancel)
         wait(lambda: receiver.arrivals, 30, "the first delivery")
@@ -161,8 +163,11 @@ def run(config: Config) -> report.Result:
             config.records.write_bytes(orjson.dumps({
                 "items": load.items, "arrivals": receiver.arrivals, "answers": load.answers, "windows": windows,
                 "exits": app.supervisor.exits}))
+        settings = config.summary()
+        if load.pool is not None:
+            settings["most_in_flight"] = load.pool.most_in_flight
         return report.Result(
-            layout=config.layout, commit=commit(), settings=config.summary(), rows=rows, stuck=final,
+            layout=config.layout, commit=commit(), settings=settings, rows=rows, stuck=final,
             goals=counting.Goals(config.cap, config.recovery_goal, config.lease), exits=app.supervisor.exits,
             retired=len(load.retired), malformed=receiver.malformed, seconds=time.monotonic() - started,
             logs={"worker": report.notable_lines(sorted(logs.glob("worker-*.log"))),
