@@ -65,7 +65,6 @@ class IngestProtocol(HttpToolsProtocol):
         elif ahead is not None and not self.pipeline and self._train < MAX_AHEAD:
             # pipelined behind ingest requests still being answered: it goes now, in their train (its effects
             # submitted after theirs, its answer written after theirs)
-            ahead.behind = cycle
             self._start_asgi_task(cycle, self.app)
         else:  # behind another request, or too many ahead: uvicorn starts it when the one before is answered
             cycle.ahead = None
@@ -82,7 +81,7 @@ class IngestProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         """An answer went out. While more of a train of ingest requests are still to be answered, it is only
         counted: the next request uvicorn holds back (and its keep-alive timer) wait for the train's last answer."""
-        if self._train > 0:
+        if self._train > 1:
             self.server_state.total_requests += 1
             return
         super().on_response_complete()
@@ -111,11 +110,8 @@ class IngestCycle:
                  ahead: IngestCycle | None = None) -> None:
         self.protocol = protocol
         self.ahead = ahead  # the request before this one in its train: answered first
-        self.behind: IngestCycle | None = None  # the one after it in its train
         self.turn: Turn | None = None  # set when it starts
         self.answered = Once()
-        self.ready: bytes | None = None  # its answer, once made, until it is written
-        self.ended = False  # counted out of the protocol's train
         self.svc = svc
         self.headers = protocol.headers
         self.transport = protocol.transport
@@ -157,8 +153,8 @@ class IngestCycle:
             if self.turn is not None:
                 self.turn.done.fire()  # an event refused before its submit lets the next one go
             self.answered.fire()
-            self.ahead = self.behind = None
-            self._end()
+            self.ahead = None
+            self.protocol.ingest_ended()
 
     async def _read(self, declared: bytes | None, limit: int) -> bytes:
         """The body (mostly in already: the parser fed it before this task ran), 413 past `limit`."""
@@ -182,20 +178,9 @@ class IngestCycle:
 
     async def _write(self, status: int, head: bytes, body: bytes) -> None:
         """The response in one write (`head`: its own header lines), then what uvicorn's cycle does at the end;
-        after the answer of the request ahead of it in its train. The answers of the train behind it that are
-        made by then go in the same write (one send for many: a send is what an answer costs most, here and at
-        the client)."""
-        close = b"" if self.keep_alive else b"connection: close\r\n"
-        self.ready = b"".join((STATUS_LINE[status], *(b"%s: %s\r\n" % hv for hv in self.default_headers), head, close,
-                               b"\r\n", body))
+        after the answer of the request ahead of it in its train."""
         if self.ahead is not None and not self.ahead.answered.set:
             await self.ahead.answered.wait()
-        if self.response_complete:  # written with the answer of one ahead
-            return
-        if self.behind is not None and self.behind.ready is None:
-            # the answers behind it made in the same round of the batcher are made in the steps queued before its
-            # own next one: they go in this write
-            await asyncio.sleep(0)
         if self.transport.is_closing():  # the client left, or an answer ahead closed the connection
             self.disconnected = True
             return
@@ -203,28 +188,18 @@ class IngestCycle:
             await self.flow.drain()
         if self.disconnected:
             return
-        batch: list[IngestCycle] = [self]
-        while batch[-1].keep_alive and batch[-1].behind is not None and batch[-1].behind.ready is not None:
-            batch.append(batch[-1].behind)
-        self.transport.write(b"".join([c.ready for c in batch if c.ready is not None]))
-        for cycle in batch:
-            cycle._complete()
-
-    def _complete(self) -> None:
-        """Its answer is written: what uvicorn's cycle does then, and the request behind it may go."""
-        self.ready = None
+        parts = [STATUS_LINE[status]]
+        parts += [b"%s: %s\r\n" % (name, value) for name, value in self.default_headers]
+        parts.append(head)
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += [b"\r\n", body]
+        self.transport.write(b"".join(parts))
         self.response_complete = True
         self.message_event.set()
-        self._end()
         if not self.keep_alive:
             self.transport.close()
         self.on_response()
-        self.answered.fire()
-
-    def _end(self) -> None:
-        if not self.ended:
-            self.ended = True
-            self.protocol.ingest_ended()
 
 
 def _nothing() -> None:

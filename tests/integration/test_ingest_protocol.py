@@ -260,39 +260,6 @@ def test_a_connections_pipelined_events_go_to_redis_together_in_request_order(
     assert all(redis_db.hget(keys.client(sn), "online") == "1" for sn in ids)
 
 
-def test_the_answers_of_a_train_made_together_go_out_in_one_write(
-        recorded: tuple[tuple[str, int], dict[str, Any]], redis_db: redis.Redis, keys: Keys,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A send is what an answer costs most (here and at EMQX): the answers of a train that are made by the time the
-    one ahead of them is written go out with it, in order."""
-    writes: list[int] = []  # the answers in each write
-    made = IngestProtocol.connection_made
-
-    class Counted:
-        def __init__(self, transport: Any) -> None:
-            self._transport = transport
-
-        def write(self, data: bytes) -> None:
-            writes.append(data.count(b"HTTP/1.1 "))
-            self._transport.write(data)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._transport, name)
-
-    def counting(self: IngestProtocol, transport: Any) -> None:
-        made(self, Counted(transport))
-
-    monkeypatch.setattr(IngestProtocol, "connection_made", counting)
-    addr, _ = recorded
-    ids = [f"T{i:03d}" for i in range(60)]
-    w = Wire(addr)
-    w.send(b"".join(request(event(connected(sn, 1000))) for sn in ids))
-    answers = [w.response() for _ in ids]
-    w.close()
-    assert labels(answers) == ["client.connected"] * len(ids) and sum(writes) == len(ids)
-    assert len(writes) < len(ids) / 2, writes
-
-
 def test_a_client_gone_in_the_middle_of_a_train(recorded: tuple[tuple[str, int], dict[str, Any]],
                                                 redis_db: redis.Redis, keys: Keys) -> None:
     addr, seen = recorded
