@@ -18,7 +18,9 @@ from pathlib import Path
 
 import redis
 from bench_ingest import TOKEN, event_mix, start_server, wait_up
-from loadgen import build_request, run_load
+from loadgen import run_load
+
+from adapter_devtools.httpwire import build_request
 
 
 def rss_mb(pid: int) -> int:

@@ -31,10 +31,11 @@ from argon2 import PasswordHasher
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_ingest import start_server, wait_up
-from loadgen import Result, build_request
+from loadgen import Result
 
 from adapter.broker.credentials import cache_digest
 from adapter.store.keys import Keys
+from adapter_devtools.httpwire import build_request
 
 TOKEN = "bench-token"
 SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstu"

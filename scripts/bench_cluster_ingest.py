@@ -23,7 +23,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ingest import TOKEN, event_mix, serve_and_measure
-from loadgen import build_request
+
+from adapter_devtools.httpwire import build_request
 
 
 def primaries(ports: list[int]) -> list[redis.Redis]:

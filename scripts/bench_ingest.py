@@ -29,7 +29,9 @@ import httpx
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import build_request, run_load
+from loadgen import run_load
+
+from adapter_devtools.httpwire import build_request
 
 TOKEN = "bench-token"
 BARE_APP = '''

@@ -41,13 +41,14 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
 from bench_ingest import TOKEN, event_mix, start_server, wait_up  # noqa: E402
-from loadgen import Result, build_request, run_load  # noqa: E402
+from loadgen import Result, run_load  # noqa: E402
 
 from adapter.protocol.events import MessagePublished, parse_event  # noqa: E402
 from adapter.store.keys import Keys  # noqa: E402
 from adapter.targets.forwarding import forward_of  # noqa: E402
 from adapter.targets.route_table import RouteTable  # noqa: E402
 from adapter.targets.routes import RouteStore  # noqa: E402
+from adapter_devtools.httpwire import build_request  # noqa: E402
 
 TARGET = "http://127.0.0.1:9/bench"  # the discard port: nothing is sent anyway (no pump runs)
 WILDCARD_EVERY = 100

@@ -37,10 +37,10 @@ import redis
 import yarl
 from aiohttp.resolver import ThreadedResolver
 from bench_delivery import baseline, cpu_s, pct, start_receiver, stop, wait_all, wait_up
-from loadgen import build_request, read_answer
 
 from adapter.delivery.http1 import Http1Client
 from adapter_devtools.chaos.load import Device
+from adapter_devtools.httpwire import build_request, read_answer
 
 TOKEN = "bench-ingest-token"
 ADMIN_PASSWORD = "bench-admin-password"

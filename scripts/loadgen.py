@@ -12,9 +12,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from adapter_devtools.httpwire import build_request, read_answer
-
-__all__ = ["Result", "build_request", "read_answer", "run_load", "summary"]
+from adapter_devtools.httpwire import read_answer
 
 
 @dataclass

@@ -107,6 +107,9 @@ def test_the_checks_catch_a_name_never_read_and_a_read_beyond_the_header() -> No
     assert _used(_body(script.script), "KEYS", script.keys) == ["b"]
     assert _used(_body(script.script), "ARGV", script.args) == ["last"]  # `rest`: counted by #ARGV
     assert _beyond(script) == ["KEYS[3]"]
+    grouped = Script("-- KEYS: a, b, c\n-- ARGV: x\nlocal k = 0\nreturn {KEYS[k + 1], KEYS[k + 3], KEYS[k + 4]}")
+    assert _used(_body(grouped.script), "KEYS", grouped.keys) == ["b"]  # groups of KEYS at an offset (outcome.lua)
+    assert _beyond(grouped) == ["KEYS[4]"]
 
 
 def test_a_call_names_exactly_the_header() -> None:
